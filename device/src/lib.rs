@@ -1,0 +1,4 @@
+//! `mer-device`: the runtime on the interview-room board. Hardware sits behind traits so the
+//! whole pipeline runs on replayed or synthetic frames in tests.
+
+pub mod source;

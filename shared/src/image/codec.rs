@@ -1,0 +1,118 @@
+//! Decoding JPEG/PNG/BMP (8 or 16 bit, gray or colour) to gray, and writing PNGs.
+
+use std::path::Path;
+
+use image::{DynamicImage, ImageReader};
+
+use super::GrayImage;
+use crate::error::{Error, Result};
+
+/// Loads an image file as gray in [0, 1]; colour is converted with OpenCV's BT.601 weights.
+pub fn load_gray(path: &Path) -> Result<GrayImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_gray(&bytes, path)
+}
+
+/// Decodes encoded bytes; `path` is only used to name the source in errors.
+pub fn decode_gray(bytes: &[u8], path: &Path) -> Result<GrayImage> {
+    let fail = |reason: String| Error::Decode { path: path.to_path_buf(), reason };
+    if bytes.is_empty() {
+        return Err(fail("file is empty".into()));
+    }
+    let reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| fail(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(fail("unrecognised file format".into()));
+    }
+    let img = reader.decode().map_err(|e| fail(e.to_string()))?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let data: Vec<f32> = match img {
+        DynamicImage::ImageLuma8(g) => g.into_raw().into_iter().map(|v| v as f32 / 255.0).collect(),
+        DynamicImage::ImageLuma16(g) => g.into_raw().into_iter().map(|v| v as f32 / 65535.0).collect(),
+        DynamicImage::ImageLumaA8(_) | DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_) => {
+            let rgb = img.to_rgb8();
+            rgb.pixels().map(|p| gray_from_rgb8(p.0) as f32 / 255.0).collect()
+        }
+        other => {
+            // 16-bit colour and float images: same weights in floating point.
+            let rgb = other.to_rgb32f();
+            rgb.pixels().map(|p| 0.299 * p.0[0] + 0.587 * p.0[1] + 0.114 * p.0[2]).collect()
+        }
+    };
+    let img = GrayImage::new(w, h, data)?;
+    img.check_finite(&path.display().to_string())?;
+    Ok(img)
+}
+
+/// `cv2.cvtColor(..., COLOR_RGB2GRAY)` for 8-bit: fixed-point BT.601 weights, rounded.
+fn gray_from_rgb8([r, g, b]: [u8; 3]) -> u8 {
+    const R: u32 = 4899; // 0.299 * 2^14
+    const G: u32 = 9617; // 0.587 * 2^14
+    const B: u32 = 1868; // 0.114 * 2^14
+    ((r as u32 * R + g as u32 * G + b as u32 * B + (1 << 13)) >> 14) as u8
+}
+
+/// Writes an 8-bit gray PNG (values clamped to [0, 1] and rounded).
+pub fn save_gray_png(img: &GrayImage, path: &Path) -> Result<()> {
+    let buf = image::GrayImage::from_raw(img.width() as u32, img.height() as u32, img.to_u8())
+        .expect("buffer length matches dimensions");
+    buf.save_with_format(path, image::ImageFormat::Png)
+        .map_err(|e| Error::Encode { path: path.to_path_buf(), reason: e.to_string() })
+}
+
+/// Writes interleaved 8-bit RGB pixels as a PNG.
+pub fn save_rgb_png(width: usize, height: usize, rgb: Vec<u8>, path: &Path) -> Result<()> {
+    let buf = image::RgbImage::from_raw(width as u32, height as u32, rgb)
+        .ok_or_else(|| Error::size("RGB buffer length", width * height * 3, "a different length"))?;
+    buf.save_with_format(path, image::ImageFormat::Png)
+        .map_err(|e| Error::Encode { path: path.to_path_buf(), reason: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(img: DynamicImage, fmt: image::ImageFormat) -> Vec<u8> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, fmt).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn decodes_gray_png_exactly_and_16_bit_to_unit_range() {
+        let g = image::GrayImage::from_fn(4, 3, |x, y| image::Luma([(x * 60 + y) as u8]));
+        let bytes = encode(DynamicImage::ImageLuma8(g), image::ImageFormat::Png);
+        let img = decode_gray(&bytes, Path::new("a.png")).unwrap();
+        assert_eq!((img.width(), img.height()), (4, 3));
+        assert_eq!(img.get(3, 2), 182.0 / 255.0);
+
+        let g16 = image::ImageBuffer::<image::Luma<u16>, _>::from_fn(2, 2, |x, _| image::Luma([x as u16 * 65535]));
+        let bytes = encode(DynamicImage::ImageLuma16(g16), image::ImageFormat::Png);
+        let img = decode_gray(&bytes, Path::new("b.png")).unwrap();
+        assert_eq!(img.data(), &[0.0, 1.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn rgb_uses_opencv_weights() {
+        let rgb = image::RgbImage::from_fn(3, 1, |x, _| match x {
+            0 => image::Rgb([255, 0, 0]),
+            1 => image::Rgb([0, 255, 0]),
+            _ => image::Rgb([0, 0, 255]),
+        });
+        let bytes = encode(DynamicImage::ImageRgb8(rgb), image::ImageFormat::Bmp);
+        let img = decode_gray(&bytes, Path::new("c.bmp")).unwrap();
+        assert_eq!(img.to_u8(), vec![76, 150, 29]);
+    }
+
+    #[test]
+    fn truncated_and_garbage_files_are_named_errors() {
+        let g = image::GrayImage::from_fn(32, 32, |x, y| image::Luma([(x ^ y) as u8]));
+        let bytes = encode(DynamicImage::ImageLuma8(g), image::ImageFormat::Jpeg);
+        let err = decode_gray(&bytes[..bytes.len() / 2], Path::new("cut.jpg")).unwrap_err().to_string();
+        assert!(err.contains("cut.jpg"), "{err}");
+        let err = decode_gray(b"not an image at all", Path::new("x.png")).unwrap_err().to_string();
+        assert!(err.contains("x.png"), "{err}");
+        assert!(decode_gray(&[], Path::new("empty.png")).unwrap_err().to_string().contains("empty"));
+        let err = load_gray(Path::new("/definitely/missing.png")).unwrap_err().to_string();
+        assert!(err.contains("/definitely/missing.png"), "{err}");
+    }
+}

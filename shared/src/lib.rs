@@ -1,0 +1,16 @@
+//! `mer-shared`: everything both sides of the product must compute identically.
+//!
+//! The host trains on tensors built here and the device classifies tensors built here, so a
+//! model always sees the input it was trained on. Nothing in this crate touches libtorch or a
+//! camera; it builds for aarch64.
+
+pub mod error;
+pub mod flow;
+pub mod image;
+pub mod input;
+pub mod labels;
+pub mod synth;
+
+pub use error::{Error, Result};
+pub use flow::Flow;
+pub use image::GrayImage;
