@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::Flow;
-use super::median::median5_in_place;
+use super::median::{MedianScratch, median5_in_place};
 use crate::error::{Error, Result};
 use crate::image::{GrayImage, Interpolation, resize, resize_by_factor};
 
@@ -160,7 +160,7 @@ struct Level<'a> {
     p21: Vec<f32>,
     p22: Vec<f32>,
     zeros: Vec<f32>,
-    median_scratch: Vec<f32>,
+    median_scratch: MedianScratch,
     params: Tvl1Params,
     threads: Option<usize>,
 }
@@ -186,7 +186,7 @@ impl<'a> Level<'a> {
             p21: vec![0.0; n],
             p22: vec![0.0; n],
             zeros: vec![0.0; w],
-            median_scratch: Vec::new(),
+            median_scratch: MedianScratch::default(),
             params: *params,
             threads,
         }
@@ -237,40 +237,14 @@ impl<'a> Level<'a> {
     /// Thresholding (v), divergence of p and the primal update of u, fused; returns Σ|Δu|².
     fn primal_step(&self, u1: &mut [f32], u2: &mut [f32], l_t: f32, theta: f32) -> f32 {
         let w = self.w;
-        let rows = |y0: usize, u1b: &mut [f32], u2b: &mut [f32]| -> f32 {
-            let mut err = 0.0;
-            for (r, (a, b)) in u1b.chunks_exact_mut(w).zip(u2b.chunks_exact_mut(w)).enumerate() {
-                let y = y0 + r;
-                let row = y * w..(y + 1) * w;
-                err += primal_row(
-                    PrimalRow {
-                        iwx: &self.iwx[row.clone()],
-                        iwy: &self.iwy[row.clone()],
-                        grad: &self.grad[row.clone()],
-                        rho_c: &self.rho_c[row.clone()],
-                        p11: &self.p11[row.clone()],
-                        p12: &self.p12[row.clone()],
-                        p12_prev: prev_row(&self.p12, &self.zeros, y, w),
-                        p21: &self.p21[row.clone()],
-                        p22: &self.p22[row.clone()],
-                        p22_prev: prev_row(&self.p22, &self.zeros, y, w),
-                    },
-                    a,
-                    b,
-                    l_t,
-                    theta,
-                );
-            }
-            err
-        };
         match self.threads {
-            None => rows(0, u1, u2),
+            None => primal_band(self, 0, u1, u2, l_t, theta),
             Some(t) => {
                 let band = self.h.div_ceil(t * 4).max(1) * w;
                 u1.par_chunks_mut(band)
                     .zip(u2.par_chunks_mut(band))
                     .enumerate()
-                    .map(|(k, (a, b))| rows(k * band / w, a, b))
+                    .map(|(k, (a, b))| primal_band(self, k * band / w, a, b, l_t, theta))
                     .sum()
             }
         }
@@ -279,20 +253,8 @@ impl<'a> Level<'a> {
     /// Forward gradient of u and the projected dual update of p, fused.
     fn dual_step(&mut self, u1: &[f32], u2: &[f32], taut: f32) {
         let (w, h) = (self.w, self.h);
-        let rows = |y0: usize, p11: &mut [f32], p12: &mut [f32], p21: &mut [f32], p22: &mut [f32]| {
-            let n_rows = p11.len() / w;
-            for r in 0..n_rows {
-                let y = y0 + r;
-                let cur = y * w..(y + 1) * w;
-                // On the last row the vertical difference is zero: use the row itself as "next".
-                let next = if y + 1 < h { (y + 1) * w..(y + 2) * w } else { cur.clone() };
-                let band = r * w..(r + 1) * w;
-                dual_row(&u1[cur.clone()], &u1[next.clone()], &mut p11[band.clone()], &mut p12[band.clone()], taut);
-                dual_row(&u2[cur.clone()], &u2[next], &mut p21[band.clone()], &mut p22[band], taut);
-            }
-        };
         match self.threads {
-            None => rows(0, &mut self.p11, &mut self.p12, &mut self.p21, &mut self.p22),
+            None => dual_band(u1, u2, w, h, 0, [&mut self.p11, &mut self.p12, &mut self.p21, &mut self.p22], taut),
             Some(t) => {
                 let band = h.div_ceil(t * 4).max(1) * w;
                 self.p11
@@ -300,9 +262,54 @@ impl<'a> Level<'a> {
                     .zip(self.p12.par_chunks_mut(band))
                     .zip(self.p21.par_chunks_mut(band).zip(self.p22.par_chunks_mut(band)))
                     .enumerate()
-                    .for_each(|(k, ((a, b), (c, d)))| rows(k * band / w, a, b, c, d));
+                    .for_each(|(k, ((a, b), (c, d)))| dual_band(u1, u2, w, h, k * band / w, [a, b, c, d], taut));
             }
         }
+    }
+}
+
+/// Primal update of the rows starting at `y0` held in the bands `u1b`, `u2b`.
+#[multiversion::multiversion(targets = "simd")]
+fn primal_band(lv: &Level, y0: usize, u1b: &mut [f32], u2b: &mut [f32], l_t: f32, theta: f32) -> f32 {
+    let w = lv.w;
+    let mut err = 0.0;
+    for (r, (a, b)) in u1b.chunks_exact_mut(w).zip(u2b.chunks_exact_mut(w)).enumerate() {
+        let y = y0 + r;
+        let row = y * w..(y + 1) * w;
+        err += primal_row(
+            PrimalRow {
+                iwx: &lv.iwx[row.clone()],
+                iwy: &lv.iwy[row.clone()],
+                grad: &lv.grad[row.clone()],
+                rho_c: &lv.rho_c[row.clone()],
+                p11: &lv.p11[row.clone()],
+                p12: &lv.p12[row.clone()],
+                p12_prev: prev_row(&lv.p12, &lv.zeros, y, w),
+                p21: &lv.p21[row.clone()],
+                p22: &lv.p22[row.clone()],
+                p22_prev: prev_row(&lv.p22, &lv.zeros, y, w),
+            },
+            a,
+            b,
+            l_t,
+            theta,
+        );
+    }
+    err
+}
+
+/// Dual update of the rows starting at `y0` held in the bands `[p11, p12, p21, p22]`.
+#[multiversion::multiversion(targets = "simd")]
+fn dual_band(u1: &[f32], u2: &[f32], w: usize, h: usize, y0: usize, p: [&mut [f32]; 4], taut: f32) {
+    let [p11, p12, p21, p22] = p;
+    for r in 0..p11.len() / w {
+        let y = y0 + r;
+        let cur = y * w..(y + 1) * w;
+        // On the last row the vertical difference is zero: use the row itself as "next".
+        let next = if y + 1 < h { (y + 1) * w..(y + 2) * w } else { cur.clone() };
+        let band = r * w..(r + 1) * w;
+        dual_row(&u1[cur.clone()], &u1[next.clone()], &mut p11[band.clone()], &mut p12[band.clone()], taut);
+        dual_row(&u2[cur], &u2[next], &mut p21[band.clone()], &mut p22[band], taut);
     }
 }
 

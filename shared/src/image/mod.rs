@@ -35,7 +35,7 @@ impl GrayImage {
         GrayImage { width, height, data: vec![value; width * height] }
     }
 
-    pub fn from_fn(width: usize, height: usize, f: impl Fn(usize, usize) -> f32) -> Self {
+    pub fn from_fn(width: usize, height: usize, mut f: impl FnMut(usize, usize) -> f32) -> Self {
         assert!(width > 0 && height > 0, "image must not be empty");
         let mut data = Vec::with_capacity(width * height);
         for y in 0..height {

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite: set-up if needed, native tests (including the OpenCV reference tests),
+# the aarch64 device build, and the shared/device unit tests under qemu-aarch64.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+bash scripts/bootstrap.sh
+
+# A missing reference (OpenCV venv) must fail here, not quietly skip.
+export MER_REQUIRE_REFERENCE=1
+step() { printf '\n=== %s\n' "$*"; }
+
+step "native tests (all crates)"
+cargo test --workspace --locked
+
+step "device build for Jetson (aarch64-unknown-linux-gnu)"
+cargo build --locked -p mer-device --target aarch64-unknown-linux-gnu
+
+step "mer-shared and mer-device tests under qemu-aarch64"
+cargo test --locked -p mer-shared -p mer-device --target aarch64-unknown-linux-gnu
