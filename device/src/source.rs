@@ -22,6 +22,7 @@ pub trait FrameSource {
 
 /// Replays a directory of numbered image files (e.g. `mer synth interview` output) at a
 /// nominal frame rate; files are taken in name order.
+#[derive(Debug)]
 pub struct ReplaySource {
     files: Vec<PathBuf>,
     fps: f64,

@@ -3,5 +3,6 @@
 
 pub mod demo;
 pub mod flow_bench;
+pub mod learnability;
 pub mod progress;
 pub mod torch_info;

@@ -80,6 +80,17 @@ enum Synth {
         #[arg(long)]
         with_flow: bool,
     },
+    /// Measure how learnable a synthetic CASME II set is (LOSO nearest-centroid probe on flow).
+    Check {
+        #[arg(long, default_value = "out/synth-check")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        subjects: usize,
+        #[arg(long, default_value_t = 10)]
+        per_subject: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// A long interview clip with micro-expressions at known times (frames + truth.json).
     Interview {
         #[arg(long)]
@@ -112,6 +123,11 @@ fn main() -> Result<()> {
             let samples = write_casme2(&out, &opts, &|| pb.inc(1))?;
             pb.finish();
             println!("wrote {} samples of {subjects} subjects to {}", samples.len(), out.display());
+        }
+        Command::Synth(Synth::Check { out, subjects, per_subject, seed }) => {
+            let opts = Casme2Options { subjects, per_subject, seed, ..Casme2Options::default() };
+            let report = mer_host::learnability::probe(&out, &opts)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Synth(Synth::Interview { out, seconds, fps, seed }) => {
             let opts = InterviewOptions { seconds, fps, seed, ..InterviewOptions::default() };
