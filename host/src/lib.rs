@@ -4,6 +4,8 @@
 pub mod demo;
 pub mod flow_bench;
 pub mod learnability;
+pub mod metrics;
 pub mod model;
 pub mod progress;
 pub mod torch_info;
+pub mod train;

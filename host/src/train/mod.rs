@@ -1,0 +1,3 @@
+//! Training and leave-one-subject-out evaluation.
+
+pub mod losses;
