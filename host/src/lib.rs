@@ -1,6 +1,7 @@
 //! `mer-host`: the workstation side of mer. The `mer` binary is a thin command-line layer over
 //! these modules.
 
+pub mod dataset;
 pub mod demo;
 pub mod flow_bench;
 pub mod learnability;
