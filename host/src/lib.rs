@@ -4,9 +4,11 @@
 pub mod dataset;
 pub mod demo;
 pub mod flow_bench;
+pub mod import;
 pub mod learnability;
 pub mod metrics;
 pub mod model;
+pub mod plots;
 pub mod progress;
 pub mod torch_info;
 pub mod train;

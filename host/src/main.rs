@@ -2,8 +2,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use mer_host::import::official::import_skd_tstsan;
+use mer_host::train::report::summarise;
+use mer_host::train::run::resolve_device;
 use mer_host::{demo, flow_bench, progress::bar, torch_info};
 use mer_shared::flow::{Tvl1Params, read_flo, save_colour_png, tvl1_flow, write_flo};
 use mer_shared::image::load_gray;
@@ -59,6 +62,38 @@ enum Command {
         dir: PathBuf,
         #[arg(long, default_value_t = 7)]
         seed: u64,
+    },
+    /// Merge the fold results of run directories (e.g. `--fold i/n` shards) into one report.
+    Report {
+        /// Run directories written by `mer train`.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Where the merged run goes (default: the single run given).
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+    },
+    /// Convert a state dict saved by the official PyTorch code into a checkpoint for --init.
+    ImportPytorch {
+        #[arg(long, default_value = "skd-tstsan")]
+        arch: String,
+        /// Number of classes the state dict was trained with.
+        #[arg(long)]
+        classes: i64,
+        /// A torch.save'd state dict (.pth/.pt) or a .safetensors file.
+        state_dict: PathBuf,
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+    /// Training and inference throughput of SKD-TSTSAN on random inputs.
+    BenchTrain {
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        #[arg(long, default_value_t = 10)]
+        iters: usize,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        #[arg(long, default_value = "auto")]
+        device: String,
     },
     /// Show the libtorch build and whether a CUDA GPU is usable.
     Info,
@@ -152,6 +187,33 @@ fn main() -> Result<()> {
         }
         Command::BenchFlow { pairs, dir, seed } => {
             let r = flow_bench::run(&dir, pairs, seed)?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        }
+        Command::Report { runs, out } => {
+            let out = match out {
+                Some(o) => o,
+                None if runs.len() == 1 => runs[0].clone(),
+                None => bail!("several runs are merged into a new directory: give --out"),
+            };
+            let results = summarise(&runs, &out)?;
+            println!("{}", results.headline());
+            println!("{}", results.protocol_note);
+            println!("wrote {}", out.join("results.json").display());
+        }
+        Command::ImportPytorch { arch, classes, state_dict, out } => {
+            if arch != "skd-tstsan" {
+                bail!("import-pytorch knows skd-tstsan; got {arch:?}");
+            }
+            let report = import_skd_tstsan(&state_dict, classes, &out)?;
+            if report.stripped_prefix {
+                println!("removed the DataParallel prefix `module.` from every key");
+            }
+            println!("{}", report.describe());
+            println!("wrote {}", out.display());
+        }
+        Command::BenchTrain { batch, iters, warmup, device } => {
+            let device = resolve_device(&device)?;
+            let r = mer_host::train::bench::measure(device, batch, iters, warmup);
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
         Command::Info => {

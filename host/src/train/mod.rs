@@ -1,3 +1,11 @@
 //! Training and leave-one-subject-out evaluation.
 
+pub mod bench;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod fold;
 pub mod losses;
+pub mod optimizer;
+pub mod report;
+pub mod run;

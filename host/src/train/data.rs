@@ -1,0 +1,88 @@
+//! The prepared samples of one dataset as tensors, with their labels and subjects.
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+/// Where the samples came from, recorded in every run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataSource {
+    pub path: String,
+    /// Digest of the preparation parameters (identifies the cache's content).
+    pub digest: String,
+    pub taxonomy: String,
+}
+
+pub struct TrainData {
+    /// (N, C, H, W) float32.
+    pub x: Tensor,
+    pub labels: Vec<i64>,
+    pub subjects: Vec<String>,
+    pub ids: Vec<String>,
+    pub classes: Vec<String>,
+    pub source: DataSource,
+}
+
+impl TrainData {
+    pub fn new(
+        shape: [usize; 3],
+        values: &[f32],
+        labels: Vec<i64>,
+        subjects: Vec<String>,
+        ids: Vec<String>,
+        classes: Vec<String>,
+        source: DataSource,
+    ) -> Result<TrainData> {
+        let n = labels.len();
+        let per = shape.iter().product::<usize>();
+        if values.len() != n * per || subjects.len() != n || ids.len() != n {
+            bail!("inconsistent training data: {n} labels, {} subjects, {} ids, {} values for shape {shape:?}", subjects.len(), ids.len(), values.len());
+        }
+        if let Some((i, l)) = labels.iter().enumerate().find(|(_, l)| **l < 0 || **l as usize >= classes.len()) {
+            bail!("sample {} has class {l}, outside the {} classes", ids[i], classes.len());
+        }
+        let [c, h, w] = shape.map(|d| d as i64);
+        let x = Tensor::from_slice(values).view([n as i64, c, h, w]);
+        Ok(TrainData { x, labels, subjects, ids, classes, source })
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.classes.len()
+    }
+
+    /// Distinct subjects, sorted.
+    pub fn subjects(&self) -> Vec<String> {
+        let mut s = self.subjects.clone();
+        s.sort();
+        s.dedup();
+        s
+    }
+
+    pub fn indices(&self, keep: impl Fn(&str) -> bool) -> Vec<usize> {
+        (0..self.len()).filter(|&i| keep(&self.subjects[i])).collect()
+    }
+
+    pub fn class_counts(&self, indices: &[usize]) -> Vec<usize> {
+        let mut counts = vec![0; self.num_classes()];
+        for &i in indices {
+            counts[self.labels[i] as usize] += 1;
+        }
+        counts
+    }
+
+    /// Inputs and labels of `indices`, on `device`.
+    pub fn batch(&self, indices: &[usize], device: Device) -> (Tensor, Tensor) {
+        let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+        let idx = Tensor::from_slice(&idx);
+        let labels: Vec<i64> = indices.iter().map(|&i| self.labels[i]).collect();
+        (self.x.index_select(0, &idx).to_device(device), Tensor::from_slice(&labels).to_device(device))
+    }
+}

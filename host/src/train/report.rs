@@ -1,0 +1,235 @@
+//! Run reports: pooled LOSO metrics from the folds of one or more run directories (shards), the
+//! confusion matrix and training curves. A complete set of shards gives exactly the results
+//! a single run gives, because both are computed here from the same fold files.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::write_json_atomic;
+use super::config::{Protocol, Shard, TrainConfig};
+use super::data::DataSource;
+use super::fold::{FoldResult, read_epoch_log, score};
+use super::run::{RunInfo, fold_dir};
+use crate::metrics::{Confusion, Scores};
+use crate::plots::{Series, confusion_png, curves_png};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassScore {
+    pub class: String,
+    pub support: usize,
+    pub predicted: usize,
+    pub recall: f64,
+    pub f1: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FoldSummary {
+    pub subject: String,
+    pub test_samples: usize,
+    pub correct: usize,
+    pub selection: String,
+    pub selected_epoch: usize,
+    pub epochs: usize,
+    pub iterations: usize,
+}
+
+/// `RUN/results.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResults {
+    pub protocol: Protocol,
+    pub protocol_note: String,
+    pub arch: String,
+    pub classes: Vec<String>,
+    /// Pooled over the folds present.
+    pub uf1: f64,
+    pub uar: f64,
+    pub accuracy: f64,
+    pub samples: usize,
+    pub confusion: Vec<Vec<usize>>,
+    pub per_class: Vec<ClassScore>,
+    /// Paper protocol: the last epoch's pooled scores (what the official code computes beside
+    /// the test-selected ones).
+    pub last_epoch: Option<Scores>,
+    pub folds: Vec<FoldSummary>,
+    /// All folds of the experiment are present; otherwise `missing` lists the absent subjects.
+    pub complete: bool,
+    pub missing: Vec<String>,
+    pub shards: Vec<Shard>,
+    pub config: TrainConfig,
+    pub data: DataSource,
+}
+
+fn per_class(confusion: &Confusion, classes: &[String]) -> Vec<ClassScore> {
+    let k = classes.len();
+    (0..k)
+        .map(|c| {
+            let tp = confusion.counts[c][c];
+            let support: usize = confusion.counts[c].iter().sum();
+            let predicted: usize = (0..k).map(|r| confusion.counts[r][c]).sum();
+            let denom = support + predicted;
+            ClassScore {
+                class: classes[c].clone(),
+                support,
+                predicted,
+                recall: if support == 0 { 0.0 } else { tp as f64 / support as f64 },
+                f1: if denom == 0 { 0.0 } else { 2.0 * tp as f64 / denom as f64 },
+            }
+        })
+        .collect()
+}
+
+fn read_fold(path: &Path) -> Result<FoldResult> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Merges the folds found in `runs` into `out` and writes `results.json`, `confusion.png`,
+/// `loss.png` and (when epochs were scored) `selection.png`.
+pub fn summarise(runs: &[PathBuf], out: &Path) -> Result<RunResults> {
+    let Some(first) = runs.first() else { bail!("no run directories given") };
+    let info = RunInfo::read(first)?;
+    let mut shards = Vec::new();
+    let mut folds: BTreeMap<String, (FoldResult, PathBuf)> = BTreeMap::new();
+    for run in runs {
+        let other = RunInfo::read(run)?;
+        if let Some(why) = info.mismatch(&other) {
+            bail!("{} and {} are not parts of one experiment: {why}", first.display(), run.display());
+        }
+        shards.extend(other.shards.iter().copied());
+        let dir = run.join("folds");
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(_) => continue,
+        };
+        for entry in entries {
+            let fold_path = entry?.path().join("fold.json");
+            if !fold_path.exists() {
+                continue;
+            }
+            let fold = read_fold(&fold_path)?;
+            if !info.subjects.contains(&fold.subject) {
+                bail!("{} is a fold for subject {}, which the data do not have", fold_path.display(), fold.subject);
+            }
+            if let Some((_, earlier)) = folds.get(&fold.subject) {
+                bail!("subject {} has a fold in both {} and {}; give each shard once", fold.subject, earlier.display(), run.display());
+            }
+            folds.insert(fold.subject.clone(), (fold, run.clone()));
+        }
+    }
+    shards.sort_by_key(|s| (s.count, s.index));
+    shards.dedup();
+
+    // Gather everything into `out` so a merged directory is a run directory in its own right.
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let merged_info = RunInfo { shards: shards.clone(), ..info.clone() };
+    if runs.len() > 1 || first.as_path() != out {
+        write_json_atomic(&out.join("run.json"), &merged_info)?;
+    }
+    for (subject, (_, run)) in &folds {
+        let (from, to) = (fold_dir(run, subject), fold_dir(out, subject));
+        if from != to {
+            fs::create_dir_all(&to)?;
+            for name in ["fold.json", "epochs.jsonl", "model.safetensors"] {
+                if from.join(name).exists() {
+                    fs::copy(from.join(name), to.join(name)).with_context(|| format!("copying {} to {}", from.join(name).display(), to.display()))?;
+                }
+            }
+        }
+    }
+
+    let k = info.classes.len();
+    let pairs = folds.values().flat_map(|(f, _)| f.predictions.iter().map(|p| (p.truth, p.predicted)));
+    let confusion = Confusion::from_pairs(k, pairs);
+    let scores = confusion.scores();
+    let last_epoch = (info.config.protocol == Protocol::Paper).then(|| {
+        let last: Vec<_> = folds.values().flat_map(|(f, _)| f.last_predictions.clone().unwrap_or_default()).collect();
+        score(&last, k)
+    });
+    let missing: Vec<String> = info.subjects.iter().filter(|s| !folds.contains_key(*s)).cloned().collect();
+    let results = RunResults {
+        protocol: info.config.protocol,
+        protocol_note: info.config.protocol.note().to_string(),
+        arch: info.config.arch.clone(),
+        classes: info.classes.clone(),
+        uf1: scores.uf1,
+        uar: scores.uar,
+        accuracy: scores.accuracy,
+        samples: scores.samples,
+        per_class: per_class(&confusion, &info.classes),
+        confusion: confusion.counts.clone(),
+        last_epoch,
+        folds: folds
+            .values()
+            .map(|(f, _)| FoldSummary {
+                subject: f.subject.clone(),
+                test_samples: f.test_samples,
+                correct: f.predictions.iter().filter(|p| p.truth == p.predicted).count(),
+                selection: f.selection.clone(),
+                selected_epoch: f.selected_epoch,
+                epochs: f.epochs,
+                iterations: f.iterations,
+            })
+            .collect(),
+        complete: missing.is_empty(),
+        missing,
+        shards,
+        config: info.config.clone(),
+        data: info.data.clone(),
+    };
+    write_json_atomic(&out.join("results.json"), &results)?;
+    draw(out, &results)?;
+    Ok(results)
+}
+
+fn draw(out: &Path, results: &RunResults) -> Result<()> {
+    let title = format!(
+        "{} — {} LOSO, UF1 {:.3}, UAR {:.3}{}",
+        results.arch,
+        results.protocol,
+        results.uf1,
+        results.uar,
+        if results.complete { String::new() } else { format!(" ({} folds missing)", results.missing.len()) }
+    );
+    confusion_png(&out.join("confusion.png"), &title, &results.classes, &results.confusion)?;
+    let mut loss = Vec::new();
+    let mut chosen = Vec::new();
+    for fold in &results.folds {
+        let logs = read_epoch_log(&fold_dir(out, &fold.subject)).unwrap_or_default();
+        loss.push(Series { name: fold.subject.clone(), points: logs.iter().map(|l| (l.iteration as f64, l.loss.total)).collect() });
+        let metric: Vec<(f64, f64)> = logs
+            .iter()
+            .filter_map(|l| l.test.or(l.validation).map(|s| (l.epoch as f64, s.accuracy)))
+            .collect();
+        if !metric.is_empty() {
+            chosen.push(Series { name: fold.subject.clone(), points: metric });
+        }
+    }
+    loss.retain(|s| !s.points.is_empty());
+    if !loss.is_empty() {
+        curves_png(&out.join("loss.png"), "training loss per fold (epoch means)", "iteration", "loss", &loss)?;
+    }
+    if !chosen.is_empty() {
+        let what = if results.protocol == Protocol::Paper { "test-subject accuracy per epoch (paper protocol)" } else { "validation accuracy per epoch" };
+        curves_png(&out.join("selection.png"), what, "epoch", "accuracy", &chosen)?;
+    }
+    Ok(())
+}
+
+impl RunResults {
+    pub fn headline(&self) -> String {
+        format!(
+            "{} {} LOSO over {} samples{}: UF1 {:.4}, UAR {:.4}, accuracy {:.4}",
+            self.arch,
+            self.protocol,
+            self.samples,
+            if self.complete { String::new() } else { format!(" (INCOMPLETE: {} folds missing)", self.missing.len()) },
+            self.uf1,
+            self.uar,
+            self.accuracy
+        )
+    }
+}

@@ -1,0 +1,160 @@
+//! A leave-one-subject-out run (or one shard of it): every selected subject's fold, then the
+//! report. Re-running the same command resumes: finished folds are kept, an interrupted fold
+//! continues from its last checkpoint.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+use super::checkpoint::write_json_atomic;
+use super::config::{Shard, TrainConfig};
+use super::data::{DataSource, TrainData};
+use super::fold::{Fold, FoldResult, score};
+use super::report::{RunResults, summarise};
+use crate::progress::bar;
+
+/// What a run directory was made from (`RUN/run.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub config: TrainConfig,
+    pub data: DataSource,
+    pub classes: Vec<String>,
+    /// Every subject of the dataset, i.e. the folds of the complete run.
+    pub subjects: Vec<String>,
+    pub samples: usize,
+    /// The shards whose folds this directory holds (empty = all folds of one unsharded run).
+    pub shards: Vec<Shard>,
+}
+
+impl RunInfo {
+    pub fn read(dir: &Path) -> Result<RunInfo> {
+        let path = dir.join("run.json");
+        let text = fs::read_to_string(&path).with_context(|| format!("reading {} (is {} a training run?)", path.display(), dir.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Why `other` cannot belong to the same experiment, if it cannot.
+    pub fn mismatch(&self, other: &RunInfo) -> Option<String> {
+        if self.config.comparable() != other.config.comparable() {
+            return Some("the training configurations differ".into());
+        }
+        if self.data.digest != other.data.digest {
+            return Some(format!("the data differ (preparation digest {} vs {})", self.data.digest, other.data.digest));
+        }
+        if self.classes != other.classes || self.subjects != other.subjects || self.samples != other.samples {
+            return Some("the class lists, subjects or sample counts differ".into());
+        }
+        None
+    }
+}
+
+pub fn resolve_device(name: &str) -> Result<Device> {
+    match name {
+        "auto" => Ok(Device::cuda_if_available()),
+        "cpu" => Ok(Device::Cpu),
+        "cuda" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+        "cuda" => bail!("--device cuda: libtorch sees no usable CUDA GPU here (try --device auto or cpu; `mer info` shows what libtorch finds)"),
+        other => bail!("unknown device {other:?}; use auto, cpu or cuda"),
+    }
+}
+
+fn prepare_run_dir(out: &Path, info: &RunInfo) -> Result<()> {
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    if out.join("run.json").exists() {
+        let existing = RunInfo::read(out)?;
+        if let Some(why) = existing.mismatch(info).or_else(|| (existing.shards != info.shards).then(|| "the shards differ".into())) {
+            bail!("{} already holds another run ({why}); choose another --out, or delete it to start over", out.display());
+        }
+    } else {
+        write_json_atomic(&out.join("run.json"), info)?;
+    }
+    Ok(())
+}
+
+/// Trains and evaluates the folds of `shard` (all folds when `None`) and writes the report.
+pub fn train_loso(data: &TrainData, config: &TrainConfig, shard: Option<Shard>, out: &Path, device: Device) -> Result<RunResults> {
+    config.validate()?;
+    let subjects = data.subjects();
+    if subjects.len() < 2 {
+        bail!("leave-one-subject-out needs at least 2 subjects; the data have {}", subjects.len());
+    }
+    let info = RunInfo {
+        config: config.clone(),
+        data: data.source.clone(),
+        classes: data.classes.clone(),
+        subjects: subjects.clone(),
+        samples: data.len(),
+        shards: shard.into_iter().collect(),
+    };
+    prepare_run_dir(out, &info)?;
+    let mine = match shard {
+        Some(s) => s.select(&subjects),
+        None => subjects.clone(),
+    };
+    if mine.is_empty() {
+        bail!("shard {} of {} subjects is empty; use at most {} shards", shard.map(|s| s.to_string()).unwrap_or_default(), subjects.len(), subjects.len());
+    }
+    eprintln!(
+        "training {} on {} samples, {} classes; {} folds here ({} protocol, {} iterations each, device {:?})",
+        config.arch,
+        data.len(),
+        data.num_classes(),
+        mine.len(),
+        config.protocol,
+        config.iters,
+        device
+    );
+    let progress = bar((mine.len() * config.iters) as u64, "training");
+    for subject in &mine {
+        let fold = Fold { data, config, device, subject: subject.clone(), holdout: true, dir: fold_dir(out, subject) };
+        let result = fold.run(&progress)?;
+        progress.println(fold_line(&result, data.num_classes()));
+    }
+    progress.finish_and_clear();
+    summarise(&[out.to_path_buf()], out)
+}
+
+/// Trains one model on every sample (e.g. CK+ pre-training) and writes `RUN/model.safetensors`.
+pub fn train_all(data: &TrainData, config: &TrainConfig, out: &Path, device: Device) -> Result<PathBuf> {
+    config.validate()?;
+    if config.val_subjects > 0 || config.protocol != super::config::Protocol::Honest {
+        bail!("training on all samples has no held-out subject: use the honest protocol without --val-subjects");
+    }
+    let info = RunInfo {
+        config: config.clone(),
+        data: data.source.clone(),
+        classes: data.classes.clone(),
+        subjects: data.subjects(),
+        samples: data.len(),
+        shards: Vec::new(),
+    };
+    prepare_run_dir(out, &info)?;
+    let progress = bar(config.iters as u64, "training");
+    let fold = Fold { data, config, device, subject: "all".into(), holdout: false, dir: out.join("all") };
+    fold.run(&progress)?;
+    progress.finish_and_clear();
+    let model = out.join("model.safetensors");
+    fs::copy(out.join("all").join("model.safetensors"), &model).with_context(|| format!("writing {}", model.display()))?;
+    Ok(model)
+}
+
+pub fn fold_dir(run: &Path, subject: &str) -> PathBuf {
+    run.join("folds").join(subject)
+}
+
+fn fold_line(r: &FoldResult, classes: usize) -> String {
+    let s = score(&r.predictions, classes);
+    let correct = r.predictions.iter().filter(|p| p.truth == p.predicted).count();
+    format!(
+        "{:>10}: {correct}/{} correct, accuracy {:.3} ({} epoch {}, {:.0} s)",
+        r.subject,
+        r.test_samples,
+        s.accuracy,
+        r.selection,
+        r.selected_epoch,
+        r.seconds
+    )
+}
