@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod flow_bench;
+pub mod import;
 pub mod learnability;
 pub mod progress;
 pub mod torch_info;
