@@ -1,5 +1,7 @@
 //! Reading model weights that other tools wrote.
 
+pub mod magnet;
+pub mod official;
 pub mod torch_archive;
 
 pub use torch_archive::{Checkpoint, Description, EntryInfo, describe, read_checkpoint, read_state_dict};
