@@ -5,8 +5,18 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use mer_host::import::official::import_skd_tstsan;
+use mer_host::dataset::DatasetKind;
+use mer_host::model::skd_tstsan::Ablation;
+use mer_host::prepare::pipeline::{PrepareOptions, prepare};
+use mer_host::prepare::{CropMode, DetectorSettings};
+use mer_host::train::config::{MagnetMode, Protocol, Shard, TrainConfig};
+use mer_host::train::data::TrainData;
+use mer_host::train::losses::LossConfig;
+use mer_host::train::optimizer::AdamConfig;
 use mer_host::train::report::summarise;
-use mer_host::train::run::resolve_device;
+use mer_host::train::run::{resolve_device, train_all, train_loso};
+use mer_shared::input::InputSpec;
+use mer_shared::labels::Taxonomy;
 use mer_host::{demo, flow_bench, progress::bar, torch_info};
 use mer_shared::flow::{Tvl1Params, read_flo, save_colour_png, tvl1_flow, write_flo};
 use mer_shared::image::load_gray;
@@ -63,6 +73,31 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Prepare a dataset for training: face crops, key frames, flows and model inputs, cached.
+    Prepare {
+        /// casme2, samm, mmew, casme3 or ckplus.
+        #[arg(long)]
+        dataset: DatasetKind,
+        /// The dataset's root folder, as distributed.
+        #[arg(long)]
+        root: PathBuf,
+        /// The annotation sheet (default: looked up under --root by its distributed name).
+        #[arg(long)]
+        annotations: Option<PathBuf>,
+        /// Class set: a count (e.g. 5) or a name (e.g. casme2-5); default: the dataset's first.
+        #[arg(long)]
+        classes: Option<String>,
+        /// Face crop: detect (first frame of each clip), none (frames are faces), or x,y,w,h.
+        #[arg(long, default_value = "detect")]
+        crop: CropMode,
+        #[arg(long)]
+        out: PathBuf,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Train and evaluate with leave-one-subject-out (or one shard of it with --fold i/n).
+    Train(TrainArgs),
     /// Merge the fold results of run directories (e.g. `--fold i/n` shards) into one report.
     Report {
         /// Run directories written by `mer train`.
@@ -97,6 +132,101 @@ enum Command {
     },
     /// Show the libtorch build and whether a CUDA GPU is usable.
     Info,
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    #[arg(long, default_value = "skd-tstsan")]
+    arch: String,
+    /// A preparation cache written by `mer prepare`.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// honest: selection never sees the test subject; paper: the official test-selected protocol.
+    #[arg(long, default_value = "honest")]
+    protocol: Protocol,
+    /// Iterations (batches) per fold.
+    #[arg(long, default_value_t = 20_000)]
+    iters: usize,
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Run only shard i of n of the LOSO folds (merge shards with `mer report`).
+    #[arg(long)]
+    fold: Option<Shard>,
+    /// auto (CUDA when present), cpu or cuda.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Start every fold from these weights (classifier layers are dropped), e.g. a CK+ model.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    #[arg(long, default_value_t = 1337)]
+    seed: u64,
+    /// Components to switch off: any of mag,eca,tsm,skd.
+    #[arg(long, default_value = "none")]
+    ablate: Ablation,
+    /// Magnification factor α.
+    #[arg(long, default_value_t = 2.0)]
+    amp: f64,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 5e-4)]
+    weight_decay: f64,
+    /// KD weight λ1.
+    #[arg(long, default_value_t = 0.1)]
+    alpha: f64,
+    /// Feature-loss weight λ2.
+    #[arg(long, default_value_t = 1e-6)]
+    beta: f64,
+    #[arg(long, default_value_t = 3.0)]
+    temperature: f64,
+    /// Honest protocol: hold out this many training subjects per fold to pick the epoch.
+    #[arg(long, default_value_t = 0)]
+    val_subjects: usize,
+    /// Motion-magnification weights (e.g. magnet.pth) for the magnification front ends.
+    #[arg(long)]
+    magnet: Option<PathBuf>,
+    /// transfer (adapt and copy) or official (the reference code's load, which changes nothing).
+    #[arg(long, default_value = "transfer")]
+    magnet_mode: MagnetMode,
+    /// Iterations between resumable checkpoints.
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_every: usize,
+    /// Train one model on every sample instead of LOSO (e.g. CK+ pre-training for --init).
+    #[arg(long)]
+    all_samples: bool,
+}
+
+impl TrainArgs {
+    fn config(&self) -> TrainConfig {
+        TrainConfig {
+            arch: self.arch.clone(),
+            protocol: self.protocol,
+            iters: self.iters,
+            batch: self.batch,
+            seed: self.seed,
+            amp: self.amp,
+            ablation: self.ablate,
+            optimizer: AdamConfig { lr: self.lr, weight_decay: self.weight_decay, ..AdamConfig::default() },
+            loss: LossConfig { alpha: self.alpha, beta: self.beta, temperature: self.temperature, ..LossConfig::default() },
+            val_subjects: self.val_subjects,
+            checkpoint_every: self.checkpoint_every,
+            init: self.init.clone(),
+            magnet: self.magnet.clone().map(|p| (p, self.magnet_mode)),
+        }
+    }
+}
+
+/// `--classes` as a count or a class-set name, checked against the dataset.
+fn class_set(dataset: DatasetKind, classes: Option<&str>) -> Result<Taxonomy> {
+    let allowed = dataset.taxonomies();
+    let names = || allowed.iter().map(|t| format!("{} ({} classes)", t.name(), t.num_classes())).collect::<Vec<_>>().join(", ");
+    let Some(text) = classes else { return Ok(dataset.default_taxonomy()) };
+    let found = match text.parse::<usize>() {
+        Ok(k) => allowed.iter().find(|t| t.num_classes() == k).copied(),
+        Err(_) => text.parse::<Taxonomy>().ok().filter(|t| allowed.contains(t)),
+    };
+    found.ok_or_else(|| anyhow::anyhow!("--classes {text} does not fit {dataset}; choose one of {}", names()))
 }
 
 #[derive(Subcommand)]
@@ -188,6 +318,49 @@ fn main() -> Result<()> {
         Command::BenchFlow { pairs, dir, seed } => {
             let r = flow_bench::run(&dir, pairs, seed)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
+        }
+        Command::Prepare { dataset, root, annotations, classes, crop, out, threads } => {
+            if let Some(t) = threads {
+                rayon::ThreadPoolBuilder::new().num_threads(t).build_global().context("setting --threads")?;
+            }
+            let opts = PrepareOptions {
+                dataset,
+                root,
+                annotations,
+                taxonomy: class_set(dataset, classes.as_deref())?,
+                out: out.clone(),
+                crop,
+                detector: DetectorSettings::default(),
+                spec: InputSpec::skd_tstsan(),
+            };
+            let summary = prepare(&opts)?;
+            print!("{}", summary.describe());
+            if !summary.failed.is_empty() {
+                bail!(
+                    "{} samples could not be prepared (listed above); the other {} are in {}; rerun after fixing them, stored samples are kept",
+                    summary.failed.len(),
+                    summary.samples,
+                    out.display()
+                );
+            }
+            println!("wrote {}", out.display());
+        }
+        Command::Train(args) => {
+            let device = resolve_device(&args.device)?;
+            let data = TrainData::from_cache(&args.data)?;
+            let config = args.config();
+            if args.all_samples {
+                if args.fold.is_some() {
+                    bail!("--all-samples trains one model; it has no folds to shard");
+                }
+                let model = train_all(&data, &config, &args.out, device)?;
+                println!("wrote {}", model.display());
+            } else {
+                let results = train_loso(&data, &config, args.fold, &args.out, device)?;
+                println!("{}", results.headline());
+                println!("{}", results.protocol_note);
+                println!("wrote {}", args.out.join("results.json").display());
+            }
         }
         Command::Report { runs, out } => {
             let out = match out {

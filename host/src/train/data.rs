@@ -86,3 +86,24 @@ impl TrainData {
         (self.x.index_select(0, &idx).to_device(device), Tensor::from_slice(&labels).to_device(device))
     }
 }
+
+impl TrainData {
+    /// Loads a preparation cache written by `mer prepare`.
+    pub fn from_cache(dir: &std::path::Path) -> Result<TrainData> {
+        let set = crate::prepare::PreparedSet::load(dir)?;
+        if set.samples.is_empty() {
+            bail!("{} holds no prepared samples", dir.display());
+        }
+        let taxonomy = set.key.taxonomy;
+        let source = DataSource { path: dir.display().to_string(), digest: set.key.digest(), taxonomy: taxonomy.name().to_string() };
+        TrainData::new(
+            set.shape,
+            &set.data,
+            set.samples.iter().map(|s| s.class as i64).collect(),
+            set.samples.iter().map(|s| s.subject.clone()).collect(),
+            set.samples.iter().map(|s| s.id.clone()).collect(),
+            taxonomy.classes().iter().map(|c| c.to_string()).collect(),
+            source,
+        )
+    }
+}

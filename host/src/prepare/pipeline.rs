@@ -1,0 +1,185 @@
+//! `mer prepare`: dataset on disk → model inputs in a preparation cache. For each clip: the face
+//! box on its first frame (one box for all its frames, as the reference pipeline does), the
+//! onset/apex/offset crops, TV-L1 flows and the assembled input. Clips run in parallel; a rerun
+//! skips what is already stored; a clip that fails is reported and the others still finish.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use mer_shared::image::{GrayImage, load_gray};
+use mer_shared::input::{InputSpec, build_input};
+use mer_shared::labels::Taxonomy;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::cache::{CacheKey, PreparationCache, PreparedSample};
+use super::face::{CropMode, DetectorSettings, FaceDetector, crop_face};
+use crate::dataset::{ClipSample, DatasetKind, LoadedDataset, load};
+use crate::progress::bar;
+
+pub struct PrepareOptions {
+    pub dataset: DatasetKind,
+    pub root: PathBuf,
+    pub annotations: Option<PathBuf>,
+    pub taxonomy: Taxonomy,
+    pub out: PathBuf,
+    pub crop: CropMode,
+    pub detector: DetectorSettings,
+    pub spec: InputSpec,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub id: String,
+    pub source: String,
+    pub error: String,
+}
+
+/// What a preparation run did; also stored in the cache's `index.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PrepareSummary {
+    pub dataset: String,
+    pub taxonomy: String,
+    pub digest: String,
+    /// Samples in the cache now.
+    pub samples: usize,
+    pub prepared_now: usize,
+    pub reused: usize,
+    pub failed: Vec<Failure>,
+    /// Samples per class name and per subject (class counts in class order).
+    pub per_class: BTreeMap<String, usize>,
+    pub per_subject: BTreeMap<String, Vec<usize>>,
+    /// Rows left out by the loader and wart repairs, as "rule: count".
+    pub skipped: BTreeMap<String, usize>,
+    pub repairs: BTreeMap<String, usize>,
+    pub seconds: f64,
+}
+
+fn rule(message: &str) -> String {
+    message.split(':').next().unwrap_or(message).trim().to_string()
+}
+
+fn count_rules(notes: &[crate::dataset::Note]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for n in notes {
+        *out.entry(rule(&n.message)).or_insert(0) += 1;
+    }
+    out
+}
+
+/// Face-cropped key frames of one clip, and the crop used.
+fn key_frames(clip: &ClipSample, crop: &CropMode, detector: &mut FaceDetector) -> Result<([GrayImage; 3], Option<super::face::FaceBox>)> {
+    let first = load_gray(&clip.first).with_context(|| format!("reading the first frame {}", clip.first.display()))?;
+    let region = crop.region(&first, detector).with_context(|| format!("face box on {}", clip.first.display()))?;
+    let load = |path: &Path, what: &str| -> Result<GrayImage> {
+        let img = load_gray(path).with_context(|| format!("reading the {what} frame {}", path.display()))?;
+        match &region {
+            Some(b) => crop_face(&img, b).with_context(|| format!("cropping the {what} frame {}", path.display())),
+            None => Ok(img),
+        }
+    };
+    Ok(([load(&clip.onset, "onset")?, load(&clip.apex, "apex")?, load(&clip.offset, "offset")?], region))
+}
+
+fn prepare_clip(clip: &ClipSample, opts: &PrepareOptions, cache: &PreparationCache, detector: &mut FaceDetector, dataset: &LoadedDataset) -> Result<()> {
+    let ([onset, apex, offset], face) = key_frames(clip, &opts.crop, detector)?;
+    let input = build_input(&opts.spec, &onset, &apex, &offset, 1).with_context(|| format!("preprocessing {}", clip.id))?;
+    let notes = dataset.repairs.iter().filter(|n| n.sample == clip.id).map(|n| n.message.clone()).collect();
+    let meta = PreparedSample {
+        id: clip.id.clone(),
+        subject: clip.subject.clone(),
+        class: clip.class,
+        label: clip.raw_label.clone(),
+        source: clip.source.clone(),
+        face,
+        notes,
+    };
+    cache.put(&meta, &input)
+}
+
+pub fn prepare(opts: &PrepareOptions) -> Result<PrepareSummary> {
+    let started = Instant::now();
+    let dataset = load(opts.dataset, &opts.root, opts.annotations.as_deref(), opts.taxonomy)?;
+    eprintln!("{}", dataset.summary());
+    let key = CacheKey::new(opts.dataset.name(), opts.taxonomy, opts.spec.clone(), opts.crop, &opts.detector);
+    let cache = PreparationCache::open(&opts.out, &key)?;
+    let todo: Vec<&ClipSample> = dataset.samples.iter().filter(|s| !cache.contains(&s.id)).collect();
+    let reused = dataset.samples.len() - todo.len();
+    if reused > 0 {
+        eprintln!("{reused} samples already prepared in {}; preparing the other {}", opts.out.display(), todo.len());
+    }
+    let progress = bar(todo.len() as u64, "preparing");
+    let settings = opts.detector;
+    let failed: Vec<Failure> = todo
+        .par_iter()
+        .map_init(
+            || FaceDetector::with_settings(settings),
+            |detector, clip| {
+                let outcome = match detector {
+                    Ok(d) => prepare_clip(clip, opts, &cache, d, &dataset),
+                    Err(e) => Err(anyhow::anyhow!("the face detector could not start: {e}")),
+                };
+                progress.inc(1);
+                outcome.err().map(|e| Failure { id: clip.id.clone(), source: clip.source.clone(), error: format!("{e:#}") })
+            },
+        )
+        .flatten()
+        .collect();
+    progress.finish_and_clear();
+
+    let classes = opts.taxonomy.classes();
+    let stored = cache.samples()?;
+    let mut per_class: BTreeMap<String, usize> = classes.iter().map(|c| (c.to_string(), 0)).collect();
+    let mut per_subject: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for s in &stored {
+        *per_class.entry(classes[s.class].to_string()).or_insert(0) += 1;
+        per_subject.entry(s.subject.clone()).or_insert_with(|| vec![0; classes.len()])[s.class] += 1;
+    }
+    let mut failed = failed;
+    failed.sort_by(|a, b| a.id.cmp(&b.id));
+    let summary = PrepareSummary {
+        dataset: opts.dataset.name().into(),
+        taxonomy: opts.taxonomy.name().into(),
+        digest: cache.digest().to_string(),
+        samples: stored.len(),
+        prepared_now: todo.len() - failed.len(),
+        reused,
+        failed,
+        per_class,
+        per_subject,
+        skipped: count_rules(&dataset.skipped),
+        repairs: count_rules(&dataset.repairs),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    cache.finish(&serde_json::to_value(&summary)?)?;
+    Ok(summary)
+}
+
+impl PrepareSummary {
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "{} samples in the cache ({} prepared now, {} reused, {} failed) in {:.1} s\nper class: {}\n",
+            self.samples,
+            self.prepared_now,
+            self.reused,
+            self.failed.len(),
+            self.seconds,
+            self.per_class.iter().map(|(c, n)| format!("{c} {n}")).collect::<Vec<_>>().join(", ")
+        );
+        s += &format!(
+            "per subject: {}\n",
+            self.per_subject.iter().map(|(k, v)| format!("{k} {}", v.iter().sum::<usize>())).collect::<Vec<_>>().join(", ")
+        );
+        for (what, map) in [("left out", &self.skipped), ("repaired", &self.repairs)] {
+            if !map.is_empty() {
+                s += &format!("{what}: {}\n", map.iter().map(|(r, n)| format!("{r} ({n})")).collect::<Vec<_>>().join(", "));
+            }
+        }
+        for f in &self.failed {
+            s += &format!("FAILED {} ({}): {}\n", f.id, f.source, f.error);
+        }
+        s
+    }
+}
