@@ -98,5 +98,5 @@ fi
 
 printf 'slurm-loso: job %s task %s/%s on %s: %s %s\n' \
   "${SLURM_ARRAY_JOB_ID:-?}" "$task" "$SHARDS" "$(hostname)" "$MER" "${args[*]}" >&2
-"$MER" info >&2 || die "$MER cannot start (libtorch not found? set TORCH_LIB)"
+"$MER" info >&2 || die "\"$MER info\" failed on $(hostname); is libtorch found (see TORCH_LIB)?"
 exec "$MER" "${args[@]}"
