@@ -9,8 +9,9 @@ cd "$root"
 say() { printf '[bootstrap] %s\n' "$*" >&2; }
 
 # --- Debian packages -------------------------------------------------------------------------
+# fonts-dejavu-core: DejaVu Sans, read at run time for the text of PNG report plots.
 apt_pkgs=(pkg-config libclang-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross
-          linux-libc-dev-arm64-cross qemu-user python3-venv)
+          linux-libc-dev-arm64-cross qemu-user python3-venv fonts-dejavu-core)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

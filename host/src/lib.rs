@@ -6,8 +6,6 @@ pub mod demo;
 pub mod flow_bench;
 pub mod import;
 pub mod learnability;
-pub mod metrics;
-pub mod model;
 pub mod plots;
 pub mod progress;
 pub mod torch_info;

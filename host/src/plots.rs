@@ -42,10 +42,13 @@ struct FontSearch {
 /// accepted, so a wrong `MER_FONT` is reported instead of silently producing blank text.
 fn locate_font(override_path: Option<&Path>, defaults: &[&str]) -> FontSearch {
     let mut problems = Vec::new();
-    let candidates = override_path.map(Path::to_path_buf).into_iter().chain(defaults.iter().map(PathBuf::from));
+    let candidates =
+        override_path.map(Path::to_path_buf).into_iter().chain(defaults.iter().map(PathBuf::from));
     for path in candidates {
         match std::fs::read(&path) {
-            Ok(bytes) if looks_like_font(&bytes) => return FontSearch { found: Some((path, bytes)), problems },
+            Ok(bytes) if looks_like_font(&bytes) => {
+                return FontSearch { found: Some((path, bytes)), problems };
+            }
             Ok(_) => problems.push(format!("{} is not a TrueType/OpenType font", path.display())),
             Err(e) if override_path == Some(path.as_path()) => {
                 problems.push(format!("{} (from {FONT_ENV}): {e}", path.display()))
@@ -75,7 +78,17 @@ fn text_enabled() -> bool {
             // 'static; this runs at most once, so the leak is bounded by one font file.
             let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
             match register_font(FAMILY, FontStyle::Normal, bytes) {
-                Ok(()) => Some(path),
+                Ok(()) => {
+                    let metrics = HMetrics::parse(bytes);
+                    if metrics.is_none() {
+                        problems.push(format!(
+                            "{}: no horizontal metrics found, letters may crowd",
+                            path.display()
+                        ));
+                    }
+                    let _ = METRICS.set(metrics);
+                    Some(path)
+                }
                 Err(_) => {
                     problems.push(format!("{} could not be parsed as a font", path.display()));
                     None
@@ -99,28 +112,162 @@ fn text_enabled() -> bool {
     })
 }
 
+/// Horizontal metrics of the registered font, when its tables could be read.
+static METRICS: OnceLock<Option<HMetrics>> = OnceLock::new();
+
+fn metrics() -> Option<&'static HMetrics> {
+    METRICS.get().and_then(Option::as_ref)
+}
+
+/// Advance widths and left side bearings read from the font's `cmap`, `hhea`, `hmtx` (and
+/// `OS/2`) tables.
+///
+/// plotters 0.3.7 draws each glyph's ink starting at the pen position, dropping the glyph's left
+/// side bearing, so neighbours like "cl" run together ("class" reads "dass"). Drawing characters
+/// one at a time at pen + bearing restores the font's spacing; these tables supply both numbers.
+#[derive(Debug)]
+struct HMetrics {
+    /// Font units in one pixel of font size: ab_glyph scales ascent − descent to the size.
+    height_units: f64,
+    /// Advance width and left side bearing per character, in font units.
+    glyphs: std::collections::HashMap<char, (u16, i16)>,
+    /// Metrics of glyph 0 (".notdef"), which ab_glyph draws for unmapped characters.
+    missing: (u16, i16),
+}
+
+impl HMetrics {
+    fn parse(font: &[u8]) -> Option<HMetrics> {
+        let u16_at = |o: usize| font.get(o..o + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+        let i16_at = |o: usize| u16_at(o).map(|v| v as i16);
+        let u32_at = |o: usize| font.get(o..o + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        // A collection's first font is the one ab_glyph loads.
+        let base = if font.get(..4)? == b"ttcf" { u32_at(12)? as usize } else { 0 };
+        let table = |tag: &[u8; 4]| {
+            let n = u16_at(base + 4)? as usize;
+            (0..n).map(|i| base + 12 + 16 * i).find(|&r| font.get(r..r + 4) == Some(tag)).and_then(|r| {
+                let (off, len) = (u32_at(r + 8)? as usize, u32_at(r + 12)? as usize);
+                font.get(off..off.checked_add(len)?).map(|_| off)
+            })
+        };
+        let hhea = table(b"hhea")?;
+        let hmtx = table(b"hmtx")?;
+        let cmap = table(b"cmap")?;
+        // Same choice as ab_glyph (via ttf-parser): typographic metrics only when OS/2 asks for it.
+        let (mut ascent, mut descent) = (i16_at(hhea + 4)?, i16_at(hhea + 6)?);
+        if let Some(os2) = table(b"OS/2")
+            && u16_at(os2 + 62).is_some_and(|sel| sel & (1 << 7) != 0)
+        {
+            (ascent, descent) = (i16_at(os2 + 68)?, i16_at(os2 + 70)?);
+        }
+        let height_units = ascent as f64 - descent as f64;
+        let n_metrics = u16_at(hhea + 34)? as usize;
+        if height_units <= 0.0 || n_metrics == 0 {
+            return None;
+        }
+        let hmetric = |gid: u16| -> Option<(u16, i16)> {
+            let g = gid as usize;
+            if g < n_metrics {
+                Some((u16_at(hmtx + 4 * g)?, i16_at(hmtx + 4 * g + 2)?))
+            } else {
+                let advance = u16_at(hmtx + 4 * (n_metrics - 1))?;
+                Some((advance, i16_at(hmtx + 4 * n_metrics + 2 * (g - n_metrics))?))
+            }
+        };
+
+        // Pick the Unicode subtable: full-range format 12 if there is one, else BMP format 4.
+        let n_sub = u16_at(cmap + 2)? as usize;
+        let subtables: Vec<usize> = (0..n_sub)
+            .filter_map(|i| {
+                let rec = cmap + 4 + 8 * i;
+                let (platform, encoding) = (u16_at(rec)?, u16_at(rec + 2)?);
+                let unicode = platform == 0 || (platform == 3 && (encoding == 1 || encoding == 10));
+                unicode.then(|| u32_at(rec + 4).map(|o| cmap + o as usize)).flatten()
+            })
+            .collect();
+        let with_format = |f: u16| subtables.iter().copied().find(|&t| u16_at(t) == Some(f));
+        let mut glyphs = std::collections::HashMap::new();
+        let mut add = |c: u32, gid: u16| -> Option<()> {
+            if let (Some(ch), true) = (char::from_u32(c), gid != 0) {
+                glyphs.insert(ch, hmetric(gid)?);
+            }
+            Some(())
+        };
+        if let Some(t) = with_format(12) {
+            let groups = u32_at(t + 12)? as usize;
+            for k in 0..groups {
+                let g = t + 16 + 12 * k;
+                let (first, last, gid) = (u32_at(g)?, u32_at(g + 4)?, u32_at(g + 8)?);
+                for c in first..=last.min(first.saturating_add(0xFFFF)) {
+                    add(c, u16::try_from(gid.checked_add(c - first)?).ok()?)?;
+                }
+            }
+        } else {
+            let t = with_format(4)?;
+            let segs = u16_at(t + 6)? as usize / 2;
+            let (ends, starts, deltas, ranges) =
+                (t + 14, t + 16 + 2 * segs, t + 16 + 4 * segs, t + 16 + 6 * segs);
+            for k in 0..segs {
+                let (end, start) = (u16_at(ends + 2 * k)?, u16_at(starts + 2 * k)?);
+                let (delta, range) = (u16_at(deltas + 2 * k)?, u16_at(ranges + 2 * k)?);
+                if start == 0xFFFF || start > end {
+                    continue;
+                }
+                for c in start..=end {
+                    let gid = if range == 0 {
+                        c.wrapping_add(delta)
+                    } else {
+                        let at = ranges + 2 * k + range as usize + 2 * (c - start) as usize;
+                        match u16_at(at)? {
+                            0 => 0,
+                            g => g.wrapping_add(delta),
+                        }
+                    };
+                    add(c as u32, gid)?;
+                }
+            }
+        }
+        Some(HMetrics { height_units, glyphs, missing: hmetric(0)? })
+    }
+
+    /// Advance and left side bearing of `c` in pixels at font size `px`.
+    fn of(&self, c: char, px: f64) -> (f64, f64) {
+        let (advance, lsb) = self.glyphs.get(&c).copied().unwrap_or(self.missing);
+        let k = px / self.height_units;
+        (advance as f64 * k, lsb as f64 * k)
+    }
+
+    fn width(&self, text: &str, px: f64) -> f64 {
+        text.chars().map(|c| self.of(c, px).0).sum()
+    }
+}
+
 /// Text width and height in pixels; zero when text is off, so layouts collapse to the margins.
 fn text_size(text: &str, px: f64, enabled: bool) -> (i32, i32) {
     if !enabled || text.is_empty() {
         return (0, 0);
     }
-    (FAMILY, px).into_font().box_size(text).map(|(w, h)| (w as i32, h as i32)).unwrap_or((0, 0))
+    let (w, h) = (FAMILY, px).into_font().box_size(text).map(|(w, h)| (w as i32, h as i32)).unwrap_or((0, 0));
+    match metrics() {
+        Some(m) => (m.width(text, px).ceil() as i32, h),
+        None => (w, h),
+    }
 }
 
 /// Shortens `text` with an ellipsis until it fits in `max_w` pixels, so a long class name cannot
-/// push the matrix off the canvas.
+/// push the matrix off the canvas. Widths grow with the prefix length, so a binary search finds
+/// the longest prefix that fits.
 fn fit_text(text: &str, px: f64, max_w: i32, enabled: bool) -> String {
     if text_size(text, px, enabled).0 <= max_w {
         return text.to_string();
     }
     let chars: Vec<char> = text.chars().collect();
-    for keep in (1..chars.len()).rev() {
-        let candidate: String = chars[..keep].iter().collect::<String>() + "…";
-        if text_size(&candidate, px, enabled).0 <= max_w {
-            return candidate;
-        }
+    let shortened = |keep: usize| chars[..keep].iter().collect::<String>().trim_end().to_string() + "…";
+    let (mut fits, mut too_long) = (0, chars.len());
+    while too_long - fits > 1 {
+        let mid = (fits + too_long) / 2;
+        if text_size(&shortened(mid), px, enabled).0 <= max_w { fits = mid } else { too_long = mid }
     }
-    "…".to_string()
+    shortened(fits)
 }
 
 /// Vertical placement of a line of text relative to its anchor, in the text's own frame.
@@ -166,8 +313,36 @@ fn put_text<DB: DrawingBackend>(
         FontTransform::Rotate180 => (0, -shift),
         FontTransform::Rotate270 => (shift, 0),
     };
-    let style = (FAMILY, px).into_font().color(&color).pos(Pos::new(h, VPos::Top)).transform(rotation);
-    area.draw_text(text, &style, (x + dx, y + dy))
+    let Some(m) = metrics() else {
+        let style = (FAMILY, px).into_font().color(&color).pos(Pos::new(h, VPos::Top)).transform(rotation);
+        return area.draw_text(text, &style, (x + dx, y + dy));
+    };
+    // One character at a time, each inked at pen + its left side bearing (see `HMetrics`).
+    let total = m.width(text, px);
+    let mut pen = match h {
+        HPos::Left => 0.0,
+        HPos::Center => -total / 2.0,
+        HPos::Right => -total,
+    };
+    let mut buf = [0u8; 4];
+    for c in text.chars() {
+        let (advance, lsb) = m.of(c, px);
+        if !c.is_whitespace() {
+            // plotters puts the left pixel column of the ink, floor(bearing), at the anchor.
+            let along = pen.round() as i32 + lsb.floor() as i32;
+            let (ax, ay) = match rotation {
+                FontTransform::None => (along, 0),
+                FontTransform::Rotate90 => (0, along),
+                FontTransform::Rotate180 => (-along, 0),
+                FontTransform::Rotate270 => (0, -along),
+            };
+            let style = (FAMILY, px).into_font().color(&color).pos(Pos::new(HPos::Left, VPos::Top));
+            let style = style.transform(rotation.clone());
+            area.draw_text(c.encode_utf8(&mut buf), &style, (x + dx + ax, y + dy + ay))?;
+        }
+        pen += advance;
+    }
+    Ok(())
 }
 
 /// Rounds a font size to an even number of pixels: the ab_glyph backend truncates half the size
@@ -218,6 +393,8 @@ const DESC_PX: f64 = 16.0;
 const TICK_PX: f64 = 12.0;
 /// Longest class-name label before it is shortened with an ellipsis.
 const MAX_LABEL_W: i32 = 240;
+/// Widest title before it is shortened, so a long run description cannot stretch the image.
+const MAX_TITLE_W: i32 = 900;
 const BAR_W: i32 = 18;
 
 /// Pixel geometry of a confusion-matrix chart; drawing and tests share it.
@@ -225,6 +402,8 @@ const BAR_W: i32 = 18;
 struct ConfusionLayout {
     width: i32,
     height: i32,
+    /// The title, shortened if it would make the image wider than `MAX_TITLE_W`.
+    title: String,
     n: usize,
     cell: i32,
     /// Top-left corner of the cell grid.
@@ -245,16 +424,24 @@ impl ConfusionLayout {
         let row_labels: Vec<String> = classes
             .iter()
             .zip(totals)
-            .map(|(c, t)| fit_text(&format!("{c} (n={t})"), LABEL_PX, MAX_LABEL_W, text))
+            .map(|(c, t)| {
+                // Shorten the name, never the count after it.
+                let total = format!(" (n={t})");
+                let room = MAX_LABEL_W - text_size(&total, LABEL_PX, text).0;
+                fit_text(c, LABEL_PX, room, text) + &total
+            })
             .collect();
-        let col_labels: Vec<String> = classes.iter().map(|c| fit_text(c, LABEL_PX, MAX_LABEL_W, text)).collect();
-        let widest = |labels: &[String]| labels.iter().map(|l| text_size(l, LABEL_PX, text).0).max().unwrap_or(0);
+        let col_labels: Vec<String> =
+            classes.iter().map(|c| fit_text(c, LABEL_PX, MAX_LABEL_W, text)).collect();
+        let widest =
+            |labels: &[String]| labels.iter().map(|l| text_size(l, LABEL_PX, text).0).max().unwrap_or(0);
         let row_label_w = widest(&row_labels);
         let col_label_w = widest(&col_labels);
         let col_rotated = col_label_w > cell - 8;
         let label_h = text_size("Xg", LABEL_PX, text).1;
         let col_label_h = if col_rotated { col_label_w } else { label_h };
-        let title_h = text_size(title, TITLE_PX, text).1;
+        let title = fit_text(title, TITLE_PX, MAX_TITLE_W, text);
+        let title_h = text_size(&title, TITLE_PX, text).1;
         let desc_h = text_size("Xg", DESC_PX, text).1;
         let gap = if text { 10 } else { 0 };
 
@@ -265,10 +452,11 @@ impl ConfusionLayout {
         let tick_w = text_size("100%", TICK_PX, text).0;
         let right = bar_x + BAR_W + if text { 6 + tick_w + gap + desc_h } else { 0 } + PAD;
         let bottom = grid_y + grid_side + gap + col_label_h + gap + desc_h + PAD;
-        let width = right.max(text_size(title, TITLE_PX, text).0 + 2 * PAD);
+        let width = right.max(text_size(&title, TITLE_PX, text).0 + 2 * PAD);
         ConfusionLayout {
             width,
             height: bottom,
+            title,
             n,
             cell,
             grid: (grid_x, grid_y),
@@ -339,7 +527,7 @@ fn render_confusion(
     {
         let root = BitMapBackend::new(path, (lay.width as u32, lay.height as u32)).into_drawing_area();
         root.fill(&WHITE).map_err(&err)?;
-        draw_confusion(&root, &lay, title, counts, &totals, text).map_err(&err)?;
+        draw_confusion(&root, &lay, counts, &totals, text).map_err(&err)?;
         root.present().map_err(&err)?;
     }
     Ok(lay)
@@ -348,7 +536,6 @@ fn render_confusion(
 fn draw_confusion<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     lay: &ConfusionLayout,
-    title: &str,
     counts: &[Vec<usize>],
     totals: &[usize],
     text: bool,
@@ -375,11 +562,38 @@ fn draw_confusion<DB: DrawingBackend>(
             if show_rate {
                 let rate_text = rate.map_or("–".to_string(), |v| format!("{:.1}%", 100.0 * v));
                 let count_text = count.to_string();
-                put_text(root, &count_text, count_px, ink, HPos::Center, VAlign::Baseline, FontTransform::None, (cx, cy - 2))?;
-                put_text(root, &rate_text, rate_px, ink, HPos::Center, VAlign::Top, FontTransform::None, (cx, cy + 6))?;
+                put_text(
+                    root,
+                    &count_text,
+                    count_px,
+                    ink,
+                    HPos::Center,
+                    VAlign::Baseline,
+                    FontTransform::None,
+                    (cx, cy - 2),
+                )?;
+                put_text(
+                    root,
+                    &rate_text,
+                    rate_px,
+                    ink,
+                    HPos::Center,
+                    VAlign::Top,
+                    FontTransform::None,
+                    (cx, cy + 6),
+                )?;
             } else {
                 let count_text = count.to_string();
-                put_text(root, &count_text, count_px, ink, HPos::Center, VAlign::Middle, FontTransform::None, (cx, cy))?;
+                put_text(
+                    root,
+                    &count_text,
+                    count_px,
+                    ink,
+                    HPos::Center,
+                    VAlign::Middle,
+                    FontTransform::None,
+                    (cx, cy),
+                )?;
             }
         }
     }
@@ -405,7 +619,7 @@ fn draw_confusion<DB: DrawingBackend>(
     }
     let none = || FontTransform::None;
     let up = || FontTransform::Rotate270;
-    put_text(root, title, TITLE_PX, BLACK, HPos::Center, VAlign::Top, none(), (lay.width / 2, PAD))?;
+    put_text(root, &lay.title, TITLE_PX, BLACK, HPos::Center, VAlign::Top, none(), (lay.width / 2, PAD))?;
     for (r, label) in lay.row_labels.iter().enumerate() {
         let cy = gy + r as i32 * lay.cell + lay.cell / 2;
         put_text(root, label, LABEL_PX, BLACK, HPos::Right, VAlign::Middle, none(), (gx - 10, cy))?;
@@ -421,7 +635,16 @@ fn draw_confusion<DB: DrawingBackend>(
         }
     }
     let desc_y = labels_top + lay.col_label_h + 10;
-    put_text(root, "Predicted class", DESC_PX, BLACK, HPos::Center, VAlign::Top, none(), (gx + side / 2, desc_y))?;
+    put_text(
+        root,
+        "Predicted class",
+        DESC_PX,
+        BLACK,
+        HPos::Center,
+        VAlign::Top,
+        none(),
+        (gx + side / 2, desc_y),
+    )?;
     put_text(root, "True class", DESC_PX, BLACK, HPos::Center, VAlign::Top, up(), (PAD, gy + side / 2))?;
 
     for k in 0..=4 {
@@ -433,7 +656,16 @@ fn draw_confusion<DB: DrawingBackend>(
     }
     // Reads bottom-to-top like the other vertical labels, its top facing the tick labels.
     let desc_x = bx + BAR_W + 6 + lay.tick_w + 10;
-    put_text(root, "share of true class", TICK_PX, BLACK, HPos::Center, VAlign::Top, up(), (desc_x, gy + side / 2))?;
+    put_text(
+        root,
+        "share of true class",
+        TICK_PX,
+        BLACK,
+        HPos::Center,
+        VAlign::Top,
+        up(),
+        (desc_x, gy + side / 2),
+    )?;
     Ok(())
 }
 
@@ -471,6 +703,7 @@ const LEGEND_MAX_W: i32 = 220;
 /// Where each series' finite points landed in pixels; tests sample colours there.
 #[derive(Debug, Clone)]
 struct CurvesDrawn {
+    #[cfg_attr(not(test), allow(dead_code))]
     pixels: Vec<Vec<(i32, i32)>>,
 }
 
@@ -554,7 +787,8 @@ fn render_curves(
     } else {
         0
     };
-    let title_h = if text { PAD + text_size(title, TITLE_PX, true).1 + 8 } else { 0 };
+    let title = fit_text(title, TITLE_PX, CURVES_SIZE.0 as i32 - 2 * PAD, text);
+    let title_h = if text { PAD + text_size(&title, TITLE_PX, true).1 + 8 } else { 0 };
 
     let err = draw_err(path);
     let root = BitMapBackend::new(path, CURVES_SIZE).into_drawing_area();
@@ -563,8 +797,17 @@ fn render_curves(
     let (plot_area, legend_area) = body.split_horizontally(CURVES_SIZE.0 as i32 - legend_w);
     if text {
         let centre = CURVES_SIZE.0 as i32 / 2;
-        put_text(&head, title, TITLE_PX, BLACK, HPos::Center, VAlign::Top, FontTransform::None, (centre, PAD))
-            .map_err(&err)?;
+        put_text(
+            &head,
+            &title,
+            TITLE_PX,
+            BLACK,
+            HPos::Center,
+            VAlign::Top,
+            FontTransform::None,
+            (centre, PAD),
+        )
+        .map_err(&err)?;
     }
 
     let mut builder = ChartBuilder::on(&plot_area);
@@ -577,17 +820,25 @@ fn render_curves(
         let mut mesh = chart.configure_mesh();
         mesh.light_line_style(TRANSPARENT).bold_line_style(RGBColor(225, 225, 225));
         if text {
-            mesh.x_desc(x_label)
-                .y_desc(y_label)
-                .x_label_formatter(&tick_label)
+            mesh.x_label_formatter(&tick_label)
                 .y_label_formatter(&tick_label)
-                .label_style((FAMILY, LABEL_PX))
-                .axis_desc_style((FAMILY, DESC_PX));
+                .label_style((FAMILY, LABEL_PX));
         } else {
             // Grid positions come from label positions, and labels need a font: axes only.
             mesh.x_labels(0).y_labels(0);
         }
         mesh.draw().map_err(&err)?;
+    }
+    let (xs, ys) = chart.plotting_area().get_pixel_range();
+    if text {
+        // Axis titles are drawn here rather than by the mesh so they get the corrected spacing.
+        let (none, up) = (FontTransform::None, FontTransform::Rotate270);
+        let x_label = fit_text(x_label, DESC_PX, xs.end - xs.start, true);
+        let y_label = fit_text(y_label, DESC_PX, ys.end - ys.start, true);
+        let below = ((xs.start + xs.end) / 2, ys.end + 30);
+        put_text(&root, &x_label, DESC_PX, BLACK, HPos::Center, VAlign::Top, none, below).map_err(&err)?;
+        let left = (PAD, (ys.start + ys.end) / 2);
+        put_text(&root, &y_label, DESC_PX, BLACK, HPos::Center, VAlign::Top, up, left).map_err(&err)?;
     }
 
     let mut pixels = Vec::with_capacity(series.len());
@@ -606,7 +857,7 @@ fn render_curves(
 
     if text {
         // Entries start level with the top of the plotting area.
-        let top = chart.plotting_area().get_pixel_range().1.start - title_h;
+        let top = ys.start - title_h;
         for (i, name) in legend.iter().enumerate() {
             let y = top + 6 + i as i32 * 22;
             let color = series_color(i);
@@ -616,8 +867,17 @@ fn render_curves(
                 legend_area.draw(&Circle::new((LEGEND_SWATCH / 2, y), 3, color.filled())).map_err(&err)?;
             }
             let at = (LEGEND_SWATCH + 8, y);
-            put_text(&legend_area, name, LABEL_PX, BLACK, HPos::Left, VAlign::Middle, FontTransform::None, at)
-                .map_err(&err)?;
+            put_text(
+                &legend_area,
+                name,
+                LABEL_PX,
+                BLACK,
+                HPos::Left,
+                VAlign::Middle,
+                FontTransform::None,
+                at,
+            )
+            .map_err(&err)?;
         }
     }
     root.present().map_err(&err)?;
@@ -770,8 +1030,32 @@ mod tests {
         let img = load_gray(&path).unwrap();
         let ((x0, y0), _) = lay.cell_rect(1, 1);
         let ((x1, y1), _) = lay.cell_rect(0, 1);
-        let (dark, light) = (img.get(x0 as usize + 4, y0 as usize + 4), img.get(x1 as usize + 4, y1 as usize + 4));
+        let (dark, light) =
+            (img.get(x0 as usize + 4, y0 as usize + 4), img.get(x1 as usize + 4, y1 as usize + 4));
         assert!(dark < 0.3 && light > 0.9, "diagonal {dark}, off-diagonal {light}");
+    }
+
+    #[test]
+    fn long_titles_do_not_stretch_the_image() {
+        if !text_enabled() {
+            assert!(!Path::new(DEFAULT_FONTS[0]).exists() || std::env::var_os(FONT_ENV).is_some());
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let long = "fold results for a very long run description ".repeat(10);
+        let lay = render_confusion(
+            &dir.path().join("cm.png"),
+            &long,
+            &names(&["a", "b"]),
+            &[vec![1, 0], vec![0, 1]],
+            true,
+        )
+        .unwrap();
+        assert!(lay.title.ends_with('…') && lay.width <= MAX_TITLE_W + 2 * PAD, "{} px", lay.width);
+        let series = [Series { name: long.clone(), points: vec![(0.0, 1.0), (1.0, 0.5)] }];
+        let path = dir.path().join("c.png");
+        render_curves(&path, &long, &long, &long, &series, true).unwrap();
+        assert_eq!(png_size(&path), CURVES_SIZE);
     }
 
     #[test]
@@ -782,7 +1066,9 @@ mod tests {
         let msg = |r: Result<()>| r.unwrap_err().to_string();
         assert!(msg(confusion_png(&path, "t", &[], &[])).contains("at least one class"));
         assert!(msg(confusion_png(&path, "t", &two, &[vec![1, 2]])).contains("1 rows but 2 classes"));
-        assert!(msg(confusion_png(&path, "t", &two, &[vec![1, 2], vec![3]])).contains("row 1 (b) has 1 columns"));
+        assert!(
+            msg(confusion_png(&path, "t", &two, &[vec![1, 2], vec![3]])).contains("row 1 (b) has 1 columns")
+        );
         let jpg = dir.path().join("cm.jpg");
         assert!(msg(confusion_png(&jpg, "t", &two, &[vec![1, 0], vec![0, 1]])).contains(".png"));
         assert!(!path.exists() && !jpg.exists(), "nothing written for invalid input");
@@ -796,7 +1082,8 @@ mod tests {
             name: "train loss".into(),
             points: vec![(0.0, 2.0), (1.0, 1.6), (2.0, f64::NAN), (3.0, 1.2), (4.0, 1.0)],
         };
-        let uf1 = Series { name: "UF1".into(), points: vec![(0.0, 0.2), (1.0, 0.3), (2.0, 0.35), (4.0, 0.5)] };
+        let uf1 =
+            Series { name: "UF1".into(), points: vec![(0.0, 0.2), (1.0, 0.3), (2.0, 0.35), (4.0, 0.5)] };
         let single = Series { name: "best epoch".into(), points: vec![(3.0, 0.7)] };
         let series = [loss, uf1, single];
         let drawn = render_curves(&path, "training", "epoch", "value", &series, text_enabled()).unwrap();
@@ -846,7 +1133,7 @@ mod tests {
         assert!(msg(&[]).contains("at least one series"));
         assert!(msg(&[Series { name: "loss".into(), points: vec![] }]).contains("'loss' has no points"));
         let nan = Series { name: "loss".into(), points: vec![(f64::NAN, 1.0), (1.0, f64::INFINITY)] };
-        assert!(msg(&[nan.clone()]).contains("no series has a finite point"));
+        assert!(msg(std::slice::from_ref(&nan)).contains("no series has a finite point"));
         // One all-NaN series next to a good one is drawn (and named in the legend), not refused.
         let good = Series { name: "uf1".into(), points: vec![(0.0, 0.1), (1.0, 0.2)] };
         curves_png(&path, "t", "x", "y", &[nan, good]).unwrap();
@@ -888,6 +1175,91 @@ mod tests {
     }
 
     #[test]
+    fn default_font_is_used_when_installed() {
+        // Where the Debian font exists (bootstrap installs it), charts must have text.
+        if Path::new(DEFAULT_FONTS[0]).exists() && std::env::var_os(FONT_ENV).is_none() {
+            assert!(text_enabled(), "DejaVu Sans is installed but was not registered");
+            assert!(metrics().is_some(), "DejaVu Sans metrics were not read");
+        }
+    }
+
+    #[test]
+    fn font_metrics_match_the_rasteriser() {
+        let Some(bytes) = DEFAULT_FONTS.iter().find_map(|p| std::fs::read(p).ok()) else {
+            assert!(!Path::new(DEFAULT_FONTS[0]).exists());
+            return;
+        };
+        let m = HMetrics::parse(&bytes).expect("DejaVu Sans has cmap, hhea and hmtx");
+        let (adv_m, _) = m.of('M', 20.0);
+        let (adv_i, lsb_l) = (m.of('i', 20.0).0, m.of('l', 20.0).1);
+        assert!(adv_m > 1.5 * adv_i, "M {adv_m} vs i {adv_i}");
+        assert!(lsb_l > 1.0, "'l' has a visible left bearing at 20 px: {lsb_l}");
+        assert!(m.of('…', 14.0).0 > 0.0 && m.glyphs.contains_key(&'…'));
+        // Same scale as plotters' own layout estimate (which also adds kerning and truncates).
+        if text_enabled() {
+            for text in ["class", "Predicted class", "happiness (n=32)", "0.75"] {
+                let ours = m.width(text, LABEL_PX);
+                let theirs = (FAMILY, LABEL_PX).into_font().box_size(text).unwrap().0 as f64;
+                assert!((ours - theirs).abs() <= 2.0, "{text}: {ours} vs {theirs}");
+            }
+        }
+        // Truncated or foreign data is rejected without panicking.
+        for len in [0, 4, 12, 100, 1000, bytes.len() / 2] {
+            let _ = HMetrics::parse(&bytes[..len]);
+        }
+        assert!(HMetrics::parse(b"ttcf\0\0\0\0\0\0\0\0\xff\xff\xff\xff").is_none());
+    }
+
+    /// Ink columns of a rendered line of text, as runs of consecutive columns.
+    fn ink_runs(text: &str, px: f64) -> Vec<(u32, u32)> {
+        let (w, h) = (120u32, 40u32);
+        let mut buf = vec![255u8; (w * h * 3) as usize];
+        {
+            let area = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+            put_text(&area, text, px, BLACK, HPos::Left, VAlign::Top, FontTransform::None, (4, 8)).unwrap();
+            area.present().unwrap();
+        }
+        let inked = |x: u32| (0..h).any(|y| buf[((y * w + x) * 3) as usize] < 160);
+        let mut runs: Vec<(u32, u32)> = Vec::new();
+        for x in 0..w {
+            if inked(x) {
+                match runs.last_mut() {
+                    Some(r) if r.1 + 1 == x => r.1 = x,
+                    _ => runs.push((x, x)),
+                }
+            }
+        }
+        runs
+    }
+
+    #[test]
+    fn neighbouring_letters_do_not_touch() {
+        if !text_enabled() || metrics().is_none() {
+            assert!(!Path::new(DEFAULT_FONTS[0]).exists() || std::env::var_os(FONT_ENV).is_some());
+            return;
+        }
+        // Without the side bearings "cl" renders as one blob and "class" reads "dass".
+        for px in [12.0, 14.0, 16.0] {
+            let runs = ink_runs("cl", px);
+            assert_eq!(runs.len(), 2, "'c' and 'l' separate at {px} px: {runs:?}");
+        }
+        let runs = ink_runs("class", LABEL_PX);
+        assert!(runs.len() >= 4, "c, l, a, s, s mostly separate: {runs:?}");
+    }
+
+    #[test]
+    fn tick_labels_are_short() {
+        let t = |v: f64| tick_label(&v);
+        assert_eq!(t(20000.0), "20000");
+        assert_eq!(t(0.35), "0.35");
+        assert_eq!(t(0.1 + 0.2), "0.3");
+        assert_eq!(t(-1.5), "-1.5");
+        assert_eq!(t(0.0), "0");
+        assert_eq!(t(-0.0000001), "-1.00e-7");
+        assert_eq!(t(2.5e8), "2.50e8");
+    }
+
+    #[test]
     fn long_labels_are_shortened_to_fit() {
         if !text_enabled() {
             // Widths are all zero without a font, so there is nothing to shorten.
@@ -899,42 +1271,5 @@ mod tests {
         assert!(fitted.ends_with('…') && fitted.len() < long.len());
         assert!(text_size(&fitted, LABEL_PX, true).0 <= 120);
         assert_eq!(fit_text("fear", LABEL_PX, 120, true), "fear");
-    }
-}
-
-#[cfg(test)]
-mod scratch_view {
-    use super::*;
-    #[test]
-    fn scratch_write_samples() {
-        let out = Path::new("/tmp/plots-view");
-        std::fs::create_dir_all(out).unwrap();
-        let classes: Vec<String> = ["happiness", "surprise", "disgust", "repression", "fear", "sadness", "others (ambiguous, not otherwise specified)"].iter().map(|s| s.to_string()).collect();
-        let counts = vec![
-            vec![25, 2, 3, 0, 0, 1, 1],
-            vec![1, 20, 2, 0, 1, 0, 1],
-            vec![4, 3, 40, 6, 2, 3, 5],
-            vec![0, 1, 5, 18, 0, 1, 2],
-            vec![0, 0, 0, 0, 0, 0, 0],
-            vec![1, 0, 2, 1, 0, 2, 0],
-            vec![10, 5, 12, 3, 1, 0, 68],
-        ];
-        confusion_png(&out.join("cm7.png"), "SKD-TSTSAN, CASME II, LOSO (honest) — 7 classes", &classes, &counts).unwrap();
-        let c3: Vec<String> = ["negative", "positive", "surprise"].iter().map(|s| s.to_string()).collect();
-        confusion_png(&out.join("cm3.png"), "3 classes", &c3, &[vec![120, 13, 4], vec![9, 40, 2], vec![3, 1, 30]]).unwrap();
-        render_confusion(&out.join("cm3-notext.png"), "3 classes", &c3, &[vec![120, 13, 4], vec![9, 40, 2], vec![3, 1, 30]], false).unwrap();
-        let loss = Series { name: "train loss".into(), points: (0..2000).map(|i| (i as f64 * 10.0, 2.0 * (-(i as f64) / 400.0).exp() + 0.1 + 0.05 * ((i * 7919 % 97) as f64 / 97.0))).map(|(x, y)| if (900.0..1000.0).contains(&x) { (x, f64::NAN) } else { (x, y) }).collect() };
-        let val = Series { name: "validation loss".into(), points: (0..=20).map(|i| (i as f64 * 1000.0, 1.9 * (-(i as f64) / 8.0).exp() + 0.3)).collect() };
-        curves_png(&out.join("loss.png"), "Loss", "iteration", "cross-entropy", &[loss, val]).unwrap();
-        let uf1 = Series { name: "UF1".into(), points: (1..=30).map(|e| (e as f64, 0.3 + 0.5 * (1.0 - (-(e as f64) / 8.0).exp()))).collect() };
-        let uar = Series { name: "UAR".into(), points: (1..=30).map(|e| (e as f64, 0.28 + 0.52 * (1.0 - (-(e as f64) / 10.0).exp()))).collect() };
-        let one = Series { name: "best".into(), points: vec![(24.0, 0.77)] };
-        curves_png(&out.join("metrics.png"), "UF1 / UAR per epoch", "epoch", "score", &[uf1, uar, one]).unwrap();
-        for (name, src, x, y, w, h) in [("zoom.png", "cm7.png", 280, 50, 340, 170), ("zoom2.png", "cm7.png", 840, 40, 119, 580), ("zoom3.png", "metrics.png", 0, 0, 480, 200)] {
-            let g = mer_shared::image::load_gray(&out.join(src)).unwrap().crop(x, y, w, h).unwrap();
-            let big = mer_shared::image::resize_by_factor(&g, 3.0, 3.0, mer_shared::image::Interpolation::Bilinear);
-            mer_shared::image::save_gray_png(&big, &out.join(name)).unwrap();
-        }
-        render_curves(&out.join("metrics-notext.png"), "x", "x", "y", &[Series { name: "a".into(), points: vec![(0.0, 1.0), (1.0, 2.0)] }], false).unwrap();
     }
 }
