@@ -48,8 +48,8 @@ pub struct PrepareSummary {
     pub prepared_now: usize,
     pub reused: usize,
     pub failed: Vec<Failure>,
-    /// Samples per class name and per subject (class counts in class order).
-    pub per_class: BTreeMap<String, usize>,
+    /// Samples per class, in class order; per subject, class counts in class order.
+    pub per_class: Vec<(String, usize)>,
     pub per_subject: BTreeMap<String, Vec<usize>>,
     /// Rows left out by the loader and wart repairs, as "rule: count".
     pub skipped: BTreeMap<String, usize>,
@@ -131,10 +131,10 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareSummary> {
 
     let classes = opts.taxonomy.classes();
     let stored = cache.samples()?;
-    let mut per_class: BTreeMap<String, usize> = classes.iter().map(|c| (c.to_string(), 0)).collect();
+    let mut per_class: Vec<(String, usize)> = classes.iter().map(|c| (c.to_string(), 0)).collect();
     let mut per_subject: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for s in &stored {
-        *per_class.entry(classes[s.class].to_string()).or_insert(0) += 1;
+        per_class[s.class].1 += 1;
         per_subject.entry(s.subject.clone()).or_insert_with(|| vec![0; classes.len()])[s.class] += 1;
     }
     let mut failed = failed;
