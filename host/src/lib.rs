@@ -4,5 +4,6 @@
 pub mod demo;
 pub mod flow_bench;
 pub mod learnability;
+pub mod prepare;
 pub mod progress;
 pub mod torch_info;
