@@ -1,0 +1,891 @@
+//! The preparation cache: the model input of every sample of a dataset, in one directory,
+//! keyed by everything that determines those tensors.
+//!
+//! Layout:
+//! ```text
+//! cache.json            the key and its digest (written first; decides whether a run resumes)
+//! cache.lock            held while a run writes, so two runs never fill one directory
+//! samples/<id>.npy      C×H×W float32 tensor, numpy format 1.0 (np.load reads it)
+//! samples/<id>.json     its PreparedSample metadata; written last, so it marks a sample complete
+//! index.json            key, samples in (subject, id) order and the run's summary (at the end)
+//! ```
+//! Every file is written under a temporary name in its final directory, synced and renamed,
+//! so an interrupted run leaves either a complete sample or none at all.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, Result, anyhow, bail};
+use mer_shared::input::{InputSpec, InputTensor};
+use mer_shared::labels::Taxonomy;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::face::{CropMode, DetectorSettings, FaceBox};
+
+/// Bumped whenever the cache layout or the meaning of a stored tensor changes, so old
+/// caches are refused rather than silently mixed with new ones.
+pub const FORMAT_VERSION: u32 = 1;
+
+const KEY_FILE: &str = "cache.json";
+const INDEX_FILE: &str = "index.json";
+const LOCK_FILE: &str = "cache.lock";
+const SAMPLES_DIR: &str = "samples";
+/// Marks temporary files; anything carrying it is an interrupted write.
+const TMP_MARK: &str = ".tmp-";
+
+/// Everything that determines the prepared tensors. Two runs with equal keys produce
+/// interchangeable samples; any difference needs a fresh directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheKey {
+    pub format: u32,
+    /// Dataset name, e.g. `casme2`.
+    pub dataset: String,
+    /// Class set: fixes the class index of every label.
+    pub taxonomy: Taxonomy,
+    pub spec: InputSpec,
+    pub crop: CropMode,
+    /// Only with [`CropMode::Detect`]: other crop modes do not depend on the detector.
+    pub detector: Option<DetectorSettings>,
+}
+
+impl CacheKey {
+    pub fn new(dataset: &str, taxonomy: Taxonomy, spec: InputSpec, crop: CropMode, detector: &DetectorSettings) -> CacheKey {
+        let detector = matches!(crop, CropMode::Detect).then_some(*detector);
+        CacheKey { format: FORMAT_VERSION, dataset: dataset.to_string(), taxonomy, spec, crop, detector }
+    }
+
+    /// The key as JSON data, passed through JSON text once so that it compares equal to a
+    /// key read back from `cache.json` (f32 fields print shorter than their f64 widening).
+    fn value(&self) -> Value {
+        let text = serde_json::to_string(self).expect("a cache key always serialises");
+        serde_json::from_str(&text).expect("serde_json reads what it wrote")
+    }
+
+    /// Hex SHA-256 of the canonical JSON (sorted keys, no spaces): names this preparation.
+    pub fn digest(&self) -> String {
+        digest_of(&self.value())
+    }
+}
+
+fn digest_of(key: &Value) -> String {
+    let mut canonical = String::new();
+    write_canonical(key, &mut canonical);
+    Sha256::digest(canonical.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compact JSON with object keys sorted, independent of serde_json's map ordering features.
+fn write_canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(&map[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// Field paths where two keys differ, as `path: cache has A, requested B`.
+fn key_differences(cached: &Value, requested: &Value, path: &str, out: &mut Vec<String>) {
+    let show = |v: Option<&Value>| v.map_or_else(|| "nothing".to_string(), |v| v.to_string());
+    match (cached, requested) {
+        (Value::Object(a), Value::Object(b)) => {
+            let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for name in names {
+                let sub = if path.is_empty() { name.clone() } else { format!("{path}.{name}") };
+                match (a.get(name), b.get(name)) {
+                    (Some(x), Some(y)) => key_differences(x, y, &sub, out),
+                    (x, y) => out.push(format!("{sub}: cache has {}, requested {}", show(x), show(y))),
+                }
+            }
+        }
+        (a, b) if a != b => {
+            let name = if path.is_empty() { "key" } else { path };
+            out.push(format!("{name}: cache has {a}, requested {b}"));
+        }
+        _ => {}
+    }
+}
+
+/// Metadata of one prepared sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreparedSample {
+    /// Unique within the dataset, e.g. `sub01/EP02_01f`.
+    pub id: String,
+    pub subject: String,
+    pub class: usize,
+    /// The dataset's raw label, kept for people reading the index.
+    pub label: String,
+    /// Where the frames came from (a directory or file of the dataset).
+    pub source: String,
+    /// The crop applied to every frame; None for whole frames.
+    pub face: Option<FaceBox>,
+    /// Anything unusual about this sample (fallbacks taken, frames substituted, ...).
+    pub notes: Vec<String>,
+}
+
+/// A cache directory open for writing. Shareable between threads: `put` takes `&self`.
+pub struct PreparationCache {
+    dir: PathBuf,
+    key: CacheKey,
+    digest: String,
+    /// Held (and locked) for as long as the cache is open.
+    _lock: File,
+    tmp_counter: AtomicU64,
+}
+
+impl PreparationCache {
+    /// Opens `dir` for `key`: creates it, resumes it when it holds the same key, and refuses
+    /// it when it holds a different one or another run is writing to it.
+    pub fn open(dir: &Path, key: &CacheKey) -> Result<Self> {
+        key.spec.validate().with_context(|| format!("preparation cache key for {}", dir.display()))?;
+        let samples = dir.join(SAMPLES_DIR);
+        fs::create_dir_all(&samples).with_context(|| format!("cannot create the cache directory {}", samples.display()))?;
+
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("cannot create {}", lock_path.display()))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            // Some network file systems cannot lock; one writer at a time is then up to the user.
+            Err(fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {}
+            Err(fs::TryLockError::WouldBlock) => bail!(
+                "{} is in use by another preparation run; wait for it to finish or choose another output directory",
+                dir.display()
+            ),
+            Err(fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("cannot lock {}", lock_path.display())),
+        }
+
+        let requested = key.value();
+        let digest = digest_of(&requested);
+        let key_path = dir.join(KEY_FILE);
+        let key_doc = serde_json::json!({ "digest": digest, "key": requested });
+        let write_key = || -> Result<()> {
+            let tmp = dir.join(format!("{KEY_FILE}{TMP_MARK}0"));
+            write_atomically(&key_path, serde_json::to_string_pretty(&key_doc)?.as_bytes(), &tmp)
+        };
+        if key_path.exists() {
+            let text = fs::read_to_string(&key_path).with_context(|| format!("cannot read {}", key_path.display()))?;
+            let stored: Value = serde_json::from_str(&text).with_context(|| {
+                format!("{} is not valid JSON; delete the directory {} to prepare it afresh", key_path.display(), dir.display())
+            })?;
+            let cached = stored.get("key").ok_or_else(|| {
+                anyhow!("{} has no \"key\"; delete the directory {} to prepare it afresh", key_path.display(), dir.display())
+            })?;
+            let mut differences = Vec::new();
+            key_differences(cached, &requested, "", &mut differences);
+            if !differences.is_empty() {
+                bail!(
+                    "{} holds a preparation with other settings:\n  {}\n\
+                     Use another output directory for these settings, or delete {} to replace it.",
+                    dir.display(),
+                    differences.join("\n  "),
+                    dir.display()
+                );
+            }
+            // Same key, digest from an older canonical form: the index must carry this one.
+            if stored.get("digest").and_then(Value::as_str) != Some(digest.as_str()) {
+                write_key()?;
+            }
+        } else {
+            write_key()?;
+        }
+        remove_interrupted_writes(dir)?;
+        remove_interrupted_writes(&samples)?;
+        Ok(PreparationCache { dir: dir.to_path_buf(), key: key.clone(), digest, _lock: lock, tmp_counter: AtomicU64::new(0) })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn key(&self) -> &CacheKey {
+        &self.key
+    }
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    fn paths(&self, id: &str) -> Result<(PathBuf, PathBuf)> {
+        let stem = file_stem(id)?;
+        let dir = self.dir.join(SAMPLES_DIR);
+        Ok((dir.join(format!("{stem}.npy")), dir.join(format!("{stem}.json"))))
+    }
+
+    /// Whether sample `id` is completely stored (by this run or an earlier one).
+    pub fn contains(&self, id: &str) -> bool {
+        self.paths(id).is_ok_and(|(npy, meta)| meta.is_file() && npy.is_file())
+    }
+
+    /// Stores one sample: tensor first, then its metadata, each atomically. A crash between
+    /// the two leaves a tensor without metadata, which counts as absent and is overwritten.
+    pub fn put(&self, sample: &PreparedSample, tensor: &InputTensor) -> Result<()> {
+        let spec = &self.key.spec;
+        let expected = [spec.channels, spec.height, spec.width];
+        if tensor.shape() != expected || tensor.data.len() != expected.iter().product::<usize>() {
+            bail!(
+                "sample {}: tensor has shape {:?} ({} values), the cache's input spec needs {expected:?}",
+                sample.id,
+                tensor.shape(),
+                tensor.data.len()
+            );
+        }
+        let classes = self.key.taxonomy.num_classes();
+        if sample.class >= classes {
+            bail!("sample {}: class {} does not exist in {} ({classes} classes)", sample.id, sample.class, self.key.taxonomy);
+        }
+        if let Some(i) = tensor.data.iter().position(|v| !v.is_finite()) {
+            bail!("sample {}: tensor value {} at index {i} is not finite; refusing to cache it", sample.id, tensor.data[i]);
+        }
+        let (npy, meta) = self.paths(&sample.id)?;
+        write_atomically(&npy, &npy::encode(tensor.shape(), &tensor.data), &self.tmp_path(&npy))?;
+        write_atomically(&meta, serde_json::to_string_pretty(sample)?.as_bytes(), &self.tmp_path(&meta))?;
+        Ok(())
+    }
+
+    /// A temporary name unique to this process and call, beside `path`.
+    fn tmp_path(&self, path: &Path) -> PathBuf {
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let name = path.file_name().expect("sample paths have a file name").to_string_lossy();
+        path.with_file_name(format!(".{name}{TMP_MARK}{}-{n}", std::process::id()))
+    }
+
+    /// Every completely stored sample, in (subject, id) order.
+    pub fn samples(&self) -> Result<Vec<PreparedSample>> {
+        let dir = self.dir.join(SAMPLES_DIR);
+        let mut samples = Vec::new();
+        for entry in fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+            let path = entry.with_context(|| format!("cannot list {}", dir.display()))?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if name.starts_with('.') || !name.ends_with(".json") || !path.with_extension("npy").is_file() {
+                continue;
+            }
+            let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let sample: PreparedSample = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not sample metadata; delete it (and its .npy) to prepare that sample again", path.display()))?;
+            if file_stem(&sample.id)? != name.trim_end_matches(".json") {
+                bail!("{} holds sample {:?}, which belongs in another file; delete it to prepare that sample again", path.display(), sample.id);
+            }
+            samples.push(sample);
+        }
+        samples.sort_by(|a, b| (&a.subject, &a.id).cmp(&(&b.subject, &b.id)));
+        Ok(samples)
+    }
+
+    /// Writes `index.json` over every stored sample plus the caller's `summary`, replacing
+    /// any earlier index. Returns the indexed samples.
+    pub fn finish(&self, summary: &Value) -> Result<Vec<PreparedSample>> {
+        let samples = self.samples()?;
+        let doc = serde_json::json!({
+            "digest": self.digest,
+            "key": self.key.value(),
+            "samples": samples,
+            "summary": summary,
+        });
+        let path = self.dir.join(INDEX_FILE);
+        write_atomically(&path, serde_json::to_string_pretty(&doc)?.as_bytes(), &self.tmp_path(&path))?;
+        Ok(samples)
+    }
+}
+
+/// A finished preparation loaded for training.
+#[derive(Debug, Clone)]
+pub struct PreparedSet {
+    pub key: CacheKey,
+    pub samples: Vec<PreparedSample>,
+    /// C, H, W of every tensor.
+    pub shape: [usize; 3],
+    /// N·C·H·W values, sample after sample in `samples` order.
+    pub data: Vec<f32>,
+    /// What the preparation run reported in `index.json`.
+    pub summary: Value,
+}
+
+impl PreparedSet {
+    /// Reads `cache.json`, `index.json` and every tensor of `dir`, checking shapes against
+    /// the key's input spec and that all values are finite.
+    pub fn load(dir: &Path) -> Result<PreparedSet> {
+        let key_path = dir.join(KEY_FILE);
+        let key_doc: Value = read_json(&key_path, " (is this a directory written by `mer prepare`?)")?;
+        let key_value = key_doc.get("key").ok_or_else(|| anyhow!("{} has no \"key\"", key_path.display()))?;
+        let format = key_value.get("format").and_then(Value::as_u64);
+        if format != Some(FORMAT_VERSION as u64) {
+            bail!(
+                "{} is in cache format {}, this program reads format {FORMAT_VERSION}; prepare the dataset again",
+                key_path.display(),
+                format.map_or("unknown".to_string(), |f| f.to_string())
+            );
+        }
+        let key: CacheKey =
+            serde_json::from_value(key_value.clone()).with_context(|| format!("{}: the key cannot be read", key_path.display()))?;
+
+        let index_path = dir.join(INDEX_FILE);
+        if !index_path.exists() {
+            bail!(
+                "{} is missing: the preparation in {} did not finish; run it again with the same settings to complete it",
+                index_path.display(),
+                dir.display()
+            );
+        }
+        let index: Value = read_json(&index_path, "")?;
+        if index.get("digest") != key_doc.get("digest") {
+            bail!(
+                "{} belongs to another preparation than {} (digests differ); run the preparation again to rewrite the index",
+                index_path.display(),
+                key_path.display()
+            );
+        }
+        let samples: Vec<PreparedSample> = serde_json::from_value(index.get("samples").cloned().unwrap_or(Value::Null))
+            .with_context(|| format!("{}: \"samples\" cannot be read", index_path.display()))?;
+        let summary = index.get("summary").cloned().unwrap_or(Value::Null);
+        let classes = key.taxonomy.num_classes();
+        if let Some(s) = samples.iter().find(|s| s.class >= classes) {
+            bail!("{}: sample {} has class {}, but {} has only {classes} classes", index_path.display(), s.id, s.class, key.taxonomy);
+        }
+
+        let shape = [key.spec.channels, key.spec.height, key.spec.width];
+        let per_sample: usize = shape.iter().product();
+        let mut data = Vec::with_capacity(samples.len() * per_sample);
+        let samples_dir = dir.join(SAMPLES_DIR);
+        for sample in &samples {
+            let path = samples_dir.join(format!("{}.npy", file_stem(&sample.id)?));
+            let bytes = fs::read(&path).with_context(|| format!("cannot read {} (sample {})", path.display(), sample.id))?;
+            let (file_shape, values) = npy::decode(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            if file_shape != shape {
+                bail!("{}: tensor shape {file_shape:?} differs from the input spec's {shape:?}", path.display());
+            }
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                bail!("{}: value {} at index {i} is not finite; delete the file and prepare again", path.display(), values[i]);
+            }
+            data.extend_from_slice(&values);
+        }
+        Ok(PreparedSet { key, samples, shape, data, summary })
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+    /// The C·H·W values of sample `i`.
+    pub fn tensor(&self, i: usize) -> &[f32] {
+        let n: usize = self.shape.iter().product();
+        &self.data[i * n..(i + 1) * n]
+    }
+    /// Distinct subjects, sorted (the folds of leave-one-subject-out).
+    pub fn subjects(&self) -> Vec<String> {
+        self.samples.iter().map(|s| s.subject.clone()).collect::<BTreeSet<_>>().into_iter().collect()
+    }
+}
+
+fn read_json(path: &Path, hint: &str) -> Result<Value> {
+    let text = fs::read_to_string(path).with_context(|| format!("cannot read {}{hint}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
+}
+
+/// A file name for a sample id: ASCII letters, digits, `-` and `_` stay, every other byte
+/// becomes `%XX`, so distinct ids never share a file and ids may contain `/`.
+fn file_stem(id: &str) -> Result<String> {
+    if id.is_empty() {
+        bail!("a sample id must not be empty");
+    }
+    let mut stem = String::with_capacity(id.len());
+    for &b in id.as_bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            stem.push(b as char);
+        } else {
+            stem.push_str(&format!("%{b:02X}"));
+        }
+    }
+    // Room for ".json" and the temporary suffix within the usual 255-byte name limit.
+    if stem.len() > 200 {
+        bail!("sample id {id:?} is too long for a file name ({} bytes once encoded, at most 200)", stem.len());
+    }
+    Ok(stem)
+}
+
+/// Writes `bytes` to `tmp`, syncs it, renames it to `path` and syncs the directory, so
+/// `path` either keeps its old content or has the complete new one.
+fn write_atomically(path: &Path, bytes: &[u8], tmp: &Path) -> Result<()> {
+    let result = (|| -> std::io::Result<()> {
+        let mut file = File::create(tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(tmp, path)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(tmp);
+        anyhow!("cannot write {}: {e}", path.display())
+    })
+}
+
+/// Deletes temporary files left by an interrupted run (only called under the lock).
+fn remove_interrupted_writes(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        if path.file_name().is_some_and(|n| n.to_string_lossy().contains(TMP_MARK)) && path.is_file() {
+            fs::remove_file(&path).with_context(|| format!("cannot remove the interrupted write {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// numpy `.npy` format 1.0 for little-endian float32 C-order arrays — what the cache writes,
+/// and nothing else.
+pub mod npy {
+    const MAGIC: &[u8] = b"\x93NUMPY";
+
+    /// The file bytes for `data` of `shape`.
+    pub fn encode(shape: [usize; 3], data: &[f32]) -> Vec<u8> {
+        assert_eq!(shape.iter().product::<usize>(), data.len(), "npy::encode: shape and data disagree");
+        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+        let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}), }}", dims.join(", "));
+        // numpy pads with spaces and a newline so the data starts 64-byte aligned.
+        let unpadded = MAGIC.len() + 2 + 2 + header.len() + 1;
+        header.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
+        header.push('\n');
+        let mut out = Vec::with_capacity(MAGIC.len() + 4 + header.len() + 4 * data.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&[1, 0]);
+        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        for v in data {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    /// Shape and values of a 3-D little-endian float32 C-order `.npy` (format 1.0); the
+    /// error says what the file is instead.
+    pub fn decode(bytes: &[u8]) -> Result<([usize; 3], Vec<f32>), String> {
+        if bytes.len() < 10 || &bytes[..6] != MAGIC {
+            return Err(format!("not a .npy file (no numpy magic; {} bytes)", bytes.len()));
+        }
+        if (bytes[6], bytes[7]) != (1, 0) {
+            return Err(format!("npy format {}.{} is not supported; the cache writes format 1.0", bytes[6], bytes[7]));
+        }
+        let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        let header = bytes.get(10..10 + header_len).ok_or("truncated inside the npy header")?;
+        let header = std::str::from_utf8(header).map_err(|_| "the npy header is not text".to_string())?;
+        let (descr, fortran, shape) = parse_header(header)?;
+        if descr != "<f4" {
+            let what = match descr.as_str() {
+                "<f8" | "f8" => "float64".to_string(),
+                ">f4" => "big-endian float32".to_string(),
+                "<f2" => "float16".to_string(),
+                other => format!("dtype {other:?}"),
+            };
+            return Err(format!("holds {what} data; only little-endian float32 ('<f4') is supported"));
+        }
+        if fortran {
+            return Err("is stored in Fortran (column-major) order; only C order is supported".into());
+        }
+        let shape: [usize; 3] =
+            shape.as_slice().try_into().map_err(|_| format!("has shape {shape:?}; a C×H×W tensor has three dimensions"))?;
+        let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or("has an impossible shape")?;
+        let body = &bytes[10 + header_len..];
+        if body.len() != count * 4 {
+            let what = if body.len() < count * 4 { "truncated" } else { "longer than its header says" };
+            return Err(format!("{what}: shape {shape:?} needs {} data bytes, the file has {}", count * 4, body.len()));
+        }
+        let values = body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        Ok((shape, values))
+    }
+
+    /// Reads the header's Python dict literal: `{'descr': '<f4', 'fortran_order': False,
+    /// 'shape': (2, 3, 4), }` in any key order and spacing.
+    fn parse_header(header: &str) -> Result<(String, bool, Vec<usize>), String> {
+        let bad = |why: &str| format!("malformed npy header ({why}): {:?}", header.trim_end());
+        let body = header.trim().strip_prefix('{').and_then(|h| h.strip_suffix('}')).ok_or_else(|| bad("not a dict"))?;
+        let (mut descr, mut fortran, mut shape) = (None, None, None);
+        let mut rest = body.trim_start();
+        while !rest.is_empty() {
+            let quote = rest.chars().next().filter(|c| *c == '\'' || *c == '"').ok_or_else(|| bad("key is not quoted"))?;
+            let end = rest[1..].find(quote).ok_or_else(|| bad("unterminated key"))? + 1;
+            let name = &rest[1..end];
+            rest = rest[end + 1..].trim_start().strip_prefix(':').ok_or_else(|| bad("missing ':'"))?.trim_start();
+            let value_end = if rest.starts_with('(') {
+                rest.find(')').ok_or_else(|| bad("unterminated tuple"))? + 1
+            } else if let Some(q) = rest.chars().next().filter(|c| *c == '\'' || *c == '"') {
+                rest[1..].find(q).ok_or_else(|| bad("unterminated string"))? + 2
+            } else {
+                rest.find(',').unwrap_or(rest.len())
+            };
+            let value = rest[..value_end].trim();
+            match name {
+                "descr" => descr = Some(value.trim_matches(|c| c == '\'' || c == '"').to_string()),
+                "fortran_order" => {
+                    fortran = Some(match value {
+                        "False" => false,
+                        "True" => true,
+                        _ => return Err(bad("fortran_order is not True or False")),
+                    })
+                }
+                "shape" => {
+                    let inner = value.strip_prefix('(').and_then(|v| v.strip_suffix(')')).ok_or_else(|| bad("shape is not a tuple"))?;
+                    let dims = inner
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|d| !d.is_empty())
+                        .map(|d| d.trim_end_matches('L').parse::<usize>())
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|_| bad("shape holds something other than whole numbers"))?;
+                    shape = Some(dims);
+                }
+                _ => {}
+            }
+            rest = rest[value_end..].trim_start();
+            rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
+        }
+        match (descr, fortran, shape) {
+            (Some(d), Some(f), Some(s)) => Ok((d, f, s)),
+            _ => Err(bad("needs descr, fortran_order and shape")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rayon::prelude::*;
+
+    fn key() -> CacheKey {
+        // A 1×1 grid gives 2 + 2 + 4 = 8 channels; small planes keep the tests fast.
+        let spec = InputSpec { channels: 8, height: 4, width: 5, grid: 1, face_size: 16, ..InputSpec::skd_tstsan() };
+        CacheKey::new("casme2", Taxonomy::Casme2Five, spec, CropMode::Detect, &DetectorSettings::default())
+    }
+
+    fn tensor(seed: usize) -> InputTensor {
+        let data = (0..8 * 4 * 5).map(|i| ((i * 7 + seed * 13) % 97) as f32 / 97.0 - 0.25).collect();
+        InputTensor { channels: 8, height: 4, width: 5, data }
+    }
+
+    fn sample(subject: &str, id: &str) -> PreparedSample {
+        PreparedSample {
+            id: id.to_string(),
+            subject: subject.to_string(),
+            class: id.len() % 5,
+            label: "happiness".into(),
+            source: format!("CASME2_RAW_selected/sub{subject}/{id}"),
+            face: Some(FaceBox { x: 1, y: 2, width: 30, height: 40, score: 7.5 }),
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn key_spec_is_valid_for_the_tests() {
+        key().spec.validate().unwrap();
+    }
+
+    #[test]
+    fn round_trip_in_subject_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = PreparationCache::open(dir.path(), &key()).unwrap();
+        let items = [("02", "sub02/EP01_1"), ("01", "sub01/EP09_2"), ("01", "sub01/EP03_1")];
+        for (k, (s, id)) in items.iter().enumerate() {
+            cache.put(&sample(s, id), &tensor(k)).unwrap();
+        }
+        let indexed = cache.finish(&serde_json::json!({ "skipped": 0 })).unwrap();
+        assert_eq!(indexed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["sub01/EP03_1", "sub01/EP09_2", "sub02/EP01_1"]);
+        drop(cache);
+
+        let set = PreparedSet::load(dir.path()).unwrap();
+        assert_eq!(set.key, key());
+        assert_eq!(set.len(), 3);
+        assert_eq!(set.shape, [8, 4, 5]);
+        assert_eq!(set.data.len(), 3 * 160);
+        assert_eq!(set.subjects(), ["01", "02"]);
+        assert_eq!(set.samples[0], sample("01", "sub01/EP03_1"));
+        assert_eq!(set.tensor(0), tensor(2).data.as_slice());
+        assert_eq!(set.tensor(1), tensor(1).data.as_slice());
+        assert_eq!(set.tensor(2), tensor(0).data.as_slice());
+        assert_eq!(set.summary["skipped"], 0);
+        // Nothing temporary is left behind.
+        let leftovers: Vec<_> = fs::read_dir(dir.path().join(SAMPLES_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(TMP_MARK))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn digest_is_stable_and_sensitive() {
+        let a = key();
+        assert_eq!(a.digest(), key().digest());
+        assert_eq!(a.digest().len(), 64);
+        let mut b = key();
+        b.spec.tvl1.lambda *= 2.0;
+        assert_ne!(a.digest(), b.digest());
+        // The detector only matters when it is used.
+        let none = CacheKey::new("casme2", Taxonomy::Casme2Five, key().spec, CropMode::None, &DetectorSettings::default());
+        let other = DetectorSettings { score_threshold: 4.5, ..DetectorSettings::default() };
+        assert_eq!(none.digest(), CacheKey::new("casme2", Taxonomy::Casme2Five, key().spec, CropMode::None, &other).digest());
+    }
+
+    #[test]
+    fn resume_keeps_earlier_samples_and_drops_interrupted_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let cache = PreparationCache::open(dir.path(), &key()).unwrap();
+            cache.put(&sample("01", "a"), &tensor(1)).unwrap();
+            cache.put(&sample("01", "b"), &tensor(2)).unwrap();
+            assert!(cache.contains("a") && !cache.contains("c"));
+        }
+        // An interrupted run: a temporary tensor, and a tensor whose metadata never landed.
+        let samples = dir.path().join(SAMPLES_DIR);
+        fs::write(samples.join(format!(".c.npy{TMP_MARK}1-0")), b"partial").unwrap();
+        fs::write(samples.join("d.npy"), npy::encode([8, 4, 5], &tensor(4).data)).unwrap();
+
+        let cache = PreparationCache::open(dir.path(), &key()).unwrap();
+        assert!(cache.contains("a") && cache.contains("b"));
+        assert!(!cache.contains("c") && !cache.contains("d"));
+        assert!(!samples.join(format!(".c.npy{TMP_MARK}1-0")).exists());
+        cache.put(&sample("01", "c"), &tensor(3)).unwrap();
+        let indexed = cache.finish(&Value::Null).unwrap();
+        assert_eq!(indexed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+        drop(cache);
+        assert_eq!(PreparedSet::load(dir.path()).unwrap().tensor(1), tensor(2).data.as_slice());
+    }
+
+    #[test]
+    fn a_second_writer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = PreparationCache::open(dir.path(), &key()).unwrap();
+        let err = PreparationCache::open(dir.path(), &key()).err().unwrap().to_string();
+        assert!(err.contains("another preparation run"), "{err}");
+    }
+
+    #[test]
+    fn a_different_key_is_refused_naming_the_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(PreparationCache::open(dir.path(), &key()).unwrap());
+        let mut other = key();
+        other.spec.face_size = 32;
+        other.dataset = "samm".into();
+        let err = PreparationCache::open(dir.path(), &other).err().unwrap().to_string();
+        assert!(err.contains("spec.face_size: cache has 16, requested 32"), "{err}");
+        assert!(err.contains("dataset: cache has \"casme2\", requested \"samm\""), "{err}");
+        assert!(err.contains("another output directory") && err.contains(&dir.path().display().to_string()), "{err}");
+        assert!(!err.contains("taxonomy"), "{err}");
+
+        let crop = CacheKey::new("casme2", Taxonomy::Casme2Five, key().spec, CropMode::None, &DetectorSettings::default());
+        let err = PreparationCache::open(dir.path(), &crop).err().unwrap().to_string();
+        assert!(err.contains("crop: cache has \"detect\", requested \"none\""), "{err}");
+        assert!(err.contains("detector: cache has {") && err.contains("requested null"), "{err}");
+    }
+
+    #[test]
+    fn put_checks_shape_and_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = PreparationCache::open(dir.path(), &key()).unwrap();
+        let wrong = InputTensor { channels: 8, height: 5, width: 4, data: vec![0.0; 160] };
+        let err = cache.put(&sample("01", "x"), &wrong).unwrap_err().to_string();
+        assert!(err.contains("sample x") && err.contains("[8, 5, 4]") && err.contains("[8, 4, 5]"), "{err}");
+        let mut bad = tensor(0);
+        bad.data[17] = f32::NAN;
+        let err = cache.put(&sample("01", "y"), &bad).unwrap_err().to_string();
+        assert!(err.contains("index 17"), "{err}");
+        let mut unknown = sample("01", "z");
+        unknown.class = 5;
+        let err = cache.put(&unknown, &tensor(0)).unwrap_err().to_string();
+        assert!(err.contains("sample z") && err.contains("class 5") && err.contains("casme2-5"), "{err}");
+        assert!(!cache.contains("x") && !cache.contains("y") && !cache.contains("z"));
+        assert!(cache.put(&sample("01", ""), &tensor(0)).is_err());
+    }
+
+    #[test]
+    fn an_edited_index_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = PreparationCache::open(dir.path(), &key()).unwrap();
+        cache.put(&sample("01", "a"), &tensor(0)).unwrap();
+        cache.finish(&Value::Null).unwrap();
+        drop(cache);
+        let index = dir.path().join(INDEX_FILE);
+        let text = fs::read_to_string(&index).unwrap();
+        fs::write(&index, text.replace("\"class\": 1", "\"class\": 7")).unwrap();
+        let err = format!("{:#}", PreparedSet::load(dir.path()).unwrap_err());
+        assert!(err.contains("index.json") && err.contains("class 7"), "{err}");
+        fs::write(&index, text.replace(&key().digest(), "0123")).unwrap();
+        let err = format!("{:#}", PreparedSet::load(dir.path()).unwrap_err());
+        assert!(err.contains("digests differ"), "{err}");
+    }
+
+    #[test]
+    fn damaged_tensors_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = PreparationCache::open(dir.path(), &key()).unwrap();
+        cache.put(&sample("01", "sub01/EP01"), &tensor(0)).unwrap();
+        cache.put(&sample("02", "sub02/EP01"), &tensor(1)).unwrap();
+        cache.finish(&Value::Null).unwrap();
+        drop(cache);
+        let file = dir.path().join(SAMPLES_DIR).join("sub02%2FEP01.npy");
+        let good = fs::read(&file).unwrap();
+
+        fs::write(&file, &good[..good.len() - 10]).unwrap();
+        let err = format!("{:#}", PreparedSet::load(dir.path()).unwrap_err());
+        assert!(err.contains("sub02%2FEP01.npy") && err.contains("truncated"), "{err}");
+
+        fs::write(&file, &good[..40]).unwrap();
+        let err = format!("{:#}", PreparedSet::load(dir.path()).unwrap_err());
+        assert!(err.contains("sub02%2FEP01.npy") && err.contains("header"), "{err}");
+
+        fs::write(&file, b"garbage").unwrap();
+        let err = format!("{:#}", PreparedSet::load(dir.path()).unwrap_err());
+        assert!(err.contains("sub02%2FEP01.npy") && err.contains("not a .npy"), "{err}");
+
+        let mut nan = tensor(1);
+        nan.data[3] = f32::INFINITY;
+        fs::write(&file, npy::encode([8, 4, 5], &nan.data)).unwrap();
+        let err = format!("{:#}", PreparedSet::load(dir.path()).unwrap_err());
+        assert!(err.contains("sub02%2FEP01.npy") && err.contains("index 3"), "{err}");
+
+        fs::write(&file, npy::encode([8, 5, 4], &tensor(1).data)).unwrap();
+        let err = format!("{:#}", PreparedSet::load(dir.path()).unwrap_err());
+        assert!(err.contains("sub02%2FEP01.npy") && err.contains("[8, 5, 4]"), "{err}");
+
+        fs::remove_file(&file).unwrap();
+        let err = format!("{:#}", PreparedSet::load(dir.path()).unwrap_err());
+        assert!(err.contains("sub02%2FEP01.npy") && err.contains("sub02/EP01"), "{err}");
+    }
+
+    #[test]
+    fn unfinished_and_foreign_directories_are_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = format!("{:#}", PreparedSet::load(dir.path()).unwrap_err());
+        assert!(err.contains("cache.json") && err.contains("mer prepare"), "{err}");
+        let cache = PreparationCache::open(dir.path(), &key()).unwrap();
+        cache.put(&sample("01", "a"), &tensor(0)).unwrap();
+        let err = format!("{:#}", PreparedSet::load(dir.path()).unwrap_err());
+        assert!(err.contains("index.json") && err.contains("did not finish"), "{err}");
+    }
+
+    #[test]
+    fn npy_header_variants_and_refusals() {
+        let bytes = npy::encode([2, 3, 4], &(0..24).map(|i| i as f32).collect::<Vec<_>>());
+        let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        assert_eq!((10 + header_len) % 64, 0);
+        assert_eq!(bytes[10 + header_len - 1], b'\n');
+        let (shape, values) = npy::decode(&bytes).unwrap();
+        assert_eq!((shape, values[23]), ([2, 3, 4], 23.0));
+
+        let with_header = |h: &str, body: &[u8]| {
+            let mut b = b"\x93NUMPY\x01\x00".to_vec();
+            b.extend_from_slice(&(h.len() as u16).to_le_bytes());
+            b.extend_from_slice(h.as_bytes());
+            b.extend_from_slice(body);
+            b
+        };
+        // Another writer's key order and spacing.
+        let body: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let ok = with_header("{\"shape\":(1,1,2),\"fortran_order\":False,\"descr\":\"<f4\"}\n", &body);
+        assert_eq!(npy::decode(&ok).unwrap(), ([1, 1, 2], vec![1.5, -2.0]));
+
+        let f64s = with_header("{'descr': '<f8', 'fortran_order': False, 'shape': (1, 1, 1), }\n", &[0; 8]);
+        assert!(npy::decode(&f64s).unwrap_err().contains("float64"));
+        let fortran = with_header("{'descr': '<f4', 'fortran_order': True, 'shape': (1, 1, 2), }\n", &body);
+        assert!(npy::decode(&fortran).unwrap_err().contains("Fortran"));
+        let flat = with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }\n", &body);
+        assert!(npy::decode(&flat).unwrap_err().contains("three dimensions"));
+        let long = with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 1), }\n", &body);
+        assert!(npy::decode(&long).unwrap_err().contains("longer"));
+        let mut v2 = bytes.clone();
+        v2[6] = 2;
+        assert!(npy::decode(&v2).unwrap_err().contains("2.0"));
+    }
+
+    #[test]
+    fn ids_become_distinct_safe_file_names() {
+        assert_eq!(file_stem("sub01/EP02_01f").unwrap(), "sub01%2FEP02_01f");
+        assert_ne!(file_stem("a/b").unwrap(), file_stem("a_b").unwrap());
+        assert_eq!(file_stem("..").unwrap(), "%2E%2E");
+        assert!(file_stem("").is_err());
+        assert!(file_stem(&"x".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn concurrent_puts_from_rayon() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = PreparationCache::open(dir.path(), &key()).unwrap();
+        (0..64usize).into_par_iter().for_each(|k| {
+            cache.put(&sample(&format!("{:02}", k % 7), &format!("s{k:02}")), &tensor(k)).unwrap();
+        });
+        // The same sample written by several threads at once still ends up complete.
+        (0..8usize).into_par_iter().for_each(|_| cache.put(&sample("00", "same"), &tensor(99)).unwrap());
+        assert_eq!(cache.finish(&Value::Null).unwrap().len(), 65);
+        drop(cache);
+        let set = PreparedSet::load(dir.path()).unwrap();
+        for (i, s) in set.samples.iter().enumerate() {
+            let k = if s.id == "same" { 99 } else { s.id[1..].parse().unwrap() };
+            assert_eq!(set.tensor(i), tensor(k).data.as_slice(), "{}", s.id);
+        }
+    }
+
+    #[test]
+    fn numpy_reads_what_the_cache_writes() {
+        let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+        if !python.exists() {
+            println!("skipping the numpy check: no {} (run scripts/bootstrap.sh)", python.display());
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let written = dir.path().join("t.npy");
+        let t = tensor(5);
+        fs::write(&written, npy::encode(t.shape(), &t.data)).unwrap();
+        let from_numpy = dir.path().join("n.npy");
+        let script = "import sys, numpy as np\n\
+                      a = np.load(sys.argv[1])\n\
+                      assert a.dtype == np.float32 and a.shape == (8, 4, 5) and a.flags['C_CONTIGUOUS'], (a.dtype, a.shape)\n\
+                      print(repr(float(a[2, 3, 4])), repr(float(a.sum(dtype=np.float64))))\n\
+                      np.save(sys.argv[2], np.arange(24, dtype=np.float32).reshape(2, 3, 4) / 8)\n\
+                      np.save(sys.argv[3], np.zeros((1, 1, 1)))\n";
+        let f64_path = dir.path().join("d.npy");
+        let out = std::process::Command::new(&python)
+            .args(["-c", script])
+            .args([&written, &from_numpy, &f64_path])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let numbers: Vec<f64> = stdout.split_whitespace().map(|v| v.parse().unwrap()).collect();
+        assert_eq!(numbers[0], t.data[2 * 20 + 3 * 5 + 4] as f64);
+        let sum: f64 = t.data.iter().map(|&v| v as f64).sum();
+        assert!((numbers[1] - sum).abs() < 1e-9, "{stdout}");
+        let (shape, values) = npy::decode(&fs::read(&from_numpy).unwrap()).unwrap();
+        assert_eq!((shape, values[23]), ([2, 3, 4], 23.0 / 8.0));
+        assert!(npy::decode(&fs::read(&f64_path).unwrap()).unwrap_err().contains("float64"));
+    }
+}
