@@ -18,7 +18,8 @@ const FACE_MODEL: &str = "seeta_fd_frontal_v1.0.bin";
 fn main() {
     link_libtorch();
     copy_face_model();
-    println!("cargo:rerun-if-changed=build.rs");
+    // `file!()` is this script relative to the package using it (the tests crate shares it).
+    println!("cargo:rerun-if-changed={}", file!());
 }
 
 fn link_libtorch() {
