@@ -455,7 +455,7 @@ impl Machine<'_> {
 
     /// Adds key/value pairs to the dict below them; items meant for an opaque object are dropped.
     fn set_items(&mut self, items: Vec<Value>) -> Step<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(format!("odd number of items ({}) for key/value pairs", items.len()));
         }
         match self.top()? {
@@ -889,10 +889,10 @@ impl<R: Read + Seek> Archive<R> {
                 file.compression()
             );
         }
-        if let Some(len) = expected_len {
-            if file.size() != len {
-                bail!("{label}: archive member {name} holds {} bytes, the pickle says {len}", file.size());
-            }
+        if let Some(len) = expected_len
+            && file.size() != len
+        {
+            bail!("{label}: archive member {name} holds {} bytes, the pickle says {len}", file.size());
         }
         // The declared size only sizes the buffer up to a bound, so a lying header cannot
         // make us reserve gigabytes.
@@ -1021,7 +1021,7 @@ mod tests {
         fn int(&mut self, v: i64) -> &mut Self {
             match v {
                 0..=255 => self.op(&[b'K', v as u8]),
-                256..=65535 => self.op(&[b'M']).op(&(v as u16).to_le_bytes()),
+                256..=65535 => self.op(b"M").op(&(v as u16).to_le_bytes()),
                 _ => self.op(&[0x8a, 8]).op(&v.to_le_bytes()),
             }
         }
@@ -1087,7 +1087,10 @@ mod tests {
     }
 
     fn message(r: Result<Checkpoint>) -> String {
-        format!("{:#}", r.err().expect("expected an error"))
+        match r {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => format!("{e:#}"),
+        }
     }
 
     #[test]

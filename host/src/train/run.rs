@@ -111,7 +111,9 @@ pub fn train_loso(data: &TrainData, config: &TrainConfig, shard: Option<Shard>, 
     for subject in &mine {
         let fold = Fold { data, config, device, subject: subject.clone(), holdout: true, dir: fold_dir(out, subject) };
         let result = fold.run(&progress)?;
-        progress.println(fold_line(&result, data.num_classes()));
+        let line = fold_line(&result, data.num_classes());
+        // A hidden bar (output not a terminal, e.g. a cluster log) swallows println.
+        if progress.is_hidden() { eprintln!("{line}") } else { progress.println(line) }
     }
     progress.finish_and_clear();
     summarise(&[out.to_path_buf()], out)
