@@ -57,6 +57,13 @@ pub(super) struct Marks {
     pub offset: Mark,
 }
 
+impl Marks {
+    /// The key-frame cells of a sheet row describing one clip (offset 0 or −1 = not given).
+    pub fn of_clip(onset: &Cell, apex: &Cell, offset: &Cell) -> Marks {
+        Marks { onset: Mark::of(onset), apex: Mark::of(apex), offset: Mark::of_offset(offset) }
+    }
+}
+
 /// What a frame folder holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Extent {

@@ -26,7 +26,7 @@ use mer_shared::labels::Taxonomy;
 
 use super::annotated::{PlannedClip, RowPlan, load_rows, unnamed_row};
 use super::frames::{child_path, subdirectories};
-use super::keyframes::{Extent, Mark, Marks};
+use super::keyframes::{Extent, Marks};
 use super::sheet::{Cell, Column, Sheet};
 use super::{DatasetKind, LoadedDataset, locate_dir, locate_sheet, safe_id};
 
@@ -64,11 +64,7 @@ pub(super) fn load(root: &Path, annotations: Option<&Path>, taxonomy: Taxonomy) 
             subject: folder,
             raw_label: row.cell(emotion).text(),
             extent: Extent::Clip,
-            marks: Marks {
-                onset: Mark::of(row.cell(onset)),
-                apex: Mark::of(row.cell(apex)),
-                offset: Mark::of_offset(row.cell(offset)),
-            },
+            marks: Marks::of_clip(row.cell(onset), row.cell(apex), row.cell(offset)),
         }))
     })?;
     Ok(dataset)
