@@ -117,6 +117,24 @@ fn shards_report_and_mistakes() {
 }
 
 #[test]
+fn magnification_weights_from_magnet_pth() {
+    let magnet = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/weights/magnet.pth");
+    if !magnet.exists() {
+        eprintln!("SKIPPED: {} is missing", magnet.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cache = prepared(dir.path());
+    let run = dir.path().join("run");
+    let out = train(&cache, &run).args(["--fold", "1/3", "--magnet", s(&magnet)]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("45 copied, 3 adapted, 3 left fresh"), "{stderr}");
+    let e = err(&train(&cache, &dir.path().join("r2")).args(["--magnet", s(&magnet), "--ablate", "mag"]).output().unwrap());
+    assert!(e.contains("no magnification front ends"), "{e}");
+}
+
+#[test]
 fn import_pytorch_reports_problems_precisely() {
     let dir = tempfile::tempdir().unwrap();
     let bogus = dir.path().join("weights.pth");

@@ -14,6 +14,7 @@ use super::config::{Shard, TrainConfig};
 use super::data::{DataSource, TrainData};
 use super::fold::{Fold, FoldResult, score};
 use super::report::{RunResults, summarise};
+use crate::model::skd_tstsan::{SkdConfig, SkdTstsan};
 use crate::progress::bar;
 
 /// What a run directory was made from (`RUN/run.json`).
@@ -90,6 +91,7 @@ pub fn train_loso(data: &TrainData, config: &TrainConfig, shard: Option<Shard>, 
         shards: shard.into_iter().collect(),
     };
     prepare_run_dir(out, &info)?;
+    announce_initialisation(config, data.num_classes())?;
     let mine = match shard {
         Some(s) => s.select(&subjects),
         None => subjects.clone(),
@@ -134,6 +136,7 @@ pub fn train_all(data: &TrainData, config: &TrainConfig, out: &Path, device: Dev
         shards: Vec::new(),
     };
     prepare_run_dir(out, &info)?;
+    announce_initialisation(config, data.num_classes())?;
     let progress = bar(config.iters as u64, "training");
     let fold = Fold { data, config, device, subject: "all".into(), holdout: false, dir: out.join("all") };
     fold.run(&progress)?;
@@ -141,6 +144,21 @@ pub fn train_all(data: &TrainData, config: &TrainConfig, out: &Path, device: Dev
     let model = out.join("model.safetensors");
     fs::copy(out.join("all").join("model.safetensors"), &model).with_context(|| format!("writing {}", model.display()))?;
     Ok(model)
+}
+
+/// Says once, before any fold runs, where the starting weights come from (and fails early when
+/// they cannot be used).
+fn announce_initialisation(config: &TrainConfig, classes: usize) -> Result<()> {
+    if let Some(init) = &config.init {
+        eprintln!("every fold starts from {} (classifier layers re-initialised)", init.display());
+    } else if let Some((path, mode)) = &config.magnet {
+        let mut vs = tch::nn::VarStore::new(Device::Cpu);
+        let model_config = SkdConfig { classes: classes as i64, amp: config.amp, ablation: config.ablation };
+        let _model = SkdTstsan::new(&vs.root(), model_config);
+        let report = crate::import::magnet::apply(&mut vs, path, *mode)?;
+        eprintln!("{} from {}", report.summary(), path.display());
+    }
+    Ok(())
 }
 
 pub fn fold_dir(run: &Path, subject: &str) -> PathBuf {
