@@ -177,6 +177,7 @@ impl Fold<'_> {
         let batches_per_epoch = train_idx.len().div_ceil(config.batch);
         let epochs = config.iters / batches_per_epoch + 1;
         let started = Instant::now();
+        let seconds_before = state.seconds;
         let mut last_checkpoint = state.iteration;
         let mut last_test: Option<Vec<Prediction>> = None;
         let mut best_weights = self.dir.join("best.safetensors");
@@ -255,10 +256,8 @@ impl Fold<'_> {
                 break;
             }
             if state.iteration - last_checkpoint >= config.checkpoint_every && state.iteration < config.iters {
-                state.seconds += started.elapsed().as_secs_f64();
                 checkpoint::save_training_state(&state_path, &vs, &opt)?;
-                write_json_atomic(&progress_path, &state)?;
-                state.seconds -= started.elapsed().as_secs_f64();
+                write_json_atomic(&progress_path, &Progress { seconds: seconds_before + started.elapsed().as_secs_f64(), ..state.clone() })?;
                 last_checkpoint = state.iteration;
             }
         }
@@ -294,7 +293,7 @@ impl Fold<'_> {
             selected_epoch,
             predictions,
             last_predictions,
-            seconds: state.seconds + started.elapsed().as_secs_f64(),
+            seconds: seconds_before + started.elapsed().as_secs_f64(),
         };
         write_json_atomic(&self.result_path(), &result)?;
         for stale in [state_path, progress_path, best_weights] {
