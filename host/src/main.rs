@@ -141,6 +141,7 @@ struct TrainArgs {
     /// A preparation cache written by `mer prepare`.
     #[arg(long)]
     data: PathBuf,
+    /// Run directory: results, plots and per-fold checkpoints; the same command again resumes.
     #[arg(long)]
     out: PathBuf,
     /// honest: selection never sees the test subject; paper: the official test-selected protocol.
@@ -149,6 +150,7 @@ struct TrainArgs {
     /// Iterations (batches) per fold.
     #[arg(long, default_value_t = 20_000)]
     iters: usize,
+    /// Samples per batch.
     #[arg(long, default_value_t = 16)]
     batch: usize,
     /// Run only shard i of n of the LOSO folds (merge shards with `mer report`).
@@ -160,6 +162,7 @@ struct TrainArgs {
     /// Start every fold from these weights (classifier layers are dropped), e.g. a CK+ model.
     #[arg(long)]
     init: Option<PathBuf>,
+    /// Seeds initialisation, shuffling and dropout (each fold from the seed and its subject).
     #[arg(long, default_value_t = 1337)]
     seed: u64,
     /// Components to switch off: any of mag,eca,tsm,skd.
@@ -168,8 +171,10 @@ struct TrainArgs {
     /// Magnification factor α.
     #[arg(long, default_value_t = 2.0)]
     amp: f64,
+    /// Adam learning rate.
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
+    /// Adam L2 weight decay (added to the gradient, as torch.optim.Adam).
     #[arg(long, default_value_t = 5e-4)]
     weight_decay: f64,
     /// KD weight λ1.
@@ -178,6 +183,7 @@ struct TrainArgs {
     /// Feature-loss weight λ2.
     #[arg(long, default_value_t = 1e-6)]
     beta: f64,
+    /// Distillation temperature T.
     #[arg(long, default_value_t = 3.0)]
     temperature: f64,
     /// Honest protocol: hold out this many training subjects per fold to pick the epoch.
