@@ -108,7 +108,7 @@ fn shards_report_and_mistakes() {
     assert!(e.contains("i/n"), "{e}");
     let e = err(&train(&cache, &a).args(["--ablate", "mag,colour"]).output().unwrap());
     assert!(e.contains("colour"), "{e}");
-    let e = err(&train(&cache, &a).args(["--iters", "11"]).output().unwrap());
+    let e = err(&mer(&["train", "--data", s(&cache), "--out", s(&a), "--iters", "11", "--batch", "4", "--fold", "1/2"]));
     assert!(e.contains("already holds another run"), "{e}");
     let e = err(&mer(&["prepare", "--dataset", "casme2", "--root", s(&dir.path().join("data")), "--classes", "4", "--out", s(&dir.path().join("c4"))]));
     assert!(e.contains("casme2-5") && e.contains("casme2-3"), "{e}");
