@@ -52,17 +52,17 @@ fn copy_face_model() {
         );
     }
     let text = String::from_utf8(output.stdout).expect("cargo metadata prints UTF-8");
-    let meta = json::parse(&text).unwrap_or_else(|e| panic!("cannot read the output of cargo metadata: {e}"));
+    let meta: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("cannot read the output of cargo metadata: {e}"));
 
-    if let Some(root) = meta.get("workspace_root").and_then(json::Value::as_str) {
+    if let Some(root) = meta.get("workspace_root").and_then(serde_json::Value::as_str) {
         // A different rustface version (or source) changes the lock file.
         println!("cargo:rerun-if-changed={}", Path::new(root).join("Cargo.lock").display());
     }
-    let packages = meta.get("packages").and_then(json::Value::as_array).expect("cargo metadata lists packages");
+    let packages = meta.get("packages").and_then(serde_json::Value::as_array).expect("cargo metadata lists packages");
     let candidates: Vec<PathBuf> = packages
         .iter()
-        .filter(|p| p.get("name").and_then(json::Value::as_str) == Some("rustface"))
-        .filter_map(|p| p.get("manifest_path").and_then(json::Value::as_str))
+        .filter(|p| p.get("name").and_then(serde_json::Value::as_str) == Some("rustface"))
+        .filter_map(|p| p.get("manifest_path").and_then(serde_json::Value::as_str))
         .filter_map(|m| Path::new(m).parent().map(|dir| dir.join("model").join(FACE_MODEL)))
         .collect();
     let Some(model) = candidates.iter().find(|m| m.is_file()) else {
@@ -77,197 +77,4 @@ fn copy_face_model() {
     println!("cargo:rustc-env=MER_RUSTFACE_DIR={}", package_dir.display());
     let dest = out_dir.join(FACE_MODEL);
     std::fs::copy(model, &dest).unwrap_or_else(|e| panic!("cannot copy {} to {}: {e}", model.display(), dest.display()));
-}
-
-/// Just enough JSON to read `cargo metadata` output without a build-dependency.
-mod json {
-    pub enum Value {
-        /// A number, boolean or null: checked for syntax, but the build script never reads one.
-        Scalar,
-        String(String),
-        Array(Vec<Value>),
-        Object(Vec<(String, Value)>),
-    }
-
-    impl Value {
-        pub fn get(&self, key: &str) -> Option<&Value> {
-            match self {
-                Value::Object(fields) => fields.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-                _ => None,
-            }
-        }
-        pub fn as_str(&self) -> Option<&str> {
-            match self {
-                Value::String(s) => Some(s),
-                _ => None,
-            }
-        }
-        pub fn as_array(&self) -> Option<&[Value]> {
-            match self {
-                Value::Array(items) => Some(items),
-                _ => None,
-            }
-        }
-    }
-
-    pub fn parse(text: &str) -> Result<Value, String> {
-        let mut p = Parser { text, pos: 0 };
-        let value = p.value()?;
-        p.skip_ws();
-        if p.pos != text.len() {
-            return Err(p.error("trailing characters"));
-        }
-        Ok(value)
-    }
-
-    struct Parser<'a> {
-        text: &'a str,
-        pos: usize,
-    }
-
-    impl Parser<'_> {
-        fn error(&self, what: &str) -> String {
-            format!("{what} at byte {}", self.pos)
-        }
-        fn peek(&self) -> Option<u8> {
-            self.text.as_bytes().get(self.pos).copied()
-        }
-        fn skip_ws(&mut self) {
-            while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-                self.pos += 1;
-            }
-        }
-        fn expect(&mut self, byte: u8) -> Result<(), String> {
-            self.skip_ws();
-            if self.peek() == Some(byte) {
-                self.pos += 1;
-                Ok(())
-            } else {
-                Err(self.error(&format!("expected '{}'", byte as char)))
-            }
-        }
-        fn literal(&mut self, word: &str) -> Result<Value, String> {
-            if self.text[self.pos..].starts_with(word) {
-                self.pos += word.len();
-                Ok(Value::Scalar)
-            } else {
-                Err(self.error("unknown literal"))
-            }
-        }
-
-        fn value(&mut self) -> Result<Value, String> {
-            self.skip_ws();
-            match self.peek() {
-                Some(b'{') => self.object(),
-                Some(b'[') => self.array(),
-                Some(b'"') => self.string().map(Value::String),
-                Some(b't') => self.literal("true"),
-                Some(b'f') => self.literal("false"),
-                Some(b'n') => self.literal("null"),
-                Some(b'-' | b'0'..=b'9') => {
-                    while matches!(self.peek(), Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')) {
-                        self.pos += 1;
-                    }
-                    Ok(Value::Scalar)
-                }
-                _ => Err(self.error("expected a value")),
-            }
-        }
-
-        fn object(&mut self) -> Result<Value, String> {
-            self.expect(b'{')?;
-            let mut fields = Vec::new();
-            self.skip_ws();
-            if self.peek() == Some(b'}') {
-                self.pos += 1;
-                return Ok(Value::Object(fields));
-            }
-            loop {
-                self.skip_ws();
-                let key = self.string()?;
-                self.expect(b':')?;
-                fields.push((key, self.value()?));
-                self.skip_ws();
-                match self.peek() {
-                    Some(b',') => self.pos += 1,
-                    Some(b'}') => {
-                        self.pos += 1;
-                        return Ok(Value::Object(fields));
-                    }
-                    _ => return Err(self.error("expected ',' or '}'")),
-                }
-            }
-        }
-
-        fn array(&mut self) -> Result<Value, String> {
-            self.expect(b'[')?;
-            let mut items = Vec::new();
-            self.skip_ws();
-            if self.peek() == Some(b']') {
-                self.pos += 1;
-                return Ok(Value::Array(items));
-            }
-            loop {
-                items.push(self.value()?);
-                self.skip_ws();
-                match self.peek() {
-                    Some(b',') => self.pos += 1,
-                    Some(b']') => {
-                        self.pos += 1;
-                        return Ok(Value::Array(items));
-                    }
-                    _ => return Err(self.error("expected ',' or ']'")),
-                }
-            }
-        }
-
-        fn string(&mut self) -> Result<String, String> {
-            self.expect(b'"')?;
-            let mut out = String::new();
-            loop {
-                // Copy the run up to the next quote or escape; both are ASCII, so the slice
-                // boundaries are character boundaries.
-                let rest = &self.text[self.pos..];
-                let run = rest.find(['"', '\\']).ok_or_else(|| self.error("unterminated string"))?;
-                out.push_str(&rest[..run]);
-                self.pos += run;
-                if self.peek() == Some(b'"') {
-                    self.pos += 1;
-                    return Ok(out);
-                }
-                self.pos += 1; // the backslash
-                let escaped = self.peek().ok_or_else(|| self.error("unterminated escape"))?;
-                self.pos += 1;
-                match escaped {
-                    b'"' => out.push('"'),
-                    b'\\' => out.push('\\'),
-                    b'/' => out.push('/'),
-                    b'b' => out.push('\u{8}'),
-                    b'f' => out.push('\u{c}'),
-                    b'n' => out.push('\n'),
-                    b'r' => out.push('\r'),
-                    b't' => out.push('\t'),
-                    b'u' => {
-                        let first = self.hex4()?;
-                        let code = if (0xD800..0xDC00).contains(&first) && self.text[self.pos..].starts_with("\\u") {
-                            self.pos += 2;
-                            let second = self.hex4()?;
-                            0x10000 + ((first - 0xD800) << 10) + (second.wrapping_sub(0xDC00) & 0x3FF)
-                        } else {
-                            first
-                        };
-                        out.push(char::from_u32(code).unwrap_or('\u{FFFD}'));
-                    }
-                    _ => return Err(self.error("unknown escape")),
-                }
-            }
-        }
-
-        fn hex4(&mut self) -> Result<u32, String> {
-            let digits = self.text.get(self.pos..self.pos + 4).ok_or_else(|| self.error("short \\u escape"))?;
-            let code = u32::from_str_radix(digits, 16).map_err(|_| self.error("bad \\u escape"))?;
-            self.pos += 4;
-            Ok(code)
-        }
-    }
 }
