@@ -3,6 +3,7 @@
 
 pub mod dataset;
 pub mod demo;
+pub mod export;
 pub mod flow_bench;
 pub mod import;
 pub mod learnability;

@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use mer_host::import::official::import_skd_tstsan;
 use mer_host::dataset::DatasetKind;
+use mer_host::export::{ExportOptions, export_to_file};
 use mer_host::model::skd_tstsan::Ablation;
 use mer_host::prepare::pipeline::{PrepareOptions, prepare};
 use mer_host::prepare::{CropMode, DetectorSettings};
@@ -132,6 +133,26 @@ enum Command {
     },
     /// Show the libtorch build and whether a CUDA GPU is usable.
     Info,
+    /// Write a trained checkpoint as an ONNX model with its manifest, after checking that tract
+    /// reproduces the checkpoint's logits.
+    Export {
+        /// A model.safetensors written by `mer train` (RUN/model.safetensors or RUN/folds/S/model.safetensors).
+        checkpoint: PathBuf,
+        #[arg(short, long)]
+        out: PathBuf,
+        /// The run's prepared data, if it is no longer where the run recorded it.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// A LOSO run of the same recipe whose results describe this model (e.g. for an --all-samples model).
+        #[arg(long)]
+        evaluation: Option<PathBuf>,
+        /// Model version written into the manifest (default: architecture and a digest of the graph).
+        #[arg(long)]
+        model_version: Option<String>,
+        /// Seed of the probe input stored with its expected logits.
+        #[arg(long, default_value_t = 20_261_128)]
+        probe_seed: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -394,6 +415,21 @@ fn main() -> Result<()> {
             let device = resolve_device(&device)?;
             let r = mer_host::train::bench::measure(device, batch, iters, warmup);
             println!("{}", serde_json::to_string_pretty(&r)?);
+        }
+        Command::Export { checkpoint, out, data, evaluation, model_version, probe_seed } => {
+            let opts = ExportOptions { checkpoint, out: out.clone(), data, evaluation, version: model_version, probe_seed };
+            let exported = export_to_file(&opts)?;
+            let m = &exported.manifest;
+            println!("{} version {}: {} classes ({}), input {:?}", m.architecture, m.version, m.classes.len(), m.classes.join(", "), m.input_shape());
+            for check in &exported.checks {
+                println!(
+                    "parity tch vs tract, {}: max |diff| {:.2e}, arg-max {}",
+                    check.what,
+                    check.agreement.max_abs_diff,
+                    if check.agreement.argmax_mismatches == 0 { "identical" } else { "DIFFERS" }
+                );
+            }
+            println!("wrote {} ({} bytes)", out.display(), exported.onnx.len());
         }
         Command::Info => {
             let info = torch_info::torch_info();

@@ -28,6 +28,9 @@ pub enum Error {
     UnknownLabel { label: String, taxonomy: String, known: String },
     #[error("{path}: {reason}")]
     Data { path: PathBuf, reason: String },
+    /// A model file, manifest or inference problem.
+    #[error("{0}")]
+    Model(String),
 }
 
 impl Error {

@@ -7,8 +7,10 @@
 pub mod error;
 pub mod flow;
 pub mod image;
+pub mod inference;
 pub mod input;
 pub mod labels;
+pub mod manifest;
 pub mod synth;
 
 pub use error::{Error, Result};

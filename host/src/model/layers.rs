@@ -5,6 +5,11 @@
 use tch::nn::{self, ConvConfig, Init, Module, PaddingMode};
 use tch::{Kind, Tensor};
 
+use crate::export::onnx_graph::{Attr, OnnxGraph};
+
+/// PyTorch's and tch's batch-norm epsilon.
+const BN_EPS: f64 = 1e-5;
+
 /// PyTorch's default for Conv/Linear weights and biases: kaiming-uniform with a = √5, which is
 /// U(−1/√fan_in, 1/√fan_in).
 fn torch_default_init(fan_in: i64) -> Init {
@@ -12,10 +17,31 @@ fn torch_default_init(fan_in: i64) -> Init {
     Init::Uniform { lo: -bound, up: bound }
 }
 
-/// `nn.Conv2d(i, o, k, stride, padding)` with zero padding and a bias.
-pub fn conv2d(path: &nn::Path, i: i64, o: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
-    let init = torch_default_init(i * k * k);
-    nn::conv2d(path, i, o, k, ConvConfig { stride, padding, ws_init: init, bs_init: init, ..Default::default() })
+/// `nn.Conv2d(i, o, k, stride, padding)` with zero padding and a bias; keeps its stride and
+/// padding (tch's layer does not expose them) for the export.
+#[derive(Debug)]
+pub struct Conv2d {
+    conv: nn::Conv2D,
+    stride: i64,
+    padding: i64,
+}
+
+impl Conv2d {
+    pub fn new(path: &nn::Path, i: i64, o: i64, k: i64, stride: i64, padding: i64) -> Conv2d {
+        let init = torch_default_init(i * k * k);
+        let conv = nn::conv2d(path, i, o, k, ConvConfig { stride, padding, ws_init: init, bs_init: init, ..Default::default() });
+        Conv2d { conv, stride, padding }
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Tensor {
+        xs.apply(&self.conv)
+    }
+
+    /// The conv with the batch norm that follows it folded in (inference statistics).
+    pub fn to_onnx_with_bn(&self, g: &mut OnnxGraph, x: &str, bn: &BatchNorm) -> String {
+        let (weight, bias) = tch::no_grad(|| bn.fold_into(&self.conv.ws, self.conv.bs.as_ref()));
+        g.conv2d(x, &weight, Some(&bias), self.stride, self.padding)
+    }
 }
 
 /// `nn.Linear(i, o)`.
@@ -34,7 +60,7 @@ pub struct BatchNorm {
 
 impl BatchNorm {
     pub fn new(path: &nn::Path, c: i64) -> BatchNorm {
-        let config = nn::BatchNormConfig { ws_init: Init::Const(1.0), bs_init: Init::Const(0.0), ..Default::default() };
+        let config = nn::BatchNormConfig { eps: BN_EPS, ws_init: Init::Const(1.0), bs_init: Init::Const(0.0), ..Default::default() };
         let bn = nn::batch_norm2d(path, c, config);
         let zero = Tensor::zeros([], (Kind::Int64, path.device()));
         let batches_tracked = path.add("num_batches_tracked", zero, false);
@@ -50,6 +76,19 @@ impl BatchNorm {
         }
         xs.apply_t(&self.bn, train)
     }
+
+    /// Weight and bias of `conv(x) → bn` as one conv, computed in double precision:
+    /// w·s and (b − mean)·s + β with s = γ / √(var + ε).
+    fn fold_into(&self, weight: &Tensor, bias: Option<&Tensor>) -> (Tensor, Tensor) {
+        let f64 = |t: &Tensor| t.to_kind(Kind::Double);
+        let gamma = self.bn.ws.as_ref().map(f64).unwrap_or_else(|| self.bn.running_var.ones_like().to_kind(Kind::Double));
+        let beta = self.bn.bs.as_ref().map(f64).unwrap_or_else(|| self.bn.running_mean.zeros_like().to_kind(Kind::Double));
+        let scale = gamma / (f64(&self.bn.running_var) + BN_EPS).sqrt();
+        let bias = bias.map(f64).unwrap_or_else(|| scale.zeros_like());
+        let folded_weight = f64(weight) * scale.view([-1, 1, 1, 1]);
+        let folded_bias = (bias - f64(&self.bn.running_mean)) * &scale + beta;
+        (folded_weight.to_kind(Kind::Float), folded_bias.to_kind(Kind::Float))
+    }
 }
 
 /// The magnification networks' conv: reflection padding, bias-free conv, optional ReLU
@@ -57,6 +96,8 @@ impl BatchNorm {
 #[derive(Debug)]
 pub struct MagConv {
     conv: nn::Conv2D,
+    stride: i64,
+    pad: i64,
     relu: bool,
 }
 
@@ -70,12 +111,18 @@ impl MagConv {
             padding_mode: if pad > 0 { PaddingMode::Reflect } else { PaddingMode::Zeros },
             ..Default::default()
         };
-        MagConv { conv: nn::conv2d(path / "conv2d", i, o, k, config), relu }
+        MagConv { conv: nn::conv2d(path / "conv2d", i, o, k, config), stride, pad, relu }
     }
 
     pub fn forward(&self, xs: &Tensor) -> Tensor {
         let y = xs.apply(&self.conv);
         if self.relu { y.relu() } else { y }
+    }
+
+    pub fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> String {
+        let padded = if self.pad > 0 { g.reflect_pad(x, self.pad) } else { x.to_string() };
+        let y = g.conv2d(&padded, &self.conv.ws, None, self.stride, 0);
+        if self.relu { g.relu(&y) } else { y }
     }
 }
 
@@ -96,6 +143,12 @@ impl ResBlock {
 
     pub fn forward(&self, xs: &Tensor) -> Tensor {
         self.cba_2.forward(&self.cba_1.forward(xs)) + xs
+    }
+
+    pub fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> String {
+        let y = self.cba_1.to_onnx(g, x);
+        let y = self.cba_2.to_onnx(g, &y);
+        g.add(&y, x)
     }
 }
 
@@ -132,6 +185,19 @@ impl MotionEncoder {
         }
         y
     }
+
+    pub fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> String {
+        let mut y = self.cba_1.to_onnx(g, x);
+        y = self.cba_2.to_onnx(g, &y);
+        for block in &self.resblks {
+            y = block.to_onnx(g, &y);
+        }
+        y = self.motion_cba.to_onnx(g, &y);
+        for block in &self.motion_resblks {
+            y = block.to_onnx(g, &y);
+        }
+        y
+    }
 }
 
 /// `Manipulator`: magnifies the change from the reference to the target representation,
@@ -156,6 +222,20 @@ impl Manipulator {
         let d = self.g.forward(&(target - reference)) * amp;
         let d = self.h_resblk.forward(&self.h_conv.forward(&d));
         target + d
+    }
+
+    /// With `reference` `None` the reference representation is zero, so `target − reference`
+    /// is `target` itself (the T stream's motionless onset, folded away at export).
+    pub fn to_onnx(&self, g: &mut OnnxGraph, reference: Option<&str>, target: &str, amp: f64) -> String {
+        let diff = match reference {
+            Some(r) => g.node("Sub", &[target, r], vec![]),
+            None => target.to_string(),
+        };
+        let d = self.g.to_onnx(g, &diff);
+        let d = g.scale(&d, amp as f32);
+        let d = self.h_conv.to_onnx(g, &d);
+        let d = self.h_resblk.to_onnx(g, &d);
+        g.add(target, &d)
     }
 }
 
@@ -186,6 +266,23 @@ impl Eca {
         let weight = (self.conv.forward(&avg) + self.conv.forward(&max)).sigmoid().view([n, c, 1, 1]);
         xs * weight
     }
+
+    pub fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> String {
+        let k = self.conv.ws.size()[2];
+        let w = g.weight("eca", &self.conv.ws);
+        let attend = |pool: &str, g: &mut OnnxGraph| {
+            let pooled = g.node(pool, &[x], vec![]);
+            // (N, C, 1, 1) → (N, 1, C): the channels become the 1-D conv's sequence.
+            let seq = g.reshape(&pooled, &[0, 1, -1]);
+            g.node("Conv", &[&seq, &w], vec![("kernel_shape", Attr::Ints(vec![k])), ("pads", Attr::Ints(vec![(k - 1) / 2; 2]))])
+        };
+        let avg = attend("GlobalAveragePool", g);
+        let max = attend("GlobalMaxPool", g);
+        let sum = g.add(&avg, &max);
+        let weight = g.node("Sigmoid", &[&sum], vec![]);
+        let weight = g.reshape(&weight, &[0, -1, 1, 1]);
+        g.node("Mul", &[x, &weight], vec![])
+    }
 }
 
 /// Temporal shift over two segments (rows 2b and 2b+1 are one sample's two flows): the first
@@ -202,6 +299,23 @@ pub fn temporal_shift(xs: &Tensor) -> Tensor {
     let back = Tensor::cat(&[back.narrow(1, 1, 1), back.narrow(1, 0, 1).zeros_like()], 1);
     let fwd = Tensor::cat(&[fwd.narrow(1, 0, 1).zeros_like(), fwd.narrow(1, 0, 1)], 1);
     Tensor::cat(&[back, fwd, rest], 2).view([rows, c, h, w])
+}
+
+/// [`temporal_shift`] with standard ONNX ops and no spatial sizes: (2B, C, H, W) is viewed as
+/// (B, 2C, H, W), segment 0 in channels 0..C and segment 1 in C..2C; the vacated places are
+/// zero padding.
+pub fn temporal_shift_to_onnx(g: &mut OnnxGraph, x: &str, c: i64) -> String {
+    let fold = c / 8;
+    let pair = g.reshape(x, &[-1, 2 * c, 0, 0]);
+    let from_next = g.slice(&pair, 1, c, c + fold);
+    let segment0_shifted = g.zero_pad_axis(&from_next, 4, 1, 0, fold);
+    let segment0_rest = g.slice(&pair, 1, 2 * fold, c);
+    let from_previous = g.slice(&pair, 1, fold, 2 * fold);
+    let segment1_shifted = g.zero_pad_axis(&from_previous, 4, 1, fold, 0);
+    let segment1_rest = g.slice(&pair, 1, c + 2 * fold, 2 * c);
+    let joined =
+        g.node("Concat", &[&segment0_shifted, &segment0_rest, &segment1_shifted, &segment1_rest], vec![("axis", Attr::Int(1))]);
+    g.reshape(&joined, &[-1, c, 0, 0])
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::{Kind, Tensor};
 
-use super::layers::{BatchNorm, Eca, Manipulator, MotionEncoder, conv2d, linear, temporal_shift};
+use super::layers::{BatchNorm, Conv2d, Eca, Manipulator, MotionEncoder, linear, temporal_shift, temporal_shift_to_onnx};
+use crate::export::onnx_graph::{Attr, OnnxGraph};
 
 pub const INPUT_CHANNELS: i64 = 38;
 pub const INPUT_SIZE: i64 = 48;
@@ -120,7 +121,7 @@ impl StreamKind {
 /// conv → BN → ReLU → (ECA), with a temporal shift before the conv in the T stream.
 #[derive(Debug)]
 struct ConvUnit {
-    conv: nn::Conv2D,
+    conv: Conv2d,
     bn: BatchNorm,
     eca: Option<Eca>,
     shift: bool,
@@ -129,9 +130,19 @@ struct ConvUnit {
 impl ConvUnit {
     fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
         let xs = if self.shift { temporal_shift(xs) } else { xs.shallow_clone() };
-        let y = self.bn.forward_t(&xs.apply(&self.conv), train).relu();
+        let y = self.bn.forward_t(&self.conv.forward(&xs), train).relu();
         match &self.eca {
             Some(eca) => eca.forward(&y),
+            None => y,
+        }
+    }
+
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, in_channels: i64) -> String {
+        let x = if self.shift { temporal_shift_to_onnx(g, x, in_channels) } else { x.to_string() };
+        let y = self.conv.to_onnx_with_bn(g, &x, &self.bn);
+        let y = g.relu(&y);
+        match &self.eca {
+            Some(eca) => eca.to_onnx(g, &y),
             None => y,
         }
     }
@@ -157,7 +168,7 @@ impl Stream {
             // Shift-wrapped convs keep their weights under `.net`, as in the official module.
             let conv_path = if wraps { root / format!("{conv}_{s}") / "net" } else { root / format!("{conv}_{s}") };
             ConvUnit {
-                conv: conv2d(&conv_path, i, o, k, 1, pad),
+                conv: Conv2d::new(&conv_path, i, o, k, 1, pad),
                 bn: BatchNorm::new(&(root / format!("{bn}_{s}")), o),
                 eca: local.then(|| Eca::new(&(root / eca), o)),
                 shift: wraps && !ablation.tsm,
@@ -204,6 +215,33 @@ impl Stream {
 
     fn stage3_feature(&self, xs: &Tensor, train: bool) -> Tensor {
         self.pool(&Stream::run(&self.stage3, xs, train))
+    }
+
+    /// The main path (stage 1 → 2 → 3 → pool) as ONNX; `x` has `in_channels` channels.
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, in_channels: i64) -> String {
+        let y = self.stage1.to_onnx(g, x, in_channels);
+        let y = g.node("MaxPool", &[&y], vec![
+            ("kernel_shape", Attr::Ints(vec![5, 5])),
+            ("strides", Attr::Ints(vec![2, 2])),
+            ("pads", Attr::Ints(vec![2; 4])),
+        ]);
+        let y = self.stage2[0].to_onnx(g, &y, 64);
+        let y = self.stage2[1].to_onnx(g, &y, 64);
+        let y = g.node("AveragePool", &[&y], vec![
+            ("kernel_shape", Attr::Ints(vec![3, 3])),
+            ("strides", Attr::Ints(vec![2, 2])),
+            ("pads", Attr::Ints(vec![1; 4])),
+            ("count_include_pad", Attr::Int(1)),
+        ]);
+        let y = self.stage3[0].to_onnx(g, &y, 64);
+        let y = self.stage3[1].to_onnx(g, &y, 128);
+        let pooled = g.node("GlobalAveragePool", &[&y], vec![]);
+        if self.kind == StreamKind::Temporal {
+            let segments = g.reshape(&pooled, &[-1, 2, 128]);
+            g.node("ReduceMean", &[&segments], vec![("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(0))])
+        } else {
+            g.node("Flatten", &[&pooled], vec![("axis", Attr::Int(1))])
+        }
     }
 }
 
@@ -320,6 +358,40 @@ impl SkdTstsan {
             .map(|(stream, x)| stream.stage3_feature(&stream.stage2(&stream.stage1(x, train), train), train))
             .collect();
         self.classify(&self.fc2, &Tensor::cat(&features, 1), train)
+    }
+
+    /// The inference graph of [`SkdTstsan::logits_t`] (eval mode: batch norms folded into
+    /// their convs, dropout gone, auxiliary classifiers dropped); returns the logits' name.
+    pub fn to_onnx(&self, g: &mut OnnxGraph, input: &str) -> String {
+        let local_apex = g.slice(input, 1, 2, 18);
+        let static_apex = g.slice(input, 1, 0, 1);
+        let flows = g.slice(input, 1, 34, 38);
+        // (B, 4, H, W) → (2B, 2, H, W): each sample's two flows become consecutive rows.
+        let flows = g.reshape(&flows, &[-1, 2, 0, 0]);
+        let (inputs, channels) = match &self.magnifiers {
+            None => ([local_apex, static_apex, flows], [16, 1, 2]),
+            Some(mags) => {
+                let amp = self.config.amp;
+                let local_onset = g.slice(input, 1, 18, 34);
+                let static_onset = g.slice(input, 1, 1, 2);
+                let mut magnify = |m: &Magnifier, onset: &str, apex: &str| {
+                    let reference = m.encoder.to_onnx(g, onset);
+                    let target = m.encoder.to_onnx(g, apex);
+                    m.manipulator.to_onnx(g, Some(&reference), &target, amp)
+                };
+                let local = magnify(&mags[0], &local_onset, &local_apex);
+                let stat = magnify(&mags[1], &static_onset, &static_apex);
+                let flow_motion = mags[2].encoder.to_onnx(g, &flows);
+                let temporal = mags[2].manipulator.to_onnx(g, None, &flow_motion, amp);
+                ([local, stat, temporal], [32, 32, 32])
+            }
+        };
+        let features: Vec<String> =
+            self.streams.iter().zip(&inputs).zip(channels).map(|((stream, x), c)| stream.to_onnx(g, x, c)).collect();
+        let feature = g.node("Concat", &[&features[0], &features[1], &features[2]], vec![("axis", Attr::Int(1))]);
+        let weight = g.weight("fc", &self.fc2.ws);
+        let bias = g.weight("fc", self.fc2.bs.as_ref().expect("the classifier has a bias"));
+        g.node("Gemm", &[&feature, &weight, &bias], vec![("transB", Attr::Int(1))])
     }
 }
 

@@ -25,9 +25,15 @@ fn write_tensors_atomic(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
 }
 
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let tmp = temp_beside(path);
     let text = serde_json::to_string_pretty(value)?;
-    fs::write(&tmp, text + "\n").with_context(|| format!("writing {}", tmp.display()))?;
+    write_bytes_atomic(path, (text + "\n").as_bytes())
+}
+
+/// Writes a temporary file beside `path`, syncs it and renames it into place, so `path` is
+/// always either the old or the complete new content.
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_beside(path);
+    fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     fs::File::open(&tmp)?.sync_all()?;
     fs::rename(&tmp, path).with_context(|| format!("moving {} into place", path.display()))
 }

@@ -1,0 +1,237 @@
+//! `mer export`: a trained checkpoint becomes one self-describing ONNX file. The graph is built
+//! from the tch model's own layers, the manifest is embedded as ONNX metadata, and the file is
+//! only written after tract has reproduced the tch logits on random and on real samples.
+
+pub mod onnx_graph;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use mer_shared::inference::OnnxModel;
+use mer_shared::manifest::{
+    Evaluation, LogitAgreement, MANIFEST_FORMAT, Manifest, ONNX_METADATA_KEY, PREPROCESSING_VERSION, Probe, TrainingSummary,
+};
+use sha2::{Digest, Sha256};
+use tch::{Device, Kind, Tensor, nn};
+
+use crate::model::skd_tstsan::{SkdConfig, SkdTstsan};
+use crate::prepare::PreparedSet;
+use crate::train::checkpoint::{load_weights, write_bytes_atomic};
+use crate::train::report::RunResults;
+use crate::train::run::RunInfo;
+use onnx_graph::{Dim, OnnxGraph};
+
+pub const INPUT_NAME: &str = "input";
+pub const OUTPUT_NAME: &str = "logits";
+/// Samples of the prepared data compared at every export.
+const REAL_SAMPLES: usize = 8;
+const PROBE_BATCH: usize = 4;
+
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    pub checkpoint: PathBuf,
+    pub out: PathBuf,
+    /// Prepared data to take the input spec and real samples from (default: the run's).
+    pub data: Option<PathBuf>,
+    /// A LOSO run whose results describe this model's recipe (default: the checkpoint's own run, if evaluated).
+    pub evaluation: Option<PathBuf>,
+    /// Model version (default: derived from the weights).
+    pub version: Option<String>,
+    pub probe_seed: u64,
+}
+
+/// One parity comparison made before writing.
+#[derive(Debug, Clone)]
+pub struct ParityCheck {
+    pub what: String,
+    pub agreement: LogitAgreement,
+}
+
+#[derive(Debug)]
+pub struct Exported {
+    pub manifest: Manifest,
+    pub onnx: Vec<u8>,
+    pub checks: Vec<ParityCheck>,
+}
+
+/// The run directory a checkpoint belongs to: `RUN/model.safetensors`, `RUN/all/…` or
+/// `RUN/folds/SUBJECT/…`.
+fn find_run(checkpoint: &Path) -> Result<(PathBuf, RunInfo, String)> {
+    let scope = |dir: &Path, run: &Path| -> String {
+        match dir.strip_prefix(run).ok().and_then(|rel| rel.to_str()) {
+            Some(rel) if rel.starts_with("folds/") => format!("LOSO fold {}", &rel["folds/".len()..]),
+            _ => "all samples".to_string(),
+        }
+    };
+    let dir = checkpoint.parent().unwrap_or(Path::new("."));
+    for run in dir.ancestors().take(3) {
+        let run = if run.as_os_str().is_empty() { Path::new(".") } else { run };
+        if run.join("run.json").is_file() {
+            return Ok((run.to_path_buf(), RunInfo::read(run)?, scope(dir, run)));
+        }
+    }
+    bail!(
+        "{} is not inside a training run (no run.json beside it or up to two levels above); export a model.safetensors written by `mer train`",
+        checkpoint.display()
+    )
+}
+
+fn evaluation(run: &Path) -> Result<Option<Evaluation>> {
+    let path = run.join("results.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let r: RunResults = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    Ok(Some(Evaluation { protocol: r.protocol.to_string(), uf1: r.uf1, uar: r.uar, accuracy: r.accuracy, note: r.protocol_note }))
+}
+
+fn tch_logits(model: &SkdTstsan, input: &[f32], batch: usize, shape: [usize; 3]) -> Vec<Vec<f32>> {
+    let [c, h, w] = shape.map(|d| d as i64);
+    let x = Tensor::from_slice(input).view([batch as i64, c, h, w]);
+    let logits = tch::no_grad(|| model.logits_t(&x, false)).to_kind(Kind::Float);
+    let classes = logits.size()[1] as usize;
+    let flat = Vec::<f32>::try_from(logits.flatten(0, -1)).expect("float logits");
+    flat.chunks(classes).map(<[f32]>::to_vec).collect()
+}
+
+/// Up to `n` sample indices, taken round-robin over the classes so every class is compared.
+fn spread_over_classes(set: &PreparedSet, n: usize) -> Vec<usize> {
+    let classes = set.samples.iter().map(|s| s.class).max().map_or(0, |m| m + 1);
+    let by_class: Vec<Vec<usize>> = (0..classes).map(|c| (0..set.len()).filter(|&i| set.samples[i].class == c).collect()).collect();
+    let mut picked = Vec::new();
+    for round in 0.. {
+        let before = picked.len();
+        for members in &by_class {
+            if let Some(&i) = members.get(round) {
+                if picked.len() < n {
+                    picked.push(i);
+                }
+            }
+        }
+        if picked.len() == before || picked.len() == n {
+            break;
+        }
+    }
+    picked
+}
+
+/// Builds, checks and returns the export of `opts.checkpoint` (nothing is written).
+pub fn export(opts: &ExportOptions) -> Result<Exported> {
+    let (run, info, scope) = find_run(&opts.checkpoint)?;
+    if info.config.arch != "skd-tstsan" {
+        bail!("{}: architecture {:?} cannot be exported yet", run.display(), info.config.arch);
+    }
+    let data_dir = opts.data.clone().unwrap_or_else(|| PathBuf::from(&info.data.path));
+    let set = PreparedSet::load(&data_dir).with_context(|| {
+        format!("the export needs the run's prepared data for its input spec and for parity checks; pass --data DIR if it moved")
+    })?;
+    let digest = set.key.digest();
+    if digest != info.data.digest {
+        bail!(
+            "{} holds another preparation (digest {digest}) than the one {} was trained on ({}); pass the right --data",
+            data_dir.display(),
+            run.display(),
+            info.data.digest
+        );
+    }
+
+    let model_config = SkdConfig { classes: info.classes.len() as i64, amp: info.config.amp, ablation: info.config.ablation };
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let model = SkdTstsan::new(&vs.root(), model_config);
+    load_weights(&mut vs, &opts.checkpoint)?;
+
+    let mut graph = OnnxGraph::new();
+    let logits = model.to_onnx(&mut graph, INPUT_NAME);
+    let logits = graph.name_output(&logits, OUTPUT_NAME);
+    let shape = set.shape;
+    let [c, h, w] = shape.map(|d| d as i64);
+    let input_dims = [Dim::Batch, Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)];
+    let output_dims = [Dim::Batch, Dim::Fixed(info.classes.len() as i64)];
+    let bare = onnx_graph::encode(&graph.clone().into_model((INPUT_NAME, &input_dims), (&logits, &output_dims), vec![]));
+    let version = opts.version.clone().unwrap_or_else(|| {
+        let digest = Sha256::digest(&bare);
+        format!("{}-{}", info.config.arch, mer_shared::manifest::hex(&digest[..6]))
+    });
+
+    let probe_input = Probe::input(opts.probe_seed, PROBE_BATCH, shape);
+    let probe = Probe::new(opts.probe_seed, PROBE_BATCH, shape, tch_logits(&model, &probe_input, PROBE_BATCH, shape));
+    let evaluation = match &opts.evaluation {
+        Some(dir) => Some(evaluation(dir)?.with_context(|| format!("{} has no results.json", dir.display()))?),
+        None => evaluation(&run)?,
+    };
+    let run_name = run.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        architecture: info.config.arch.clone(),
+        architecture_options: format!("amp {}, ablated: {}", info.config.amp, info.config.ablation),
+        version,
+        classes: info.classes.clone(),
+        taxonomy: set.key.taxonomy.name().to_string(),
+        input: set.key.spec.clone(),
+        preprocessing_version: PREPROCESSING_VERSION,
+        training: TrainingSummary {
+            run: run_name.unwrap_or_else(|| run.display().to_string()),
+            checkpoint: opts.checkpoint.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            dataset: set.key.dataset.clone(),
+            data_digest: digest,
+            samples: info.samples,
+            scope,
+            config: serde_json::to_value(&info.config)?,
+            evaluation,
+        },
+        probe,
+    };
+    manifest.validate()?;
+    let onnx = onnx_graph::encode(&graph.into_model(
+        (INPUT_NAME, &input_dims),
+        (&logits, &output_dims),
+        vec![(ONNX_METADATA_KEY.to_string(), manifest.to_json())],
+    ));
+    let checks = check_parity(&model, &onnx, &manifest, &set)?;
+    Ok(Exported { manifest, onnx, checks })
+}
+
+/// tch against tract: the probe (batch 4), one random sample alone (another batch size) and
+/// real prepared samples. Any disagreement beyond the tolerance is an error.
+fn check_parity(model: &SkdTstsan, onnx: &[u8], manifest: &Manifest, set: &PreparedSet) -> Result<Vec<ParityCheck>> {
+    let tract = OnnxModel::from_bytes(onnx).context("tract cannot load the exported graph")?;
+    let shape = set.shape;
+    let mut checks = vec![ParityCheck {
+        what: format!("probe: {} random inputs, seed {}", manifest.probe.batch, manifest.probe.seed),
+        agreement: tract.check_probe(manifest)?,
+    }];
+    let per_sample: usize = shape.iter().product();
+    let single = &Probe::input(manifest.probe.seed, 1, shape)[..per_sample];
+    let got = tract.run(single, 1)?;
+    checks.push(ParityCheck {
+        what: "1 random input (batch of one)".into(),
+        agreement: LogitAgreement::between(&manifest.probe.logits[..1], &got),
+    });
+    let picked = spread_over_classes(set, REAL_SAMPLES);
+    if !picked.is_empty() {
+        let input: Vec<f32> = picked.iter().flat_map(|&i| set.tensor(i).iter().copied()).collect();
+        let expected = tch_logits(model, &input, picked.len(), shape);
+        let got = tract.run(&input, picked.len())?;
+        checks.push(ParityCheck {
+            what: format!("{} prepared samples ({} …)", picked.len(), set.samples[picked[0]].id),
+            agreement: LogitAgreement::between(&expected, &got),
+        });
+    }
+    if let Some(bad) = checks.iter().find(|c| !c.agreement.within_tolerance()) {
+        bail!(
+            "the exported graph disagrees with the trained model on {}: max |logit difference| {:.3e}, {} arg-max differ; nothing was written",
+            bad.what,
+            bad.agreement.max_abs_diff,
+            bad.agreement.argmax_mismatches
+        );
+    }
+    Ok(checks)
+}
+
+/// [`export`], then writes the file atomically.
+pub fn export_to_file(opts: &ExportOptions) -> Result<Exported> {
+    let exported = export(opts)?;
+    write_bytes_atomic(&opts.out, &exported.onnx)?;
+    Ok(exported)
+}

@@ -1,0 +1,174 @@
+//! Running an exported model with tract: the one inference path of host and device.
+//!
+//! The graph is parsed once; an optimised plan is made per batch size on first use (the batch
+//! dimension is symbolic in the file, and a concrete one lets tract pick its best kernels).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use prost::Message;
+use tract_linalg::multithread::{Executor, multithread_tract_scope};
+use tract_onnx::pb::ModelProto;
+use tract_onnx::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::manifest::{LogitAgreement, Manifest, ONNX_METADATA_KEY};
+
+/// Plans kept per batch size; more distinct sizes than this start the cache afresh, so memory
+/// stays bounded whatever batches a caller sends.
+const MAX_PLANS: usize = 4;
+
+type Plan = Arc<TypedRunnableModel>;
+
+pub struct OnnxModel {
+    graph: InferenceModel,
+    /// (channels, height, width) of one sample.
+    input_shape: [usize; 3],
+    metadata: HashMap<String, String>,
+    plans: Mutex<HashMap<usize, Plan>>,
+    executor: Executor,
+}
+
+impl std::fmt::Debug for OnnxModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnnxModel").field("input_shape", &self.input_shape).finish_non_exhaustive()
+    }
+}
+
+fn model_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Model(format!("{what}: {e}"))
+}
+
+impl OnnxModel {
+    /// Parses an ONNX file's bytes. The model must have one float input (N, C, H, W) with fixed
+    /// C, H, W and one output, and keep all weights inside the file.
+    pub fn from_bytes(bytes: &[u8]) -> Result<OnnxModel> {
+        let proto = ModelProto::decode(bytes)
+            .map_err(|e| model_error(&format!("not a readable ONNX file ({} bytes; truncated or another format?)", bytes.len()), e))?;
+        let graph = proto.graph.as_ref().ok_or_else(|| Error::Model("the ONNX file has no graph".into()))?;
+        // Weights stored beside the file would be read from paths the file names: refuse them.
+        if graph.initializer.iter().any(|t| !t.external_data.is_empty() || t.data_location == Some(1)) {
+            return Err(Error::Model("the ONNX model keeps weights in external files; only self-contained models are accepted".into()));
+        }
+        if graph.input.len() != 1 || graph.output.len() != 1 {
+            return Err(Error::Model(format!(
+                "the ONNX model has {} inputs and {} outputs; a mer model has one of each",
+                graph.input.len(),
+                graph.output.len()
+            )));
+        }
+        let input_shape = sample_shape(&graph.input[0])?;
+        let metadata = proto.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
+        let graph = tract_onnx::onnx().model_for_proto_model(&proto).map_err(|e| model_error("tract cannot load the ONNX graph", e))?;
+        Ok(OnnxModel { graph, input_shape, metadata, plans: Mutex::new(HashMap::new()), executor: Executor::SingleThread })
+    }
+
+    /// Runs the matrix products on `threads` threads (1 = the calling thread only).
+    pub fn with_threads(mut self, threads: usize) -> OnnxModel {
+        self.executor = if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread };
+        self
+    }
+
+    pub fn input_shape(&self) -> [usize; 3] {
+        self.input_shape
+    }
+
+    /// The manifest embedded by `mer export`, if the file has one.
+    pub fn manifest(&self) -> Option<Result<Manifest>> {
+        self.metadata.get(ONNX_METADATA_KEY).map(|json| Manifest::from_json(json))
+    }
+
+    fn plan(&self, batch: usize) -> Result<Plan> {
+        let mut plans = self.plans.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(plan) = plans.get(&batch) {
+            return Ok(plan.clone());
+        }
+        let [c, h, w] = self.input_shape;
+        let plan = self
+            .graph
+            .clone()
+            .with_input_fact(0, f32::fact([batch, c, h, w]).into())
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| model_error(&format!("tract cannot prepare the model for batch {batch}"), e))?;
+        if plans.len() >= MAX_PLANS {
+            plans.clear();
+        }
+        plans.insert(batch, plan.clone());
+        Ok(plan)
+    }
+
+    /// Runs `batch` samples laid out (N, C, H, W) and returns one row of outputs per sample.
+    pub fn run(&self, input: &[f32], batch: usize) -> Result<Vec<Vec<f32>>> {
+        let [c, h, w] = self.input_shape;
+        if batch == 0 || input.len() != batch * c * h * w {
+            return Err(Error::size(
+                "model input",
+                format!("{batch} × {c} × {h} × {w} = {} values", batch * c * h * w),
+                format!("{} values", input.len()),
+            ));
+        }
+        let plan = self.plan(batch)?;
+        let tensor = tract_ndarray::Array4::from_shape_vec((batch, c, h, w), input.to_vec())
+            .map_err(|e| model_error("cannot shape the input", e))?;
+        let outputs = multithread_tract_scope(self.executor.clone(), || plan.run(tvec!(Tensor::from(tensor).into())))
+            .map_err(|e| model_error("inference failed", e))?;
+        let view = outputs[0].to_plain_array_view::<f32>().map_err(|e| model_error("the model's output is not float32", e))?;
+        let rows = view.shape().first().copied().unwrap_or(0);
+        if rows != batch || view.len() % batch != 0 {
+            return Err(Error::Model(format!("the model returned shape {:?} for a batch of {batch}", view.shape())));
+        }
+        let per_row = view.len() / batch;
+        let flat: Vec<f32> = view.iter().copied().collect();
+        Ok(flat.chunks(per_row).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Runs the manifest's probe and checks the logits against the exporter's.
+    pub fn check_probe(&self, manifest: &Manifest) -> Result<LogitAgreement> {
+        if manifest.input_shape() != self.input_shape {
+            return Err(Error::Model(format!(
+                "the manifest describes input {:?}, the ONNX graph takes {:?}",
+                manifest.input_shape(),
+                self.input_shape
+            )));
+        }
+        let input = manifest.probe.regenerate(self.input_shape)?;
+        let got = self.run(&input, manifest.probe.batch)?;
+        let agreement = LogitAgreement::between(&manifest.probe.logits, &got);
+        if !agreement.within_tolerance() {
+            return Err(Error::Model(format!(
+                "probe check failed: max |logit difference| {:.3e} (tolerance {:.0e}), {} of {} arg-max differ; this runtime does not compute what the exporter did",
+                agreement.max_abs_diff,
+                crate::manifest::LOGIT_TOLERANCE,
+                agreement.argmax_mismatches,
+                manifest.probe.batch
+            )));
+        }
+        Ok(agreement)
+    }
+}
+
+/// (C, H, W) of a graph input declared as (N, C, H, W) with fixed C, H, W.
+fn sample_shape(input: &tract_onnx::pb::ValueInfoProto) -> Result<[usize; 3]> {
+    use tract_onnx::pb::tensor_shape_proto::dimension::Value;
+    use tract_onnx::pb::type_proto;
+    let dims: Option<Vec<Option<i64>>> = match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(type_proto::Value::TensorType(t)) if t.elem_type == 1 => t.shape.as_ref().map(|s| {
+            s.dim
+                .iter()
+                .map(|d| match d.value {
+                    Some(Value::DimValue(v)) if v > 0 => Some(v),
+                    _ => None,
+                })
+                .collect()
+        }),
+        _ => return Err(Error::Model(format!("the ONNX input {:?} is not a float32 tensor", input.name))),
+    };
+    match dims.as_deref() {
+        Some([_, Some(c), Some(h), Some(w)]) => Ok([*c as usize, *h as usize, *w as usize]),
+        _ => Err(Error::Model(format!(
+            "the ONNX input {:?} is not declared as (N, C, H, W) with fixed C, H and W: {dims:?}",
+            input.name
+        ))),
+    }
+}

@@ -1,0 +1,280 @@
+//! A model's manifest: what the network is, which classes it names, exactly how its input is
+//! made, how it was trained, and a probe that proves a runtime computes what the exporter did.
+//! It travels inside the ONNX file (as metadata) and inside the signed bundle.
+
+use rand::Rng;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::input::InputSpec;
+
+pub const MANIFEST_FORMAT: u32 = 1;
+/// Version of mer-shared's preprocessing (face crop, TV-L1, normalisation, input assembly).
+/// Raised whenever the same parameters would produce a different tensor, so a device refuses a
+/// model trained on inputs it cannot reproduce.
+pub const PREPROCESSING_VERSION: u32 = 1;
+/// Key of the manifest JSON in the ONNX model's `metadata_props`.
+pub const ONNX_METADATA_KEY: &str = "mer.manifest";
+/// Largest |logit difference| a runtime may show on the probe, and in every parity check.
+pub const LOGIT_TOLERANCE: f32 = 1e-4;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    /// e.g. `skd-tstsan`.
+    pub architecture: String,
+    /// Architecture options that change the graph (ablations, amplification), for people.
+    pub architecture_options: String,
+    /// Unique name of this model; by default derived from its weights.
+    pub version: String,
+    /// Class names in logit order.
+    pub classes: Vec<String>,
+    /// The label taxonomy the classes come from (e.g. `casme2-5`).
+    pub taxonomy: String,
+    /// The one input, (N, channels, height, width), and every preprocessing parameter.
+    pub input: InputSpec,
+    pub preprocessing_version: u32,
+    pub training: TrainingSummary,
+    pub probe: Probe,
+}
+
+/// Where the weights came from, enough to find and repeat the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingSummary {
+    /// The run directory's name and the checkpoint inside it.
+    pub run: String,
+    pub checkpoint: String,
+    /// Dataset name, prepared-data digest and sample count.
+    pub dataset: String,
+    pub data_digest: String,
+    pub samples: usize,
+    /// What the checkpoint is: `all samples` or `LOSO fold <subject>`.
+    pub scope: String,
+    /// The training configuration as recorded by the trainer.
+    pub config: serde_json::Value,
+    /// The run's evaluation, when it has one (protocol note included).
+    pub evaluation: Option<Evaluation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub protocol: String,
+    pub uf1: f64,
+    pub uar: f64,
+    pub accuracy: f64,
+    pub note: String,
+}
+
+/// A deterministic input, named by its seed, with the logits the exporter's own forward pass gave.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Probe {
+    pub seed: u64,
+    pub batch: usize,
+    /// SHA-256 of the input's little-endian f32 bytes: proves the generator still makes the same input.
+    pub input_sha256: String,
+    pub logits: Vec<Vec<f32>>,
+}
+
+impl Probe {
+    /// Uniform [0, 1) values (the range of every input channel) from ChaCha8 seeded by `seed`.
+    pub fn input(seed: u64, batch: usize, shape: [usize; 3]) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..batch * shape.iter().product::<usize>()).map(|_| rng.random::<f32>()).collect()
+    }
+
+    pub fn new(seed: u64, batch: usize, shape: [usize; 3], logits: Vec<Vec<f32>>) -> Probe {
+        Probe { seed, batch, input_sha256: f32_digest(&Probe::input(seed, batch, shape)), logits }
+    }
+
+    /// Regenerates the input and checks it is the one the logits belong to.
+    pub fn regenerate(&self, shape: [usize; 3]) -> Result<Vec<f32>> {
+        let input = Probe::input(self.seed, self.batch, shape);
+        let digest = f32_digest(&input);
+        if digest != self.input_sha256 {
+            return Err(Error::Model(format!(
+                "the probe input for seed {} has digest {digest}, the manifest says {}: this runtime generates a different probe",
+                self.seed, self.input_sha256
+            )));
+        }
+        Ok(input)
+    }
+}
+
+/// Hex SHA-256 of values as little-endian f32 bytes.
+pub fn f32_digest(values: &[f32]) -> String {
+    let mut hasher = Sha256::new();
+    for v in values {
+        hasher.update(v.to_le_bytes());
+    }
+    hex(&hasher.finalize())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Manifest {
+    /// (channels, height, width) of one sample.
+    pub fn input_shape(&self) -> [usize; 3] {
+        [self.input.channels, self.input.height, self.input.width]
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a manifest always serialises")
+    }
+
+    pub fn from_json(text: &str) -> Result<Manifest> {
+        let manifest: Manifest = serde_json::from_str(text).map_err(|e| {
+            Error::Model(format!("the model manifest is not valid ({e}); was it written by an incompatible mer version?"))
+        })?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// Internal consistency: a manifest that fails this cannot describe a usable model.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |why: String| Err(Error::Model(format!("invalid model manifest: {why}")));
+        if self.format != MANIFEST_FORMAT {
+            return bad(format!("format {} (this build reads format {MANIFEST_FORMAT})", self.format));
+        }
+        if self.classes.len() < 2 {
+            return bad(format!("{} classes; a classifier needs at least two", self.classes.len()));
+        }
+        self.input.validate().or_else(|e| bad(format!("input spec: {e}")))?;
+        let p = &self.probe;
+        if p.batch == 0 || p.logits.len() != p.batch || p.logits.iter().any(|row| row.len() != self.classes.len()) {
+            return bad(format!(
+                "the probe has {} rows of logits for batch {} and {} classes",
+                p.logits.len(),
+                p.batch,
+                self.classes.len()
+            ));
+        }
+        if p.logits.iter().flatten().any(|v| !v.is_finite()) {
+            return bad("the probe's expected logits are not finite".into());
+        }
+        Ok(())
+    }
+}
+
+/// How far two sets of logits are apart.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LogitAgreement {
+    pub max_abs_diff: f32,
+    /// Rows whose arg-max differ.
+    pub argmax_mismatches: usize,
+}
+
+impl LogitAgreement {
+    pub fn between(expected: &[Vec<f32>], got: &[Vec<f32>]) -> LogitAgreement {
+        let mut agreement = LogitAgreement { max_abs_diff: 0.0, argmax_mismatches: 0 };
+        if expected.len() != got.len() {
+            return LogitAgreement { max_abs_diff: f32::INFINITY, argmax_mismatches: expected.len().max(got.len()) };
+        }
+        for (e, g) in expected.iter().zip(got) {
+            if e.len() != g.len() {
+                return LogitAgreement { max_abs_diff: f32::INFINITY, argmax_mismatches: expected.len() };
+            }
+            for (a, b) in e.iter().zip(g) {
+                let d = (a - b).abs();
+                // NaN anywhere must fail the check, so it counts as infinitely far.
+                agreement.max_abs_diff = agreement.max_abs_diff.max(if d.is_nan() { f32::INFINITY } else { d });
+            }
+            if argmax(e) != argmax(g) {
+                agreement.argmax_mismatches += 1;
+            }
+        }
+        agreement
+    }
+
+    pub fn within_tolerance(&self) -> bool {
+        self.max_abs_diff <= LOGIT_TOLERANCE && self.argmax_mismatches == 0
+    }
+}
+
+/// Index of the largest value (the first on ties).
+pub fn argmax(values: &[f32]) -> usize {
+    values.iter().enumerate().fold(0, |best, (i, v)| if *v > values[best] { i } else { best })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        let shape = [38, 48, 48];
+        Manifest {
+            format: MANIFEST_FORMAT,
+            architecture: "skd-tstsan".into(),
+            architecture_options: "amp 2".into(),
+            version: "test".into(),
+            classes: vec!["a".into(), "b".into(), "c".into()],
+            taxonomy: "casme2-3".into(),
+            input: InputSpec::skd_tstsan(),
+            preprocessing_version: PREPROCESSING_VERSION,
+            training: TrainingSummary {
+                run: "run".into(),
+                checkpoint: "model.safetensors".into(),
+                dataset: "casme2".into(),
+                data_digest: "d".into(),
+                samples: 3,
+                scope: "all samples".into(),
+                config: serde_json::json!({"iters": 1}),
+                evaluation: None,
+            },
+            probe: Probe::new(7, 2, shape, vec![vec![0.1, -0.2, 0.3]; 2]),
+        }
+    }
+
+    #[test]
+    fn manifest_round_trips_through_json_exactly() {
+        let mut m = manifest();
+        m.probe.logits[0][1] = 0.123_456_79;
+        let back = Manifest::from_json(&m.to_json()).unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn probe_input_is_deterministic_and_checked() {
+        let shape = [38, 48, 48];
+        let a = Probe::input(7, 2, shape);
+        assert_eq!(a, Probe::input(7, 2, shape));
+        assert_ne!(a, Probe::input(8, 2, shape));
+        assert!(a.iter().all(|v| (0.0..1.0).contains(v)));
+        let mut probe = manifest().probe;
+        assert_eq!(probe.regenerate(shape).unwrap(), a);
+        probe.input_sha256 = "00".into();
+        assert!(probe.regenerate(shape).unwrap_err().to_string().contains("different probe"));
+    }
+
+    #[test]
+    fn inconsistent_manifests_are_refused() {
+        let mut m = manifest();
+        m.probe.logits.pop();
+        assert!(m.validate().unwrap_err().to_string().contains("rows of logits"));
+        let mut m = manifest();
+        m.classes.truncate(1);
+        assert!(m.validate().is_err());
+        let mut m = manifest();
+        m.format = 99;
+        assert!(Manifest::from_json(&m.to_json()).unwrap_err().to_string().contains("format 99"));
+        assert!(Manifest::from_json("{}").unwrap_err().to_string().contains("not valid"));
+    }
+
+    #[test]
+    fn agreement_measures_difference_and_argmax() {
+        let a = vec![vec![1.0, 2.0], vec![3.0, 0.0]];
+        let b = vec![vec![1.0, 2.00005], vec![3.0, 0.0]];
+        let agree = LogitAgreement::between(&a, &b);
+        assert!(agree.within_tolerance() && agree.max_abs_diff > 0.0);
+        let flipped = vec![vec![2.5, 2.0], vec![3.0, 0.0]];
+        let disagree = LogitAgreement::between(&a, &flipped);
+        assert_eq!(disagree.argmax_mismatches, 1);
+        assert!(!disagree.within_tolerance());
+        assert!(!LogitAgreement::between(&a, &[vec![f32::NAN, 2.0], vec![3.0, 0.0]]).within_tolerance());
+        assert!(!LogitAgreement::between(&a, &a[..1]).within_tolerance());
+    }
+}
