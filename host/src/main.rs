@@ -133,6 +133,19 @@ enum Command {
     },
     /// Show the libtorch build and whether a CUDA GPU is usable.
     Info,
+    /// Latency of an exported model in tract, onnxruntime and tch at the same thread count.
+    BenchInfer {
+        model: PathBuf,
+        /// Batch sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,16")]
+        batches: Vec<usize>,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long, default_value_t = 20)]
+        iters: usize,
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+    },
     /// Write a trained checkpoint as an ONNX model with its manifest, after checking that tract
     /// reproduces the checkpoint's logits.
     Export {
@@ -430,6 +443,14 @@ fn main() -> Result<()> {
                 );
             }
             println!("wrote {} ({} bytes)", out.display(), exported.onnx.len());
+        }
+        Command::BenchInfer { model, batches, threads, iters, warmup } => {
+            let rows = mer_host::export::bench::measure(&model, &batches, threads, iters, warmup)?;
+            println!("{:<28} {:>5} {:>7} {:>12} {:>14}", "runtime", "batch", "threads", "median ms", "ms per sample");
+            for r in &rows {
+                println!("{:<28} {:>5} {:>7} {:>12.2} {:>14.2}", r.runtime, r.batch, r.threads, r.median_ms, r.per_sample_ms);
+            }
+            println!("{}", serde_json::to_string(&rows)?);
         }
         Command::Info => {
             let info = torch_info::torch_info();

@@ -2,6 +2,7 @@
 //! from the tch model's own layers, the manifest is embedded as ONNX metadata, and the file is
 //! only written after tract has reproduced the tch logits on random and on real samples.
 
+pub mod bench;
 pub mod onnx_graph;
 
 use std::path::{Path, PathBuf};
@@ -86,7 +87,7 @@ fn evaluation(run: &Path) -> Result<Option<Evaluation>> {
     Ok(Some(Evaluation { protocol: r.protocol.to_string(), uf1: r.uf1, uar: r.uar, accuracy: r.accuracy, note: r.protocol_note }))
 }
 
-fn tch_logits(model: &SkdTstsan, input: &[f32], batch: usize, shape: [usize; 3]) -> Vec<Vec<f32>> {
+pub fn tch_logits(model: &SkdTstsan, input: &[f32], batch: usize, shape: [usize; 3]) -> Vec<Vec<f32>> {
     let [c, h, w] = shape.map(|d| d as i64);
     let x = Tensor::from_slice(input).view([batch as i64, c, h, w]);
     let logits = tch::no_grad(|| model.logits_t(&x, false)).to_kind(Kind::Float);
@@ -116,6 +117,18 @@ fn spread_over_classes(set: &PreparedSet, n: usize) -> Vec<usize> {
     picked
 }
 
+/// The ONNX file of `model`'s inference graph: input [`INPUT_NAME`] (N, C, H, W) with a
+/// symbolic batch, output [`OUTPUT_NAME`] (N, classes).
+pub fn inference_graph(model: &SkdTstsan, shape: [usize; 3], classes: usize, metadata: Vec<(String, String)>) -> Vec<u8> {
+    let mut graph = OnnxGraph::new();
+    let logits = model.to_onnx(&mut graph, INPUT_NAME);
+    let logits = graph.name_output(&logits, OUTPUT_NAME);
+    let [c, h, w] = shape.map(|d| d as i64);
+    let input_dims = [Dim::Batch, Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)];
+    let output_dims = [Dim::Batch, Dim::Fixed(classes as i64)];
+    onnx_graph::encode(&graph.into_model((INPUT_NAME, &input_dims), (&logits, &output_dims), metadata))
+}
+
 /// Builds, checks and returns the export of `opts.checkpoint` (nothing is written).
 pub fn export(opts: &ExportOptions) -> Result<Exported> {
     let (run, info, scope) = find_run(&opts.checkpoint)?;
@@ -141,14 +154,8 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
     let model = SkdTstsan::new(&vs.root(), model_config);
     load_weights(&mut vs, &opts.checkpoint)?;
 
-    let mut graph = OnnxGraph::new();
-    let logits = model.to_onnx(&mut graph, INPUT_NAME);
-    let logits = graph.name_output(&logits, OUTPUT_NAME);
     let shape = set.shape;
-    let [c, h, w] = shape.map(|d| d as i64);
-    let input_dims = [Dim::Batch, Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)];
-    let output_dims = [Dim::Batch, Dim::Fixed(info.classes.len() as i64)];
-    let bare = onnx_graph::encode(&graph.clone().into_model((INPUT_NAME, &input_dims), (&logits, &output_dims), vec![]));
+    let bare = inference_graph(&model, shape, info.classes.len(), vec![]);
     let version = opts.version.clone().unwrap_or_else(|| {
         let digest = Sha256::digest(&bare);
         format!("{}-{}", info.config.arch, mer_shared::manifest::hex(&digest[..6]))
@@ -183,11 +190,7 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
         probe,
     };
     manifest.validate()?;
-    let onnx = onnx_graph::encode(&graph.into_model(
-        (INPUT_NAME, &input_dims),
-        (&logits, &output_dims),
-        vec![(ONNX_METADATA_KEY.to_string(), manifest.to_json())],
-    ));
+    let onnx = inference_graph(&model, shape, info.classes.len(), vec![(ONNX_METADATA_KEY.to_string(), manifest.to_json())]);
     let checks = check_parity(&model, &onnx, &manifest, &set)?;
     Ok(Exported { manifest, onnx, checks })
 }

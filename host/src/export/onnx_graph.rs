@@ -33,7 +33,7 @@ pub enum Dim {
     Fixed(i64),
 }
 
-#[derive(Default, Clone)]
+#[derive(Default)]
 pub struct OnnxGraph {
     nodes: Vec<NodeProto>,
     initializers: Vec<TensorProto>,

@@ -1,0 +1,102 @@
+//! `mer bench-infer`: latency of one exported model in tract, in onnxruntime (the reference
+//! venv) and as the tch forward pass, on the same random input and thread count.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use mer_shared::inference::OnnxModel;
+use mer_shared::manifest::{Manifest, Probe};
+use serde::Serialize;
+use tch::{Device, nn};
+
+use super::tch_logits;
+use crate::flow_bench::reference_python;
+use crate::model::skd_tstsan::{SkdConfig, SkdTstsan};
+use crate::train::config::TrainConfig;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub runtime: String,
+    pub batch: usize,
+    pub threads: usize,
+    pub median_ms: f64,
+    pub per_sample_ms: f64,
+}
+
+fn median(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn time_ms(iters: usize, warmup: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let start = Instant::now();
+        f()?;
+        times.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(median(times))
+}
+
+fn latency(runtime: &str, batch: usize, threads: usize, median_ms: f64) -> Latency {
+    Latency { runtime: runtime.into(), batch, threads, median_ms, per_sample_ms: median_ms / batch as f64 }
+}
+
+/// The tch model the manifest describes (random weights: latency does not depend on them).
+fn tch_model(manifest: &Manifest, vs: &nn::VarStore) -> Result<SkdTstsan> {
+    let config: TrainConfig =
+        serde_json::from_value(manifest.training.config.clone()).context("the manifest's training configuration cannot be read")?;
+    if manifest.architecture != "skd-tstsan" {
+        bail!("no tch model for architecture {:?}", manifest.architecture);
+    }
+    Ok(SkdTstsan::new(&vs.root(), SkdConfig { classes: manifest.classes.len() as i64, amp: config.amp, ablation: config.ablation }))
+}
+
+/// Medians over `iters` runs after `warmup` runs, per batch size and runtime.
+pub fn measure(model_path: &Path, batches: &[usize], threads: usize, iters: usize, warmup: usize) -> Result<Vec<Latency>> {
+    let bytes = std::fs::read(model_path).with_context(|| format!("reading {}", model_path.display()))?;
+    let tract = OnnxModel::from_bytes(&bytes)?.with_threads(threads);
+    let manifest = tract.manifest().with_context(|| format!("{} has no mer manifest", model_path.display()))??;
+    tch::set_num_threads(threads as i32);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = tch_model(&manifest, &vs)?;
+    let shape = tract.input_shape();
+    let python = reference_python();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/reference/onnx_reference.py");
+    let mut rows = Vec::new();
+    for &batch in batches {
+        let input = Probe::input(1, batch, shape);
+        let ms = time_ms(iters, warmup, || tract.run(&input, batch).map(drop).map_err(Into::into))?;
+        rows.push(latency("tract", batch, threads, ms));
+        let ms = time_ms(iters, warmup, || {
+            tch_logits(&model, &input, batch, shape);
+            Ok(())
+        })?;
+        rows.push(latency("tch (libtorch) forward", batch, threads, ms));
+        if python.exists() {
+            let out = Command::new(&python)
+                .arg(&script)
+                .args(["bench"])
+                .arg(model_path)
+                .args(["--batch", &batch.to_string(), "--threads", &threads.to_string()])
+                .args(["--iters", &iters.to_string(), "--warmup", &warmup.to_string()])
+                .output()
+                .context("running the onnxruntime benchmark")?;
+            if !out.status.success() {
+                bail!("the onnxruntime benchmark failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("reading the onnxruntime benchmark's output")?;
+            let runtime = v["runtime"].as_str().unwrap_or("onnxruntime").to_string();
+            rows.push(latency(&runtime, batch, threads, v["median_ms"].as_f64().unwrap_or(f64::NAN)));
+        } else {
+            eprintln!("onnxruntime not measured: {} is missing (run scripts/bootstrap.sh)", python.display());
+        }
+    }
+    Ok(rows)
+}
+

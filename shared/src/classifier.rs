@@ -1,0 +1,147 @@
+//! Loading a model for classification, the same way on host and device: a bundle's signature is
+//! checked before anything inside it is parsed, its manifest must equal the one embedded in the
+//! ONNX file, and the probe must reproduce before the model classifies anything.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::keys::PublicKey;
+use crate::bundle::{Bundle, MAGIC};
+use crate::error::{Error, Result, check_finite};
+use crate::inference::OnnxModel;
+use crate::manifest::{LogitAgreement, Manifest};
+
+/// Whose signature a bundle must carry.
+#[derive(Debug, Clone, Copy)]
+pub enum Trust<'a> {
+    /// One of these keys (what a device and `mer infer --pub` use).
+    Keys(&'a [PublicKey]),
+    /// Any key: the contents match the signature, but the signer is not vouched for.
+    IntegrityOnly,
+}
+
+/// Where the loaded model came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Origin {
+    /// A bundle signed by `signer` (a key id); `trusted` says whether that key was among the trusted ones.
+    Bundle { signer: String, trusted: bool },
+    /// A bare ONNX file from `mer export` (no signature).
+    Onnx,
+}
+
+/// Logits and class probabilities for a batch, in the JSON shape `mer infer` and `merd classify` print.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Classification {
+    pub classes: Vec<String>,
+    pub logits: Vec<Vec<f32>>,
+    pub probabilities: Vec<Vec<f32>>,
+}
+
+#[derive(Debug)]
+pub struct Classifier {
+    manifest: Manifest,
+    model: OnnxModel,
+    origin: Origin,
+    probe: LogitAgreement,
+}
+
+impl Classifier {
+    /// A signed bundle (`.merb`) or a bare ONNX export, told apart by the bundle's magic bytes.
+    pub fn from_bytes(bytes: &[u8], trust: Trust) -> Result<Classifier> {
+        if bytes.starts_with(MAGIC) { Classifier::from_bundle(bytes, trust) } else { Classifier::from_onnx(bytes) }
+    }
+
+    pub fn load(path: &Path, trust: Trust) -> Result<Classifier> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Classifier::from_bytes(&bytes, trust).map_err(|e| Error::Model(format!("{}: {e}", path.display())))
+    }
+
+    pub fn from_bundle(bytes: &[u8], trust: Trust) -> Result<Classifier> {
+        let bundle = Bundle::from_bytes(bytes)?;
+        let origin = match trust {
+            Trust::Keys(keys) => Origin::Bundle { signer: bundle.verify(keys)?.key_id(), trusted: true },
+            Trust::IntegrityOnly => Origin::Bundle { signer: bundle.verify_integrity()?.key_id(), trusted: false },
+        };
+        let manifest = Manifest::from_json(bundle.manifest())?;
+        let (model, embedded) = open_onnx(bundle.onnx())?;
+        if embedded != manifest {
+            return Err(Error::Model("the bundle's manifest differs from the one inside its ONNX model".into()));
+        }
+        Classifier::checked(manifest, model, origin)
+    }
+
+    pub fn from_onnx(bytes: &[u8]) -> Result<Classifier> {
+        let (model, manifest) = open_onnx(bytes)?;
+        Classifier::checked(manifest, model, Origin::Onnx)
+    }
+
+    fn checked(manifest: Manifest, model: OnnxModel, origin: Origin) -> Result<Classifier> {
+        let probe = model.check_probe(&manifest)?;
+        Ok(Classifier { manifest, model, origin, probe })
+    }
+
+    /// Runs inference on `threads` threads from now on.
+    pub fn with_threads(mut self, threads: usize) -> Classifier {
+        self.model = self.model.with_threads(threads);
+        self
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// How closely this runtime reproduced the probe at load time.
+    pub fn probe_agreement(&self) -> LogitAgreement {
+        self.probe
+    }
+
+    /// Classifies `batch` samples laid out (N, C, H, W) as the manifest's input spec describes.
+    pub fn classify(&self, input: &[f32], batch: usize) -> Result<Classification> {
+        check_finite("model input", input)?;
+        let logits = self.model.run(input, batch)?;
+        let probabilities = logits.iter().map(|row| softmax(row)).collect();
+        Ok(Classification { classes: self.manifest.classes.clone(), logits, probabilities })
+    }
+}
+
+fn open_onnx(bytes: &[u8]) -> Result<(OnnxModel, Manifest)> {
+    let model = OnnxModel::from_bytes(bytes)?;
+    let manifest = model
+        .manifest()
+        .ok_or_else(|| Error::Model("the ONNX model has no mer manifest (was it written by `mer export`?)".into()))??;
+    Ok((model, manifest))
+}
+
+/// Numerically stable softmax.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|v| (v - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.iter().map(|e| e / sum).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_is_a_distribution_and_keeps_order() {
+        let p = softmax(&[1000.0, 1001.0, 999.0]);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(p[1] > p[0] && p[0] > p[2]);
+    }
+
+    #[test]
+    fn foreign_and_truncated_files_are_refused_without_panic() {
+        assert!(Classifier::from_bytes(b"GIF89a not a model", Trust::IntegrityOnly).is_err());
+        assert!(Classifier::from_bytes(b"", Trust::IntegrityOnly).is_err());
+        let e = Classifier::from_bytes(b"MERB\x01garbage", Trust::IntegrityOnly).unwrap_err();
+        assert!(!e.to_string().is_empty());
+    }
+}
