@@ -9,6 +9,7 @@ pub mod flow;
 pub mod image;
 pub mod input;
 pub mod labels;
+pub mod npy;
 pub mod synth;
 
 pub use error::{Error, Result};
