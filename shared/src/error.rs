@@ -31,6 +31,15 @@ pub enum Error {
     /// A model file, manifest or inference problem.
     #[error("{0}")]
     Model(String),
+    /// A model bundle that cannot be read or must not be trusted; the text says which.
+    #[error("{0}")]
+    Bundle(String),
+    /// Key text that is not a usable key, or a key that cannot be made.
+    #[error("{0}")]
+    Key(String),
+    /// A key file that cannot be read, written or used.
+    #[error("{path}: {reason}")]
+    KeyFile { path: PathBuf, reason: String },
 }
 
 impl Error {

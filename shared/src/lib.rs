@@ -4,6 +4,8 @@
 //! model always sees the input it was trained on. Nothing in this crate touches libtorch or a
 //! camera; it builds for aarch64.
 
+pub mod bundle;
+pub mod classifier;
 pub mod error;
 pub mod flow;
 pub mod image;
@@ -11,6 +13,7 @@ pub mod inference;
 pub mod input;
 pub mod labels;
 pub mod manifest;
+pub mod npy;
 pub mod synth;
 
 pub use error::{Error, Result};

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context, Result, anyhow, bail};
 use mer_shared::input::{InputSpec, InputTensor};
 use mer_shared::labels::Taxonomy;
+use mer_shared::npy;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -265,7 +266,7 @@ impl PreparationCache {
             bail!("sample {}: tensor value {} at index {i} is not finite; refusing to cache it", sample.id, tensor.data[i]);
         }
         let (npy, meta) = self.paths(&sample.id)?;
-        write_atomically(&npy, &npy::encode(tensor.shape(), &tensor.data), &self.tmp_path(&npy))?;
+        write_atomically(&npy, &npy::encode(&tensor.shape(), &tensor.data), &self.tmp_path(&npy))?;
         write_atomically(&meta, serde_json::to_string_pretty(sample)?.as_bytes(), &self.tmp_path(&meta))?;
         Ok(())
     }
@@ -378,6 +379,9 @@ impl PreparedSet {
             let path = samples_dir.join(format!("{}.npy", file_stem(&sample.id)?));
             let bytes = fs::read(&path).with_context(|| format!("cannot read {} (sample {})", path.display(), sample.id))?;
             let (file_shape, values) = npy::decode(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            let file_shape: [usize; 3] = file_shape.as_slice().try_into().map_err(|_| {
+                anyhow!("{}: has shape {file_shape:?}; a C×H×W tensor has three dimensions", path.display())
+            })?;
             if file_shape != shape {
                 bail!("{}: tensor shape {file_shape:?} differs from the input spec's {shape:?}", path.display());
             }
@@ -461,120 +465,6 @@ fn remove_interrupted_writes(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// numpy `.npy` format 1.0 for little-endian float32 C-order arrays — what the cache writes,
-/// and nothing else.
-pub mod npy {
-    const MAGIC: &[u8] = b"\x93NUMPY";
-
-    /// The file bytes for `data` of `shape`.
-    pub fn encode(shape: [usize; 3], data: &[f32]) -> Vec<u8> {
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "npy::encode: shape and data disagree");
-        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-        let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}), }}", dims.join(", "));
-        // numpy pads with spaces and a newline so the data starts 64-byte aligned.
-        let unpadded = MAGIC.len() + 2 + 2 + header.len() + 1;
-        header.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
-        header.push('\n');
-        let mut out = Vec::with_capacity(MAGIC.len() + 4 + header.len() + 4 * data.len());
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&[1, 0]);
-        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        out.extend_from_slice(header.as_bytes());
-        for v in data {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out
-    }
-
-    /// Shape and values of a 3-D little-endian float32 C-order `.npy` (format 1.0); the
-    /// error says what the file is instead.
-    pub fn decode(bytes: &[u8]) -> Result<([usize; 3], Vec<f32>), String> {
-        if bytes.len() < 10 || &bytes[..6] != MAGIC {
-            return Err(format!("not a .npy file (no numpy magic; {} bytes)", bytes.len()));
-        }
-        if (bytes[6], bytes[7]) != (1, 0) {
-            return Err(format!("npy format {}.{} is not supported; the cache writes format 1.0", bytes[6], bytes[7]));
-        }
-        let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-        let header = bytes.get(10..10 + header_len).ok_or("truncated inside the npy header")?;
-        let header = std::str::from_utf8(header).map_err(|_| "the npy header is not text".to_string())?;
-        let (descr, fortran, shape) = parse_header(header)?;
-        if descr != "<f4" {
-            let what = match descr.as_str() {
-                "<f8" | "f8" => "float64".to_string(),
-                ">f4" => "big-endian float32".to_string(),
-                "<f2" => "float16".to_string(),
-                other => format!("dtype {other:?}"),
-            };
-            return Err(format!("holds {what} data; only little-endian float32 ('<f4') is supported"));
-        }
-        if fortran {
-            return Err("is stored in Fortran (column-major) order; only C order is supported".into());
-        }
-        let shape: [usize; 3] =
-            shape.as_slice().try_into().map_err(|_| format!("has shape {shape:?}; a C×H×W tensor has three dimensions"))?;
-        let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or("has an impossible shape")?;
-        let body = &bytes[10 + header_len..];
-        if body.len() != count * 4 {
-            let what = if body.len() < count * 4 { "truncated" } else { "longer than its header says" };
-            return Err(format!("{what}: shape {shape:?} needs {} data bytes, the file has {}", count * 4, body.len()));
-        }
-        let values = body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        Ok((shape, values))
-    }
-
-    /// Reads the header's Python dict literal: `{'descr': '<f4', 'fortran_order': False,
-    /// 'shape': (2, 3, 4), }` in any key order and spacing.
-    fn parse_header(header: &str) -> Result<(String, bool, Vec<usize>), String> {
-        let bad = |why: &str| format!("malformed npy header ({why}): {:?}", header.trim_end());
-        let body = header.trim().strip_prefix('{').and_then(|h| h.strip_suffix('}')).ok_or_else(|| bad("not a dict"))?;
-        let (mut descr, mut fortran, mut shape) = (None, None, None);
-        let mut rest = body.trim_start();
-        while !rest.is_empty() {
-            let quote = rest.chars().next().filter(|c| *c == '\'' || *c == '"').ok_or_else(|| bad("key is not quoted"))?;
-            let end = rest[1..].find(quote).ok_or_else(|| bad("unterminated key"))? + 1;
-            let name = &rest[1..end];
-            rest = rest[end + 1..].trim_start().strip_prefix(':').ok_or_else(|| bad("missing ':'"))?.trim_start();
-            let value_end = if rest.starts_with('(') {
-                rest.find(')').ok_or_else(|| bad("unterminated tuple"))? + 1
-            } else if let Some(q) = rest.chars().next().filter(|c| *c == '\'' || *c == '"') {
-                rest[1..].find(q).ok_or_else(|| bad("unterminated string"))? + 2
-            } else {
-                rest.find(',').unwrap_or(rest.len())
-            };
-            let value = rest[..value_end].trim();
-            match name {
-                "descr" => descr = Some(value.trim_matches(|c| c == '\'' || c == '"').to_string()),
-                "fortran_order" => {
-                    fortran = Some(match value {
-                        "False" => false,
-                        "True" => true,
-                        _ => return Err(bad("fortran_order is not True or False")),
-                    })
-                }
-                "shape" => {
-                    let inner = value.strip_prefix('(').and_then(|v| v.strip_suffix(')')).ok_or_else(|| bad("shape is not a tuple"))?;
-                    let dims = inner
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|d| !d.is_empty())
-                        .map(|d| d.trim_end_matches('L').parse::<usize>())
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|_| bad("shape holds something other than whole numbers"))?;
-                    shape = Some(dims);
-                }
-                _ => {}
-            }
-            rest = rest[value_end..].trim_start();
-            rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
-        }
-        match (descr, fortran, shape) {
-            (Some(d), Some(f), Some(s)) => Ok((d, f, s)),
-            _ => Err(bad("needs descr, fortran_order and shape")),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -668,7 +558,7 @@ mod tests {
         // An interrupted run: a temporary tensor, and a tensor whose metadata never landed.
         let samples = dir.path().join(SAMPLES_DIR);
         fs::write(samples.join(format!(".c.npy{TMP_MARK}1-0")), b"partial").unwrap();
-        fs::write(samples.join("d.npy"), npy::encode([8, 4, 5], &tensor(4).data)).unwrap();
+        fs::write(samples.join("d.npy"), npy::encode(&[8, 4, 5], &tensor(4).data)).unwrap();
 
         let cache = PreparationCache::open(dir.path(), &key()).unwrap();
         assert!(cache.contains("a") && cache.contains("b"));
@@ -769,13 +659,17 @@ mod tests {
 
         let mut nan = tensor(1);
         nan.data[3] = f32::INFINITY;
-        fs::write(&file, npy::encode([8, 4, 5], &nan.data)).unwrap();
+        fs::write(&file, npy::encode(&[8, 4, 5], &nan.data)).unwrap();
         let err = format!("{:#}", PreparedSet::load(dir.path()).unwrap_err());
         assert!(err.contains("sub02%2FEP01.npy") && err.contains("index 3"), "{err}");
 
-        fs::write(&file, npy::encode([8, 5, 4], &tensor(1).data)).unwrap();
+        fs::write(&file, npy::encode(&[8, 5, 4], &tensor(1).data)).unwrap();
         let err = format!("{:#}", PreparedSet::load(dir.path()).unwrap_err());
         assert!(err.contains("sub02%2FEP01.npy") && err.contains("[8, 5, 4]"), "{err}");
+
+        fs::write(&file, npy::encode(&[8, 20], &tensor(1).data)).unwrap();
+        let err = format!("{:#}", PreparedSet::load(dir.path()).unwrap_err());
+        assert!(err.contains("sub02%2FEP01.npy") && err.contains("has shape [8, 20]") && err.contains("three dimensions"), "{err}");
 
         fs::remove_file(&file).unwrap();
         let err = format!("{:#}", PreparedSet::load(dir.path()).unwrap_err());
@@ -791,40 +685,6 @@ mod tests {
         cache.put(&sample("01", "a"), &tensor(0)).unwrap();
         let err = format!("{:#}", PreparedSet::load(dir.path()).unwrap_err());
         assert!(err.contains("index.json") && err.contains("did not finish"), "{err}");
-    }
-
-    #[test]
-    fn npy_header_variants_and_refusals() {
-        let bytes = npy::encode([2, 3, 4], &(0..24).map(|i| i as f32).collect::<Vec<_>>());
-        let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-        assert_eq!((10 + header_len) % 64, 0);
-        assert_eq!(bytes[10 + header_len - 1], b'\n');
-        let (shape, values) = npy::decode(&bytes).unwrap();
-        assert_eq!((shape, values[23]), ([2, 3, 4], 23.0));
-
-        let with_header = |h: &str, body: &[u8]| {
-            let mut b = b"\x93NUMPY\x01\x00".to_vec();
-            b.extend_from_slice(&(h.len() as u16).to_le_bytes());
-            b.extend_from_slice(h.as_bytes());
-            b.extend_from_slice(body);
-            b
-        };
-        // Another writer's key order and spacing.
-        let body: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
-        let ok = with_header("{\"shape\":(1,1,2),\"fortran_order\":False,\"descr\":\"<f4\"}\n", &body);
-        assert_eq!(npy::decode(&ok).unwrap(), ([1, 1, 2], vec![1.5, -2.0]));
-
-        let f64s = with_header("{'descr': '<f8', 'fortran_order': False, 'shape': (1, 1, 1), }\n", &[0; 8]);
-        assert!(npy::decode(&f64s).unwrap_err().contains("float64"));
-        let fortran = with_header("{'descr': '<f4', 'fortran_order': True, 'shape': (1, 1, 2), }\n", &body);
-        assert!(npy::decode(&fortran).unwrap_err().contains("Fortran"));
-        let flat = with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }\n", &body);
-        assert!(npy::decode(&flat).unwrap_err().contains("three dimensions"));
-        let long = with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 1), }\n", &body);
-        assert!(npy::decode(&long).unwrap_err().contains("longer"));
-        let mut v2 = bytes.clone();
-        v2[6] = 2;
-        assert!(npy::decode(&v2).unwrap_err().contains("2.0"));
     }
 
     #[test]
@@ -852,40 +712,5 @@ mod tests {
             let k = if s.id == "same" { 99 } else { s.id[1..].parse().unwrap() };
             assert_eq!(set.tensor(i), tensor(k).data.as_slice(), "{}", s.id);
         }
-    }
-
-    #[test]
-    fn numpy_reads_what_the_cache_writes() {
-        let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-        if !python.exists() {
-            println!("skipping the numpy check: no {} (run scripts/bootstrap.sh)", python.display());
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let written = dir.path().join("t.npy");
-        let t = tensor(5);
-        fs::write(&written, npy::encode(t.shape(), &t.data)).unwrap();
-        let from_numpy = dir.path().join("n.npy");
-        let script = "import sys, numpy as np\n\
-                      a = np.load(sys.argv[1])\n\
-                      assert a.dtype == np.float32 and a.shape == (8, 4, 5) and a.flags['C_CONTIGUOUS'], (a.dtype, a.shape)\n\
-                      print(repr(float(a[2, 3, 4])), repr(float(a.sum(dtype=np.float64))))\n\
-                      np.save(sys.argv[2], np.arange(24, dtype=np.float32).reshape(2, 3, 4) / 8)\n\
-                      np.save(sys.argv[3], np.zeros((1, 1, 1)))\n";
-        let f64_path = dir.path().join("d.npy");
-        let out = std::process::Command::new(&python)
-            .args(["-c", script])
-            .args([&written, &from_numpy, &f64_path])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        let numbers: Vec<f64> = stdout.split_whitespace().map(|v| v.parse().unwrap()).collect();
-        assert_eq!(numbers[0], t.data[2 * 20 + 3 * 5 + 4] as f64);
-        let sum: f64 = t.data.iter().map(|&v| v as f64).sum();
-        assert!((numbers[1] - sum).abs() < 1e-9, "{stdout}");
-        let (shape, values) = npy::decode(&fs::read(&from_numpy).unwrap()).unwrap();
-        assert_eq!((shape, values[23]), ([2, 3, 4], 23.0 / 8.0));
-        assert!(npy::decode(&fs::read(&f64_path).unwrap()).unwrap_err().contains("float64"));
     }
 }
