@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 use mer_host::import::official::import_skd_tstsan;
 use mer_host::dataset::DatasetKind;
 use mer_host::export::{ExportOptions, export_to_file};
+use mer_shared::bundle::{Bundle, SecretKey, read_public_key, read_secret_key, write_public_key, write_secret_key};
+use mer_shared::classifier::{Classifier, Origin, Trust};
 use mer_host::model::skd_tstsan::Ablation;
 use mer_host::prepare::pipeline::{PrepareOptions, prepare};
 use mer_host::prepare::{CropMode, DetectorSettings};
@@ -133,6 +135,23 @@ enum Command {
     },
     /// Show the libtorch build and whether a CUDA GPU is usable.
     Info,
+    /// Signing keys for model bundles.
+    #[command(subcommand)]
+    Keys(Keys),
+    /// Sign an exported model into a bundle (`mer bundle MODEL.onnx --key KEY -o MODEL.merb`),
+    /// or check one (`mer bundle verify MODEL.merb --pub KEY.pub`).
+    Bundle(BundleArgs),
+    /// Classify the samples of a float32 .npy file (N, C, H, W) with a model or bundle; prints JSON.
+    Infer {
+        /// An ONNX model from `mer export` or a signed bundle.
+        model: PathBuf,
+        input: PathBuf,
+        /// Public keys a bundle must be signed by (without one, only its integrity is checked).
+        #[arg(long = "pub")]
+        public_keys: Vec<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
     /// Latency of an exported model in tract, onnxruntime and tch at the same thread count.
     BenchInfer {
         model: PathBuf,
@@ -267,6 +286,41 @@ fn class_set(dataset: DatasetKind, classes: Option<&str>) -> Result<Taxonomy> {
         Err(_) => text.parse::<Taxonomy>().ok().filter(|t| allowed.contains(t)),
     };
     found.ok_or_else(|| anyhow::anyhow!("--classes {text} does not fit {dataset}; choose one of {}", names()))
+}
+
+#[derive(Subcommand)]
+enum Keys {
+    /// Make a new ed25519 key pair: KEY (secret, mode 0600) and KEY.pub.
+    Generate {
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct BundleArgs {
+    #[command(subcommand)]
+    action: Option<BundleAction>,
+    /// The ONNX model written by `mer export`.
+    #[arg(required = true)]
+    model: Option<PathBuf>,
+    /// Secret key to sign with (`mer keys generate`).
+    #[arg(long, required = true)]
+    key: Option<PathBuf>,
+    #[arg(short, long, required = true)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum BundleAction {
+    /// Check a bundle's signature against trusted keys, its manifest and its probe in tract.
+    Verify {
+        bundle: PathBuf,
+        /// Trusted public keys (at least one).
+        #[arg(long = "pub", required = true)]
+        public_keys: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -443,6 +497,49 @@ fn main() -> Result<()> {
                 );
             }
             println!("wrote {} ({} bytes)", out.display(), exported.onnx.len());
+        }
+        Command::Keys(Keys::Generate { out }) => {
+            let key = SecretKey::generate()?;
+            let public = out.with_file_name(format!("{}.pub", out.file_name().and_then(|n| n.to_str()).unwrap_or("key")));
+            write_secret_key(&out, &key)?;
+            write_public_key(&public, &key.public())?;
+            println!("key {}: secret {} (keep it private), public {}", key.public().key_id(), out.display(), public.display());
+        }
+        Command::Bundle(BundleArgs { action: Some(BundleAction::Verify { bundle, public_keys }), .. }) => {
+            let keys = public_keys.iter().map(|p| read_public_key(p)).collect::<Result<Vec<_>, _>>()?;
+            let classifier = Classifier::load(&bundle, Trust::Keys(&keys))?;
+            let m = classifier.manifest();
+            if let Origin::Bundle { signer, .. } = classifier.origin() {
+                println!("signature: valid, by trusted key {signer}");
+            } else {
+                bail!("{} is not a bundle (no MERB header); sign it with `mer bundle`", bundle.display());
+            }
+            println!("model: {} version {}, classes {}", m.architecture, m.version, m.classes.join(", "));
+            println!("input: {:?} {:?}, preprocessing version {}", m.input.layout, m.input_shape(), m.preprocessing_version);
+            println!("probe: max |logit difference| {:.2e} in tract", classifier.probe_agreement().max_abs_diff);
+            println!("OK");
+        }
+        Command::Bundle(BundleArgs { model, key, out, .. }) => {
+            let (model, key, out) = (model.expect("required"), key.expect("required"), out.expect("required"));
+            let onnx = std::fs::read(&model).with_context(|| format!("reading {}", model.display()))?;
+            // Only a model that loads, carries a manifest and passes its probe is worth signing.
+            let classifier = Classifier::from_onnx(&onnx).with_context(|| format!("{} cannot be bundled", model.display()))?;
+            let secret = read_secret_key(&key)?;
+            let bundle = Bundle::sign(classifier.manifest().to_json(), onnx, &secret);
+            mer_host::train::checkpoint::write_bytes_atomic(&out, &bundle.to_bytes())?;
+            println!("signed {} version {} with key {}", classifier.manifest().architecture, classifier.manifest().version, secret.public().key_id());
+            println!("wrote {}", out.display());
+        }
+        Command::Infer { model, input, public_keys, threads } => {
+            let keys = public_keys.iter().map(|p| read_public_key(p)).collect::<Result<Vec<_>, _>>()?;
+            let trust = if keys.is_empty() { Trust::IntegrityOnly } else { Trust::Keys(&keys) };
+            let classifier = Classifier::load(&model, trust)?.with_threads(threads);
+            if let Origin::Bundle { signer, trusted: false } = classifier.origin() {
+                eprintln!("note: bundle signed by key {signer}; pass --pub KEY.pub to require a trusted signer");
+            }
+            let bytes = std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
+            let result = classifier.classify_npy(&bytes, &input.display().to_string())?;
+            println!("{}", serde_json::to_string(&result)?);
         }
         Command::BenchInfer { model, batches, threads, iters, warmup } => {
             let rows = mer_host::export::bench::measure(&model, &batches, threads, iters, warmup)?;

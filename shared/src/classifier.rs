@@ -110,6 +110,26 @@ impl Classifier {
     }
 }
 
+impl Classifier {
+    /// Classifies the samples of a float32 `.npy` file of shape (N, C, H, W), or (C, H, W) for
+    /// one sample; `name` is how errors refer to the file.
+    pub fn classify_npy(&self, npy_bytes: &[u8], name: &str) -> Result<Classification> {
+        let (shape, values) = crate::npy::decode(npy_bytes).map_err(|e| Error::Model(format!("{name}: {e}")))?;
+        let [c, h, w] = self.manifest.input_shape();
+        let batch = match shape[..] {
+            [n, sc, sh, sw] if [sc, sh, sw] == [c, h, w] && n > 0 => n,
+            [sc, sh, sw] if [sc, sh, sw] == [c, h, w] => 1,
+            _ => {
+                return Err(Error::Model(format!(
+                    "{name} has shape {shape:?}; this model ({}) takes float32 [N, {c}, {h}, {w}] laid out as {:?}",
+                    self.manifest.version, self.manifest.input.layout
+                )));
+            }
+        };
+        self.classify(&values, batch).map_err(|e| Error::Model(format!("{name}: {e}")))
+    }
+}
+
 fn open_onnx(bytes: &[u8]) -> Result<(OnnxModel, Manifest)> {
     let model = OnnxModel::from_bytes(bytes)?;
     let manifest = model

@@ -1,10 +1,12 @@
 //! Running an exported model with tract: the one inference path of host and device.
 //!
-//! The graph is parsed once; an optimised plan is made per batch size on first use (the batch
-//! dimension is symbolic in the file, and a concrete one lets tract pick its best kernels).
+//! The file's batch dimension is symbolic, but tract runs one sample at a time: at batch 1 it
+//! gathers convolution patches lazily instead of materialising them, which made batch 16 about
+//! three times faster per sample than a batch-16 plan (docs/BENCHMARKS.md). Several samples
+//! are spread over the configured threads; a single sample uses them inside its matrix products.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use prost::Message;
 use tract_linalg::multithread::{Executor, multithread_tract_scope};
@@ -14,18 +16,14 @@ use tract_onnx::prelude::*;
 use crate::error::{Error, Result};
 use crate::manifest::{LogitAgreement, Manifest, ONNX_METADATA_KEY};
 
-/// Plans kept per batch size; more distinct sizes than this start the cache afresh, so memory
-/// stays bounded whatever batches a caller sends.
-const MAX_PLANS: usize = 4;
-
-type Plan = Arc<TypedRunnableModel>;
-
 pub struct OnnxModel {
-    graph: InferenceModel,
+    /// Optimised for one sample of `input_shape`.
+    plan: Arc<TypedRunnableModel>,
     /// (channels, height, width) of one sample.
     input_shape: [usize; 3],
     metadata: HashMap<String, String>,
-    plans: Mutex<HashMap<usize, Plan>>,
+    threads: usize,
+    /// Thread pool for the matrix products of a single sample.
     executor: Executor,
 }
 
@@ -59,13 +57,20 @@ impl OnnxModel {
         }
         let input_shape = sample_shape(&graph.input[0])?;
         let metadata = proto.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
-        let graph = tract_onnx::onnx().model_for_proto_model(&proto).map_err(|e| model_error("tract cannot load the ONNX graph", e))?;
-        Ok(OnnxModel { graph, input_shape, metadata, plans: Mutex::new(HashMap::new()), executor: Executor::SingleThread })
+        let [c, h, w] = input_shape;
+        let plan = tract_onnx::onnx()
+            .model_for_proto_model(&proto)
+            .and_then(|m| m.with_input_fact(0, f32::fact([1, c, h, w]).into()))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| model_error("tract cannot load the ONNX graph", e))?;
+        Ok(OnnxModel { plan, input_shape, metadata, threads: 1, executor: Executor::SingleThread })
     }
 
-    /// Runs the matrix products on `threads` threads (1 = the calling thread only).
+    /// Uses up to `threads` threads per call (1 = the calling thread only).
     pub fn with_threads(mut self, threads: usize) -> OnnxModel {
-        self.executor = if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread };
+        self.threads = threads.max(1);
+        self.executor = if self.threads > 1 { Executor::multithread(self.threads) } else { Executor::SingleThread };
         self
     }
 
@@ -78,49 +83,45 @@ impl OnnxModel {
         self.metadata.get(ONNX_METADATA_KEY).map(|json| Manifest::from_json(json))
     }
 
-    fn plan(&self, batch: usize) -> Result<Plan> {
-        let mut plans = self.plans.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(plan) = plans.get(&batch) {
-            return Ok(plan.clone());
-        }
-        let [c, h, w] = self.input_shape;
-        let plan = self
-            .graph
-            .clone()
-            .with_input_fact(0, f32::fact([batch, c, h, w]).into())
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| model_error(&format!("tract cannot prepare the model for batch {batch}"), e))?;
-        if plans.len() >= MAX_PLANS {
-            plans.clear();
-        }
-        plans.insert(batch, plan.clone());
-        Ok(plan)
-    }
-
     /// Runs `batch` samples laid out (N, C, H, W) and returns one row of outputs per sample.
     pub fn run(&self, input: &[f32], batch: usize) -> Result<Vec<Vec<f32>>> {
         let [c, h, w] = self.input_shape;
-        if batch == 0 || input.len() != batch * c * h * w {
+        let per_sample = c * h * w;
+        if batch == 0 || input.len() != batch * per_sample {
             return Err(Error::size(
                 "model input",
-                format!("{batch} × {c} × {h} × {w} = {} values", batch * c * h * w),
+                format!("{batch} × {c} × {h} × {w} = {} values", batch * per_sample),
                 format!("{} values", input.len()),
             ));
         }
-        let plan = self.plan(batch)?;
-        let tensor = tract_ndarray::Array4::from_shape_vec((batch, c, h, w), input.to_vec())
-            .map_err(|e| model_error("cannot shape the input", e))?;
-        let outputs = multithread_tract_scope(self.executor.clone(), || plan.run(tvec!(Tensor::from(tensor).into())))
-            .map_err(|e| model_error("inference failed", e))?;
-        let view = outputs[0].to_plain_array_view::<f32>().map_err(|e| model_error("the model's output is not float32", e))?;
-        let rows = view.shape().first().copied().unwrap_or(0);
-        if rows != batch || view.len() % batch != 0 {
-            return Err(Error::Model(format!("the model returned shape {:?} for a batch of {batch}", view.shape())));
+        let samples: Vec<&[f32]> = input.chunks(per_sample).collect();
+        if batch == 1 || self.threads == 1 {
+            return multithread_tract_scope(self.executor.clone(), || samples.iter().map(|x| self.run_one(x)).collect());
         }
-        let per_row = view.len() / batch;
-        let flat: Vec<f32> = view.iter().copied().collect();
-        Ok(flat.chunks(per_row).map(<[f32]>::to_vec).collect())
+        let per_thread = batch.div_ceil(self.threads);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = samples
+                .chunks(per_thread)
+                .map(|chunk| scope.spawn(move || chunk.iter().map(|x| self.run_one(x)).collect::<Result<Vec<_>>>()))
+                .collect();
+            let mut rows = Vec::with_capacity(batch);
+            for worker in workers {
+                rows.extend(worker.join().map_err(|_| Error::Model("an inference thread panicked".into()))??);
+            }
+            Ok(rows)
+        })
+    }
+
+    fn run_one(&self, sample: &[f32]) -> Result<Vec<f32>> {
+        let [c, h, w] = self.input_shape;
+        let tensor = tract_ndarray::Array4::from_shape_vec((1, c, h, w), sample.to_vec())
+            .map_err(|e| model_error("cannot shape the input", e))?;
+        let outputs = self.plan.run(tvec!(Tensor::from(tensor).into())).map_err(|e| model_error("inference failed", e))?;
+        let view = outputs[0].to_plain_array_view::<f32>().map_err(|e| model_error("the model's output is not float32", e))?;
+        if view.shape().first() != Some(&1) {
+            return Err(Error::Model(format!("the model returned shape {:?} for one sample", view.shape())));
+        }
+        Ok(view.iter().copied().collect())
     }
 
     /// Runs the manifest's probe and checks the logits against the exporter's.

@@ -2,6 +2,8 @@
 //! the `to_onnx` methods beside each `forward` in `model/`), so the exported graph follows the same
 //! layer description as the tch model.
 
+use std::collections::HashMap;
+
 use prost::Message;
 use tch::{Kind, Tensor};
 use tract_onnx::pb::attribute_proto::AttributeType;
@@ -37,6 +39,9 @@ pub enum Dim {
 pub struct OnnxGraph {
     nodes: Vec<NodeProto>,
     initializers: Vec<TensorProto>,
+    /// Initializers by content, so a layer exported twice (the T stream's two segments) stores
+    /// its weights once.
+    by_content: HashMap<(i32, Vec<i64>, Vec<u8>), String>,
     names: usize,
 }
 
@@ -58,29 +63,25 @@ impl OnnxGraph {
     }
 
     pub fn constant_f32(&mut self, hint: &str, dims: &[i64], values: &[f32]) -> String {
-        let name = self.fresh(hint);
         let raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.initializers.push(TensorProto {
-            name: name.clone(),
-            dims: dims.to_vec(),
-            data_type: DataType::Float as i32,
-            raw_data,
-            ..Default::default()
-        });
-        name
+        self.initializer(hint, DataType::Float, dims.to_vec(), raw_data)
     }
 
     /// A 1-D int64 initializer (shapes, pads).
     pub fn constant_i64(&mut self, hint: &str, values: &[i64]) -> String {
-        let name = self.fresh(hint);
         let raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.initializers.push(TensorProto {
-            name: name.clone(),
-            dims: vec![values.len() as i64],
-            data_type: DataType::Int64 as i32,
-            raw_data,
-            ..Default::default()
-        });
+        self.initializer(hint, DataType::Int64, vec![values.len() as i64], raw_data)
+    }
+
+    fn initializer(&mut self, hint: &str, data_type: DataType, dims: Vec<i64>, raw_data: Vec<u8>) -> String {
+        let key = (data_type as i32, dims, raw_data);
+        if let Some(name) = self.by_content.get(&key) {
+            return name.clone();
+        }
+        let name = self.fresh(hint);
+        let (data_type, dims, raw_data) = key.clone();
+        self.initializers.push(TensorProto { name: name.clone(), dims, data_type, raw_data, ..Default::default() });
+        self.by_content.insert(key, name.clone());
         name
     }
 
@@ -124,10 +125,22 @@ impl OnnxGraph {
         ])
     }
 
-    /// PyTorch's `padding_mode="reflect"` on the two spatial axes of an NCHW tensor.
+    /// PyTorch's `padding_mode="reflect"` on the two spatial axes of an NCHW tensor, as slices
+    /// and concatenations: tract's generic reflect `Pad` copies element by element and was the
+    /// slowest op of the whole graph.
     pub fn reflect_pad(&mut self, x: &str, pad: i64) -> String {
-        let pads = self.constant_i64("pads", &[0, 0, pad, pad, 0, 0, pad, pad]);
-        self.node("Pad", &[x, &pads], vec![("mode", Attr::Str("reflect"))])
+        let along_w = self.reflect_axis(x, 3, pad);
+        self.reflect_axis(&along_w, 2, pad)
+    }
+
+    /// Mirrors `pad` rows/columns (excluding the edge) onto both sides of `axis`.
+    fn reflect_axis(&mut self, x: &str, axis: i64, pad: i64) -> String {
+        // Before: elements pad, pad−1, …, 1. After: −2, −3, …, −(pad+1).
+        let mut parts: Vec<String> = (1..=pad).rev().map(|i| self.slice(x, axis, i, i + 1)).collect();
+        parts.push(x.to_string());
+        parts.extend((2..=pad + 1).map(|i| self.slice(x, axis, -i, -i + 1)));
+        let inputs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        self.node("Concat", &inputs, vec![("axis", Attr::Int(axis))])
     }
 
     /// Zero padding along `axis` of a rank-`rank` tensor.

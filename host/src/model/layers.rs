@@ -301,21 +301,21 @@ pub fn temporal_shift(xs: &Tensor) -> Tensor {
     Tensor::cat(&[back, fwd, rest], 2).view([rows, c, h, w])
 }
 
-/// [`temporal_shift`] with standard ONNX ops and no spatial sizes: (2B, C, H, W) is viewed as
-/// (B, 2C, H, W), segment 0 in channels 0..C and segment 1 in C..2C; the vacated places are
-/// zero padding.
-pub fn temporal_shift_to_onnx(g: &mut OnnxGraph, x: &str, c: i64) -> String {
+/// [`temporal_shift`] on the two segments held as separate (B, C, H, W) tensors (the export
+/// keeps them apart so every convolution runs at the model's batch size): segment 0 takes
+/// segment 1's first C/8 channels, segment 1 takes segment 0's next C/8, and the vacated
+/// places are zero padding.
+pub fn temporal_shift_to_onnx(g: &mut OnnxGraph, segment0: &str, segment1: &str, c: i64) -> [String; 2] {
     let fold = c / 8;
-    let pair = g.reshape(x, &[-1, 2 * c, 0, 0]);
-    let from_next = g.slice(&pair, 1, c, c + fold);
-    let segment0_shifted = g.zero_pad_axis(&from_next, 4, 1, 0, fold);
-    let segment0_rest = g.slice(&pair, 1, 2 * fold, c);
-    let from_previous = g.slice(&pair, 1, fold, 2 * fold);
-    let segment1_shifted = g.zero_pad_axis(&from_previous, 4, 1, fold, 0);
-    let segment1_rest = g.slice(&pair, 1, c + 2 * fold, 2 * c);
-    let joined =
-        g.node("Concat", &[&segment0_shifted, &segment0_rest, &segment1_shifted, &segment1_rest], vec![("axis", Attr::Int(1))]);
-    g.reshape(&joined, &[-1, c, 0, 0])
+    let from_next = g.slice(segment1, 1, 0, fold);
+    let from_next = g.zero_pad_axis(&from_next, 4, 1, 0, fold);
+    let rest0 = g.slice(segment0, 1, 2 * fold, c);
+    let shifted0 = g.node("Concat", &[&from_next, &rest0], vec![("axis", Attr::Int(1))]);
+    let from_previous = g.slice(segment0, 1, fold, 2 * fold);
+    let from_previous = g.zero_pad_axis(&from_previous, 4, 1, fold, 0);
+    let rest1 = g.slice(segment1, 1, 2 * fold, c);
+    let shifted1 = g.node("Concat", &[&from_previous, &rest1], vec![("axis", Attr::Int(1))]);
+    [shifted0, shifted1]
 }
 
 #[cfg(test)]

@@ -137,14 +137,23 @@ impl ConvUnit {
         }
     }
 
-    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, in_channels: i64) -> String {
-        let x = if self.shift { temporal_shift_to_onnx(g, x, in_channels) } else { x.to_string() };
-        let y = self.conv.to_onnx_with_bn(g, &x, &self.bn);
-        let y = g.relu(&y);
-        match &self.eca {
-            Some(eca) => eca.to_onnx(g, &y),
-            None => y,
-        }
+    /// `segments` holds one tensor, or the T stream's two temporal segments.
+    fn to_onnx(&self, g: &mut OnnxGraph, segments: &[String], in_channels: i64) -> Vec<String> {
+        let segments = match segments {
+            [s0, s1] if self.shift => temporal_shift_to_onnx(g, s0, s1, in_channels).to_vec(),
+            _ => segments.to_vec(),
+        };
+        segments
+            .iter()
+            .map(|x| {
+                let y = self.conv.to_onnx_with_bn(g, x, &self.bn);
+                let y = g.relu(&y);
+                match &self.eca {
+                    Some(eca) => eca.to_onnx(g, &y),
+                    None => y,
+                }
+            })
+            .collect()
     }
 }
 
@@ -217,30 +226,37 @@ impl Stream {
         self.pool(&Stream::run(&self.stage3, xs, train))
     }
 
-    /// The main path (stage 1 → 2 → 3 → pool) as ONNX; `x` has `in_channels` channels.
-    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, in_channels: i64) -> String {
-        let y = self.stage1.to_onnx(g, x, in_channels);
-        let y = g.node("MaxPool", &[&y], vec![
-            ("kernel_shape", Attr::Ints(vec![5, 5])),
-            ("strides", Attr::Ints(vec![2, 2])),
-            ("pads", Attr::Ints(vec![2; 4])),
-        ]);
+    /// The main path (stage 1 → 2 → 3 → pool) as ONNX, on one input or on the T stream's two
+    /// segments (same weights, averaged after pooling).
+    fn to_onnx(&self, g: &mut OnnxGraph, segments: &[String], in_channels: i64) -> String {
+        let each = |g: &mut OnnxGraph, xs: Vec<String>, op: &str, attrs: &dyn Fn() -> Vec<(&'static str, Attr)>| -> Vec<String> {
+            xs.iter().map(|x| g.node(op, &[x], attrs())).collect()
+        };
+        let y = self.stage1.to_onnx(g, segments, in_channels);
+        let y = each(g, y, "MaxPool", &|| {
+            vec![("kernel_shape", Attr::Ints(vec![5, 5])), ("strides", Attr::Ints(vec![2, 2])), ("pads", Attr::Ints(vec![2; 4]))]
+        });
         let y = self.stage2[0].to_onnx(g, &y, 64);
         let y = self.stage2[1].to_onnx(g, &y, 64);
-        let y = g.node("AveragePool", &[&y], vec![
-            ("kernel_shape", Attr::Ints(vec![3, 3])),
-            ("strides", Attr::Ints(vec![2, 2])),
-            ("pads", Attr::Ints(vec![1; 4])),
-            ("count_include_pad", Attr::Int(1)),
-        ]);
+        let y = each(g, y, "AveragePool", &|| {
+            vec![
+                ("kernel_shape", Attr::Ints(vec![3, 3])),
+                ("strides", Attr::Ints(vec![2, 2])),
+                ("pads", Attr::Ints(vec![1; 4])),
+                ("count_include_pad", Attr::Int(1)),
+            ]
+        });
         let y = self.stage3[0].to_onnx(g, &y, 64);
         let y = self.stage3[1].to_onnx(g, &y, 128);
-        let pooled = g.node("GlobalAveragePool", &[&y], vec![]);
-        if self.kind == StreamKind::Temporal {
-            let segments = g.reshape(&pooled, &[-1, 2, 128]);
-            g.node("ReduceMean", &[&segments], vec![("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(0))])
-        } else {
-            g.node("Flatten", &[&pooled], vec![("axis", Attr::Int(1))])
+        let pooled = each(g, y, "GlobalAveragePool", &Vec::new);
+        let pooled = each(g, pooled, "Flatten", &|| vec![("axis", Attr::Int(1))]);
+        match &pooled[..] {
+            [single] => single.clone(),
+            [s0, s1] => {
+                let sum = g.add(s0, s1);
+                g.scale(&sum, 0.5)
+            }
+            _ => unreachable!("a stream has one input or two temporal segments"),
         }
     }
 }
@@ -365,11 +381,12 @@ impl SkdTstsan {
     pub fn to_onnx(&self, g: &mut OnnxGraph, input: &str) -> String {
         let local_apex = g.slice(input, 1, 2, 18);
         let static_apex = g.slice(input, 1, 0, 1);
-        let flows = g.slice(input, 1, 34, 38);
-        // (B, 4, H, W) → (2B, 2, H, W): each sample's two flows become consecutive rows.
-        let flows = g.reshape(&flows, &[-1, 2, 0, 0]);
-        let (inputs, channels) = match &self.magnifiers {
-            None => ([local_apex, static_apex, flows], [16, 1, 2]),
+        // The two flows (onset→apex, apex→offset) are the T stream's temporal segments. They stay
+        // separate tensors of batch B rather than the (2B, …) rows of the tch model, which runs
+        // every convolution at the model's batch size (tract's fastest path at batch 1).
+        let flows = [g.slice(input, 1, 34, 36), g.slice(input, 1, 36, 38)];
+        let (inputs, channels): ([Vec<String>; 3], [i64; 3]) = match &self.magnifiers {
+            None => ([vec![local_apex], vec![static_apex], flows.to_vec()], [16, 1, 2]),
             Some(mags) => {
                 let amp = self.config.amp;
                 let local_onset = g.slice(input, 1, 18, 34);
@@ -381,9 +398,14 @@ impl SkdTstsan {
                 };
                 let local = magnify(&mags[0], &local_onset, &local_apex);
                 let stat = magnify(&mags[1], &static_onset, &static_apex);
-                let flow_motion = mags[2].encoder.to_onnx(g, &flows);
-                let temporal = mags[2].manipulator.to_onnx(g, None, &flow_motion, amp);
-                ([local, stat, temporal], [32, 32, 32])
+                let temporal = flows
+                    .iter()
+                    .map(|flow| {
+                        let motion = mags[2].encoder.to_onnx(g, flow);
+                        mags[2].manipulator.to_onnx(g, None, &motion, amp)
+                    })
+                    .collect();
+                ([vec![local], vec![stat], temporal], [32, 32, 32])
             }
         };
         let features: Vec<String> =

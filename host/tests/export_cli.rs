@@ -1,0 +1,133 @@
+//! `mer export` → `mer keys generate` → `mer bundle` → `mer bundle verify` → `mer infer`, as a
+//! user runs them on a freshly trained model, and the mistakes and attacks each must refuse.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn mer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mer")).args(args).output().expect("mer runs")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "mer failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn err(out: &Output) -> String {
+    assert!(!out.status.success(), "mer should have failed: {}", String::from_utf8_lossy(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "mer panicked: {stderr}");
+    stderr
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A tiny model trained on all samples of a small synthetic set.
+fn trained(dir: &Path) -> (PathBuf, PathBuf) {
+    let data = dir.join("data");
+    let cache = dir.join("cache");
+    let run = dir.join("run");
+    ok(&mer(&["synth", "casme2", "--out", s(&data), "--subjects", "3", "--per-subject", "4", "--seed", "4"]));
+    ok(&mer(&["prepare", "--dataset", "casme2", "--root", s(&data), "--crop", "none", "--out", s(&cache)]));
+    ok(&mer(&["train", "--data", s(&cache), "--out", s(&run), "--all-samples", "--iters", "4", "--batch", "4", "--device", "cpu"]));
+    (cache, run.join("model.safetensors"))
+}
+
+fn infer_json(out: &Output) -> serde_json::Value {
+    serde_json::from_str(ok(out).trim()).expect("mer infer prints JSON")
+}
+
+#[test]
+fn export_bundle_verify_infer_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (cache, checkpoint) = trained(d);
+    let onnx = d.join("model.onnx");
+    let report = ok(&mer(&["export", s(&checkpoint), "-o", s(&onnx), "--model-version", "test-1"]));
+    assert_eq!(report.matches("arg-max identical").count(), 3, "{report}");
+    assert!(report.contains("prepared samples"), "{report}");
+
+    let key = d.join("keys/site");
+    std::fs::create_dir_all(d.join("keys")).unwrap();
+    ok(&mer(&["keys", "generate", "-o", s(&key)]));
+    let public = d.join("keys/site.pub");
+    let bundle = d.join("model.merb");
+    ok(&mer(&["bundle", s(&onnx), "--key", s(&key), "-o", s(&bundle)]));
+    let verified = ok(&mer(&["bundle", "verify", s(&bundle), "--pub", s(&public)]));
+    assert!(verified.contains("test-1") && verified.trim_end().ends_with("OK"), "{verified}");
+
+    // One prepared sample and a batch of three, through the ONNX file and the bundle alike.
+    let first = std::fs::read_dir(cache.join("samples"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "npy"))
+        .min()
+        .unwrap();
+    let (shape, values) = mer_shared::npy::decode(&std::fs::read(&first).unwrap()).unwrap();
+    let mut three = values.clone();
+    three.extend(values.iter().map(|v| 1.0 - v));
+    three.extend(values.iter().map(|v| v * 0.5));
+    let batch = d.join("batch.npy");
+    std::fs::write(&batch, mer_shared::npy::encode(&[3, shape[0], shape[1], shape[2]], &three)).unwrap();
+    let from_onnx = infer_json(&mer(&["infer", s(&onnx), s(&batch)]));
+    let from_bundle = infer_json(&mer(&["infer", s(&bundle), s(&batch), "--pub", s(&public), "--threads", "2"]));
+    assert_eq!(from_onnx, from_bundle);
+    assert_eq!(from_onnx["classes"].as_array().unwrap().len(), 5);
+    let probabilities = from_onnx["probabilities"].as_array().unwrap();
+    assert_eq!(probabilities.len(), 3);
+    for row in probabilities {
+        let sum: f64 = row.as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).sum();
+        assert!((sum - 1.0).abs() < 1e-5, "{row}");
+    }
+    // A single C×H×W sample is a batch of one and gives the batch's first row.
+    let single = infer_json(&mer(&["infer", s(&onnx), s(&first)]));
+    assert_eq!(single["logits"][0], from_onnx["logits"][0]);
+
+    // Every tampered byte position tried here is refused, never a panic.
+    let good = std::fs::read(&bundle).unwrap();
+    let tampered = d.join("tampered.merb");
+    for at in [0, 5, 100, good.len() / 2, good.len() - 70, good.len() - 1] {
+        let mut bytes = good.clone();
+        bytes[at] ^= 0x01;
+        std::fs::write(&tampered, &bytes).unwrap();
+        err(&mer(&["bundle", "verify", s(&tampered), "--pub", s(&public)]));
+    }
+    std::fs::write(&tampered, &good[..good.len() / 3]).unwrap();
+    err(&mer(&["bundle", "verify", s(&tampered), "--pub", s(&public)]));
+
+    // Someone else's key.
+    let other = d.join("keys/other");
+    ok(&mer(&["keys", "generate", "-o", s(&other)]));
+    let e = err(&mer(&["bundle", "verify", s(&bundle), "--pub", s(&d.join("keys/other.pub"))]));
+    assert!(e.contains("not among the trusted keys"), "{e}");
+    let e = err(&mer(&["keys", "generate", "-o", s(&key)]));
+    assert!(e.contains("already exists"), "{e}");
+
+    // Truncated and foreign models, inputs of the wrong shape or kind.
+    let bytes = std::fs::read(&onnx).unwrap();
+    let truncated = d.join("truncated.onnx");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let e = err(&mer(&["infer", s(&truncated), s(&batch)]));
+    assert!(e.contains("not a readable ONNX file"), "{e}");
+    let e = err(&mer(&["bundle", s(&truncated), "--key", s(&key), "-o", s(&d.join("t.merb"))]));
+    assert!(e.contains("cannot be bundled"), "{e}");
+    let e = err(&mer(&["infer", s(&first), s(&batch)]));
+    assert!(e.contains("ONNX"), "{e}");
+    let wrong = d.join("wrong.npy");
+    std::fs::write(&wrong, mer_shared::npy::encode(&[2, 38, 32, 32], &vec![0.5; 2 * 38 * 32 * 32])).unwrap();
+    let e = err(&mer(&["infer", s(&onnx), s(&wrong)]));
+    assert!(e.contains("[2, 38, 32, 32]") && e.contains("[N, 38, 48, 48]"), "{e}");
+    let e = err(&mer(&["infer", s(&onnx), s(&key)]));
+    assert!(e.contains("not a .npy file"), "{e}");
+
+    // An export whose data moved says what to pass.
+    std::fs::rename(&cache, d.join("moved")).unwrap();
+    let e = err(&mer(&["export", s(&checkpoint), "-o", s(&d.join("again.onnx"))]));
+    assert!(e.contains("--data"), "{e}");
+    ok(&mer(&["export", s(&checkpoint), "-o", s(&d.join("again.onnx")), "--data", s(&d.join("moved"))]));
+    let e = err(&mer(&["export", s(&d.join("nowhere/model.safetensors")), "-o", s(&d.join("x.onnx"))]));
+    assert!(e.contains("not inside a training run"), "{e}");
+}
