@@ -320,6 +320,9 @@ enum BundleAction {
         /// Trusted public keys (at least one).
         #[arg(long = "pub", required = true)]
         public_keys: Vec<PathBuf>,
+        /// Print the whole manifest as JSON instead of a summary.
+        #[arg(long)]
+        manifest: bool,
     },
 }
 
@@ -505,10 +508,14 @@ fn main() -> Result<()> {
             write_public_key(&public, &key.public())?;
             println!("key {}: secret {} (keep it private), public {}", key.public().key_id(), out.display(), public.display());
         }
-        Command::Bundle(BundleArgs { action: Some(BundleAction::Verify { bundle, public_keys }), .. }) => {
+        Command::Bundle(BundleArgs { action: Some(BundleAction::Verify { bundle, public_keys, manifest }), .. }) => {
             let keys = public_keys.iter().map(|p| read_public_key(p)).collect::<Result<Vec<_>, _>>()?;
             let classifier = Classifier::load(&bundle, Trust::Keys(&keys))?;
             let m = classifier.manifest();
+            if manifest {
+                println!("{}", m.to_json());
+                return Ok(());
+            }
             if let Origin::Bundle { signer, .. } = classifier.origin() {
                 println!("signature: valid, by trusted key {signer}");
             } else {

@@ -95,7 +95,9 @@ impl TrainData {
             bail!("{} holds no prepared samples", dir.display());
         }
         let taxonomy = set.key.taxonomy;
-        let source = DataSource { path: dir.display().to_string(), digest: set.key.digest(), taxonomy: taxonomy.name().to_string() };
+        // Absolute, so the run can find its data again from any working directory (export does).
+        let path = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        let source = DataSource { path: path.display().to_string(), digest: set.key.digest(), taxonomy: taxonomy.name().to_string() };
         TrainData::new(
             set.shape,
             &set.data,
