@@ -154,6 +154,7 @@ enum Command {
     },
     /// Latency of an exported model in tract, onnxruntime and tch at the same thread count.
     BenchInfer {
+        /// An exported .onnx file or a .merb bundle.
         model: PathBuf,
         /// Batch sizes, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "1,16")]
@@ -164,6 +165,9 @@ enum Command {
         iters: usize,
         #[arg(long, default_value_t = 3)]
         warmup: usize,
+        /// Also print where tract's time goes, per kind of node (one sample, one thread).
+        #[arg(long)]
+        profile: bool,
     },
     /// Write a trained checkpoint as an ONNX model with its manifest, after checking that tract
     /// reproduces the checkpoint's logits.
@@ -548,13 +552,21 @@ fn main() -> Result<()> {
             let result = classifier.classify_npy(&bytes, &input.display().to_string())?;
             println!("{}", serde_json::to_string(&result)?);
         }
-        Command::BenchInfer { model, batches, threads, iters, warmup } => {
+        Command::BenchInfer { model, batches, threads, iters, warmup, profile } => {
             let rows = mer_host::export::bench::measure(&model, &batches, threads, iters, warmup)?;
             println!("{:<28} {:>5} {:>7} {:>12} {:>14}", "runtime", "batch", "threads", "median ms", "ms per sample");
             for r in &rows {
                 println!("{:<28} {:>5} {:>7} {:>12.2} {:>14.2}", r.runtime, r.batch, r.threads, r.median_ms, r.per_sample_ms);
             }
             println!("{}", serde_json::to_string(&rows)?);
+            if profile {
+                let kinds = mer_host::export::bench::profile(&model, iters)?;
+                let total: f64 = kinds.iter().map(|k| k.ms_per_run).sum();
+                println!("\ntract, one sample, one thread: {total:.2} ms in nodes; the 15 largest kinds:");
+                for k in kinds.iter().take(15) {
+                    println!("{:>8.2} ms {:>5.1} % {:>4} × {}", k.ms_per_run, 100.0 * k.ms_per_run / total, k.nodes, k.kind);
+                }
+            }
         }
         Command::Info => {
             let info = torch_info::torch_info();

@@ -86,6 +86,14 @@ fn export_bundle_verify_infer_and_refusals() {
     let single = infer_json(&mer(&["infer", s(&onnx), s(&first)]));
     assert_eq!(single["logits"][0], from_onnx["logits"][0]);
 
+    // The benchmark reads a bundle as well as an ONNX file, and the profile names tract's nodes.
+    let bench = ok(&mer(&["bench-infer", s(&bundle), "--batches", "1", "--iters", "2", "--warmup", "1", "--profile"]));
+    assert!(bench.contains("tract") && bench.contains("tch (libtorch) forward"), "{bench}");
+    assert!(bench.contains("OptMatMul m:"), "{bench}");
+    if std::env::var_os("MER_REQUIRE_REFERENCE").is_some() {
+        assert!(bench.contains("onnxruntime"), "{bench}");
+    }
+
     // Every tampered byte position tried here is refused, never a panic.
     let good = std::fs::read(&bundle).unwrap();
     let tampered = d.join("tampered.merb");

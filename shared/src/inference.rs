@@ -147,6 +147,56 @@ impl OnnxModel {
         }
         Ok(agreement)
     }
+
+    /// Where tract's time goes on one sample, in one thread: milliseconds per run summed over
+    /// the nodes of each kind (an operator and, for a matrix product, its m × k × n), largest
+    /// first, with the node count. For `mer bench-infer --profile`.
+    pub fn profile(&self, sample: &[f32], runs: usize) -> Result<Vec<OpTime>> {
+        let [c, h, w] = self.input_shape;
+        if sample.len() != c * h * w {
+            return Err(Error::size("model input", format!("{c} × {h} × {w} values"), format!("{} values", sample.len())));
+        }
+        let input: TValue = tract_ndarray::Array4::from_shape_vec((1, c, h, w), sample.to_vec())
+            .map(Tensor::from)
+            .map_err(|e| model_error("cannot shape the input", e))?
+            .into();
+        let mut per_node: HashMap<usize, std::time::Duration> = HashMap::new();
+        for _ in 0..runs.max(1) {
+            let mut state = tract_onnx::tract_core::plan::SimpleState::new(&self.plan).map_err(|e| model_error("inference failed", e))?;
+            state
+                .run_plan_with_eval(tvec!(input.clone()), |session, op_state, node, inputs| {
+                    let start = std::time::Instant::now();
+                    let out = tract_onnx::tract_core::plan::eval(session, op_state, node, inputs);
+                    *per_node.entry(node.id).or_default() += start.elapsed();
+                    out
+                })
+                .map_err(|e| model_error("inference failed", e))?;
+        }
+        let mut kinds: HashMap<String, OpTime> = HashMap::new();
+        for (id, time) in per_node {
+            let node = self.plan.model().node(id);
+            let info = node.op().info().unwrap_or_default();
+            let geometry = info.iter().find_map(|line| line.strip_prefix("Mult: ")).map(str::to_string);
+            let kind = match geometry {
+                Some(g) => format!("{} {g}", node.op().name()),
+                None => format!("{} → {:?}", node.op().name(), node.outputs[0].fact.shape),
+            };
+            let entry = kinds.entry(kind.clone()).or_insert(OpTime { kind, nodes: 0, ms_per_run: 0.0 });
+            entry.nodes += 1;
+            entry.ms_per_run += time.as_secs_f64() * 1e3 / runs.max(1) as f64;
+        }
+        let mut rows: Vec<OpTime> = kinds.into_values().collect();
+        rows.sort_by(|a, b| b.ms_per_run.total_cmp(&a.ms_per_run));
+        Ok(rows)
+    }
+}
+
+/// Time of one kind of node in [`OnnxModel::profile`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OpTime {
+    pub kind: String,
+    pub nodes: usize,
+    pub ms_per_run: f64,
 }
 
 /// (C, H, W) of a graph input declared as (N, C, H, W) with fixed C, H, W.

@@ -1,12 +1,14 @@
 //! `mer bench-infer`: latency of one exported model in tract, in onnxruntime (the reference
 //! venv) and as the tch forward pass, on the same random input and thread count.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use mer_shared::inference::OnnxModel;
+use mer_shared::bundle::{Bundle, MAGIC};
+use mer_shared::inference::{OnnxModel, OpTime};
 use mer_shared::manifest::{Manifest, Probe};
 use serde::Serialize;
 use tch::{Device, nn};
@@ -57,9 +59,32 @@ fn tch_model(manifest: &Manifest, vs: &nn::VarStore) -> Result<SkdTstsan> {
     Ok(SkdTstsan::new(&vs.root(), SkdConfig { classes: manifest.classes.len() as i64, amp: config.amp, ablation: config.ablation }))
 }
 
+/// The ONNX bytes of a .onnx file or of a bundle; onnxruntime reads a file, so a bundle's ONNX
+/// part is also written to a temporary one.
+fn read_onnx(path: &Path) -> Result<(Vec<u8>, Option<tempfile::NamedTempFile>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if !bytes.starts_with(MAGIC) {
+        return Ok((bytes, None));
+    }
+    let bundle = Bundle::from_bytes(&bytes)?;
+    bundle.verify_integrity()?;
+    let mut file = tempfile::Builder::new().suffix(".onnx").tempfile()?;
+    file.write_all(bundle.onnx())?;
+    Ok((bundle.into_parts().1, Some(file)))
+}
+
+/// tract's time per kind of node on one random sample, in one thread.
+pub fn profile(model_path: &Path, runs: usize) -> Result<Vec<OpTime>> {
+    let model = OnnxModel::from_bytes(&read_onnx(model_path)?.0)?;
+    let sample = Probe::input(1, 1, model.input_shape());
+    model.profile(&sample, 3)?; // warm-up
+    Ok(model.profile(&sample, runs)?)
+}
+
 /// Medians over `iters` runs after `warmup` runs, per batch size and runtime.
 pub fn measure(model_path: &Path, batches: &[usize], threads: usize, iters: usize, warmup: usize) -> Result<Vec<Latency>> {
-    let bytes = std::fs::read(model_path).with_context(|| format!("reading {}", model_path.display()))?;
+    let (bytes, unpacked) = read_onnx(model_path)?;
+    let model_path = unpacked.as_ref().map_or(model_path, |file| file.path());
     let tract = OnnxModel::from_bytes(&bytes)?.with_threads(threads);
     let manifest = tract.manifest().with_context(|| format!("{} has no mer manifest", model_path.display()))??;
     tch::set_num_threads(threads as i32);
