@@ -1,16 +1,9 @@
 //! The `mer` binary as a user runs it.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn mer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mer")).args(args).output().expect("mer runs")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "mer failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+mod common;
+use common::*;
 
 #[test]
 fn synth_then_flow_then_picture() {

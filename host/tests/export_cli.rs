@@ -2,27 +2,10 @@
 //! user runs them on a freshly trained model, and the mistakes and attacks each must refuse.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn mer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mer")).args(args).output().expect("mer runs")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "mer failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn err(out: &Output) -> String {
-    assert!(!out.status.success(), "mer should have failed: {}", String::from_utf8_lossy(&out.stdout));
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "mer panicked: {stderr}");
-    stderr
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::*;
 
 /// A tiny model trained on all samples of a small synthetic set.
 fn trained(dir: &Path) -> (PathBuf, PathBuf) {

@@ -2,26 +2,11 @@
 //! mid-fold and resumed, which must end with exactly the uninterrupted run's results.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn mer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mer")).args(args).output().expect("mer runs")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "mer failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn err(out: &Output) -> String {
-    assert!(!out.status.success(), "mer should have failed: {}", String::from_utf8_lossy(&out.stdout));
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::*;
 
 /// Synthetic CASME II (3 subjects) prepared into a cache.
 fn prepared(dir: &Path) -> PathBuf {

@@ -8,26 +8,13 @@ use std::path::Path;
 use std::process::Command;
 
 use mer_host::export::{inference_graph, tch_logits};
-use mer_host::flow_bench::reference_python;
+use mer_tests::reference_python_with;
 use mer_host::model::skd_tstsan::{Ablation, SkdConfig, SkdTstsan};
 use mer_shared::inference::OnnxModel;
 use mer_shared::manifest::{LogitAgreement, Probe};
 use tch::{Device, Kind, Tensor, nn};
 
 const SHAPE: [usize; 3] = [38, 48, 48];
-
-fn onnx_reference_available(python: &Path) -> bool {
-    let ok = python.exists()
-        && Command::new(python).args(["-c", "import onnx, onnxruntime"]).output().is_ok_and(|o| o.status.success());
-    if !ok {
-        let msg = format!("onnxruntime reference missing: {} cannot import onnx and onnxruntime (run scripts/bootstrap.sh)", python.display());
-        if std::env::var("MER_REQUIRE_REFERENCE").as_deref() == Ok("1") {
-            panic!("{msg}");
-        }
-        eprintln!("SKIPPED: {msg}");
-    }
-    ok
-}
 
 /// Batch-norm statistics and affine parameters far from their initial 0/1, so a wrong fold shows.
 fn randomise_batch_norms(vs: &nn::VarStore) {
@@ -54,8 +41,7 @@ fn logits_rows(path: &Path, classes: usize) -> Vec<Vec<f32>> {
 
 #[test]
 fn export_matches_tch_in_tract_and_onnxruntime_for_every_variant() {
-    let python = reference_python();
-    let with_ort = onnx_reference_available(&python);
+    let python = reference_python_with(&["onnx", "onnxruntime"], "onnxruntime");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/reference/onnx_reference.py");
     let dir = tempfile::tempdir().unwrap();
     tch::manual_seed(3);
@@ -77,12 +63,12 @@ fn export_matches_tch_in_tract_and_onnxruntime_for_every_variant() {
         let one = tract.run(&input[..SHAPE.iter().product()], 1).unwrap();
         assert!(LogitAgreement::between(&expected[..1], &one).within_tolerance(), "{spec}: batch of one");
 
-        if with_ort {
+        if let Some(python) = &python {
             let (model_path, in_path, out_path) = (dir.path().join("m.onnx"), dir.path().join("x.npy"), dir.path().join("y.npy"));
             std::fs::write(&model_path, &onnx).unwrap();
             let dims = [batch, SHAPE[0], SHAPE[1], SHAPE[2]];
             std::fs::write(&in_path, mer_shared::npy::encode(&dims, &input)).unwrap();
-            let out = Command::new(&python).arg(&script).arg("check").args([&model_path, &in_path, &out_path]).output().unwrap();
+            let out = Command::new(python).arg(&script).arg("check").args([&model_path, &in_path, &out_path]).output().unwrap();
             assert!(out.status.success(), "{spec}: onnx check failed:\n{}", String::from_utf8_lossy(&out.stderr));
             let report = String::from_utf8_lossy(&out.stdout);
             assert!(report.contains("\"checker\": \"passed\"") && report.contains("\"opset\": 17"), "{report}");

@@ -10,19 +10,7 @@ use mer_host::flow_bench::{make_pairs, mean_epe, opencv_flows, own_flows, refere
 use mer_shared::flow::Tvl1Params;
 use mer_shared::image::{Interpolation, resize};
 use mer_shared::GrayImage;
-
-fn reference_available() -> bool {
-    let python = reference_python();
-    if python.exists() {
-        return true;
-    }
-    let msg = format!("OpenCV reference missing: {} does not exist (run scripts/bootstrap.sh)", python.display());
-    if std::env::var("MER_REQUIRE_REFERENCE").as_deref() == Ok("1") {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    false
-}
+use mer_tests::reference_python_with;
 
 fn write_f32(path: &Path, values: &[f32]) {
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -35,7 +23,7 @@ fn read_f32(path: &Path) -> Vec<f32> {
 
 #[test]
 fn resize_agrees_with_cv2_within_one_level() {
-    if !reference_available() {
+    if reference_python_with(&["cv2"], "OpenCV").is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -70,7 +58,7 @@ fn resize_agrees_with_cv2_within_one_level() {
 
 #[test]
 fn tvl1_is_at_least_as_accurate_as_opencv_on_face_pairs() {
-    if !reference_available() {
+    if reference_python_with(&["cv2"], "OpenCV").is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

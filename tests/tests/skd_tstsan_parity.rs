@@ -6,31 +6,15 @@
 use std::path::Path;
 use std::process::Command;
 
-use mer_host::flow_bench::reference_python;
+use mer_tests::reference_python_with;
 use mer_host::import::official::import_skd_tstsan;
 use mer_host::model::skd_tstsan::{SkdConfig, SkdTstsan};
 use mer_host::train::checkpoint::load_weights;
 use tch::{Device, Tensor, nn};
 
-fn torch_available(python: &Path) -> bool {
-    let ok = python.exists()
-        && Command::new(python).args(["-c", "import torch, safetensors"]).output().is_ok_and(|o| o.status.success());
-    if !ok {
-        let msg = format!("PyTorch reference missing: {} cannot import torch (run scripts/bootstrap.sh)", python.display());
-        if std::env::var("MER_REQUIRE_REFERENCE").as_deref() == Ok("1") {
-            panic!("{msg}");
-        }
-        eprintln!("SKIPPED: {msg}");
-    }
-    ok
-}
-
 #[test]
 fn official_state_dict_imports_exactly_and_gives_the_same_outputs() {
-    let python = reference_python();
-    if !torch_available(&python) {
-        return;
-    }
+    let Some(python) = reference_python_with(&["torch", "safetensors"], "PyTorch") else { return };
     let dir = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/reference/skd_tstsan.py");
     let classes = 5;

@@ -8,39 +8,11 @@
 //! which case a missing reference is a failure.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use mer_host::flow_bench::reference_python;
+use mer_tests::reference_python_with;
 use mer_host::import::{Kind, Tensor, describe, read_checkpoint, read_state_dict};
-
-fn require_reference() -> bool {
-    std::env::var("MER_REQUIRE_REFERENCE").as_deref() == Ok("1")
-}
-
-/// The venv's python when it can import torch and safetensors.
-fn torch_python() -> Option<PathBuf> {
-    let python = reference_python();
-    let problem = if !python.exists() {
-        format!("{} does not exist (run scripts/bootstrap.sh)", python.display())
-    } else {
-        match Command::new(&python).args(["-c", "import torch, safetensors"]).output() {
-            Ok(out) if out.status.success() => return Some(python),
-            Ok(out) => format!(
-                "{} cannot import torch and safetensors: {}",
-                python.display(),
-                String::from_utf8_lossy(&out.stderr).trim().lines().last().unwrap_or("")
-            ),
-            Err(e) => format!("cannot run {}: {e}", python.display()),
-        }
-    };
-    let msg = format!("PyTorch reference missing: {problem}");
-    if require_reference() {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
-}
 
 fn run_python(python: &Path, args: &[&str]) -> String {
     let out = Command::new(python).args(args).output().unwrap();
@@ -131,7 +103,7 @@ print(json.dumps(manifest))
 
 #[test]
 fn archives_written_by_pytorch_read_back_bit_for_bit() {
-    let Some(python) = torch_python() else { return };
+    let Some(python) = reference_python_with(&["torch", "safetensors"], "PyTorch") else { return };
     let dir = tempfile::tempdir().unwrap();
     let dir_str = dir.path().to_str().unwrap();
     let manifest: serde_json::Value = serde_json::from_str(&run_python(&python, &["-c", WRITE_ARCHIVES, dir_str])).unwrap();
@@ -218,7 +190,7 @@ fn magnet_checkpoint_reads_like_python() {
     assert!((total - 29_932.1337).abs() < 1e-2, "sum |w| over all tensors = {total}");
     println!("magnet.pth: 42 tensors, sum |w| {:.6} (encoder.cba_1), {total:.4} (all)", abs_sum(first));
 
-    let Some(python) = torch_python() else { return };
+    let Some(python) = reference_python_with(&["torch", "safetensors"], "PyTorch") else { return };
     let dir = tempfile::tempdir().unwrap();
     let twin = dir.path().join("magnet.safetensors");
     run_python(&python, &[
@@ -239,7 +211,7 @@ fn magnet_checkpoint_reads_like_python() {
 /// does; the reader must recover all 255 entries of the specification's table.
 #[test]
 fn skd_tstsan_reference_state_dict_reads_back() {
-    let Some(python) = torch_python() else { return };
+    let Some(python) = reference_python_with(&["torch", "safetensors"], "PyTorch") else { return };
     let dir = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/reference/skd_tstsan.py");
     let args = ["--classes", "3", "--seed", "5", "--batch", "2", "--out", dir.path().to_str().unwrap()];
