@@ -1,4 +1,5 @@
 //! `mer-device`: the runtime on the interview-room board. Hardware sits behind traits so the
 //! whole pipeline runs on replayed or synthetic frames in tests.
 
+pub mod event_log;
 pub mod source;

@@ -8,7 +8,7 @@ use mer_host::import::official::import_skd_tstsan;
 use mer_host::dataset::DatasetKind;
 use mer_host::export::{ExportOptions, export_to_file};
 use mer_shared::bundle::{Bundle, SecretKey, read_public_key, read_secret_key, write_public_key, write_secret_key};
-use mer_shared::classifier::{Classifier, Origin, Trust};
+use mer_shared::classifier::{Classifier, Origin, Trust, classify_file};
 use mer_host::model::skd_tstsan::Ablation;
 use mer_host::prepare::pipeline::{PrepareOptions, prepare};
 use mer_host::prepare::{CropMode, DetectorSettings};
@@ -542,14 +542,10 @@ fn main() -> Result<()> {
             println!("wrote {}", out.display());
         }
         Command::Infer { model, input, public_keys, threads } => {
-            let keys = public_keys.iter().map(|p| read_public_key(p)).collect::<Result<Vec<_>, _>>()?;
-            let trust = if keys.is_empty() { Trust::IntegrityOnly } else { Trust::Keys(&keys) };
-            let classifier = Classifier::load(&model, trust)?.with_threads(threads);
-            if let Origin::Bundle { signer, trusted: false } = classifier.origin() {
+            let (result, origin) = classify_file(&model, &input, &public_keys, threads)?;
+            if let Origin::Bundle { signer, trusted: false } = origin {
                 eprintln!("note: bundle signed by key {signer}; pass --pub KEY.pub to require a trusted signer");
             }
-            let bytes = std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
-            let result = classifier.classify_npy(&bytes, &input.display().to_string())?;
             println!("{}", serde_json::to_string(&result)?);
         }
         Command::BenchInfer { model, batches, threads, iters, warmup, profile } => {

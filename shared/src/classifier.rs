@@ -2,7 +2,7 @@
 //! checked before anything inside it is parsed, its manifest must equal the one embedded in the
 //! ONNX file, and the probe must reproduce before the model classifies anything.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -128,6 +128,18 @@ impl Classifier {
         };
         self.classify(&values, batch).map_err(|e| Error::Model(format!("{name}: {e}")))
     }
+}
+
+/// What `mer infer` and `merd classify` do: load `model` (a bundle must be signed by one of
+/// the keys in `public_keys`; with none, only its integrity is checked) and classify a float32
+/// `.npy` file.
+pub fn classify_file(model: &Path, input: &Path, public_keys: &[PathBuf], threads: usize) -> Result<(Classification, Origin)> {
+    let keys = public_keys.iter().map(|p| crate::bundle::read_public_key(p)).collect::<Result<Vec<_>>>()?;
+    let trust = if keys.is_empty() { Trust::IntegrityOnly } else { Trust::Keys(&keys) };
+    let classifier = Classifier::load(model, trust)?.with_threads(threads);
+    let bytes = std::fs::read(input).map_err(|e| Error::io(input, e))?;
+    let result = classifier.classify_npy(&bytes, &input.display().to_string())?;
+    Ok((result, classifier.origin().clone()))
 }
 
 fn open_onnx(bytes: &[u8]) -> Result<(OnnxModel, Manifest)> {

@@ -7,6 +7,7 @@
 pub mod bundle;
 pub mod classifier;
 pub mod error;
+pub mod event;
 pub mod flow;
 pub mod image;
 pub mod inference;

@@ -1,0 +1,390 @@
+//! The durable event log: append-only segment files in one directory.
+//!
+//! A segment (`events-000001.log`, …) is an 8-byte header and then records, each a little-endian
+//! u32 payload length, a u32 CRC-32 of the payload and the payload (an [`Event`] in postcard).
+//! A segment grows up to a configured size, then the next one starts. A crash or power cut can
+//! leave the newest segment ending in a partial record: opening the log moves those bytes aside
+//! into `<segment>.torn-<offset>` and truncates the segment to its last complete record, so
+//! every complete record is kept and nothing is silently thrown away.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use mer_shared::event::Event;
+use mer_shared::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+const HEADER: &[u8; 8] = b"MEREVT1\n";
+const RECORD_HEAD: usize = 8;
+/// No event comes close; a larger length field means the bytes are not a record.
+const MAX_RECORD: usize = 1 << 20;
+
+/// When appended records are forced to the storage device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    /// After every record: nothing logged is lost to a power cut.
+    Always,
+    /// After every n records (and on rotation and close): up to n − 1 records at risk.
+    EveryRecords(u32),
+    /// Left to the operating system.
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogConfig {
+    pub dir: PathBuf,
+    /// A segment is closed and the next one started before it would exceed this size.
+    pub max_segment_bytes: u64,
+    pub fsync: FsyncPolicy,
+}
+
+/// What opening the log found and repaired.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Recovery {
+    pub segments: usize,
+    pub records: u64,
+    /// (segment, offset, bytes) of a torn tail that was moved aside.
+    pub torn_tail: Option<(PathBuf, u64, u64)>,
+}
+
+#[derive(Debug)]
+pub struct EventLog {
+    config: LogConfig,
+    file: File,
+    segment: u64,
+    segment_len: u64,
+    unsynced: u32,
+}
+
+fn segment_path(dir: &Path, index: u64) -> PathBuf {
+    dir.join(format!("events-{index:06}.log"))
+}
+
+/// The segment files of `dir` in order, with their indices.
+fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(index) = name.strip_prefix("events-").and_then(|n| n.strip_suffix(".log")).and_then(|n| n.parse().ok()) {
+            found.push((index, path));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The records of one segment's bytes, and where the valid part ends.
+struct Scan {
+    events: Vec<Event>,
+    valid_len: u64,
+    /// Why the bytes after `valid_len` are not a record, if there are any.
+    problem: Option<String>,
+}
+
+fn scan(bytes: &[u8]) -> Scan {
+    let mut events = Vec::new();
+    if bytes.len() < HEADER.len() || &bytes[..HEADER.len()] != HEADER {
+        let problem = if bytes.is_empty() { None } else { Some("no event-log header".to_string()) };
+        return Scan { events, valid_len: 0, problem };
+    }
+    let mut at = HEADER.len();
+    let problem = loop {
+        let rest = &bytes[at..];
+        if rest.is_empty() {
+            break None;
+        }
+        if rest.len() < RECORD_HEAD {
+            break Some(format!("a record head cut short after {} bytes", rest.len()));
+        }
+        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(rest[4..8].try_into().unwrap());
+        if len > MAX_RECORD {
+            break Some(format!("a record length of {len} bytes, more than any event"));
+        }
+        let Some(payload) = rest.get(RECORD_HEAD..RECORD_HEAD + len) else {
+            break Some(format!("a record of {len} bytes cut short after {} bytes", rest.len() - RECORD_HEAD));
+        };
+        if crc32fast::hash(payload) != crc {
+            break Some("a record whose checksum does not match".to_string());
+        }
+        match postcard::from_bytes::<Event>(payload) {
+            Ok(event) => events.push(event),
+            Err(e) => break Some(format!("a record that is not an event ({e})")),
+        }
+        at += RECORD_HEAD + len;
+    };
+    Scan { events, valid_len: at as u64, problem }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+}
+
+impl EventLog {
+    /// Opens (creating if needed) the log in `config.dir`, repairing a torn tail of the newest
+    /// segment, and appends after its last complete record.
+    pub fn open(config: LogConfig) -> Result<(EventLog, Recovery)> {
+        if config.max_segment_bytes < (HEADER.len() + RECORD_HEAD) as u64 {
+            return Err(Error::InvalidArgument(format!("max_segment_bytes {} is too small for any record", config.max_segment_bytes)));
+        }
+        std::fs::create_dir_all(&config.dir).map_err(|e| Error::io(&config.dir, e))?;
+        let existing = segments(&config.dir)?;
+        let mut recovery = Recovery { segments: existing.len(), ..Recovery::default() };
+        for (_, path) in existing.iter().rev().skip(1) {
+            recovery.records += scan(&read(path)?).events.len() as u64;
+        }
+        let (segment, file, segment_len) = match existing.last() {
+            None => {
+                let (file, len) = EventLog::create_segment(&config.dir, 1)?;
+                recovery.segments = 1;
+                (1, file, len)
+            }
+            Some((index, path)) => {
+                let bytes = read(path)?;
+                let found = scan(&bytes);
+                recovery.records += found.events.len() as u64;
+                let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| Error::io(path, e))?;
+                let mut len = found.valid_len;
+                if len < bytes.len() as u64 || len == 0 {
+                    if len < bytes.len() as u64 {
+                        let aside = path.with_extension(format!("log.torn-{len}"));
+                        std::fs::write(&aside, &bytes[len as usize..]).map_err(|e| Error::io(&aside, e))?;
+                        recovery.torn_tail = Some((path.clone(), len, bytes.len() as u64 - len));
+                    }
+                    if len == 0 {
+                        // Created but never given its header (or not a segment at all).
+                        file.write_all(HEADER).map_err(|e| Error::io(path, e))?;
+                        len = HEADER.len() as u64;
+                    }
+                    file.set_len(len).map_err(|e| Error::io(path, e))?;
+                    file.sync_all().map_err(|e| Error::io(path, e))?;
+                    sync_dir(&config.dir)?;
+                }
+                file.seek(SeekFrom::Start(len)).map_err(|e| Error::io(path, e))?;
+                (*index, file, len)
+            }
+        };
+        Ok((EventLog { config, file, segment, segment_len, unsynced: 0 }, recovery))
+    }
+
+    fn create_segment(dir: &Path, index: u64) -> Result<(File, u64)> {
+        let path = segment_path(dir, index);
+        let mut file = OpenOptions::new().write(true).create_new(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        file.write_all(HEADER).and_then(|_| file.sync_all()).map_err(|e| Error::io(&path, e))?;
+        sync_dir(dir)?;
+        Ok((file, HEADER.len() as u64))
+    }
+
+    fn current_path(&self) -> PathBuf {
+        segment_path(&self.config.dir, self.segment)
+    }
+
+    /// Appends one record; the whole record goes out in one write.
+    pub fn append(&mut self, event: &Event) -> Result<()> {
+        let payload = postcard::to_stdvec(event).map_err(|e| Error::InvalidArgument(format!("cannot encode the event: {e}")))?;
+        let mut record = Vec::with_capacity(RECORD_HEAD + payload.len());
+        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        record.extend_from_slice(&payload);
+        if self.segment_len + record.len() as u64 > self.config.max_segment_bytes && self.segment_len > HEADER.len() as u64 {
+            self.rotate()?;
+        }
+        let path = self.current_path();
+        if let Err(e) = self.file.write_all(&record) {
+            // A short write (a full disk) must not leave a partial record for the next append
+            // to build on: cut the segment back to where this record began.
+            let _ = self.file.set_len(self.segment_len);
+            let _ = self.file.seek(SeekFrom::Start(self.segment_len));
+            return Err(Error::io(path, e));
+        }
+        self.segment_len += record.len() as u64;
+        self.unsynced += 1;
+        match self.config.fsync {
+            FsyncPolicy::Always => self.sync()?,
+            FsyncPolicy::EveryRecords(n) if self.unsynced >= n.max(1) => self.sync()?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Forces everything appended so far to the storage device.
+    pub fn sync(&mut self) -> Result<()> {
+        self.file.sync_data().map_err(|e| Error::io(self.current_path(), e))?;
+        self.unsynced = 0;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> Result<()> {
+        self.sync()?;
+        let (file, len) = EventLog::create_segment(&self.config.dir, self.segment + 1)?;
+        self.file = file;
+        self.segment += 1;
+        self.segment_len = len;
+        Ok(())
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        if self.config.fsync != FsyncPolicy::Never {
+            let _ = self.file.sync_data();
+        }
+    }
+}
+
+/// Every complete record in `dir`, oldest first, with a line for each stretch of bytes that is
+/// not a record (a torn tail, or damage inside a segment, after which that segment is skipped).
+pub fn read_events(dir: &Path) -> Result<(Vec<Event>, Vec<String>)> {
+    if !dir.is_dir() {
+        return Err(Error::Data { path: dir.to_path_buf(), reason: "no event log here (not a directory)".into() });
+    }
+    let mut events = Vec::new();
+    let mut problems = Vec::new();
+    for (_, path) in segments(dir)? {
+        let bytes = read(&path)?;
+        let found = scan(&bytes);
+        events.extend(found.events);
+        if let Some(problem) = found.problem {
+            let skipped = bytes.len() as u64 - found.valid_len;
+            problems.push(format!("{}: byte {}: {problem}; {skipped} bytes skipped", path.display(), found.valid_len));
+        }
+    }
+    Ok((events, problems))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mer_shared::event::{EventSource, LatencyBreakdown};
+
+    fn event(i: u32) -> Event {
+        Event {
+            wall_time_ms: 1_790_000_000_000 + i as i64,
+            onset_s: i as f64,
+            apex_s: i as f64 + 0.1,
+            offset_s: i as f64 + 0.25,
+            source: if i % 2 == 0 { EventSource::Spotted } else { EventSource::Triggered },
+            label: format!("class-{}", i % 3),
+            classes: vec!["a".into(), "b".into(), "c".into()],
+            probabilities: vec![0.5, 0.25, 0.25],
+            model_version: "test-1".into(),
+            latency: LatencyBreakdown { preprocess_ms: 3.0, inference_ms: 30.0, total_ms: 40.0 + i as f32 },
+        }
+    }
+
+    fn config(dir: &Path, max_segment_bytes: u64) -> LogConfig {
+        LogConfig { dir: dir.to_path_buf(), max_segment_bytes, fsync: FsyncPolicy::Always }
+    }
+
+    fn last_segment(dir: &Path) -> PathBuf {
+        segments(dir).unwrap().pop().unwrap().1
+    }
+
+    #[test]
+    fn records_survive_rotation_and_reopening_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut log, recovery) = EventLog::open(config(dir.path(), 400)).unwrap();
+            assert_eq!(recovery, Recovery { segments: 1, ..Recovery::default() });
+            (0..10).for_each(|i| log.append(&event(i)).unwrap());
+        }
+        let (mut log, recovery) = EventLog::open(config(dir.path(), 400)).unwrap();
+        assert!(recovery.segments >= 3, "{recovery:?}");
+        assert_eq!(recovery.records, 10);
+        assert_eq!(recovery.torn_tail, None);
+        log.append(&event(10)).unwrap();
+        drop(log);
+        let (events, problems) = read_events(dir.path()).unwrap();
+        assert_eq!(events, (0..11).map(event).collect::<Vec<_>>());
+        assert!(problems.is_empty(), "{problems:?}");
+        for (_, path) in segments(dir.path()).unwrap() {
+            assert!(std::fs::metadata(path).unwrap().len() <= 400);
+        }
+    }
+
+    #[test]
+    fn a_torn_tail_is_moved_aside_and_every_complete_record_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = EventLog::open(config(dir.path(), 1 << 20)).unwrap();
+        (0..3).for_each(|i| log.append(&event(i)).unwrap());
+        drop(log);
+        // The last record loses its final bytes, as in a power cut mid-write.
+        let path = last_segment(dir.path());
+        let full = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &full[..full.len() - 5]).unwrap();
+        let (_, problems) = read_events(dir.path()).unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("cut short"), "{problems:?}");
+
+        let (mut log, recovery) = EventLog::open(config(dir.path(), 1 << 20)).unwrap();
+        assert_eq!(recovery.records, 2);
+        let (torn, offset, bytes) = recovery.torn_tail.clone().unwrap();
+        assert_eq!(torn, path);
+        let aside = std::fs::read(path.with_extension(format!("log.torn-{offset}"))).unwrap();
+        assert_eq!(aside.len() as u64, bytes);
+        assert_eq!(&full[offset as usize..full.len() - 5], &aside[..]);
+        log.append(&event(7)).unwrap();
+        drop(log);
+        let (events, problems) = read_events(dir.path()).unwrap();
+        assert_eq!(events, vec![event(0), event(1), event(7)]);
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn garbage_and_empty_segments_are_repaired_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = EventLog::open(config(dir.path(), 1 << 20)).unwrap();
+        log.append(&event(0)).unwrap();
+        drop(log);
+        let path = last_segment(dir.path());
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&[0xff; 13]);
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, recovery) = EventLog::open(config(dir.path(), 1 << 20)).unwrap();
+        assert_eq!((recovery.records, recovery.torn_tail.map(|t| t.2)), (1, Some(13)));
+
+        // A crash between creating a segment and writing its header leaves an empty file.
+        std::fs::write(segment_path(dir.path(), 2), b"").unwrap();
+        let (mut log, recovery) = EventLog::open(config(dir.path(), 1 << 20)).unwrap();
+        assert_eq!(recovery.records, 1);
+        log.append(&event(1)).unwrap();
+        drop(log);
+        assert_eq!(read_events(dir.path()).unwrap().0, vec![event(0), event(1)]);
+    }
+
+    #[test]
+    fn damage_inside_an_old_segment_costs_only_that_segment_s_remainder() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = EventLog::open(config(dir.path(), 400)).unwrap();
+        (0..8).for_each(|i| log.append(&event(i)).unwrap());
+        drop(log);
+        let first = segment_path(dir.path(), 1);
+        let mut bytes = std::fs::read(&first).unwrap();
+        let at = HEADER.len() + RECORD_HEAD + 2; // inside the first record's payload
+        bytes[at] ^= 0x40;
+        std::fs::write(&first, &bytes).unwrap();
+        let (events, problems) = read_events(dir.path()).unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("checksum") && problems[0].contains("events-000001.log"), "{problems:?}");
+        let lost = scan(&std::fs::read(&first).unwrap()).events.len();
+        assert_eq!(lost, 0);
+        assert!(!events.is_empty() && events.iter().all(|e| e.wall_time_ms > event(0).wall_time_ms));
+        // Opening for append leaves sealed segments alone.
+        let (_, recovery) = EventLog::open(config(dir.path(), 400)).unwrap();
+        assert_eq!(recovery.torn_tail, None);
+        assert_eq!(std::fs::read(&first).unwrap(), bytes);
+    }
+
+    #[test]
+    fn fsync_policy_reads_from_config_text() {
+        let policies: Vec<FsyncPolicy> = serde_json::from_str(r#"["always", "never", {"every_records": 16}]"#).unwrap();
+        assert_eq!(policies, [FsyncPolicy::Always, FsyncPolicy::Never, FsyncPolicy::EveryRecords(16)]);
+    }
+}

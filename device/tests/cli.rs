@@ -1,0 +1,100 @@
+//! `merd classify` and `merd events` as an operator runs them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use mer_device::event_log::{EventLog, FsyncPolicy, LogConfig};
+use mer_shared::bundle::{SecretKey, read_public_key, write_public_key};
+use mer_shared::classifier::{Classification, Classifier, Trust};
+use mer_shared::event::{Event, EventSource, LatencyBreakdown};
+use mer_shared::manifest::Probe;
+
+fn merd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_merd")).args(args).output().expect("merd runs")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "merd failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn err(out: &Output) -> String {
+    assert!(!out.status.success(), "merd should have failed: {}", String::from_utf8_lossy(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "merd panicked: {stderr}");
+    stderr
+}
+
+fn models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn classify_prints_the_classifier_s_json_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = models().join("skd-tstsan-synthetic.merb");
+    let key = models().join("demo-key.pub");
+    let classifier = Classifier::load(&bundle, Trust::Keys(&[read_public_key(&key).unwrap()])).unwrap();
+    let shape = classifier.manifest().input_shape();
+    let input = Probe::input(5, 2, shape);
+    let npy = dir.path().join("two.npy");
+    std::fs::write(&npy, mer_shared::npy::encode(&[2, shape[0], shape[1], shape[2]], &input)).unwrap();
+
+    let printed: Classification = serde_json::from_str(&ok(&merd(&["classify", "--model", s(&bundle), "--input", s(&npy), "--pub", s(&key)]))).unwrap();
+    assert_eq!(printed, classifier.classify(&input, 2).unwrap());
+
+    let other = dir.path().join("other.pub");
+    write_public_key(&other, &SecretKey::from_seed(&[3; 32]).public()).unwrap();
+    let e = err(&merd(&["classify", "--model", s(&bundle), "--input", s(&npy), "--pub", s(&other)]));
+    assert!(e.contains("not among the trusted keys"), "{e}");
+    let wrong = dir.path().join("wrong.npy");
+    std::fs::write(&wrong, mer_shared::npy::encode(&[1, 3, 48, 48], &vec![0.0; 3 * 48 * 48])).unwrap();
+    let e = err(&merd(&["classify", "--model", s(&bundle), "--input", s(&wrong)]));
+    assert!(e.contains("[1, 3, 48, 48]"), "{e}");
+}
+
+fn event(i: u32) -> Event {
+    Event {
+        wall_time_ms: 1_795_000_000_000 + 1000 * i as i64,
+        onset_s: 10.0 * i as f64,
+        apex_s: 10.0 * i as f64 + 0.08,
+        offset_s: 10.0 * i as f64 + 0.2,
+        source: EventSource::Spotted,
+        label: "surprise".into(),
+        classes: vec!["happiness".into(), "surprise".into()],
+        probabilities: vec![0.3, 0.7],
+        model_version: "skd-tstsan-synthetic-1".into(),
+        latency: LatencyBreakdown { preprocess_ms: 20.0, inference_ms: 30.0, total_ms: 55.0 },
+    }
+}
+
+#[test]
+fn events_exports_every_complete_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("log");
+    let (mut log, _) = EventLog::open(LogConfig { dir: log_dir.clone(), max_segment_bytes: 300, fsync: FsyncPolicy::Never }).unwrap();
+    (0..5).for_each(|i| log.append(&event(i)).unwrap());
+    drop(log);
+
+    let json = ok(&merd(&["events", "--log", s(&log_dir), "--json"]));
+    let read: Vec<Event> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(read, (0..5).map(event).collect::<Vec<_>>());
+    let table = ok(&merd(&["events", "--log", s(&log_dir)]));
+    assert_eq!(table.lines().count(), 5);
+    assert!(table.starts_with("2026-11-18T11:06:40") && table.contains("surprise") && table.contains("p 0.70"), "{table}");
+
+    // A torn tail is reported, and the records before it still come out.
+    let last = std::fs::read_dir(&log_dir).unwrap().flatten().map(|e| e.path()).max().unwrap();
+    let bytes = std::fs::read(&last).unwrap();
+    std::fs::write(&last, &bytes[..bytes.len() - 3]).unwrap();
+    let out = merd(&["events", "--log", s(&log_dir), "--json"]);
+    assert_eq!(ok(&out).lines().count(), 4);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cut short"));
+
+    let e = err(&merd(&["events", "--log", s(&dir.path().join("missing"))]));
+    assert!(e.contains("no event log here"), "{e}");
+}
