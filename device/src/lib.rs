@@ -3,3 +3,4 @@
 
 pub mod event_log;
 pub mod source;
+pub mod spotting;

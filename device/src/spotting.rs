@@ -1,0 +1,311 @@
+//! Finding micro-expressions in the live stream: the feature-difference method of Moilanen,
+//! Zhao and Pietikäinen (ICPR 2014), the LBP baseline of the MEGC spotting challenges, run
+//! frame by frame with bounded memory.
+//!
+//! Each face crop becomes uniform-LBP histograms on a grid of blocks. For frame i with k frames
+//! of half-interval, the current frame is compared with the mean of the frames k before and k
+//! after (χ² distance per block, mean of the largest third): F(i). A rapid, short change makes
+//! F(i) stand out against its neighbours: C(i) = max(0, F(i) − (F(i−k) + F(i+k))/2). Frames
+//! whose C is a local maximum within ±k and above T = mean + p·(max − mean) of C over a sliding
+//! window are apexes, and [i − k, i + k] is the spotted interval. A decision about frame i is
+//! made 3k frames later.
+
+use std::collections::VecDeque;
+
+use mer_shared::image::{Interpolation, resize};
+use mer_shared::synth::interview::{InterviewOptions, interview_scene};
+use mer_shared::{Error, GrayImage, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpotterConfig {
+    pub fps: f32,
+    /// Typical micro-expression length; the half-interval k is half of it, in frames.
+    pub interval_s: f32,
+    /// Blocks per side of the face crop.
+    pub grid: usize,
+    /// p in the threshold T = mean + p·(max − mean).
+    pub threshold: f32,
+    /// Seconds of contrast history behind the threshold.
+    pub window_s: f32,
+}
+
+impl SpotterConfig {
+    /// Defaults for a camera running at `fps`.
+    pub fn for_fps(fps: f32) -> SpotterConfig {
+        SpotterConfig { fps, interval_s: 0.3, grid: 6, threshold: 0.3, window_s: 10.0 }
+    }
+
+    fn half_interval(&self) -> usize {
+        ((self.interval_s * self.fps / 2.0).round() as usize).max(1)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let ok = self.fps > 0.0 && self.interval_s > 0.0 && self.grid >= 1 && (0.0..=1.0).contains(&self.threshold) && self.window_s > self.interval_s;
+        if ok { Ok(()) } else { Err(Error::InvalidArgument(format!("unusable spotting settings: {self:?}"))) }
+    }
+}
+
+/// A spotted micro-expression, in frame indices of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spot {
+    pub onset: usize,
+    pub apex: usize,
+    pub offset: usize,
+}
+
+pub struct Spotter {
+    config: SpotterConfig,
+    k: usize,
+    lbp_bins: [u8; 256],
+    /// Features of the last 2k + 1 frames; `frames` counts every frame pushed.
+    features: VecDeque<Vec<f32>>,
+    frames: usize,
+    /// F of the last 2k + 1 frames that have one.
+    differences: VecDeque<f32>,
+    /// (frame, C) over the threshold window and up to the newest contrast.
+    contrasts: VecDeque<(usize, f32)>,
+    last_apex: Option<usize>,
+}
+
+const UNIFORM_BINS: usize = 59;
+
+/// Uniform LBP: the 58 codes with at most two 0/1 transitions around the circle get a bin of
+/// their own, all others share the last one.
+fn uniform_lbp_bins() -> [u8; 256] {
+    let mut bins = [0u8; 256];
+    let mut next = 0u8;
+    for (code, bin) in bins.iter_mut().enumerate() {
+        let c = code as u8;
+        if (c ^ c.rotate_left(1)).count_ones() <= 2 {
+            *bin = next;
+            next += 1;
+        } else {
+            *bin = (UNIFORM_BINS - 1) as u8;
+        }
+    }
+    bins
+}
+
+/// χ² distance between two normalised histograms.
+fn chi_square(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| if x + y > 0.0 { (x - y) * (x - y) / (x + y) } else { 0.0 }).sum()
+}
+
+impl Spotter {
+    pub fn new(config: SpotterConfig) -> Result<Spotter> {
+        config.validate()?;
+        let k = config.half_interval();
+        Ok(Spotter {
+            config,
+            k,
+            lbp_bins: uniform_lbp_bins(),
+            features: VecDeque::new(),
+            frames: 0,
+            differences: VecDeque::new(),
+            contrasts: VecDeque::new(),
+            last_apex: None,
+        })
+    }
+
+    /// Frames between an apex and the moment it is reported.
+    pub fn delay_frames(&self) -> usize {
+        3 * self.k
+    }
+
+    /// Per-block uniform-LBP histograms of a face crop, each normalised to sum 1.
+    fn features(&self, face: &GrayImage) -> Vec<f32> {
+        let (w, h, g) = (face.width(), face.height(), self.config.grid);
+        let mut hist = vec![0f32; g * g * UNIFORM_BINS];
+        const RING: [(isize, isize); 8] = [(-1, -1), (0, -1), (1, -1), (1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0)];
+        for y in 1..h.saturating_sub(1) {
+            let by = (y * g / h).min(g - 1);
+            for x in 1..w.saturating_sub(1) {
+                let centre = face.get(x, y);
+                let mut code = 0u8;
+                for (bit, (dx, dy)) in RING.iter().enumerate() {
+                    if face.get((x as isize + dx) as usize, (y as isize + dy) as usize) >= centre {
+                        code |= 1 << bit;
+                    }
+                }
+                let block = by * g + (x * g / w).min(g - 1);
+                hist[block * UNIFORM_BINS + self.lbp_bins[code as usize] as usize] += 1.0;
+            }
+        }
+        for block in hist.chunks_mut(UNIFORM_BINS) {
+            let total: f32 = block.iter().sum();
+            if total > 0.0 {
+                block.iter_mut().for_each(|v| *v /= total);
+            }
+        }
+        hist
+    }
+
+    /// F for the middle of the three frames i − k, i, i + k: the mean of the largest third of
+    /// the block distances between frame i and the mean of the other two.
+    fn difference(&self, tail: &[f32], current: &[f32], head: &[f32]) -> f32 {
+        let mut per_block: Vec<f32> = current
+            .chunks(UNIFORM_BINS)
+            .zip(tail.chunks(UNIFORM_BINS).zip(head.chunks(UNIFORM_BINS)))
+            .map(|(c, (t, h))| {
+                let mean: Vec<f32> = t.iter().zip(h).map(|(a, b)| 0.5 * (a + b)).collect();
+                chi_square(c, &mean)
+            })
+            .collect();
+        per_block.sort_by(|a, b| b.total_cmp(a));
+        let top = per_block.len().div_ceil(3);
+        per_block[..top].iter().sum::<f32>() / top as f32
+    }
+
+    /// Takes the next face crop (every crop the same size) and reports an apex found 3k frames
+    /// back, if any.
+    pub fn push(&mut self, face: &GrayImage) -> Option<Spot> {
+        let k = self.k;
+        self.features.push_back(self.features(face));
+        self.frames += 1;
+        if self.features.len() > 2 * k + 1 {
+            self.features.pop_front();
+        }
+        if self.features.len() < 2 * k + 1 {
+            return None;
+        }
+        // F of frame n − k, n being the newest frame.
+        let f = self.difference(&self.features[0], &self.features[k], &self.features[2 * k]);
+        self.differences.push_back(f);
+        if self.differences.len() > 2 * k + 1 {
+            self.differences.pop_front();
+        }
+        if self.differences.len() < 2 * k + 1 {
+            return None;
+        }
+        // C of frame n − 2k.
+        let middle = self.differences[k];
+        let c = (middle - 0.5 * (self.differences[0] + self.differences[2 * k])).max(0.0);
+        let newest = self.frames - 1 - 2 * k;
+        self.contrasts.push_back((newest, c));
+        let window = (self.config.window_s * self.config.fps).round() as usize;
+        while self.contrasts.len() > window.max(2 * k + 1) {
+            self.contrasts.pop_front();
+        }
+        // Decide about the frame k contrasts back, whose ±k neighbourhood is now known.
+        let at = self.contrasts.len().checked_sub(k + 1)?;
+        let (frame, value) = self.contrasts[at];
+        let lo = at.saturating_sub(k);
+        let neighbourhood = self.contrasts.range(lo..).map(|&(_, v)| v);
+        let is_peak = neighbourhood.clone().all(|v| v <= value) && value > 0.0;
+        let n = self.contrasts.len() as f32;
+        let mean = self.contrasts.iter().map(|&(_, v)| v).sum::<f32>() / n;
+        let max = self.contrasts.iter().map(|&(_, v)| v).fold(0.0, f32::max);
+        let threshold = mean + self.config.threshold * (max - mean);
+        let apart = self.last_apex.is_none_or(|last| frame > last + 2 * k);
+        if is_peak && value > threshold && apart && frame >= k {
+            self.last_apex = Some(frame);
+            return Some(Spot { onset: frame - k, apex: frame, offset: frame + k });
+        }
+        None
+    }
+}
+
+/// Spotting quality by the MEGC criterion: a spotted interval is a true positive when its
+/// intersection over union with a not yet matched true interval is at least 0.5.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SpotScore {
+    pub true_positives: usize,
+    pub false_positives: usize,
+    pub false_negatives: usize,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+}
+
+/// Intersection over union of two inclusive frame intervals.
+pub fn iou(a: (usize, usize), b: (usize, usize)) -> f64 {
+    let inter = (a.1.min(b.1) + 1).saturating_sub(a.0.max(b.0));
+    let union = (a.1.max(b.1) + 1) - a.0.min(b.0);
+    inter as f64 / union as f64
+}
+
+pub fn score(spotted: &[(usize, usize)], truth: &[(usize, usize)]) -> SpotScore {
+    let mut matched = vec![false; truth.len()];
+    let mut tp = 0;
+    for &s in spotted {
+        let best = (0..truth.len()).filter(|&j| !matched[j]).map(|j| (j, iou(s, truth[j]))).max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((j, overlap)) = best
+            && overlap >= 0.5
+        {
+            matched[j] = true;
+            tp += 1;
+        }
+    }
+    let (fp, fn_) = (spotted.len() - tp, truth.len() - tp);
+    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let (precision, recall) = (ratio(tp, tp + fp), ratio(tp, tp + fn_));
+    let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
+    SpotScore { true_positives: tp, false_positives: fp, false_negatives: fn_, precision, recall, f1 }
+}
+
+/// Runs the spotter over a synthetic interview clip rendered in memory (the face box taken from
+/// the scene, crops resized to 128×128) and scores it against the clip's true intervals.
+pub fn evaluate_synthetic(clip: &InterviewOptions, config: &SpotterConfig) -> Result<SyntheticEvaluation> { evaluate_synthetic_side(clip, config, 128) }
+pub fn evaluate_synthetic_side(clip: &InterviewOptions, config: &SpotterConfig, side: usize) -> Result<SyntheticEvaluation> {
+    let scene = interview_scene(clip)?;
+    let (cx, cy, rx, ry) = scene.face;
+    let (x, y) = ((cx - rx).max(0.0) as usize, (cy - ry).max(0.0) as usize);
+    let (w, h) = ((2.0 * rx) as usize, (2.0 * ry) as usize);
+    let mut spotter = Spotter::new(SpotterConfig { fps: clip.fps, ..config.clone() })?;
+    let mut spots = Vec::new();
+    for t in 0..scene.frames {
+        let face = scene.render(t).crop(x, y, w.min(clip.width - x), h.min(clip.height - y))?;
+        if let Some(spot) = spotter.push(&resize(&face, side, side, Interpolation::Area)) {
+            spots.push(spot);
+        }
+    }
+    let truth: Vec<(usize, usize)> = scene.events.iter().map(|e| (e.onset, e.offset)).collect();
+    let found: Vec<(usize, usize)> = spots.iter().map(|s| (s.onset, s.offset)).collect();
+    Ok(SyntheticEvaluation { score: score(&found, &truth), spots, truth, blinks: scene.blinks.len() })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SyntheticEvaluation {
+    pub score: SpotScore,
+    pub spots: Vec<Spot>,
+    /// True (onset, offset) frames.
+    pub truth: Vec<(usize, usize)>,
+    pub blinks: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uniform_lbp_has_59_bins() {
+        let bins = uniform_lbp_bins();
+        assert_eq!(*bins.iter().max().unwrap() as usize, UNIFORM_BINS - 1);
+        assert_eq!(bins.iter().filter(|&&b| (b as usize) < UNIFORM_BINS - 1).count(), 58);
+    }
+
+    #[test]
+    fn iou_and_score_follow_the_megc_criterion() {
+        assert_eq!(iou((0, 9), (0, 9)), 1.0);
+        assert_eq!(iou((0, 9), (5, 14)), 5.0 / 15.0);
+        assert_eq!(iou((0, 9), (10, 19)), 0.0);
+        let s = score(&[(0, 9), (100, 110), (200, 210)], &[(2, 10), (300, 320)]);
+        assert_eq!((s.true_positives, s.false_positives, s.false_negatives), (1, 2, 1));
+        assert!((s.precision - 1.0 / 3.0).abs() < 1e-12 && (s.recall - 0.5).abs() < 1e-12);
+        // One true interval matches one spot only.
+        let s = score(&[(0, 9), (1, 9)], &[(0, 9)]);
+        assert_eq!((s.true_positives, s.false_positives), (1, 1));
+    }
+
+    #[test]
+    fn spots_synthetic_micro_expressions() {
+        let clip = InterviewOptions { seconds: 12.0, fps: 100.0, width: 320, height: 240, seed: 4 };
+        for side in [128usize, 64, 32] {
+            for p in [0.3f32, 0.5, 0.7] {
+                let e = evaluate_synthetic_side(&clip, &SpotterConfig { threshold: p, ..SpotterConfig::for_fps(100.0) }, side).unwrap();
+                eprintln!("side {side} p {p}: {:?}\nspots {:?}\ntruth {:?}", e.score, e.spots.iter().map(|s| s.apex).collect::<Vec<_>>(), e.truth);
+            }
+        }
+    }
+}
