@@ -270,7 +270,7 @@ mod tests {
             onset_s: i as f64,
             apex_s: i as f64 + 0.1,
             offset_s: i as f64 + 0.25,
-            source: if i % 2 == 0 { EventSource::Spotted } else { EventSource::Triggered },
+            source: if i.is_multiple_of(2) { EventSource::Spotted } else { EventSource::Triggered },
             label: format!("class-{}", i % 3),
             classes: vec!["a".into(), "b".into(), "c".into()],
             probabilities: vec![0.5, 0.25, 0.25],

@@ -5,10 +5,16 @@
 //! Each face crop becomes uniform-LBP histograms on a grid of blocks. For frame i with k frames
 //! of half-interval, the current frame is compared with the mean of the frames k before and k
 //! after (χ² distance per block, mean of the largest third): F(i). A rapid, short change makes
-//! F(i) stand out against its neighbours: C(i) = max(0, F(i) − (F(i−k) + F(i+k))/2). Frames
-//! whose C is a local maximum within ±k and above T = mean + p·(max − mean) of C over a sliding
-//! window are apexes, and [i − k, i + k] is the spotted interval. A decision about frame i is
-//! made 3k frames later.
+//! F(i) stand out against its neighbours: C(i) = F(i) − (F(i−k) + F(i+k))/2. Frames whose C is
+//! a local maximum within ±k and above a threshold are apexes, and [i − k, i + k] is the spotted
+//! interval. A decision about frame i is made 3k frames later.
+//!
+//! Departures from the paper, beside the choice of feature ([`SpotFeature`]), each measured on synthetic interviews: the threshold is
+//! median + z·(robust standard deviation) of C over a sliding window rather than
+//! mean + p·(max − mean), which let noise through in quiet stretches and hid small expressions
+//! after a large one; the crop is reduced by area averaging and features are averaged over a
+//! few frames, because sensor noise flips LBP bits; and a band of rows over the eyes can be
+//! ignored, because blinks are fast facial movements too.
 
 use std::collections::VecDeque;
 
@@ -18,22 +24,62 @@ use mer_shared::{Error, GrayImage, Result};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct SpotterConfig {
+    /// Camera frame rate; the pipeline fills it in from the frame source.
     pub fps: f32,
     /// Typical micro-expression length; the half-interval k is half of it, in frames.
     pub interval_s: f32,
-    /// Blocks per side of the face crop.
+    /// Face crops are reduced (area average) to this side before LBP: averaging suppresses
+    /// sensor noise, which otherwise flips LBP bits in flat skin and drowns the expression.
+    pub side: usize,
+    /// Blocks per side of the reduced crop; `side` must be a multiple of it.
     pub grid: usize,
-    /// p in the threshold T = mean + p·(max − mean).
-    pub threshold: f32,
+    pub feature: SpotFeature,
+    /// Features are averaged over this many consecutive frames (noise again), far shorter than
+    /// a micro-expression at 100-200 fps.
+    pub smooth_frames: usize,
+    /// Rows of the face crop (fractions of its height) left out, to ignore blinks; `null` keeps
+    /// every row.
+    pub ignore_band: Option<(f32, f32)>,
+    /// A peak must exceed the median contrast of the window by this many robust standard
+    /// deviations (1.4826 · median absolute deviation).
+    pub threshold_z: f32,
     /// Seconds of contrast history behind the threshold.
     pub window_s: f32,
+}
+
+/// What is compared between frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpotFeature {
+    /// Uniform-LBP histograms per block, χ² distance: the published method.
+    Lbp,
+    /// Intensities divided by the crop's mean, mean squared difference per block. On synthetic
+    /// interviews it finds more expressions with fewer false alarms than LBP (docs/BENCHMARKS.md).
+    Intensity,
+}
+
+impl Default for SpotterConfig {
+    fn default() -> SpotterConfig {
+        SpotterConfig::for_fps(100.0)
+    }
 }
 
 impl SpotterConfig {
     /// Defaults for a camera running at `fps`.
     pub fn for_fps(fps: f32) -> SpotterConfig {
-        SpotterConfig { fps, interval_s: 0.3, grid: 6, threshold: 0.3, window_s: 10.0 }
+        SpotterConfig {
+            fps,
+            interval_s: 0.3,
+            side: 32,
+            grid: 4,
+            feature: SpotFeature::Intensity,
+            smooth_frames: ((fps * 0.03).round() as usize).max(1),
+            ignore_band: Some((0.33, 0.47)),
+            threshold_z: 6.0,
+            window_s: 10.0,
+        }
     }
 
     fn half_interval(&self) -> usize {
@@ -41,8 +87,26 @@ impl SpotterConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        let ok = self.fps > 0.0 && self.interval_s > 0.0 && self.grid >= 1 && (0.0..=1.0).contains(&self.threshold) && self.window_s > self.interval_s;
-        if ok { Ok(()) } else { Err(Error::InvalidArgument(format!("unusable spotting settings: {self:?}"))) }
+        let band_ok = self
+            .ignore_band
+            .is_none_or(|(a, b)| 0.0 <= a && a < b && b <= 1.0);
+        let ok = self.fps > 0.0
+            && self.interval_s > 0.0
+            && self.side >= 8
+            && (1..=self.side / 3).contains(&self.grid)
+            && self.side.is_multiple_of(self.grid)
+            && self.smooth_frames >= 1
+            && (self.smooth_frames as f32) < self.interval_s * self.fps / 2.0
+            && band_ok
+            && self.threshold_z > 0.0
+            && self.window_s > self.interval_s;
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "unusable spotting settings: {self:?}"
+            )))
+        }
     }
 }
 
@@ -58,7 +122,9 @@ pub struct Spotter {
     config: SpotterConfig,
     k: usize,
     lbp_bins: [u8; 256],
-    /// Features of the last 2k + 1 frames; `frames` counts every frame pushed.
+    /// Unsmoothed features of the last `smooth_frames` frames.
+    recent: VecDeque<Vec<f32>>,
+    /// Smoothed features of the last 2k + 1 frames; `frames` counts every frame pushed.
     features: VecDeque<Vec<f32>>,
     frames: usize,
     /// F of the last 2k + 1 frames that have one.
@@ -87,9 +153,29 @@ fn uniform_lbp_bins() -> [u8; 256] {
     bins
 }
 
+/// Median and robust standard deviation (1.4826 · median absolute deviation) of `values`: the
+/// rare micro-expressions among them barely move either.
+fn robust_spread(values: impl Iterator<Item = f32>) -> (f32, f32) {
+    let mut v: Vec<f32> = values.collect();
+    let middle = v.len() / 2;
+    let median = *v.select_nth_unstable_by(middle, f32::total_cmp).1;
+    v.iter_mut().for_each(|x| *x = (*x - median).abs());
+    let mad = *v.select_nth_unstable_by(middle, f32::total_cmp).1;
+    (median, 1.4826 * mad)
+}
+
 /// χ² distance between two normalised histograms.
 fn chi_square(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| if x + y > 0.0 { (x - y) * (x - y) / (x + y) } else { 0.0 }).sum()
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            if x + y > 0.0 {
+                (x - y) * (x - y) / (x + y)
+            } else {
+                0.0
+            }
+        })
+        .sum()
 }
 
 impl Spotter {
@@ -100,6 +186,7 @@ impl Spotter {
             config,
             k,
             lbp_bins: uniform_lbp_bins(),
+            recent: VecDeque::new(),
             features: VecDeque::new(),
             frames: 0,
             differences: VecDeque::new(),
@@ -110,15 +197,71 @@ impl Spotter {
 
     /// Frames between an apex and the moment it is reported.
     pub fn delay_frames(&self) -> usize {
-        3 * self.k
+        3 * self.k + self.config.smooth_frames / 2
     }
 
-    /// Per-block uniform-LBP histograms of a face crop, each normalised to sum 1.
+    pub fn config(&self) -> &SpotterConfig {
+        &self.config
+    }
+
+    /// The reduced crop divided by its mean (illumination flicker), laid out block by block;
+    /// ignored rows are zero in every frame.
+    fn intensity_features(&self, face: &GrayImage, ignored: impl Fn(usize) -> bool) -> Vec<f32> {
+        let (side, g) = (self.config.side, self.config.grid);
+        let b = side / g;
+        let kept = || {
+            (0..side)
+                .filter(|&y| !ignored(y))
+                .flat_map(|y| (0..side).map(move |x| (x, y)))
+        };
+        let (sum, n) = kept().fold((0.0, 0.0), |(s, n), (x, y)| (s + face.get(x, y), n + 1.0));
+        let mean = if sum > 0.0 { sum / n } else { 1.0 };
+        let mut out = vec![0f32; side * side];
+        for (x, y) in kept() {
+            out[((y / b) * g + x / b) * b * b + (y % b) * b + x % b] = face.get(x, y) / mean;
+        }
+        out
+    }
+
+    /// Values per block in a feature vector.
+    fn block_len(&self) -> usize {
+        match self.config.feature {
+            SpotFeature::Lbp => UNIFORM_BINS,
+            SpotFeature::Intensity => (self.config.side / self.config.grid).pow(2),
+        }
+    }
+
+    /// Per-block uniform-LBP histograms of a face crop reduced to `side`, each normalised to
+    /// sum 1, or its normalised intensities (see [`SpotFeature`]); LBP blocks wholly inside the
+    /// ignored band are left out.
     fn features(&self, face: &GrayImage) -> Vec<f32> {
-        let (w, h, g) = (face.width(), face.height(), self.config.grid);
+        let side = self.config.side;
+        let face = if (face.width(), face.height()) == (side, side) {
+            face.clone()
+        } else {
+            resize(face, side, side, Interpolation::Area)
+        };
+        let (w, h, g) = (side, side, self.config.grid);
+        let ignored = |y: usize| {
+            self.config
+                .ignore_band
+                .is_some_and(|(a, b)| (a * h as f32..b * h as f32).contains(&(y as f32)))
+        };
+        if self.config.feature == SpotFeature::Intensity {
+            return self.intensity_features(&face, ignored);
+        }
         let mut hist = vec![0f32; g * g * UNIFORM_BINS];
-        const RING: [(isize, isize); 8] = [(-1, -1), (0, -1), (1, -1), (1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0)];
-        for y in 1..h.saturating_sub(1) {
+        const RING: [(isize, isize); 8] = [
+            (-1, -1),
+            (0, -1),
+            (1, -1),
+            (1, 0),
+            (1, 1),
+            (0, 1),
+            (-1, 1),
+            (-1, 0),
+        ];
+        for y in (1..h.saturating_sub(1)).filter(|&y| !ignored(y)) {
             let by = (y * g / h).min(g - 1);
             for x in 1..w.saturating_sub(1) {
                 let centre = face.get(x, y);
@@ -132,24 +275,48 @@ impl Spotter {
                 hist[block * UNIFORM_BINS + self.lbp_bins[code as usize] as usize] += 1.0;
             }
         }
-        for block in hist.chunks_mut(UNIFORM_BINS) {
-            let total: f32 = block.iter().sum();
-            if total > 0.0 {
-                block.iter_mut().for_each(|v| *v /= total);
-            }
+        hist.chunks(UNIFORM_BINS)
+            .filter_map(|block| {
+                let total: f32 = block.iter().sum();
+                (total > 0.0).then(|| block.iter().map(|v| v / total).collect::<Vec<f32>>())
+            })
+            .flatten()
+            .collect()
+    }
+
+    /// The mean of the features of the last `smooth_frames` crops, `face` being the newest.
+    fn smoothed_features(&mut self, face: &GrayImage) -> Vec<f32> {
+        self.recent.push_back(self.features(face));
+        if self.recent.len() > self.config.smooth_frames {
+            self.recent.pop_front();
         }
-        hist
+        let n = self.recent.len() as f32;
+        let mut mean = vec![0f32; self.recent[0].len()];
+        for f in &self.recent {
+            mean.iter_mut().zip(f).for_each(|(m, v)| *m += v / n);
+        }
+        mean
     }
 
     /// F for the middle of the three frames i − k, i, i + k: the mean of the largest third of
     /// the block distances between frame i and the mean of the other two.
     fn difference(&self, tail: &[f32], current: &[f32], head: &[f32]) -> f32 {
+        let bl = self.block_len();
         let mut per_block: Vec<f32> = current
-            .chunks(UNIFORM_BINS)
-            .zip(tail.chunks(UNIFORM_BINS).zip(head.chunks(UNIFORM_BINS)))
+            .chunks(bl)
+            .zip(tail.chunks(bl).zip(head.chunks(bl)))
             .map(|(c, (t, h))| {
                 let mean: Vec<f32> = t.iter().zip(h).map(|(a, b)| 0.5 * (a + b)).collect();
-                chi_square(c, &mean)
+                match self.config.feature {
+                    SpotFeature::Lbp => chi_square(c, &mean),
+                    SpotFeature::Intensity => {
+                        c.iter()
+                            .zip(&mean)
+                            .map(|(a, b)| (a - b) * (a - b))
+                            .sum::<f32>()
+                            / bl as f32
+                    }
+                }
             })
             .collect();
         per_block.sort_by(|a, b| b.total_cmp(a));
@@ -161,7 +328,8 @@ impl Spotter {
     /// back, if any.
     pub fn push(&mut self, face: &GrayImage) -> Option<Spot> {
         let k = self.k;
-        self.features.push_back(self.features(face));
+        let features = self.smoothed_features(face);
+        self.features.push_back(features);
         self.frames += 1;
         if self.features.len() > 2 * k + 1 {
             self.features.pop_front();
@@ -180,8 +348,9 @@ impl Spotter {
         }
         // C of frame n − 2k.
         let middle = self.differences[k];
-        let c = (middle - 0.5 * (self.differences[0] + self.differences[2 * k])).max(0.0);
-        let newest = self.frames - 1 - 2 * k;
+        let c = middle - 0.5 * (self.differences[0] + self.differences[2 * k]);
+        // The smoothed features of frame n stand for the middle of the frames averaged.
+        let newest = (self.frames - 1 - 2 * k).checked_sub(self.config.smooth_frames / 2)?;
         self.contrasts.push_back((newest, c));
         let window = (self.config.window_s * self.config.fps).round() as usize;
         while self.contrasts.len() > window.max(2 * k + 1) {
@@ -192,15 +361,17 @@ impl Spotter {
         let (frame, value) = self.contrasts[at];
         let lo = at.saturating_sub(k);
         let neighbourhood = self.contrasts.range(lo..).map(|&(_, v)| v);
-        let is_peak = neighbourhood.clone().all(|v| v <= value) && value > 0.0;
-        let n = self.contrasts.len() as f32;
-        let mean = self.contrasts.iter().map(|&(_, v)| v).sum::<f32>() / n;
-        let max = self.contrasts.iter().map(|&(_, v)| v).fold(0.0, f32::max);
-        let threshold = mean + self.config.threshold * (max - mean);
+        let is_peak = neighbourhood.clone().all(|v| v <= value);
+        let (median, spread) = robust_spread(self.contrasts.iter().map(|&(_, v)| v));
+        let threshold = median + self.config.threshold_z * spread;
         let apart = self.last_apex.is_none_or(|last| frame > last + 2 * k);
         if is_peak && value > threshold && apart && frame >= k {
             self.last_apex = Some(frame);
-            return Some(Spot { onset: frame - k, apex: frame, offset: frame + k });
+            return Some(Spot {
+                onset: frame - k,
+                apex: frame,
+                offset: frame + k,
+            });
         }
         None
     }
@@ -229,7 +400,10 @@ pub fn score(spotted: &[(usize, usize)], truth: &[(usize, usize)]) -> SpotScore 
     let mut matched = vec![false; truth.len()];
     let mut tp = 0;
     for &s in spotted {
-        let best = (0..truth.len()).filter(|&j| !matched[j]).map(|j| (j, iou(s, truth[j]))).max_by(|a, b| a.1.total_cmp(&b.1));
+        let best = (0..truth.len())
+            .filter(|&j| !matched[j])
+            .map(|j| (j, iou(s, truth[j])))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
         if let Some((j, overlap)) = best
             && overlap >= 0.5
         {
@@ -237,32 +411,70 @@ pub fn score(spotted: &[(usize, usize)], truth: &[(usize, usize)]) -> SpotScore 
             tp += 1;
         }
     }
-    let (fp, fn_) = (spotted.len() - tp, truth.len() - tp);
-    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-    let (precision, recall) = (ratio(tp, tp + fp), ratio(tp, tp + fn_));
-    let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
-    SpotScore { true_positives: tp, false_positives: fp, false_negatives: fn_, precision, recall, f1 }
+    SpotScore::from_counts(tp, spotted.len() - tp, truth.len() - tp)
+}
+
+impl SpotScore {
+    pub fn from_counts(tp: usize, fp: usize, fn_: usize) -> SpotScore {
+        let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let (precision, recall) = (ratio(tp, tp + fp), ratio(tp, tp + fn_));
+        let f1 = if precision + recall > 0.0 {
+            2.0 * precision * recall / (precision + recall)
+        } else {
+            0.0
+        };
+        SpotScore {
+            true_positives: tp,
+            false_positives: fp,
+            false_negatives: fn_,
+            precision,
+            recall,
+            f1,
+        }
+    }
+
+    /// The score of several clips taken together.
+    pub fn pooled(scores: &[SpotScore]) -> SpotScore {
+        let sum = |f: fn(&SpotScore) -> usize| scores.iter().map(f).sum();
+        SpotScore::from_counts(
+            sum(|s| s.true_positives),
+            sum(|s| s.false_positives),
+            sum(|s| s.false_negatives),
+        )
+    }
 }
 
 /// Runs the spotter over a synthetic interview clip rendered in memory (the face box taken from
 /// the scene, crops resized to 128×128) and scores it against the clip's true intervals.
-pub fn evaluate_synthetic(clip: &InterviewOptions, config: &SpotterConfig) -> Result<SyntheticEvaluation> { evaluate_synthetic_side(clip, config, 128) }
-pub fn evaluate_synthetic_side(clip: &InterviewOptions, config: &SpotterConfig, side: usize) -> Result<SyntheticEvaluation> {
+pub fn evaluate_synthetic(
+    clip: &InterviewOptions,
+    config: &SpotterConfig,
+) -> Result<SyntheticEvaluation> {
     let scene = interview_scene(clip)?;
     let (cx, cy, rx, ry) = scene.face;
     let (x, y) = ((cx - rx).max(0.0) as usize, (cy - ry).max(0.0) as usize);
     let (w, h) = ((2.0 * rx) as usize, (2.0 * ry) as usize);
-    let mut spotter = Spotter::new(SpotterConfig { fps: clip.fps, ..config.clone() })?;
+    let mut spotter = Spotter::new(SpotterConfig {
+        fps: clip.fps,
+        ..config.clone()
+    })?;
     let mut spots = Vec::new();
     for t in 0..scene.frames {
-        let face = scene.render(t).crop(x, y, w.min(clip.width - x), h.min(clip.height - y))?;
-        if let Some(spot) = spotter.push(&resize(&face, side, side, Interpolation::Area)) {
+        let face = scene
+            .render(t)
+            .crop(x, y, w.min(clip.width - x), h.min(clip.height - y))?;
+        if let Some(spot) = spotter.push(&resize(&face, 128, 128, Interpolation::Area)) {
             spots.push(spot);
         }
     }
     let truth: Vec<(usize, usize)> = scene.events.iter().map(|e| (e.onset, e.offset)).collect();
     let found: Vec<(usize, usize)> = spots.iter().map(|s| (s.onset, s.offset)).collect();
-    Ok(SyntheticEvaluation { score: score(&found, &truth), spots, truth, blinks: scene.blinks.len() })
+    Ok(SyntheticEvaluation {
+        score: score(&found, &truth),
+        spots,
+        truth,
+        blinks: scene.blinks.len(),
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -282,7 +494,12 @@ mod tests {
     fn uniform_lbp_has_59_bins() {
         let bins = uniform_lbp_bins();
         assert_eq!(*bins.iter().max().unwrap() as usize, UNIFORM_BINS - 1);
-        assert_eq!(bins.iter().filter(|&&b| (b as usize) < UNIFORM_BINS - 1).count(), 58);
+        assert_eq!(
+            bins.iter()
+                .filter(|&&b| (b as usize) < UNIFORM_BINS - 1)
+                .count(),
+            58
+        );
     }
 
     #[test]
@@ -291,21 +508,55 @@ mod tests {
         assert_eq!(iou((0, 9), (5, 14)), 5.0 / 15.0);
         assert_eq!(iou((0, 9), (10, 19)), 0.0);
         let s = score(&[(0, 9), (100, 110), (200, 210)], &[(2, 10), (300, 320)]);
-        assert_eq!((s.true_positives, s.false_positives, s.false_negatives), (1, 2, 1));
+        assert_eq!(
+            (s.true_positives, s.false_positives, s.false_negatives),
+            (1, 2, 1)
+        );
         assert!((s.precision - 1.0 / 3.0).abs() < 1e-12 && (s.recall - 0.5).abs() < 1e-12);
         // One true interval matches one spot only.
         let s = score(&[(0, 9), (1, 9)], &[(0, 9)]);
         assert_eq!((s.true_positives, s.false_positives), (1, 1));
     }
 
+    /// Seeds 1-4 were used to choose the defaults; these clips were not looked at before.
+    fn held_out_score(fps: f32, feature: SpotFeature) -> SpotScore {
+        let scores: Vec<SpotScore> = (11..=14u64)
+            .map(|seed| {
+                let clip = InterviewOptions {
+                    seconds: 15.0,
+                    fps,
+                    width: 320,
+                    height: 240,
+                    seed,
+                };
+                let config = SpotterConfig {
+                    feature,
+                    ..SpotterConfig::for_fps(fps)
+                };
+                let e = evaluate_synthetic(&clip, &config).unwrap();
+                eprintln!(
+                    "{fps} fps seed {seed} {feature:?}: spotted {:?}, truth {:?}",
+                    e.spots
+                        .iter()
+                        .map(|s| (s.onset, s.offset))
+                        .collect::<Vec<_>>(),
+                    e.truth
+                );
+                e.score
+            })
+            .collect();
+        SpotScore::pooled(&scores)
+    }
+
     #[test]
-    fn spots_synthetic_micro_expressions() {
-        let clip = InterviewOptions { seconds: 12.0, fps: 100.0, width: 320, height: 240, seed: 4 };
-        for side in [128usize, 64, 32] {
-            for p in [0.3f32, 0.5, 0.7] {
-                let e = evaluate_synthetic_side(&clip, &SpotterConfig { threshold: p, ..SpotterConfig::for_fps(100.0) }, side).unwrap();
-                eprintln!("side {side} p {p}: {:?}\nspots {:?}\ntruth {:?}", e.score, e.spots.iter().map(|s| s.apex).collect::<Vec<_>>(), e.truth);
-            }
+    fn spots_synthetic_micro_expressions_at_100_and_200_fps() {
+        for fps in [100.0, 200.0] {
+            let s = held_out_score(fps, SpotFeature::Intensity);
+            eprintln!("{fps} fps: {s:?}");
+            assert!(
+                s.f1 >= 0.45 && s.precision >= 0.4 && s.recall >= 0.4,
+                "{fps} fps: {s:?}"
+            );
         }
     }
 }
