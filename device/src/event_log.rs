@@ -275,7 +275,7 @@ mod tests {
             classes: vec!["a".into(), "b".into(), "c".into()],
             probabilities: vec![0.5, 0.25, 0.25],
             model_version: "test-1".into(),
-            latency: LatencyBreakdown { preprocess_ms: 3.0, inference_ms: 30.0, total_ms: 40.0 + i as f32 },
+            latency: LatencyBreakdown { spotting_ms: 300.0, preprocess_ms: 3.0, inference_ms: 30.0, total_ms: 40.0 + i as f32 },
         }
     }
 

@@ -1,6 +1,8 @@
 //! `mer-device`: the runtime on the interview-room board. Hardware sits behind traits so the
 //! whole pipeline runs on replayed or synthetic frames in tests.
 
+pub mod config;
 pub mod event_log;
+pub mod pipeline;
 pub mod source;
 pub mod spotting;

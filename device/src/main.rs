@@ -1,13 +1,20 @@
 //! `merd`: the device daemon.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, channel};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use mer_device::event_log::read_events;
-use mer_device::source::{FrameSource, ReplaySource};
-use mer_shared::classifier::{Origin, classify_file};
+use mer_device::config::{DaemonConfig, SourceConfig};
+use mer_device::event_log::{EventLog, FsyncPolicy, LogConfig, read_events};
+use mer_device::pipeline::{Pipeline, PipelineConfig, Roi, Stats, WorkerReport};
+use mer_device::source::{FrameSource, RealTime, ReplaySource, SyntheticSource};
+use mer_device::spotting::{SpotterConfig, iou, score};
+use mer_shared::bundle::read_public_key;
+use mer_shared::classifier::{Classifier, Origin, Trust, classify_file};
+use mer_shared::event::Event;
+use mer_shared::synth::interview::InterviewOptions;
 
 #[derive(Parser)]
 #[command(name = "merd", version, about = "Micro-expression recognition on the device")]
@@ -18,6 +25,29 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the pipeline (frames -> face crops -> spotting -> classification -> event log) as
+    /// configured in a TOML file; see device/merd.example.toml.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Offline demo: a synthetic interview through the whole pipeline with the default model,
+    /// each event printed beside the ground truth.
+    Demo {
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f32,
+        #[arg(long, default_value_t = 100.0)]
+        fps: f32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value = "models/skd-tstsan-synthetic.merb")]
+        model: PathBuf,
+        #[arg(long = "pub", default_value = "models/demo-key.pub")]
+        public_key: PathBuf,
+        /// The event log goes to OUT/events (emptied first).
+        #[arg(long, default_value = "out/merd-demo")]
+        out: PathBuf,
+    },
     /// Read a recorded clip (a directory of numbered frames) as the live source would deliver it.
     Replay {
         frames: PathBuf,
@@ -51,6 +81,8 @@ enum Command {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Run { config } => run(&config)?,
+        Command::Demo { seconds, fps, seed, model, public_key, out } => demo(seconds, fps, seed, &model, &public_key, &out)?,
         Command::Replay { frames, fps } => {
             let mut src = ReplaySource::open(&frames, fps)?;
             let start = Instant::now();
@@ -90,6 +122,180 @@ fn main() -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+fn load_classifier(path: &Path, public_keys: &[PathBuf], threads: usize) -> Result<Classifier> {
+    let keys = public_keys.iter().map(|p| read_public_key(p)).collect::<mer_shared::Result<Vec<_>>>()?;
+    let trust = if keys.is_empty() { Trust::IntegrityOnly } else { Trust::Keys(&keys) };
+    let classifier = Classifier::load(path, trust)?.with_threads(threads);
+    let m = classifier.manifest();
+    eprintln!("model {} ({}): classes {}", m.version, path.display(), m.classes.join(", "));
+    Ok(classifier)
+}
+
+fn open_log(config: LogConfig) -> Result<EventLog> {
+    let dir = config.dir.clone();
+    let (log, recovery) = EventLog::open(config).with_context(|| format!("cannot open the event log in {}", dir.display()))?;
+    eprintln!("event log {}: {} records in {} segments", dir.display(), recovery.records, recovery.segments);
+    if let Some((segment, offset, bytes)) = recovery.torn_tail {
+        eprintln!("event log: a torn record of {bytes} bytes at {offset} in {} was moved aside", segment.display());
+    }
+    Ok(log)
+}
+
+/// Feeds every frame of `source` through `pipeline`, handing each finished event to `on_event`
+/// as it arrives. A frame the source cannot deliver is reported and skipped; a face box that
+/// does not fit the frames stops the run.
+fn drive(
+    source: &mut dyn FrameSource,
+    mut pipeline: Pipeline,
+    events: Receiver<Event>,
+    mut on_event: impl FnMut(&Event),
+) -> Result<(Stats, WorkerReport, f64)> {
+    let started = Instant::now();
+    let mut bad_frames = 0u64;
+    loop {
+        match source.next_frame() {
+            Ok(Some(frame)) => pipeline.push(&frame)?,
+            Ok(None) => break,
+            Err(e) => {
+                bad_frames += 1;
+                eprintln!("merd: skipped a frame: {e}");
+            }
+        }
+        while let Ok(event) = events.try_recv() {
+            on_event(&event);
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (stats, report) = pipeline.finish();
+    for event in events.try_iter() {
+        on_event(&event);
+    }
+    if bad_frames > 0 {
+        eprintln!("merd: {bad_frames} frames could not be read");
+    }
+    Ok((stats, report, seconds))
+}
+
+fn print_event(e: &Event) {
+    let p = e.classes.iter().position(|c| *c == e.label).and_then(|i| e.probabilities.get(i)).copied().unwrap_or(f32::NAN);
+    println!(
+        "{:>8.3} s  onset {:.3}  offset {:.3}  {:<11} p {:.2}  {:?}  (spot {:.0} + flows {:.0} + inference {:.0} ms; {:.0} ms after the offset frame)",
+        e.apex_s, e.onset_s, e.offset_s, e.label, p, e.source, e.latency.spotting_ms, e.latency.preprocess_ms, e.latency.inference_ms, e.latency.total_ms
+    );
+}
+
+fn summary(stats: &Stats, report: &WorkerReport, seconds: f64) {
+    eprintln!(
+        "{} frames in {seconds:.1} s ({:.0} frames/s), {} dropped by the source; {} spotted, {} triggered, {} events logged, {} windows dropped, {} failures",
+        stats.frames,
+        stats.frames as f64 / seconds.max(1e-9),
+        stats.dropped_frames,
+        stats.spotted,
+        stats.triggered,
+        report.events - report.unlogged.len() as u64,
+        stats.dropped_windows,
+        report.failures
+    );
+    if !report.unlogged.is_empty() {
+        eprintln!("merd: {} events could not be written to the log:", report.unlogged.len());
+        for e in &report.unlogged {
+            eprintln!("{}", serde_json::to_string(e).unwrap_or_default());
+        }
+    }
+}
+
+fn run(config_path: &Path) -> Result<()> {
+    let config = DaemonConfig::load(config_path)?;
+    let classifier = load_classifier(&config.model.path, &config.model.public_keys, config.model.threads)?;
+    let log = open_log(config.log_config())?;
+    let fps = config.source.fps();
+    let mut source: Box<dyn FrameSource + Send> = match &config.source {
+        SourceConfig::Replay { frames, fps, realtime } => {
+            let replay = ReplaySource::open(frames, *fps)?;
+            if *realtime { Box::new(RealTime::new(replay)) } else { Box::new(replay) }
+        }
+        SourceConfig::Synthetic { realtime, .. } => {
+            let synthetic = SyntheticSource::new(&config.source.interview_options().expect("synthetic"))?;
+            if *realtime { Box::new(RealTime::new(synthetic)) } else { Box::new(synthetic) }
+        }
+    };
+    let (tx, rx) = channel();
+    let pipeline = Pipeline::new(
+        PipelineConfig {
+            fps: fps as f32,
+            roi: config.face.roi,
+            buffer_s: config.buffer.seconds,
+            spotting: config.spotting.clone(),
+            flow_threads: config.model.threads,
+            max_queued: config.buffer.max_queued,
+        },
+        classifier,
+        log,
+        tx,
+    )?;
+    let (stats, report, seconds) = drive(&mut source, pipeline, rx, print_event)?;
+    summary(&stats, &report, seconds);
+    Ok(())
+}
+
+fn demo(seconds: f32, fps: f32, seed: u64, model: &Path, public_key: &Path, out: &Path) -> Result<()> {
+    if !model.exists() {
+        bail!("no model at {} (run from the repository root, or pass --model)", model.display());
+    }
+    let classifier = load_classifier(model, &[public_key.to_path_buf()], 1)?;
+    let dir = out.join("events");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot empty {}", dir.display()))?;
+    }
+    let log = open_log(LogConfig { dir, max_segment_bytes: 16 << 20, fsync: FsyncPolicy::Never })?;
+    let mut source = SyntheticSource::new(&InterviewOptions { seconds, fps, width: 640, height: 480, seed })?;
+    let scene = source.scene().clone();
+    let (cx, cy, rx, ry) = scene.face;
+    let roi = Roi { x: (cx - rx).max(0.0) as usize, y: (cy - ry).max(0.0) as usize, width: (2.0 * rx) as usize, height: (2.0 * ry) as usize };
+    eprintln!(
+        "synthetic interview: {seconds} s at {fps} fps, 640×480, seed {seed}: {} micro-expressions, {} blinks; face box {:?}",
+        scene.events.len(),
+        scene.blinks.len(),
+        <[usize; 4]>::from(roi)
+    );
+    let (tx, rx_events) = channel();
+    let pipeline = Pipeline::new(
+        PipelineConfig { fps, roi, buffer_s: 2.0, spotting: SpotterConfig::for_fps(fps), flow_threads: 1, max_queued: 16 },
+        classifier,
+        log,
+        tx,
+    )?;
+    let truth: Vec<(usize, usize)> = scene.events.iter().map(|e| (e.onset, e.offset)).collect();
+    let frame_of = |s: f64| (s * fps as f64).round() as usize;
+    let mut found = Vec::new();
+    println!("   apex     spotted interval      label        p     truth");
+    let (stats, report, secs) = drive(&mut source, pipeline, rx_events, |e| {
+        let interval = (frame_of(e.onset_s), frame_of(e.offset_s));
+        found.push(interval);
+        let p = e.classes.iter().position(|c| *c == e.label).and_then(|i| e.probabilities.get(i)).copied().unwrap_or(f32::NAN);
+        let matched = scene.events.iter().map(|t| (t, iou(interval, (t.onset, t.offset)))).max_by(|a, b| a.1.total_cmp(&b.1));
+        let truth = match matched {
+            Some((t, overlap)) if overlap > 0.0 => format!(
+                "{} (frames {}–{}, IoU {overlap:.2}{})",
+                t.emotion.name(),
+                t.onset,
+                t.offset,
+                if overlap >= 0.5 { "" } else { ", too little overlap" }
+            ),
+            _ => "none: a false alarm".into(),
+        };
+        println!("{:>7.3} s  frames {:>5}–{:<5}  {:<11} {:.2}  {truth}", e.apex_s, interval.0, interval.1, e.label, p);
+    })?;
+    let s = score(&found, &truth);
+    println!(
+        "spotting (IoU >= 0.5): {} of {} micro-expressions found, {} false alarms; precision {:.2}, recall {:.2}, F1 {:.2}",
+        s.true_positives, truth.len(), s.false_positives, s.precision, s.recall, s.f1
+    );
+    summary(&stats, &report, secs);
+    println!("events logged in {}; read them with: merd events --log {}", out.join("events").display(), out.join("events").display());
     Ok(())
 }
 

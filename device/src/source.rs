@@ -1,8 +1,11 @@
 //! Frame sources: where the device's frames come from.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use mer_shared::image::load_gray;
+use mer_shared::synth::interview::{InterviewOptions, interview_scene};
+use mer_shared::synth::Scene;
 use mer_shared::{Error, GrayImage, Result};
 
 /// One captured frame.
@@ -31,7 +34,7 @@ pub struct ReplaySource {
 
 impl ReplaySource {
     pub fn open(dir: &Path, fps: f64) -> Result<ReplaySource> {
-        if !(fps > 0.0) {
+        if fps.is_nan() || fps <= 0.0 {
             return Err(Error::InvalidArgument(format!("replay fps must be positive, got {fps}")));
         }
         let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
@@ -69,6 +72,65 @@ impl FrameSource for ReplaySource {
     }
 }
 
+/// Renders a synthetic interview (`mer synth interview`'s scene) frame by frame, without files.
+pub struct SyntheticSource {
+    scene: Scene,
+    next: usize,
+}
+
+impl SyntheticSource {
+    pub fn new(options: &InterviewOptions) -> Result<SyntheticSource> {
+        Ok(SyntheticSource { scene: interview_scene(options)?, next: 0 })
+    }
+
+    /// The scene behind the frames: true micro-expressions, blinks and the face box.
+    pub fn scene(&self) -> &Scene {
+        &self.scene
+    }
+}
+
+impl FrameSource for SyntheticSource {
+    fn next_frame(&mut self) -> Result<Option<Frame>> {
+        if self.next >= self.scene.frames {
+            return Ok(None);
+        }
+        let t = self.next;
+        self.next += 1;
+        Ok(Some(Frame { index: t as u64, timestamp: t as f64 / self.scene.fps as f64, image: self.scene.render(t) }))
+    }
+}
+
+/// Delivers another source's frames no faster than their timestamps: a recording replayed at its
+/// real rate, as a camera would deliver it.
+pub struct RealTime<S> {
+    inner: S,
+    start: Option<(Instant, f64)>,
+}
+
+impl<S: FrameSource> RealTime<S> {
+    pub fn new(inner: S) -> RealTime<S> {
+        RealTime { inner, start: None }
+    }
+}
+
+impl<S: FrameSource> FrameSource for RealTime<S> {
+    fn next_frame(&mut self) -> Result<Option<Frame>> {
+        let Some(frame) = self.inner.next_frame()? else { return Ok(None) };
+        let (t0, ts0) = *self.start.get_or_insert((Instant::now(), frame.timestamp));
+        let due = t0 + Duration::from_secs_f64((frame.timestamp - ts0).max(0.0));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        Ok(Some(frame))
+    }
+}
+
+impl FrameSource for Box<dyn FrameSource + Send> {
+    fn next_frame(&mut self) -> Result<Option<Frame>> {
+        (**self).next_frame()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +163,26 @@ mod tests {
         let mut src = ReplaySource::open(dir.path(), 30.0).unwrap();
         assert!(src.next_frame().unwrap_err().to_string().contains("000000.jpg"));
         assert!(ReplaySource::open(dir.path(), 0.0).is_err());
+    }
+
+    #[test]
+    fn synthetic_frames_follow_the_scene_and_real_time_paces_them() {
+        let opts = InterviewOptions { seconds: 0.2, fps: 50.0, width: 160, height: 160, seed: 2 };
+        let src = SyntheticSource::new(&opts).unwrap();
+        assert_eq!(src.scene().frames, 10);
+        let first = src.scene().render(0);
+        let start = Instant::now();
+        let mut paced = RealTime::new(src);
+        let mut n = 0;
+        while let Some(f) = paced.next_frame().unwrap() {
+            if n == 0 {
+                assert_eq!(f.image.data(), first.data());
+            }
+            assert!((f.timestamp - n as f64 / 50.0).abs() < 1e-12);
+            n += 1;
+        }
+        assert_eq!(n, 10);
+        // Ten frames at 50 fps span 0.18 s from the first to the last.
+        assert!(start.elapsed() >= Duration::from_millis(175), "{:?}", start.elapsed());
     }
 }

@@ -26,7 +26,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpotterConfig {
-    /// Camera frame rate; the pipeline fills it in from the frame source.
+    /// Camera frame rate: taken from the frame source, never from a configuration file.
+    #[serde(skip)]
     pub fps: f32,
     /// Typical micro-expression length; the half-interval k is half of it, in frames.
     pub interval_s: f32,
@@ -36,9 +37,9 @@ pub struct SpotterConfig {
     /// Blocks per side of the reduced crop; `side` must be a multiple of it.
     pub grid: usize,
     pub feature: SpotFeature,
-    /// Features are averaged over this many consecutive frames (noise again), far shorter than
-    /// a micro-expression at 100-200 fps.
-    pub smooth_frames: usize,
+    /// Features are averaged over this many seconds of frames (noise again), far shorter than
+    /// a micro-expression.
+    pub smooth_s: f32,
     /// Rows of the face crop (fractions of its height) left out, to ignore blinks; `null` keeps
     /// every row.
     pub ignore_band: Option<(f32, f32)>,
@@ -75,11 +76,15 @@ impl SpotterConfig {
             side: 32,
             grid: 4,
             feature: SpotFeature::Intensity,
-            smooth_frames: ((fps * 0.03).round() as usize).max(1),
+            smooth_s: 0.03,
             ignore_band: Some((0.33, 0.47)),
             threshold_z: 6.0,
             window_s: 10.0,
         }
+    }
+
+    fn smooth_frames(&self) -> usize {
+        ((self.smooth_s * self.fps).round() as usize).max(1)
     }
 
     fn half_interval(&self) -> usize {
@@ -95,8 +100,8 @@ impl SpotterConfig {
             && self.side >= 8
             && (1..=self.side / 3).contains(&self.grid)
             && self.side.is_multiple_of(self.grid)
-            && self.smooth_frames >= 1
-            && (self.smooth_frames as f32) < self.interval_s * self.fps / 2.0
+            && self.smooth_s >= 0.0
+            && (self.smooth_frames() as f32) < self.interval_s * self.fps / 2.0
             && band_ok
             && self.threshold_z > 0.0
             && self.window_s > self.interval_s;
@@ -196,8 +201,13 @@ impl Spotter {
     }
 
     /// Frames between an apex and the moment it is reported.
+    /// k: frames from the onset to the apex of a spotted interval.
+    pub fn half_interval(&self) -> usize {
+        self.k
+    }
+
     pub fn delay_frames(&self) -> usize {
-        3 * self.k + self.config.smooth_frames / 2
+        3 * self.k + self.config.smooth_frames() / 2
     }
 
     pub fn config(&self) -> &SpotterConfig {
@@ -287,7 +297,7 @@ impl Spotter {
     /// The mean of the features of the last `smooth_frames` crops, `face` being the newest.
     fn smoothed_features(&mut self, face: &GrayImage) -> Vec<f32> {
         self.recent.push_back(self.features(face));
-        if self.recent.len() > self.config.smooth_frames {
+        if self.recent.len() > self.config.smooth_frames() {
             self.recent.pop_front();
         }
         let n = self.recent.len() as f32;
@@ -350,7 +360,7 @@ impl Spotter {
         let middle = self.differences[k];
         let c = middle - 0.5 * (self.differences[0] + self.differences[2 * k]);
         // The smoothed features of frame n stand for the middle of the frames averaged.
-        let newest = (self.frames - 1 - 2 * k).checked_sub(self.config.smooth_frames / 2)?;
+        let newest = (self.frames - 1 - 2 * k).checked_sub(self.config.smooth_frames() / 2)?;
         self.contrasts.push_back((newest, c));
         let window = (self.config.window_s * self.config.fps).round() as usize;
         while self.contrasts.len() > window.max(2 * k + 1) {

@@ -68,7 +68,7 @@ fn event(i: u32) -> Event {
         classes: vec!["happiness".into(), "surprise".into()],
         probabilities: vec![0.3, 0.7],
         model_version: "skd-tstsan-synthetic-1".into(),
-        latency: LatencyBreakdown { preprocess_ms: 20.0, inference_ms: 30.0, total_ms: 55.0 },
+        latency: LatencyBreakdown { spotting_ms: 300.0, preprocess_ms: 20.0, inference_ms: 30.0, total_ms: 55.0 },
     }
 }
 
@@ -97,4 +97,72 @@ fn events_exports_every_complete_record() {
 
     let e = err(&merd(&["events", "--log", s(&dir.path().join("missing"))]));
     assert!(e.contains("no event log here"), "{e}");
+}
+
+fn write_config(dir: &Path, model: &Path, extra: &str) -> PathBuf {
+    let config = dir.join("merd.toml");
+    let text = format!(
+        r#"
+[source]
+kind = "synthetic"
+seconds = 6
+fps = 100
+width = 320
+height = 240
+seed = 3
+realtime = false
+[face]
+roi = [115, 68, 89, 102]
+[model]
+path = "{}"
+[log]
+dir = "events"
+{extra}
+"#,
+        model.display()
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+#[test]
+fn run_logs_the_events_it_prints_and_refuses_bad_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &models().join("skd-tstsan-synthetic.merb"), "");
+    let out = merd(&["run", "--config", s(&config)]);
+    let stdout = ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("600 frames") && stderr.contains("0 failures"), "{stderr}");
+    let printed = stdout.lines().filter(|l| l.contains("Spotted")).count();
+    assert!(printed >= 1, "{stdout}");
+    let exported = ok(&merd(&["events", "--log", s(&dir.path().join("events")), "--json"]));
+    assert_eq!(exported.lines().count(), printed);
+
+    // A second run appends after the first run's records.
+    ok(&merd(&["run", "--config", s(&config)]));
+    let exported = ok(&merd(&["events", "--log", s(&dir.path().join("events")), "--json"]));
+    assert_eq!(exported.lines().count(), 2 * printed);
+
+    let missing = write_config(dir.path(), &dir.path().join("absent.merb"), "");
+    assert!(err(&merd(&["run", "--config", s(&missing)])).contains("absent.merb"));
+    let typo = write_config(dir.path(), &models().join("skd-tstsan-synthetic.merb"), "fsink = \"always\"");
+    assert!(err(&merd(&["run", "--config", s(&typo)])).contains("fsink"));
+    assert!(err(&merd(&["run", "--config", s(&dir.path().join("nope.toml"))])).contains("nope.toml"));
+    // Nothing logged was lost to the failed starts.
+    assert_eq!(ok(&merd(&["events", "--log", s(&dir.path().join("events")), "--json"])).lines().count(), 2 * printed);
+}
+
+#[test]
+fn demo_prints_events_beside_the_ground_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let m = models();
+    let stdout = ok(&merd(&[
+        "demo", "--seconds", "8", "--seed", "2", "--out", s(&out),
+        "--model", s(&m.join("skd-tstsan-synthetic.merb")), "--pub", s(&m.join("demo-key.pub")),
+    ]));
+    assert!(stdout.contains("spotting (IoU >= 0.5)") && stdout.contains("frames"), "{stdout}");
+    let exported = ok(&merd(&["events", "--log", s(&out.join("events")), "--json"]));
+    let events = stdout.lines().filter(|l| l.contains(" s  frames ")).count();
+    assert!(events >= 1 && exported.lines().count() == events, "{stdout}\n{exported}");
 }

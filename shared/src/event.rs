@@ -16,6 +16,9 @@ pub enum EventSource {
 /// Milliseconds spent between the offset frame's arrival and the event being logged.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct LatencyBreakdown {
+    /// From the offset frame's arrival to the window being chosen: the spotter has to see the
+    /// frames after an interval before it can call it one.
+    pub spotting_ms: f32,
     /// Face crops, optical flows and input assembly.
     pub preprocess_ms: f32,
     pub inference_ms: f32,

@@ -1,0 +1,247 @@
+//! `merd run`'s configuration file (TOML). Every field is described in
+//! `device/merd.example.toml`; relative paths are taken from the file's own directory.
+
+use std::path::{Path, PathBuf};
+
+use mer_shared::synth::interview::InterviewOptions;
+use mer_shared::{Error, Result};
+use serde::Deserialize;
+
+use crate::event_log::{FsyncPolicy, LogConfig};
+use crate::pipeline::Roi;
+use crate::spotting::SpotterConfig;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    pub source: SourceConfig,
+    pub face: FaceConfig,
+    #[serde(default)]
+    pub buffer: BufferConfig,
+    #[serde(default)]
+    pub spotting: SpotterConfig,
+    #[serde(default)]
+    pub trigger: TriggerConfig,
+    pub model: ModelConfig,
+    pub log: LogSection,
+}
+
+/// Where frames come from.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// A directory of numbered frames, e.g. the `frames/` of `mer synth interview`.
+    Replay {
+        frames: PathBuf,
+        fps: f64,
+        /// Deliver frames at `fps` as a camera would (true) or as fast as they decode (false).
+        #[serde(default = "yes")]
+        realtime: bool,
+    },
+    /// A synthetic interview rendered on the fly.
+    Synthetic {
+        seconds: f32,
+        fps: f32,
+        #[serde(default = "default_width")]
+        width: usize,
+        #[serde(default = "default_height")]
+        height: usize,
+        #[serde(default = "one")]
+        seed: u64,
+        #[serde(default = "yes")]
+        realtime: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaceConfig {
+    /// Fixed face box [x, y, width, height] in frame pixels.
+    pub roi: Roi,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BufferConfig {
+    /// Seconds of 128×128 face crops kept in memory for classification.
+    pub seconds: f32,
+    /// Spotted windows allowed to wait for the classifier; more are dropped and counted.
+    pub max_queued: usize,
+}
+
+impl Default for BufferConfig {
+    fn default() -> BufferConfig {
+        BufferConfig { seconds: 2.0, max_queued: 4 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TriggerConfig {
+    /// Seconds before the trigger that a triggered classification looks at.
+    pub window_s: f32,
+}
+
+impl Default for TriggerConfig {
+    fn default() -> TriggerConfig {
+        TriggerConfig { window_s: 0.5 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// A signed bundle (.merb) or an ONNX export.
+    pub path: PathBuf,
+    /// Public keys a bundle must be signed by; empty checks only the bundle's integrity.
+    #[serde(default)]
+    pub public_keys: Vec<PathBuf>,
+    /// Threads for inference and for the optical flows of one window.
+    #[serde(default = "one_thread")]
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    pub dir: PathBuf,
+    #[serde(default = "default_segment_bytes")]
+    pub max_segment_bytes: u64,
+    #[serde(default = "default_fsync")]
+    pub fsync: FsyncPolicy,
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> u64 {
+    1
+}
+fn one_thread() -> usize {
+    1
+}
+fn default_width() -> usize {
+    640
+}
+fn default_height() -> usize {
+    480
+}
+fn default_segment_bytes() -> u64 {
+    16 << 20
+}
+fn default_fsync() -> FsyncPolicy {
+    FsyncPolicy::Always
+}
+
+impl DaemonConfig {
+    /// Reads and checks a configuration file; errors name the file and the offending field.
+    pub fn load(path: &Path) -> Result<DaemonConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut config: DaemonConfig = toml::from_str(&text).map_err(|e| Error::Data { path: path.to_path_buf(), reason: e.to_string() })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config.check().map_err(|reason| Error::Data { path: path.to_path_buf(), reason })?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let SourceConfig::Replay { frames, .. } = &mut self.source {
+            fix(frames);
+        }
+        fix(&mut self.model.path);
+        self.model.public_keys.iter_mut().for_each(fix);
+        fix(&mut self.log.dir);
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        let fps = self.source.fps();
+        if !(fps > 0.0 && fps <= 1000.0) {
+            return Err(format!("source fps must lie in (0, 1000], got {fps}"));
+        }
+        if !(self.buffer.seconds > 0.0 && self.buffer.seconds <= 60.0) {
+            return Err(format!("buffer.seconds must lie in (0, 60], got {}", self.buffer.seconds));
+        }
+        if !(self.trigger.window_s > 0.0 && self.trigger.window_s <= self.buffer.seconds) {
+            return Err(format!("trigger.window_s must lie in (0, buffer.seconds], got {}", self.trigger.window_s));
+        }
+        if self.model.threads == 0 {
+            return Err("model.threads must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn log_config(&self) -> LogConfig {
+        LogConfig { dir: self.log.dir.clone(), max_segment_bytes: self.log.max_segment_bytes, fsync: self.log.fsync }
+    }
+}
+
+impl SourceConfig {
+    pub fn fps(&self) -> f64 {
+        match self {
+            SourceConfig::Replay { fps, .. } => *fps,
+            SourceConfig::Synthetic { fps, .. } => *fps as f64,
+        }
+    }
+
+    pub fn interview_options(&self) -> Option<InterviewOptions> {
+        match *self {
+            SourceConfig::Synthetic { seconds, fps, width, height, seed, .. } => Some(InterviewOptions { seconds, fps, width, height, seed }),
+            SourceConfig::Replay { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_configuration_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("merd.example.toml");
+        let config = DaemonConfig::load(&path).unwrap();
+        assert!(config.model.path.is_absolute());
+        assert_eq!(config.spotting.threshold_z, 6.0);
+        assert_eq!(config.log.fsync, FsyncPolicy::Always);
+    }
+
+    #[test]
+    fn mistakes_are_reported_with_the_file_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("merd.toml");
+        let base = r#"
+            [source]
+            kind = "synthetic"
+            seconds = 5
+            fps = 100
+            [face]
+            roi = [10, 10, 100, 120]
+            [model]
+            path = "m.merb"
+            [log]
+            dir = "events"
+        "#;
+        std::fs::write(&path, base).unwrap();
+        let config = DaemonConfig::load(&path).unwrap();
+        assert_eq!(config.log.dir, dir.path().join("events"));
+        assert_eq!(config.face.roi, Roi { x: 10, y: 10, width: 100, height: 120 });
+        assert_eq!(config.buffer, BufferConfig::default());
+
+        for (broken, expect) in [
+            (base.replace("fps = 100", "fps = 100\nfsp = 3"), "fsp"),
+            (base.replace("[log]", "[log]\nfsync = \"sometimes\""), "sometimes"),
+            (base.replace("fps = 100", "fps = 0"), "fps"),
+            (base.replace("[model]", "[spotting]\nthreshold = 3\n[model]"), "threshold"),
+            (base.replace("roi = [10, 10, 100, 120]", "roi = [10, 10]"), "roi"),
+        ] {
+            std::fs::write(&path, broken).unwrap();
+            let e = DaemonConfig::load(&path).unwrap_err().to_string();
+            assert!(e.contains("merd.toml") && e.contains(expect), "{e}");
+        }
+        assert!(DaemonConfig::load(&dir.path().join("absent.toml")).unwrap_err().to_string().contains("absent.toml"));
+    }
+}

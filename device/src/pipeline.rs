@@ -1,0 +1,486 @@
+//! The live pipeline: each frame's face crop goes into a bounded ring and to the spotter; a
+//! spotted (or triggered) window is classified on a worker thread, so capture never waits for
+//! optical flow and inference, and every event is appended to the log.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use mer_shared::classifier::Classifier;
+use mer_shared::event::{Event, EventSource, LatencyBreakdown};
+use mer_shared::image::{Interpolation, resize};
+use mer_shared::input::build_input;
+use mer_shared::{Error, GrayImage, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::event_log::EventLog;
+use crate::source::Frame;
+use crate::spotting::{Spotter, SpotterConfig};
+
+/// Side of the face crops kept in the ring and given to the spotter and the preprocessing.
+pub const CROP_SIDE: usize = 128;
+
+/// A fixed face box in frame pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "[usize; 4]", into = "[usize; 4]")]
+pub struct Roi {
+    pub x: usize,
+    pub y: usize,
+    pub width: usize,
+    pub height: usize,
+}
+
+impl From<[usize; 4]> for Roi {
+    fn from([x, y, width, height]: [usize; 4]) -> Roi {
+        Roi { x, y, width, height }
+    }
+}
+
+impl From<Roi> for [usize; 4] {
+    fn from(r: Roi) -> [usize; 4] {
+        [r.x, r.y, r.width, r.height]
+    }
+}
+
+/// One face crop in the ring, with the times the event record needs.
+#[derive(Debug, Clone)]
+pub struct Crop {
+    /// Position in the pipeline's stream (0, 1, 2, … with no gaps), as the spotter counts.
+    pub seq: usize,
+    /// Source timestamp, seconds.
+    pub timestamp: f64,
+    pub arrived: Instant,
+    pub wall_ms: i64,
+    pub image: GrayImage,
+}
+
+/// The last `capacity` crops; memory stays the same however long the stream runs.
+#[derive(Debug)]
+pub struct CropRing {
+    capacity: usize,
+    crops: VecDeque<Crop>,
+}
+
+impl CropRing {
+    pub fn new(capacity: usize) -> CropRing {
+        CropRing { capacity: capacity.max(1), crops: VecDeque::with_capacity(capacity.max(1)) }
+    }
+
+    pub fn push(&mut self, crop: Crop) {
+        if self.crops.len() == self.capacity {
+            self.crops.pop_front();
+        }
+        self.crops.push_back(crop);
+    }
+
+    pub fn get(&self, seq: usize) -> Option<&Crop> {
+        let first = self.crops.front()?.seq;
+        self.crops.get(seq.checked_sub(first)?)
+    }
+
+    pub fn newest(&self) -> Option<&Crop> {
+        self.crops.back()
+    }
+
+    pub fn len(&self) -> usize {
+        self.crops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.crops.is_empty()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineConfig {
+    pub fps: f32,
+    pub roi: Roi,
+    /// Seconds of face crops kept for classification.
+    pub buffer_s: f32,
+    pub spotting: SpotterConfig,
+    /// Threads for the optical flows of one window.
+    pub flow_threads: usize,
+    /// Windows waiting for the classifier beyond this are dropped (and counted) rather than
+    /// letting a backlog hold frames in memory.
+    pub max_queued: usize,
+}
+
+/// Counters for `merd status` and the end-of-run summary.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Stats {
+    pub frames: u64,
+    /// Frames the source skipped (gaps in its frame numbers).
+    pub dropped_frames: u64,
+    pub spotted: u64,
+    pub triggered: u64,
+    /// Windows not classified because the classifier was too far behind.
+    pub dropped_windows: u64,
+}
+
+struct Job {
+    source: EventSource,
+    onset: Crop,
+    apex: Crop,
+    offset: Crop,
+    chosen: Instant,
+}
+
+/// What the classifier worker did, returned when the pipeline finishes.
+#[derive(Debug, Default)]
+pub struct WorkerReport {
+    pub events: u64,
+    /// Windows or appends that failed; each was reported on stderr as it happened.
+    pub failures: u64,
+    pub last_failure: Option<String>,
+    /// Events classified but not in the log because appends kept failing (e.g. a full disk).
+    pub unlogged: Vec<Event>,
+}
+
+pub struct Pipeline {
+    config: PipelineConfig,
+    ring: CropRing,
+    spotter: Spotter,
+    next_seq: usize,
+    last_index: Option<u64>,
+    jobs: Option<SyncSender<Box<Job>>>,
+    worker: Option<JoinHandle<WorkerReport>>,
+    stats: Stats,
+}
+
+impl Pipeline {
+    /// Starts the classifier worker. Classified events are appended to `log` and also sent to
+    /// `events` (whose receiver may be dropped).
+    pub fn new(
+        config: PipelineConfig,
+        classifier: Classifier,
+        log: EventLog,
+        events: std::sync::mpsc::Sender<Event>,
+    ) -> Result<Pipeline> {
+        let spotter = Spotter::new(SpotterConfig { fps: config.fps, ..config.spotting.clone() })?;
+        let capacity = (config.buffer_s * config.fps).ceil() as usize;
+        // A spot is reported `delay` frames after its apex and reaches back k frames before it.
+        let needed = spotter.delay_frames() + spotter.half_interval() + 1;
+        if capacity < needed {
+            return Err(Error::InvalidArgument(format!(
+                "buffer.seconds {} holds {capacity} frames at {} fps; the spotter needs at least {needed} ({:.2} s)",
+                config.buffer_s,
+                config.fps,
+                needed as f32 / config.fps
+            )));
+        }
+        if config.roi.width < 8 || config.roi.height < 8 {
+            return Err(Error::InvalidArgument(format!("face box {:?} is too small", config.roi)));
+        }
+        let (tx, rx) = sync_channel(config.max_queued.max(1));
+        let flow_threads = config.flow_threads.max(1);
+        let worker = std::thread::Builder::new()
+            .name("classifier".into())
+            .spawn(move || classify_jobs(rx, classifier, flow_threads, log, events))
+            .map_err(|e| Error::InvalidArgument(format!("cannot start the classifier thread: {e}")))?;
+        Ok(Pipeline {
+            ring: CropRing::new(capacity),
+            spotter,
+            next_seq: 0,
+            last_index: None,
+            jobs: Some(tx),
+            worker: Some(worker),
+            stats: Stats::default(),
+            config,
+        })
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn ring(&self) -> &CropRing {
+        &self.ring
+    }
+
+    /// Takes one frame: crop, ring, spotter, and a classification job when a window is spotted.
+    pub fn push(&mut self, frame: &Frame) -> Result<()> {
+        let Roi { x, y, width, height } = self.config.roi;
+        let (fw, fh) = (frame.image.width(), frame.image.height());
+        if x + width > fw || y + height > fh {
+            return Err(Error::InvalidArgument(format!("face box {:?} lies outside the {fw}×{fh} frame", self.config.roi)));
+        }
+        if let Some(last) = self.last_index {
+            self.stats.dropped_frames += frame.index.saturating_sub(last + 1);
+        }
+        self.last_index = Some(frame.index);
+        let arrived = Instant::now();
+        let wall_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let face = resize(&frame.image.crop(x, y, width, height)?, CROP_SIDE, CROP_SIDE, Interpolation::Area);
+        let spot = self.spotter.push(&face);
+        self.ring.push(Crop { seq: self.next_seq, timestamp: frame.timestamp, arrived, wall_ms, image: face });
+        self.next_seq += 1;
+        self.stats.frames += 1;
+        if let Some(spot) = spot {
+            self.stats.spotted += 1;
+            self.submit(EventSource::Spotted, spot.onset, spot.apex, spot.offset);
+        }
+        Ok(())
+    }
+
+    /// Classifies the last `window_s` seconds on demand (the trigger): the oldest frame of the
+    /// window is the onset, the newest the offset, and the apex is the frame that differs most
+    /// from the onset. Returns false when fewer than three frames are buffered.
+    pub fn trigger(&mut self, window_s: f32) -> bool {
+        let Some(newest) = self.ring.newest().map(|c| c.seq) else { return false };
+        let span = ((window_s * self.config.fps).round() as usize).clamp(2, self.ring.len().saturating_sub(1).max(2));
+        let Some(onset) = newest.checked_sub(span) else { return false };
+        let Some(first) = self.ring.get(onset) else { return false };
+        let apex = (onset + 1..newest)
+            .filter_map(|s| self.ring.get(s).map(|c| (s, mean_abs_difference(&first.image, &c.image))))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or(onset + span / 2, |(s, _)| s);
+        self.stats.triggered += 1;
+        self.submit(EventSource::Triggered, onset, apex, newest);
+        true
+    }
+
+    fn submit(&mut self, source: EventSource, onset: usize, apex: usize, offset: usize) {
+        let (Some(o), Some(a), Some(f)) = (self.ring.get(onset), self.ring.get(apex), self.ring.get(offset)) else {
+            self.stats.dropped_windows += 1;
+            return;
+        };
+        let job = Box::new(Job { source, onset: o.clone(), apex: a.clone(), offset: f.clone(), chosen: Instant::now() });
+        let sent = self.jobs.as_ref().is_some_and(|tx| tx.try_send(job).is_ok());
+        if !sent {
+            // The classifier is behind (or gone): drop the window, never stall capture.
+            self.stats.dropped_windows += 1;
+        }
+    }
+
+    /// Waits for the queued windows to be classified and logged.
+    pub fn finish(mut self) -> (Stats, WorkerReport) {
+        self.jobs = None;
+        let report = self.worker.take().and_then(|w| w.join().ok()).unwrap_or_else(|| WorkerReport {
+            failures: 1,
+            last_failure: Some("the classifier thread panicked".into()),
+            ..WorkerReport::default()
+        });
+        (self.stats.clone(), report)
+    }
+}
+
+fn mean_abs_difference(a: &GrayImage, b: &GrayImage) -> f32 {
+    a.data().iter().zip(b.data()).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.data().len().max(1) as f32
+}
+
+fn millis(from: Instant, to: Instant) -> f32 {
+    to.saturating_duration_since(from).as_secs_f32() * 1000.0
+}
+
+/// Events that could not be appended are kept (up to this many) and retried before the next.
+const MAX_UNLOGGED: usize = 10_000;
+
+impl WorkerReport {
+    fn fail(&mut self, what: String) {
+        eprintln!("merd: {what}");
+        self.failures += 1;
+        self.last_failure = Some(what);
+    }
+}
+
+fn classify_jobs(
+    jobs: Receiver<Box<Job>>,
+    classifier: Classifier,
+    flow_threads: usize,
+    mut log: EventLog,
+    events: std::sync::mpsc::Sender<Event>,
+) -> WorkerReport {
+    let mut report = WorkerReport::default();
+    let spec = classifier.manifest().input.clone();
+    let mut unlogged: VecDeque<Event> = VecDeque::new();
+    for job in jobs {
+        let started = Instant::now();
+        let input = match build_input(&spec, &job.onset.image, &job.apex.image, &job.offset.image, flow_threads) {
+            Ok(input) => input,
+            Err(e) => {
+                report.fail(format!("preprocessing the window at {:.3} s: {e}", job.apex.timestamp));
+                continue;
+            }
+        };
+        let preprocessed = Instant::now();
+        let result = match classifier.classify(&input.data, 1) {
+            Ok(r) => r,
+            Err(e) => {
+                report.fail(format!("classifying the window at {:.3} s: {e}", job.apex.timestamp));
+                continue;
+            }
+        };
+        let inferred = Instant::now();
+        let probabilities = result.probabilities.into_iter().next().unwrap_or_default();
+        let best = probabilities.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
+        let event = Event {
+            wall_time_ms: job.offset.wall_ms,
+            onset_s: job.onset.timestamp,
+            apex_s: job.apex.timestamp,
+            offset_s: job.offset.timestamp,
+            source: job.source,
+            label: result.classes.get(best).cloned().unwrap_or_default(),
+            classes: result.classes,
+            probabilities,
+            model_version: classifier.manifest().version.clone(),
+            latency: LatencyBreakdown {
+                spotting_ms: millis(job.offset.arrived, job.chosen),
+                preprocess_ms: millis(started, preprocessed),
+                inference_ms: millis(preprocessed, inferred),
+                total_ms: millis(job.offset.arrived, Instant::now()),
+            },
+        };
+        unlogged.push_back(event.clone());
+        while let Some(pending) = unlogged.front() {
+            match log.append(pending) {
+                Ok(()) => {
+                    unlogged.pop_front();
+                }
+                Err(e) => {
+                    report.fail(format!("appending to the event log (kept in memory, retried with the next event): {e}"));
+                    if unlogged.len() > MAX_UNLOGGED {
+                        unlogged.pop_front();
+                    }
+                    break;
+                }
+            }
+        }
+        report.events += 1;
+        let _ = events.send(event);
+    }
+    if let Err(e) = log.sync() {
+        report.fail(format!("syncing the event log: {e}"));
+    }
+    report.unlogged = unlogged.into();
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event_log::{FsyncPolicy, LogConfig, read_events};
+    use crate::source::{FrameSource, SyntheticSource};
+    use mer_shared::classifier::Trust;
+    use mer_shared::synth::interview::InterviewOptions;
+    use std::path::Path;
+
+    fn crop(seq: usize) -> Crop {
+        Crop { seq, timestamp: seq as f64, arrived: Instant::now(), wall_ms: 0, image: GrayImage::filled(2, 2, seq as f32) }
+    }
+
+    #[test]
+    fn the_ring_keeps_the_newest_frames_only() {
+        let mut ring = CropRing::new(3);
+        for seq in 0..10 {
+            ring.push(crop(seq));
+        }
+        assert_eq!((ring.len(), ring.capacity()), (3, 3));
+        assert!(ring.get(6).is_none());
+        assert_eq!(ring.get(7).unwrap().image.get(0, 0), 7.0);
+        assert_eq!(ring.newest().unwrap().seq, 9);
+        assert!(ring.get(10).is_none());
+    }
+
+    fn default_model() -> Classifier {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/skd-tstsan-synthetic.merb");
+        Classifier::load(&path, Trust::IntegrityOnly).expect("the default model in models/")
+    }
+
+    fn config(fps: f32, roi: Roi) -> PipelineConfig {
+        PipelineConfig { fps, roi, buffer_s: 2.0, spotting: SpotterConfig::for_fps(fps), flow_threads: 1, max_queued: 16 }
+    }
+
+    fn face_roi(source: &SyntheticSource) -> Roi {
+        let (cx, cy, rx, ry) = source.scene().face;
+        Roi { x: (cx - rx) as usize, y: (cy - ry) as usize, width: (2.0 * rx) as usize, height: (2.0 * ry) as usize }
+    }
+
+    /// The pipeline's events carry exactly what classifying the same three frames by hand gives,
+    /// and every event reaches the log.
+    #[test]
+    fn spotted_windows_are_classified_and_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let fps = 100.0;
+        let mut source = SyntheticSource::new(&InterviewOptions { seconds: 7.0, fps, width: 320, height: 240, seed: 3 }).unwrap();
+        let roi = face_roi(&source);
+        let log = EventLog::open(LogConfig { dir: dir.path().into(), max_segment_bytes: 1 << 20, fsync: FsyncPolicy::Never }).unwrap().0;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut pipeline = Pipeline::new(config(fps, roi), default_model(), log, tx).unwrap();
+        while let Some(frame) = source.next_frame().unwrap() {
+            pipeline.push(&frame).unwrap();
+        }
+        assert_eq!(pipeline.ring().len(), 200, "two seconds of crops, however long the stream");
+        let (stats, report) = pipeline.finish();
+        let events: Vec<Event> = rx.try_iter().collect();
+        assert_eq!((stats.frames, stats.dropped_frames, report.failures), (700, 0, 0));
+        assert!(stats.spotted >= 1 && events.len() as u64 == stats.spotted, "{stats:?}");
+
+        let classifier = default_model();
+        let spec = classifier.manifest().input.clone();
+        let face = |t: f64| {
+            let frame = source.scene().render((t * fps as f64).round() as usize);
+            resize(&frame.crop(roi.x, roi.y, roi.width, roi.height).unwrap(), CROP_SIDE, CROP_SIDE, Interpolation::Area)
+        };
+        for e in &events {
+            let input = build_input(&spec, &face(e.onset_s), &face(e.apex_s), &face(e.offset_s), 1).unwrap();
+            let expected = classifier.classify(&input.data, 1).unwrap();
+            assert_eq!(e.probabilities, expected.probabilities[0], "{e:?}");
+            assert_eq!(e.source, EventSource::Spotted);
+            assert!(e.onset_s < e.apex_s && e.apex_s < e.offset_s);
+            assert_eq!(e.model_version, classifier.manifest().version);
+            let l = e.latency;
+            assert!(l.spotting_ms > 0.0 && l.preprocess_ms > 0.0 && l.inference_ms > 0.0);
+            assert!(l.total_ms >= l.spotting_ms + l.preprocess_ms + l.inference_ms - 1.0, "{l:?}");
+        }
+        let (logged, problems) = read_events(dir.path()).unwrap();
+        assert!(problems.is_empty());
+        assert_eq!(logged, events);
+    }
+
+    #[test]
+    fn a_trigger_classifies_the_last_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut source = SyntheticSource::new(&InterviewOptions { seconds: 1.0, fps: 50.0, width: 320, height: 240, seed: 4 }).unwrap();
+        let roi = face_roi(&source);
+        let log = EventLog::open(LogConfig { dir: dir.path().into(), max_segment_bytes: 1 << 20, fsync: FsyncPolicy::Always }).unwrap().0;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut pipeline = Pipeline::new(config(50.0, roi), default_model(), log, tx).unwrap();
+        assert!(!pipeline.trigger(0.5), "nothing buffered yet");
+        for _ in 0..40 {
+            pipeline.push(&source.next_frame().unwrap().unwrap()).unwrap();
+        }
+        assert!(pipeline.trigger(0.5));
+        let (stats, _) = pipeline.finish();
+        assert_eq!(stats.triggered, 1);
+        let event = rx.recv().unwrap();
+        assert_eq!(event.source, EventSource::Triggered);
+        assert!((event.offset_s - 39.0 / 50.0).abs() < 1e-9 && (event.onset_s - 14.0 / 50.0).abs() < 1e-9, "{event:?}");
+        assert!(event.onset_s < event.apex_s && event.apex_s < event.offset_s);
+        assert_eq!(read_events(dir.path()).unwrap().0, vec![event]);
+    }
+
+    #[test]
+    fn bad_settings_and_frames_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = || EventLog::open(LogConfig { dir: dir.path().into(), max_segment_bytes: 1 << 20, fsync: FsyncPolicy::Never }).unwrap().0;
+        let roi = Roi { x: 100, y: 100, width: 100, height: 100 };
+        let short = PipelineConfig { buffer_s: 0.2, ..config(100.0, roi) };
+        let e = Pipeline::new(short, default_model(), log(), std::sync::mpsc::channel().0).err().unwrap().to_string();
+        assert!(e.contains("buffer.seconds") && e.contains("at least"), "{e}");
+
+        let mut pipeline = Pipeline::new(config(100.0, roi), default_model(), log(), std::sync::mpsc::channel().0).unwrap();
+        let frame = Frame { index: 0, timestamp: 0.0, image: GrayImage::filled(160, 120, 0.5) };
+        let e = pipeline.push(&frame).unwrap_err().to_string();
+        assert!(e.contains("outside the 160×120 frame"), "{e}");
+        // Gaps in the source's frame numbers are counted as dropped frames.
+        for index in [0, 1, 5] {
+            pipeline.push(&Frame { index, timestamp: 0.0, image: GrayImage::filled(320, 240, 0.5) }).unwrap();
+        }
+        assert_eq!(pipeline.stats().dropped_frames, 3);
+    }
+}
