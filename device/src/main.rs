@@ -279,8 +279,9 @@ fn demo(seconds: f32, fps: f32, seed: u64, model: &Path, public_key: &Path, out:
         let matched = scene.events.iter().map(|t| (t, iou(interval, (t.onset, t.offset)))).max_by(|a, b| a.1.total_cmp(&b.1));
         let truth = match matched {
             Some((t, overlap)) if overlap > 0.0 => format!(
-                "{} (frames {}–{}, IoU {overlap:.2}{})",
+                "{}{} (frames {}–{}, IoU {overlap:.2}{})",
                 t.emotion.name(),
+                if e.classes.iter().any(|c| c == t.emotion.name()) { "" } else { ", not a class of this model" },
                 t.onset,
                 t.offset,
                 if overlap >= 0.5 { "" } else { ", too little overlap" }

@@ -163,8 +163,7 @@ impl Pipeline {
     ) -> Result<Pipeline> {
         let spotter = Spotter::new(SpotterConfig { fps: config.fps, ..config.spotting.clone() })?;
         let capacity = (config.buffer_s * config.fps).ceil() as usize;
-        // A spot is reported `delay` frames after its apex and reaches back k frames before it.
-        let needed = spotter.delay_frames() + spotter.half_interval() + 1;
+        let needed = spotter.reach_back() + 1;
         if capacity < needed {
             return Err(Error::InvalidArgument(format!(
                 "buffer.seconds {} holds {capacity} frames at {} fps; the spotter needs at least {needed} ({:.2} s)",
