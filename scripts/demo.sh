@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The main job: set-up if needed, then the end-to-end demo on synthetic data.
-# Extra arguments go to `mer demo` (e.g. --out DIR --seed N).
+# The main job: set-up if needed, then the device pipeline on a synthetic interview with the
+# default model. Extra arguments go to `merd demo` (e.g. --seconds 60 --seed 4 --out DIR).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/bootstrap.sh
-cargo run --locked -p mer-host --bin mer -- demo "$@"
+cargo run --locked -p mer-device --bin merd -- demo "$@"

@@ -15,6 +15,22 @@ use mer_shared::{Error, GrayImage, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::event_log::EventLog;
+
+/// Where classified events go: the event log on a device, anything else in tests.
+pub trait EventSink: Send {
+    fn append(&mut self, event: &Event) -> Result<()>;
+    fn sync(&mut self) -> Result<()>;
+}
+
+impl EventSink for EventLog {
+    fn append(&mut self, event: &Event) -> Result<()> {
+        EventLog::append(self, event)
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        EventLog::sync(self)
+    }
+}
 use crate::source::Frame;
 use crate::spotting::{Spotter, SpotterConfig};
 
@@ -158,7 +174,7 @@ impl Pipeline {
     pub fn new(
         config: PipelineConfig,
         classifier: Classifier,
-        log: EventLog,
+        log: impl EventSink + 'static,
         events: std::sync::mpsc::Sender<Event>,
     ) -> Result<Pipeline> {
         let spotter = Spotter::new(SpotterConfig { fps: config.fps, ..config.spotting.clone() })?;
@@ -291,7 +307,7 @@ fn classify_jobs(
     jobs: Receiver<Box<Job>>,
     classifier: Classifier,
     flow_threads: usize,
-    mut log: EventLog,
+    mut log: impl EventSink,
     events: std::sync::mpsc::Sender<Event>,
 ) -> WorkerReport {
     let mut report = WorkerReport::default();
@@ -481,5 +497,56 @@ mod tests {
             pipeline.push(&Frame { index, timestamp: 0.0, image: GrayImage::filled(320, 240, 0.5) }).unwrap();
         }
         assert_eq!(pipeline.stats().dropped_frames, 3);
+    }
+
+    /// Fails its first `failures` appends (a full disk), then works.
+    struct FlakySink {
+        failures: usize,
+        written: std::sync::Arc<std::sync::Mutex<Vec<Event>>>,
+    }
+
+    impl EventSink for FlakySink {
+        fn append(&mut self, event: &Event) -> Result<()> {
+            if self.failures > 0 {
+                self.failures -= 1;
+                return Err(Error::InvalidArgument("No space left on device".into()));
+            }
+            self.written.lock().unwrap().push(event.clone());
+            Ok(())
+        }
+
+        fn sync(&mut self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn events_that_cannot_be_logged_are_kept_and_retried() {
+        for (failures, logged, unlogged) in [(1, 3, 0), (usize::MAX, 0, 3)] {
+            let mut source = SyntheticSource::new(&InterviewOptions { seconds: 1.0, fps: 50.0, width: 320, height: 240, seed: 4 }).unwrap();
+            let roi = face_roi(&source);
+            let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = FlakySink { failures, written: written.clone() };
+            let (tx, rx) = std::sync::mpsc::channel();
+            let mut pipeline = Pipeline::new(config(50.0, roi), default_model(), sink, tx).unwrap();
+            for _ in 0..30 {
+                pipeline.push(&source.next_frame().unwrap().unwrap()).unwrap();
+            }
+            let mut received = Vec::new();
+            for _ in 0..3 {
+                assert!(pipeline.trigger(0.2));
+                pipeline.push(&source.next_frame().unwrap().unwrap()).unwrap();
+                received.push(rx.recv().unwrap());
+            }
+            let (_, report) = pipeline.finish();
+            assert_eq!((report.events, written.lock().unwrap().len(), report.unlogged.len()), (3, logged, unlogged));
+            assert!(report.failures >= 1 && report.last_failure.unwrap().contains("No space left"));
+            if logged == 3 {
+                // The first event failed, was retried before the second and kept its place.
+                assert_eq!(*written.lock().unwrap(), received);
+            } else {
+                assert_eq!(report.unlogged, received);
+            }
+        }
     }
 }
