@@ -8,6 +8,7 @@ use mer_shared::{Error, Result};
 use serde::Deserialize;
 
 use crate::event_log::{FsyncPolicy, LogConfig};
+use crate::gpio::GpioConfig;
 use crate::pipeline::Roi;
 use crate::spotting::SpotterConfig;
 
@@ -24,6 +25,18 @@ pub struct DaemonConfig {
     pub trigger: TriggerConfig,
     pub model: ModelConfig,
     pub log: LogSection,
+    /// Status LED and trigger button; absent on a machine without them.
+    #[serde(default)]
+    pub gpio: Option<GpioConfig>,
+    #[serde(default)]
+    pub control: ControlConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Unix socket for `merd status` and `merd trigger`; none when absent.
+    pub socket: Option<PathBuf>,
 }
 
 /// Where frames come from.
@@ -156,6 +169,9 @@ impl DaemonConfig {
         fix(&mut self.model.path);
         self.model.public_keys.iter_mut().for_each(fix);
         fix(&mut self.log.dir);
+        if let Some(socket) = &mut self.control.socket {
+            fix(socket);
+        }
     }
 
     fn check(&self) -> std::result::Result<(), String> {
@@ -185,6 +201,16 @@ impl SourceConfig {
         match self {
             SourceConfig::Replay { fps, .. } => *fps,
             SourceConfig::Synthetic { fps, .. } => *fps as f64,
+        }
+    }
+
+    /// One line for `merd status`.
+    pub fn describe(&self) -> String {
+        match self {
+            SourceConfig::Replay { frames, fps, .. } => format!("replay of {} at {fps} fps", frames.display()),
+            SourceConfig::Synthetic { seconds, fps, width, height, seed, .. } => {
+                format!("synthetic interview, {seconds} s at {fps} fps, {width}×{height}, seed {seed}")
+            }
         }
     }
 

@@ -2,7 +2,10 @@
 //! whole pipeline runs on replayed or synthetic frames in tests.
 
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod event_log;
+pub mod gpio;
 pub mod pipeline;
 pub mod source;
 pub mod spotting;

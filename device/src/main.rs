@@ -1,12 +1,14 @@
 //! `merd`: the device daemon.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::channel;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use mer_device::config::{DaemonConfig, SourceConfig};
+use mer_device::control::request;
+use mer_device::daemon::{Peripherals, drive};
 use mer_device::event_log::{EventLog, FsyncPolicy, LogConfig, read_events};
 use mer_device::pipeline::{Pipeline, PipelineConfig, Roi, Stats, WorkerReport};
 use mer_device::source::{FrameSource, RealTime, ReplaySource, SyntheticSource};
@@ -68,6 +70,16 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// Ask a running `merd run` what it is doing (its `control.socket`); prints JSON.
+    Status {
+        #[arg(long)]
+        socket: PathBuf,
+    },
+    /// Ask a running `merd run` to classify the last `trigger.window_s` seconds now.
+    Trigger {
+        #[arg(long)]
+        socket: PathBuf,
+    },
     /// Print the events of an event log, oldest first.
     Events {
         /// The log directory (`log.dir` in the configuration).
@@ -82,6 +94,8 @@ enum Command {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Run { config } => run(&config)?,
+        Command::Status { socket } => println!("{}", request(&socket, "status").with_context(|| "is merd running with this control.socket?")?),
+        Command::Trigger { socket } => println!("{}", request(&socket, "trigger").with_context(|| "is merd running with this control.socket?")?),
         Command::Demo { seconds, fps, seed, model, public_key, out } => demo(seconds, fps, seed, &model, &public_key, &out)?,
         Command::Replay { frames, fps } => {
             let mut src = ReplaySource::open(&frames, fps)?;
@@ -144,41 +158,6 @@ fn open_log(config: LogConfig) -> Result<EventLog> {
     Ok(log)
 }
 
-/// Feeds every frame of `source` through `pipeline`, handing each finished event to `on_event`
-/// as it arrives. A frame the source cannot deliver is reported and skipped; a face box that
-/// does not fit the frames stops the run.
-fn drive(
-    source: &mut dyn FrameSource,
-    mut pipeline: Pipeline,
-    events: Receiver<Event>,
-    mut on_event: impl FnMut(&Event),
-) -> Result<(Stats, WorkerReport, f64)> {
-    let started = Instant::now();
-    let mut bad_frames = 0u64;
-    loop {
-        match source.next_frame() {
-            Ok(Some(frame)) => pipeline.push(&frame)?,
-            Ok(None) => break,
-            Err(e) => {
-                bad_frames += 1;
-                eprintln!("merd: skipped a frame: {e}");
-            }
-        }
-        while let Ok(event) = events.try_recv() {
-            on_event(&event);
-        }
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let (stats, report) = pipeline.finish();
-    for event in events.try_iter() {
-        on_event(&event);
-    }
-    if bad_frames > 0 {
-        eprintln!("merd: {bad_frames} frames could not be read");
-    }
-    Ok((stats, report, seconds))
-}
-
 fn print_event(e: &Event) {
     let p = e.classes.iter().position(|c| *c == e.label).and_then(|i| e.probabilities.get(i)).copied().unwrap_or(f32::NAN);
     println!(
@@ -210,6 +189,7 @@ fn summary(stats: &Stats, report: &WorkerReport, seconds: f64) {
 fn run(config_path: &Path) -> Result<()> {
     let config = DaemonConfig::load(config_path)?;
     let classifier = load_classifier(&config.model.path, &config.model.public_keys, config.model.threads)?;
+    let version = classifier.manifest().version.clone();
     let log = open_log(config.log_config())?;
     let fps = config.source.fps();
     let mut source: Box<dyn FrameSource + Send> = match &config.source {
@@ -236,7 +216,8 @@ fn run(config_path: &Path) -> Result<()> {
         log,
         tx,
     )?;
-    let (stats, report, seconds) = drive(&mut source, pipeline, rx, print_event)?;
+    let mut peripherals = Peripherals::open(&config, config.model.path.clone(), version)?;
+    let (stats, report, seconds) = drive(&mut source, pipeline, rx, &mut peripherals, print_event)?;
     summary(&stats, &report, seconds);
     Ok(())
 }
@@ -272,7 +253,7 @@ fn demo(seconds: f32, fps: f32, seed: u64, model: &Path, public_key: &Path, out:
     let frame_of = |s: f64| (s * fps as f64).round() as usize;
     let mut found = Vec::new();
     println!("   apex     spotted interval      label        p     truth");
-    let (stats, report, secs) = drive(&mut source, pipeline, rx_events, |e| {
+    let (stats, report, secs) = drive(&mut source, pipeline, rx_events, &mut Peripherals::default(), |e| {
         let interval = (frame_of(e.onset_s), frame_of(e.offset_s));
         found.push(interval);
         let p = e.classes.iter().position(|c| *c == e.label).and_then(|i| e.probabilities.get(i)).copied().unwrap_or(f32::NAN);

@@ -100,17 +100,20 @@ fn events_exports_every_complete_record() {
 }
 
 fn write_config(dir: &Path, model: &Path, extra: &str) -> PathBuf {
+    write_config_with(dir, model, "seconds = 6\nrealtime = false", extra)
+}
+
+fn write_config_with(dir: &Path, model: &Path, source: &str, extra: &str) -> PathBuf {
     let config = dir.join("merd.toml");
     let text = format!(
         r#"
 [source]
 kind = "synthetic"
-seconds = 6
 fps = 100
 width = 320
 height = 240
 seed = 3
-realtime = false
+{source}
 [face]
 roi = [115, 68, 89, 102]
 [model]
@@ -165,4 +168,39 @@ fn demo_prints_events_beside_the_ground_truth() {
     let exported = ok(&merd(&["events", "--log", s(&out.join("events")), "--json"]));
     let events = stdout.lines().filter(|l| l.contains(" s  frames ")).count();
     assert!(events >= 1 && exported.lines().count() == events, "{stdout}\n{exported}");
+}
+
+#[test]
+fn status_and_trigger_reach_a_running_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = models().join("skd-tstsan-synthetic.merb");
+    let config = write_config_with(dir.path(), &model, "seconds = 6\nrealtime = true", "[control]\nsocket = \"merd.sock\"");
+    let socket = dir.path().join("merd.sock");
+    let daemon = Command::new(env!("CARGO_BIN_EXE_merd"))
+        .args(["run", "--config", s(&config)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        let out = merd(&["status", "--socket", s(&socket)]);
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if v["frames"].as_u64().unwrap_or(0) > 50 {
+                break v;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no status from the daemon");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(status["model_version"], "skd-tstsan-synthetic-1");
+    assert!(status["fps"].as_f64().unwrap() > 50.0, "{status}");
+    assert_eq!(ok(&merd(&["trigger", "--socket", s(&socket)])).trim(), r#"{"ok":true}"#);
+    let out = daemon.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!socket.exists(), "the socket is removed on exit");
+    let exported = ok(&merd(&["events", "--log", s(&dir.path().join("events")), "--json"]));
+    assert!(exported.contains(r#""source":"triggered""#), "{exported}");
+    assert!(err(&merd(&["status", "--socket", s(&socket)])).contains("merd.sock"));
 }

@@ -1,0 +1,142 @@
+//! The capture loop of `merd run`: frames into the pipeline, events out, and the peripherals
+//! (status LED, trigger button, control socket) serviced between frames.
+
+use std::path::PathBuf;
+use std::sync::mpsc::Receiver;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use mer_shared::event::Event;
+
+use crate::config::DaemonConfig;
+use crate::control::ControlSocket;
+use crate::gpio::{BoardLed, BoardTrigger};
+use crate::pipeline::{Pipeline, Stats, WorkerReport};
+use crate::source::FrameSource;
+
+/// What the loop services besides the pipeline; all optional.
+#[derive(Default)]
+pub struct Peripherals {
+    pub led: Option<BoardLed>,
+    pub trigger: Option<BoardTrigger>,
+    pub control: Option<ControlSocket>,
+    /// Seconds a triggered classification looks back.
+    pub trigger_window_s: f32,
+}
+
+impl Peripherals {
+    /// Claims the configured GPIO lines and opens the control socket.
+    pub fn open(config: &DaemonConfig, model_path: PathBuf, model_version: String) -> Result<Peripherals> {
+        let (led, trigger) = match &config.gpio {
+            Some(gpio) => gpio.open()?,
+            None => (None, None),
+        };
+        let control = match &config.control.socket {
+            Some(path) => {
+                let socket = ControlSocket::start(path).with_context(|| format!("cannot open the control socket {}", path.display()))?;
+                let source = config.source.describe();
+                socket.update(|s| {
+                    s.model_path = model_path;
+                    s.model_version = model_version;
+                    s.source = source;
+                    s.face = "fixed box".into();
+                });
+                Some(socket)
+            }
+            None => None,
+        };
+        Ok(Peripherals { led, trigger, control, trigger_window_s: config.trigger.window_s })
+    }
+
+    /// The trigger button or `merd trigger`, whichever asked.
+    fn triggered(&mut self, now: Instant) -> bool {
+        let from_socket = self.control.as_ref().is_some_and(|c| c.take_trigger());
+        let from_button = match self.trigger.as_mut().map(|t| t.poll(now)) {
+            Some(Ok(pressed)) => pressed,
+            Some(Err(e)) => {
+                eprintln!("merd: the trigger button cannot be read ({e:?}); ignoring it from now on");
+                self.trigger = None;
+                false
+            }
+            None => false,
+        };
+        from_socket || from_button
+    }
+
+    fn on_event(&mut self, event: &Event, now: Instant) {
+        if let Some(led) = &mut self.led {
+            led.event(now);
+        }
+        if let Some(c) = &self.control {
+            c.update(|s| s.record_event(event));
+        }
+    }
+
+    fn refresh(&mut self, now: Instant, start: Instant) {
+        if let Some(Err(e)) = self.led.as_mut().map(|l| l.update(now, start)) {
+            eprintln!("merd: the status LED cannot be set ({e:?}); ignoring it from now on");
+            self.led = None;
+        }
+    }
+}
+
+/// Feeds every frame of `source` through `pipeline`, handing each finished event to `on_event`
+/// as it arrives. A frame the source cannot deliver is reported and skipped; a face box that
+/// does not fit the frames stops the run. Returns the counters and the seconds it ran.
+pub fn drive(
+    source: &mut dyn FrameSource,
+    mut pipeline: Pipeline,
+    events: Receiver<Event>,
+    peripherals: &mut Peripherals,
+    mut on_event: impl FnMut(&Event),
+) -> Result<(Stats, WorkerReport, f64)> {
+    let started = Instant::now();
+    let mut bad_frames = 0u64;
+    // Frame rate over the last status interval.
+    let (mut rate_since, mut rate_frames) = (started, 0u64);
+    loop {
+        match source.next_frame() {
+            Ok(Some(frame)) => pipeline.push(&frame)?,
+            Ok(None) => break,
+            Err(e) => {
+                bad_frames += 1;
+                eprintln!("merd: skipped a frame: {e}");
+            }
+        }
+        let now = Instant::now();
+        if peripherals.triggered(now) && !pipeline.trigger(peripherals.trigger_window_s) {
+            eprintln!("merd: trigger ignored: no frames buffered yet");
+        }
+        while let Ok(event) = events.try_recv() {
+            peripherals.on_event(&event, now);
+            on_event(&event);
+        }
+        peripherals.refresh(now, started);
+        if let Some(control) = &peripherals.control {
+            let elapsed = now.duration_since(rate_since).as_secs_f64();
+            if elapsed >= 1.0 {
+                let stats = pipeline.stats().clone();
+                let fps = (stats.frames - rate_frames) as f64 / elapsed;
+                (rate_since, rate_frames) = (now, stats.frames);
+                control.update(|s| {
+                    s.uptime_s = now.duration_since(started).as_secs_f64();
+                    s.fps = fps;
+                    s.frames = stats.frames;
+                    s.dropped_frames = stats.dropped_frames;
+                    s.spotted = stats.spotted;
+                    s.triggered = stats.triggered;
+                    s.dropped_windows = stats.dropped_windows;
+                });
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (stats, report) = pipeline.finish();
+    for event in events.try_iter() {
+        on_event(&event);
+    }
+    if bad_frames > 0 {
+        eprintln!("merd: {bad_frames} frames could not be read");
+    }
+    Ok((stats, report, seconds))
+}
