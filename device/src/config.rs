@@ -7,15 +7,18 @@ use mer_shared::synth::interview::InterviewOptions;
 use mer_shared::{Error, Result};
 use serde::Deserialize;
 
+use crate::camera::CameraSettings;
 use crate::event_log::{FsyncPolicy, LogConfig};
 use crate::gpio::GpioConfig;
-use crate::pipeline::Roi;
+use crate::face::TrackerSettings;
+use crate::pipeline::{FaceSetting, Roi};
 use crate::spotting::SpotterConfig;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonConfig {
     pub source: SourceConfig,
+    #[serde(default)]
     pub face: FaceConfig,
     #[serde(default)]
     pub buffer: BufferConfig,
@@ -43,6 +46,8 @@ pub struct ControlConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SourceConfig {
+    /// A V4L2 camera (`/dev/videoN`), reopened whenever it is lost.
+    Camera(CameraSettings),
     /// A directory of numbered frames, e.g. the `frames/` of `mer synth interview`.
     Replay {
         frames: PathBuf,
@@ -66,11 +71,22 @@ pub enum SourceConfig {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaceConfig {
-    /// Fixed face box [x, y, width, height] in frame pixels.
-    pub roi: Roi,
+    /// Fixed face box [x, y, width, height] in frame pixels; without it the face is detected.
+    pub roi: Option<Roi>,
+    /// Detection and tracking settings (`[face.detect]`), only without `roi`.
+    pub detect: Option<TrackerSettings>,
+}
+
+impl FaceConfig {
+    pub fn setting(&self) -> FaceSetting {
+        match self.roi {
+            Some(roi) => FaceSetting::Fixed(roi),
+            None => FaceSetting::Detect(self.detect.clone().unwrap_or_default()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -185,6 +201,14 @@ impl DaemonConfig {
         if !(self.trigger.window_s > 0.0 && self.trigger.window_s <= self.buffer.seconds) {
             return Err(format!("trigger.window_s must lie in (0, buffer.seconds], got {}", self.trigger.window_s));
         }
+        if let SourceConfig::Camera(camera) = &self.source {
+            camera.validate().map_err(|e| e.to_string())?;
+        }
+        match (&self.face.roi, &self.face.detect) {
+            (Some(_), Some(_)) => return Err("give either face.roi (a fixed box) or [face.detect] (detection), not both".into()),
+            (None, Some(detect)) => detect.validate().map_err(|e| format!("face.detect: {e}"))?,
+            _ => {}
+        }
         if self.model.threads == 0 {
             return Err("model.threads must be at least 1".into());
         }
@@ -199,6 +223,7 @@ impl DaemonConfig {
 impl SourceConfig {
     pub fn fps(&self) -> f64 {
         match self {
+            SourceConfig::Camera(camera) => f64::from(camera.fps),
             SourceConfig::Replay { fps, .. } => *fps,
             SourceConfig::Synthetic { fps, .. } => *fps as f64,
         }
@@ -207,6 +232,7 @@ impl SourceConfig {
     /// One line for `merd status`.
     pub fn describe(&self) -> String {
         match self {
+            SourceConfig::Camera(c) => format!("camera {} ({:?}, {}×{} at {} fps)", c.device.display(), c.format, c.width, c.height, c.fps),
             SourceConfig::Replay { frames, fps, .. } => format!("replay of {} at {fps} fps", frames.display()),
             SourceConfig::Synthetic { seconds, fps, width, height, seed, .. } => {
                 format!("synthetic interview, {seconds} s at {fps} fps, {width}×{height}, seed {seed}")
@@ -217,7 +243,7 @@ impl SourceConfig {
     pub fn interview_options(&self) -> Option<InterviewOptions> {
         match *self {
             SourceConfig::Synthetic { seconds, fps, width, height, seed, .. } => Some(InterviewOptions { seconds, fps, width, height, seed }),
-            SourceConfig::Replay { .. } => None,
+            SourceConfig::Replay { .. } | SourceConfig::Camera(_) => None,
         }
     }
 }
@@ -225,6 +251,7 @@ impl SourceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::camera::PixelFormat;
 
     #[test]
     fn the_example_configuration_parses() {
@@ -254,7 +281,7 @@ mod tests {
         std::fs::write(&path, base).unwrap();
         let config = DaemonConfig::load(&path).unwrap();
         assert_eq!(config.log.dir, dir.path().join("events"));
-        assert_eq!(config.face.roi, Roi { x: 10, y: 10, width: 100, height: 120 });
+        assert_eq!(config.face.setting(), FaceSetting::Fixed(Roi { x: 10, y: 10, width: 100, height: 120 }));
         assert_eq!(config.buffer, BufferConfig::default());
 
         for (broken, expect) in [
@@ -263,6 +290,22 @@ mod tests {
             (base.replace("fps = 100", "fps = 0"), "fps"),
             (base.replace("[model]", "[spotting]\nthreshold = 3\n[model]"), "threshold"),
             (base.replace("roi = [10, 10, 100, 120]", "roi = [10, 10]"), "roi"),
+            (base.replace("[model]", "[face.detect]\nsmoothing = 0.5\n[model]"), "not both"),
+            (base.replace("roi = [10, 10, 100, 120]", "[face.detect]\nsmoothing = 2.0"), "face.detect"),
+        ] {
+            std::fs::write(&path, broken).unwrap();
+            let e = DaemonConfig::load(&path).unwrap_err().to_string();
+            assert!(e.contains("merd.toml") && e.contains(expect), "{e}");
+        }
+        let camera = base.replace("kind = \"synthetic\"\n            seconds = 5", "kind = \"camera\"\ndevice = \"/dev/video2\"\nwidth = 640\nheight = 480\nformat = \"mjpeg\"");
+        std::fs::write(&path, &camera).unwrap();
+        let config = DaemonConfig::load(&path).unwrap();
+        let SourceConfig::Camera(settings) = &config.source else { panic!("{:?}", config.source) };
+        assert_eq!((settings.device.as_path(), settings.format, settings.stall_s), (Path::new("/dev/video2"), PixelFormat::Mjpeg, 2.0));
+        for (broken, expect) in [
+            (camera.replace("\"mjpeg\"", "\"h264\""), "h264"),
+            (camera.replace("width = 640", "width = 640\nexposure = 3"), "exposure"),
+            (camera.replace("width = 640", "width = 0"), "width"),
         ] {
             std::fs::write(&path, broken).unwrap();
             let e = DaemonConfig::load(&path).unwrap_err().to_string();

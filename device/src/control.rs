@@ -27,8 +27,10 @@ pub struct StatusReport {
     pub fps: f64,
     pub frames: u64,
     pub dropped_frames: u64,
-    /// "fixed box", or whether a detected face is in view.
+    /// The fixed box, or whether a detected face is in view ("searching", "in view at …", "lost").
     pub face: String,
+    /// Frames that had no face box.
+    pub faceless_frames: u64,
     pub spotted: u64,
     pub triggered: u64,
     pub dropped_windows: u64,

@@ -2,6 +2,8 @@
 //! (status LED, trigger button, control socket) serviced between frames.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
@@ -10,6 +12,7 @@ use mer_shared::event::Event;
 
 use crate::config::DaemonConfig;
 use crate::control::ControlSocket;
+use crate::face::FaceState;
 use crate::gpio::{BoardLed, BoardTrigger};
 use crate::pipeline::{Pipeline, Stats, WorkerReport};
 use crate::source::FrameSource;
@@ -22,6 +25,8 @@ pub struct Peripherals {
     pub control: Option<ControlSocket>,
     /// Seconds a triggered classification looks back.
     pub trigger_window_s: f32,
+    /// Raised (by a signal) to end the run: queued windows are still classified and logged.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl Peripherals {
@@ -39,13 +44,12 @@ impl Peripherals {
                     s.model_path = model_path;
                     s.model_version = model_version;
                     s.source = source;
-                    s.face = "fixed box".into();
                 });
                 Some(socket)
             }
             None => None,
         };
-        Ok(Peripherals { led, trigger, control, trigger_window_s: config.trigger.window_s })
+        Ok(Peripherals { led, trigger, control, trigger_window_s: config.trigger.window_s, stop: None })
     }
 
     /// The trigger button or `merd trigger`, whichever asked.
@@ -61,6 +65,10 @@ impl Peripherals {
             None => false,
         };
         from_socket || from_button
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed))
     }
 
     fn on_event(&mut self, event: &Event, now: Instant) {
@@ -81,8 +89,9 @@ impl Peripherals {
 }
 
 /// Feeds every frame of `source` through `pipeline`, handing each finished event to `on_event`
-/// as it arrives. A frame the source cannot deliver is reported and skipped; a face box that
-/// does not fit the frames stops the run. Returns the counters and the seconds it ran.
+/// as it arrives, until the source ends or a stop is requested. A frame the source cannot
+/// deliver (and a lost camera) is reported and skipped; a face box that does not fit the frames
+/// stops the run. Returns the counters and the seconds it ran.
 pub fn drive(
     source: &mut dyn FrameSource,
     mut pipeline: Pipeline,
@@ -91,16 +100,20 @@ pub fn drive(
     mut on_event: impl FnMut(&Event),
 ) -> Result<(Stats, WorkerReport, f64)> {
     let started = Instant::now();
-    let mut bad_frames = 0u64;
+    let mut source_errors = 0u64;
     // Frame rate over the last status interval.
     let (mut rate_since, mut rate_frames) = (started, 0u64);
     loop {
+        if peripherals.stop_requested() {
+            eprintln!("merd: stopping: finishing the queued windows");
+            break;
+        }
         match source.next_frame() {
             Ok(Some(frame)) => pipeline.push(&frame)?,
             Ok(None) => break,
             Err(e) => {
-                bad_frames += 1;
-                eprintln!("merd: skipped a frame: {e}");
+                source_errors += 1;
+                eprintln!("merd: {e}");
             }
         }
         let now = Instant::now();
@@ -110,6 +123,10 @@ pub fn drive(
         while let Ok(event) = events.try_recv() {
             peripherals.on_event(&event, now);
             on_event(&event);
+        }
+        let face = pipeline.face_state();
+        if let Some(led) = &mut peripherals.led {
+            led.set_face_lost(matches!(face, FaceState::Searching | FaceState::Lost));
         }
         peripherals.refresh(now, started);
         if let Some(control) = &peripherals.control {
@@ -126,6 +143,8 @@ pub fn drive(
                     s.spotted = stats.spotted;
                     s.triggered = stats.triggered;
                     s.dropped_windows = stats.dropped_windows;
+                    s.faceless_frames = stats.faceless_frames;
+                    s.face = face.to_string();
                 });
             }
         }
@@ -135,8 +154,8 @@ pub fn drive(
     for event in events.try_iter() {
         on_event(&event);
     }
-    if bad_frames > 0 {
-        eprintln!("merd: {bad_frames} frames could not be read");
+    if source_errors > 0 {
+        eprintln!("merd: the source reported {source_errors} unreadable frames or outages");
     }
     Ok((stats, report, seconds))
 }

@@ -1,10 +1,12 @@
 //! `mer-device`: the runtime on the interview-room board. Hardware sits behind traits so the
 //! whole pipeline runs on replayed or synthetic frames in tests.
 
+pub mod camera;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod event_log;
+pub mod face;
 pub mod gpio;
 pub mod pipeline;
 pub mod source;

@@ -1,22 +1,26 @@
 //! `merd`: the device daemon.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::channel;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use mer_device::camera::{CameraSource, V4lOpener};
 use mer_device::config::{DaemonConfig, SourceConfig};
 use mer_device::control::request;
 use mer_device::daemon::{Peripherals, drive};
 use mer_device::event_log::{EventLog, FsyncPolicy, LogConfig, read_events};
-use mer_device::pipeline::{Pipeline, PipelineConfig, Roi, Stats, WorkerReport};
+use mer_device::pipeline::{FaceSetting, Pipeline, PipelineConfig, Roi, Stats, WorkerReport};
 use mer_device::source::{FrameSource, RealTime, ReplaySource, SyntheticSource};
 use mer_device::spotting::{SpotterConfig, iou, score};
 use mer_shared::bundle::read_public_key;
 use mer_shared::classifier::{Classifier, Origin, Trust, classify_file};
 use mer_shared::event::Event;
 use mer_shared::synth::interview::InterviewOptions;
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 #[derive(Parser)]
 #[command(name = "merd", version, about = "Micro-expression recognition on the device")]
@@ -168,10 +172,11 @@ fn print_event(e: &Event) {
 
 fn summary(stats: &Stats, report: &WorkerReport, seconds: f64) {
     eprintln!(
-        "{} frames in {seconds:.1} s ({:.0} frames/s), {} dropped by the source; {} spotted, {} triggered, {} events logged, {} windows dropped, {} failures",
+        "{} frames in {seconds:.1} s ({:.0} frames/s), {} dropped by the source, {} without a face; {} spotted, {} triggered, {} events logged, {} windows dropped, {} failures",
         stats.frames,
         stats.frames as f64 / seconds.max(1e-9),
         stats.dropped_frames,
+        stats.faceless_frames,
         stats.spotted,
         stats.triggered,
         report.events - report.unlogged.len() as u64,
@@ -193,6 +198,10 @@ fn run(config_path: &Path) -> Result<()> {
     let log = open_log(config.log_config())?;
     let fps = config.source.fps();
     let mut source: Box<dyn FrameSource + Send> = match &config.source {
+        SourceConfig::Camera(settings) => {
+            let retry_max = Duration::from_secs_f64(settings.retry_max_s);
+            Box::new(CameraSource::new(V4lOpener { settings: settings.clone() }, fps, retry_max))
+        }
         SourceConfig::Replay { frames, fps, realtime } => {
             let replay = ReplaySource::open(frames, *fps)?;
             if *realtime { Box::new(RealTime::new(replay)) } else { Box::new(replay) }
@@ -206,7 +215,7 @@ fn run(config_path: &Path) -> Result<()> {
     let pipeline = Pipeline::new(
         PipelineConfig {
             fps: fps as f32,
-            roi: config.face.roi,
+            face: config.face.setting(),
             buffer_s: config.buffer.seconds,
             spotting: config.spotting.clone(),
             flow_threads: config.model.threads,
@@ -217,9 +226,22 @@ fn run(config_path: &Path) -> Result<()> {
         tx,
     )?;
     let mut peripherals = Peripherals::open(&config, config.model.path.clone(), version)?;
+    peripherals.stop = Some(stop_on_signals()?);
     let (stats, report, seconds) = drive(&mut source, pipeline, rx, &mut peripherals, print_event)?;
     summary(&stats, &report, seconds);
     Ok(())
+}
+
+/// A flag raised by SIGTERM (systemd stopping the service) or SIGINT (Ctrl-C): the loop then
+/// stops taking frames, lets the classifier finish the queued windows and logs them. A second
+/// signal while it does so exits at once.
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGTERM, SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop)).context("installing a signal handler")?;
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing a signal handler")?;
+    }
+    Ok(stop)
 }
 
 fn demo(seconds: f32, fps: f32, seed: u64, model: &Path, public_key: &Path, out: &Path) -> Result<()> {
@@ -244,7 +266,7 @@ fn demo(seconds: f32, fps: f32, seed: u64, model: &Path, public_key: &Path, out:
     );
     let (tx, rx_events) = channel();
     let pipeline = Pipeline::new(
-        PipelineConfig { fps, roi, buffer_s: 2.0, spotting: SpotterConfig::for_fps(fps), flow_threads: 1, max_queued: 16 },
+        PipelineConfig { fps, face: FaceSetting::Fixed(roi), buffer_s: 2.0, spotting: SpotterConfig::for_fps(fps), flow_threads: 1, max_queued: 16 },
         classifier,
         log,
         tx,

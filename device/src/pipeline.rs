@@ -15,6 +15,9 @@ use mer_shared::{Error, GrayImage, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::event_log::EventLog;
+use crate::face::{FaceState, FaceTracker, FaceView, TrackerSettings};
+use crate::source::Frame;
+use crate::spotting::{Spotter, SpotterConfig};
 
 /// Where classified events go: the event log on a device, anything else in tests.
 pub trait EventSink: Send {
@@ -31,13 +34,11 @@ impl EventSink for EventLog {
         EventLog::sync(self)
     }
 }
-use crate::source::Frame;
-use crate::spotting::{Spotter, SpotterConfig};
 
 /// Side of the face crops kept in the ring and given to the spotter and the preprocessing.
 pub const CROP_SIDE: usize = 128;
 
-/// A fixed face box in frame pixels.
+/// A face box in frame pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "[usize; 4]", into = "[usize; 4]")]
 pub struct Roi {
@@ -115,7 +116,7 @@ impl CropRing {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PipelineConfig {
     pub fps: f32,
-    pub roi: Roi,
+    pub face: FaceSetting,
     /// Seconds of face crops kept for classification.
     pub buffer_s: f32,
     pub spotting: SpotterConfig,
@@ -124,6 +125,21 @@ pub struct PipelineConfig {
     /// Windows waiting for the classifier beyond this are dropped (and counted) rather than
     /// letting a backlog hold frames in memory.
     pub max_queued: usize,
+}
+
+/// Where the face crops come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FaceSetting {
+    /// The same box in every frame.
+    Fixed(Roi),
+    /// The face detector, tracked through the stream.
+    Detect(TrackerSettings),
+}
+
+/// The face box of each frame, as configured.
+enum FaceBoxes {
+    Fixed(Roi),
+    Tracked(Box<FaceTracker>),
 }
 
 /// Counters for `merd status` and the end-of-run summary.
@@ -136,6 +152,8 @@ pub struct Stats {
     pub triggered: u64,
     /// Windows not classified because the classifier was too far behind.
     pub dropped_windows: u64,
+    /// Frames without a face box (none detected yet, or the face was lost).
+    pub faceless_frames: u64,
 }
 
 struct Job {
@@ -159,8 +177,11 @@ pub struct WorkerReport {
 
 pub struct Pipeline {
     config: PipelineConfig,
+    face: FaceBoxes,
     ring: CropRing,
     spotter: Spotter,
+    /// Ring sequence number of the spotter's first frame (it restarts after a long gap).
+    spotter_base: usize,
     next_seq: usize,
     last_index: Option<u64>,
     jobs: Option<SyncSender<Box<Job>>>,
@@ -188,9 +209,13 @@ impl Pipeline {
                 needed as f32 / config.fps
             )));
         }
-        if config.roi.width < 8 || config.roi.height < 8 {
-            return Err(Error::InvalidArgument(format!("face box {:?} is too small", config.roi)));
-        }
+        let face = match &config.face {
+            FaceSetting::Fixed(roi) if roi.width < 8 || roi.height < 8 => {
+                return Err(Error::InvalidArgument(format!("face box {roi:?} is too small")));
+            }
+            FaceSetting::Fixed(roi) => FaceBoxes::Fixed(*roi),
+            FaceSetting::Detect(settings) => FaceBoxes::Tracked(Box::new(FaceTracker::detecting(settings.clone())?)),
+        };
         let (tx, rx) = sync_channel(config.max_queued.max(1));
         let flow_threads = config.flow_threads.max(1);
         let worker = std::thread::Builder::new()
@@ -198,8 +223,10 @@ impl Pipeline {
             .spawn(move || classify_jobs(rx, classifier, flow_threads, log, events))
             .map_err(|e| Error::InvalidArgument(format!("cannot start the classifier thread: {e}")))?;
         Ok(Pipeline {
+            face,
             ring: CropRing::new(capacity),
             spotter,
+            spotter_base: 0,
             next_seq: 0,
             last_index: None,
             jobs: Some(tx),
@@ -217,27 +244,60 @@ impl Pipeline {
         &self.ring
     }
 
+    pub fn face_state(&self) -> FaceState {
+        match &self.face {
+            FaceBoxes::Fixed(roi) => FaceState::Fixed(*roi),
+            FaceBoxes::Tracked(tracker) => tracker.state(),
+        }
+    }
+
+    /// The frames before this one are no reference for the ones after it (the camera was gone,
+    /// the face box moved): spotting starts afresh.
+    fn restart_spotting(&mut self) -> Result<()> {
+        self.spotter = Spotter::new(self.spotter.config().clone())?;
+        self.spotter_base = self.next_seq;
+        Ok(())
+    }
+
     /// Takes one frame: crop, ring, spotter, and a classification job when a window is spotted.
     pub fn push(&mut self, frame: &Frame) -> Result<()> {
-        let Roi { x, y, width, height } = self.config.roi;
         let (fw, fh) = (frame.image.width(), frame.image.height());
-        if x + width > fw || y + height > fh {
-            return Err(Error::InvalidArgument(format!("face box {:?} lies outside the {fw}×{fh} frame", self.config.roi)));
-        }
+        let view = match &mut self.face {
+            FaceBoxes::Fixed(roi) => {
+                if roi.x + roi.width > fw || roi.y + roi.height > fh {
+                    return Err(Error::InvalidArgument(format!("face box {roi:?} lies outside the {fw}×{fh} frame")));
+                }
+                FaceView { roi: Some(*roi), moved: false }
+            }
+            FaceBoxes::Tracked(tracker) => tracker.observe(&frame.image, frame.timestamp),
+        };
         if let Some(last) = self.last_index {
-            self.stats.dropped_frames += frame.index.saturating_sub(last + 1);
+            let missed = frame.index.saturating_sub(last + 1);
+            self.stats.dropped_frames += missed;
+            if missed as usize > self.spotter.reach_back() {
+                eprintln!("merd: {missed} frames missing; spotting starts again");
+                self.restart_spotting()?;
+            }
         }
         self.last_index = Some(frame.index);
+        self.stats.frames += 1;
+        let Some(Roi { x, y, width, height }) = view.roi else {
+            self.stats.faceless_frames += 1;
+            return Ok(());
+        };
+        if view.moved && self.next_seq > self.spotter_base {
+            self.restart_spotting()?;
+        }
         let arrived = Instant::now();
         let wall_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let face = resize(&frame.image.crop(x, y, width, height)?, CROP_SIDE, CROP_SIDE, Interpolation::Area);
         let spot = self.spotter.push(&face);
         self.ring.push(Crop { seq: self.next_seq, timestamp: frame.timestamp, arrived, wall_ms, image: face });
         self.next_seq += 1;
-        self.stats.frames += 1;
         if let Some(spot) = spot {
             self.stats.spotted += 1;
-            self.submit(EventSource::Spotted, spot.onset, spot.apex, spot.offset);
+            let base = self.spotter_base;
+            self.submit(EventSource::Spotted, base + spot.onset, base + spot.apex, base + spot.offset);
         }
         Ok(())
     }
@@ -406,8 +466,8 @@ mod tests {
         Classifier::load(&path, Trust::IntegrityOnly).expect("the default model in models/")
     }
 
-    fn config(fps: f32, roi: Roi) -> PipelineConfig {
-        PipelineConfig { fps, roi, buffer_s: 2.0, spotting: SpotterConfig::for_fps(fps), flow_threads: 1, max_queued: 16 }
+    fn config(fps: f32, face: FaceSetting) -> PipelineConfig {
+        PipelineConfig { fps, face, buffer_s: 2.0, spotting: SpotterConfig::for_fps(fps), flow_threads: 1, max_queued: 16 }
     }
 
     fn face_roi(source: &SyntheticSource) -> Roi {
@@ -425,14 +485,20 @@ mod tests {
         let roi = face_roi(&source);
         let log = EventLog::open(LogConfig { dir: dir.path().into(), max_segment_bytes: 1 << 20, fsync: FsyncPolicy::Never }).unwrap().0;
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut pipeline = Pipeline::new(config(fps, roi), default_model(), log, tx).unwrap();
-        while let Some(frame) = source.next_frame().unwrap() {
+        let mut pipeline = Pipeline::new(config(fps, FaceSetting::Fixed(roi)), default_model(), log, tx).unwrap();
+        while let Some(mut frame) = source.next_frame().unwrap() {
+            // A long gap in the frame numbers after 1 s (a camera outage): spotting restarts,
+            // and windows found after it must still point at the right crops.
+            if frame.index >= 100 {
+                frame.index += 5000;
+            }
             pipeline.push(&frame).unwrap();
         }
         assert_eq!(pipeline.ring().len(), 200, "two seconds of crops, however long the stream");
         let (stats, report) = pipeline.finish();
         let events: Vec<Event> = rx.try_iter().collect();
-        assert_eq!((stats.frames, stats.dropped_frames, report.failures), (700, 0, 0));
+        assert_eq!((stats.frames, stats.dropped_frames, report.failures), (700, 5000, 0));
+        assert!(events.iter().any(|e| e.onset_s > 1.0), "{events:?}");
         assert!(stats.spotted >= 1 && events.len() as u64 == stats.spotted, "{stats:?}");
 
         let classifier = default_model();
@@ -464,7 +530,7 @@ mod tests {
         let roi = face_roi(&source);
         let log = EventLog::open(LogConfig { dir: dir.path().into(), max_segment_bytes: 1 << 20, fsync: FsyncPolicy::Always }).unwrap().0;
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut pipeline = Pipeline::new(config(50.0, roi), default_model(), log, tx).unwrap();
+        let mut pipeline = Pipeline::new(config(50.0, FaceSetting::Fixed(roi)), default_model(), log, tx).unwrap();
         assert!(!pipeline.trigger(0.5), "nothing buffered yet");
         for _ in 0..40 {
             pipeline.push(&source.next_frame().unwrap().unwrap()).unwrap();
@@ -484,11 +550,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = || EventLog::open(LogConfig { dir: dir.path().into(), max_segment_bytes: 1 << 20, fsync: FsyncPolicy::Never }).unwrap().0;
         let roi = Roi { x: 100, y: 100, width: 100, height: 100 };
-        let short = PipelineConfig { buffer_s: 0.2, ..config(100.0, roi) };
+        let short = PipelineConfig { buffer_s: 0.2, ..config(100.0, FaceSetting::Fixed(roi)) };
         let e = Pipeline::new(short, default_model(), log(), std::sync::mpsc::channel().0).err().unwrap().to_string();
         assert!(e.contains("buffer.seconds") && e.contains("at least"), "{e}");
 
-        let mut pipeline = Pipeline::new(config(100.0, roi), default_model(), log(), std::sync::mpsc::channel().0).unwrap();
+        let mut pipeline = Pipeline::new(config(100.0, FaceSetting::Fixed(roi)), default_model(), log(), std::sync::mpsc::channel().0).unwrap();
         let frame = Frame { index: 0, timestamp: 0.0, image: GrayImage::filled(160, 120, 0.5) };
         let e = pipeline.push(&frame).unwrap_err().to_string();
         assert!(e.contains("outside the 160×120 frame"), "{e}");
@@ -528,7 +594,7 @@ mod tests {
             let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
             let sink = FlakySink { failures, written: written.clone() };
             let (tx, rx) = std::sync::mpsc::channel();
-            let mut pipeline = Pipeline::new(config(50.0, roi), default_model(), sink, tx).unwrap();
+            let mut pipeline = Pipeline::new(config(50.0, FaceSetting::Fixed(roi)), default_model(), sink, tx).unwrap();
             for _ in 0..30 {
                 pipeline.push(&source.next_frame().unwrap().unwrap()).unwrap();
             }

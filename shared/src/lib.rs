@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod classifier;
 pub mod error;
 pub mod event;
+pub mod face;
 pub mod flow;
 pub mod image;
 pub mod inference;

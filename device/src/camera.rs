@@ -1,0 +1,521 @@
+//! The V4L2 camera source: frames from `/dev/videoN` in GREY, YUYV or MJPEG, converted to
+//! grayscale, with the camera reopened (after a growing pause, each failure logged with its
+//! reason) whenever it stalls, errors or is unplugged. The reconnect logic works on any
+//! [`CameraOpener`], so it is tested with a scripted camera; [`V4lOpener`] is the real one.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mer_shared::image::decode_gray;
+use mer_shared::{Error, GrayImage, Result};
+use serde::Deserialize;
+use v4l::buffer::Type;
+use v4l::io::mmap::Stream as MmapStream;
+use v4l::io::traits::CaptureStream;
+use v4l::video::Capture;
+use v4l::{Device, FourCC, Fraction};
+
+use crate::source::{Frame, FrameSource};
+
+/// Pixel formats the camera may be asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PixelFormat {
+    /// 8-bit luminance.
+    Grey,
+    /// Packed 4:2:2 (Y0 U Y1 V); the luminance bytes are kept.
+    Yuyv,
+    /// Motion JPEG: each buffer is a JPEG picture.
+    Mjpeg,
+}
+
+impl PixelFormat {
+    pub fn fourcc(self) -> [u8; 4] {
+        match self {
+            PixelFormat::Grey => *b"GREY",
+            PixelFormat::Yuyv => *b"YUYV",
+            PixelFormat::Mjpeg => *b"MJPG",
+        }
+    }
+}
+
+/// What the driver actually delivers, after it adjusted the requested format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub width: usize,
+    pub height: usize,
+    /// Bytes from one row to the next (GREY and YUYV).
+    pub stride: usize,
+    pub format: PixelFormat,
+}
+
+/// One captured buffer converted to a grayscale frame. A buffer of the wrong size, or a JPEG
+/// that does not decode to the negotiated size, is garbage; the error says why.
+pub fn to_gray(layout: &Layout, bytes: &[u8]) -> std::result::Result<GrayImage, String> {
+    let Layout { width, height, stride, format } = *layout;
+    let garbage = |reason: String| format!("a bad {format:?} frame: {reason}");
+    let packed = |bytes_per_pixel: usize| -> std::result::Result<Vec<u8>, String> {
+        let row = width * bytes_per_pixel;
+        if stride < row {
+            return Err(garbage(format!("row stride {stride} is shorter than {width} pixels")));
+        }
+        let needed = stride * height.saturating_sub(1) + row;
+        if bytes.len() < needed {
+            return Err(garbage(format!("{} bytes, {width}×{height} needs {needed}", bytes.len())));
+        }
+        Ok((0..height)
+            .flat_map(|y| bytes[y * stride..y * stride + row].iter().step_by(bytes_per_pixel).copied())
+            .collect())
+    };
+    match format {
+        PixelFormat::Grey => GrayImage::from_u8(width, height, &packed(1)?).map_err(|e| garbage(e.to_string())),
+        PixelFormat::Yuyv => GrayImage::from_u8(width, height, &packed(2)?).map_err(|e| garbage(e.to_string())),
+        PixelFormat::Mjpeg => {
+            let img = decode_gray(bytes, std::path::Path::new("<camera MJPEG frame>")).map_err(|e| garbage(e.to_string()))?;
+            if (img.width(), img.height()) != (width, height) {
+                return Err(garbage(format!("decoded {}×{}, negotiated {width}×{height}", img.width(), img.height())));
+            }
+            Ok(img)
+        }
+    }
+}
+
+/// `source.kind = "camera"` in the configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraSettings {
+    /// The capture device, e.g. `/dev/video0`.
+    pub device: PathBuf,
+    pub width: u32,
+    pub height: u32,
+    /// Requested frame rate; the spotter's timing follows the rate the driver grants.
+    pub fps: u32,
+    pub format: PixelFormat,
+    /// Seconds without a frame after which the camera counts as stalled and is reopened.
+    #[serde(default = "default_stall_s")]
+    pub stall_s: f64,
+    /// Longest pause between attempts to reopen a lost camera; pauses start at 0.5 s and double.
+    #[serde(default = "default_retry_max_s")]
+    pub retry_max_s: f64,
+}
+
+fn default_stall_s() -> f64 {
+    2.0
+}
+
+fn default_retry_max_s() -> f64 {
+    30.0
+}
+
+impl CameraSettings {
+    pub fn validate(&self) -> Result<()> {
+        if self.width == 0 || self.height == 0 || self.fps == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "camera width, height and fps must be positive, got {}×{} at {} fps",
+                self.width, self.height, self.fps
+            )));
+        }
+        if !(self.stall_s > 0.0 && self.stall_s.is_finite()) || !(self.retry_max_s >= 0.5 && self.retry_max_s.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "camera stall_s must be positive and retry_max_s at least 0.5, got {} and {}",
+                self.stall_s, self.retry_max_s
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One buffer from an open camera.
+pub struct Captured<'a> {
+    pub bytes: &'a [u8],
+    /// The driver's frame counter; a jump means frames were lost.
+    pub sequence: u32,
+}
+
+/// An open, streaming camera.
+pub trait Camera {
+    fn layout(&self) -> Layout;
+    /// Granted frame rate.
+    fn fps(&self) -> f64;
+    /// The next buffer; `ErrorKind::TimedOut` when none came within the stall timeout.
+    fn capture(&mut self) -> io::Result<Captured<'_>>;
+}
+
+/// Opens (and reopens) a camera.
+pub trait CameraOpener {
+    type Camera: Camera;
+    fn open(&mut self) -> io::Result<Self::Camera>;
+    /// For messages, e.g. the device path.
+    fn name(&self) -> String;
+}
+
+/// Pauses between reconnection attempts: `initial`, doubling up to `max`, back to `initial`
+/// once a frame arrives.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff { initial, max: max.max(initial), next: initial }
+    }
+
+    /// The pause before the next attempt; each call doubles the one after.
+    pub fn pause(&mut self) -> Duration {
+        let now = self.next;
+        self.next = (self.next * 2).min(self.max);
+        now
+    }
+
+    pub fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
+/// A camera as a [`FrameSource`] that never ends: lost cameras are reopened. Frame indices
+/// follow the driver's sequence counter, and the time spent without a camera counts as
+/// dropped frames, so the pipeline's dropped-frame count and its restart of spotting after a
+/// gap both see the outage.
+pub struct CameraSource<O: CameraOpener> {
+    opener: O,
+    camera: Option<O::Camera>,
+    backoff: Backoff,
+    /// Index the next frame gets when its sequence number carries no information.
+    next_index: u64,
+    last_sequence: Option<u32>,
+    started: Instant,
+    lost_at: Option<Instant>,
+    fps: f64,
+}
+
+impl<O: CameraOpener> CameraSource<O> {
+    pub fn new(opener: O, nominal_fps: f64, retry_max: Duration) -> CameraSource<O> {
+        CameraSource {
+            opener,
+            camera: None,
+            backoff: Backoff::new(Duration::from_millis(500), retry_max),
+            next_index: 0,
+            last_sequence: None,
+            started: Instant::now(),
+            lost_at: None,
+            fps: nominal_fps,
+        }
+    }
+
+    /// Whether the camera is open right now.
+    pub fn connected(&self) -> bool {
+        self.camera.is_some()
+    }
+
+    fn lose(&mut self, reason: String) -> Error {
+        self.camera = None;
+        self.last_sequence = None;
+        self.lost_at.get_or_insert_with(Instant::now);
+        self.error(format!("camera lost: {reason}; reopening it"))
+    }
+
+    fn error(&self, reason: String) -> Error {
+        Error::Data { path: self.opener.name().into(), reason }
+    }
+
+    fn reopen(&mut self) -> Result<()> {
+        match self.opener.open() {
+            Ok(camera) => {
+                self.fps = camera.fps();
+                if let Some(lost) = self.lost_at.take() {
+                    // The outage becomes a gap in the indices, i.e. dropped frames.
+                    self.next_index += (lost.elapsed().as_secs_f64() * self.fps).round() as u64;
+                    eprintln!("merd: camera {} is back after {:.1} s", self.opener.name(), lost.elapsed().as_secs_f64());
+                }
+                self.camera = Some(camera);
+                Ok(())
+            }
+            Err(e) => {
+                self.lost_at.get_or_insert_with(Instant::now);
+                let pause = self.backoff.pause();
+                let error = self.error(format!("cannot open the camera: {e}; trying again in {:.1} s", pause.as_secs_f64()));
+                std::thread::sleep(pause);
+                Err(error)
+            }
+        }
+    }
+}
+
+impl<O: CameraOpener> FrameSource for CameraSource<O> {
+    fn next_frame(&mut self) -> Result<Option<Frame>> {
+        if self.camera.is_none() {
+            self.reopen()?;
+        }
+        let camera = self.camera.as_mut().expect("opened above");
+        let layout = camera.layout();
+        let (image, sequence) = match camera.capture() {
+            Ok(captured) => (to_gray(&layout, captured.bytes), captured.sequence),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(self.lose("no frame arrived (stalled)".into())),
+            Err(e) => return Err(self.lose(e.to_string())),
+        };
+        // Sequence numbers that go backwards or jump absurdly far restart the count.
+        let step = match self.last_sequence {
+            Some(last) if sequence > last && sequence - last <= 10_000 => u64::from(sequence - last),
+            _ => 1,
+        };
+        self.last_sequence = Some(sequence);
+        let index = self.next_index + step - 1;
+        self.next_index = index + 1;
+        let image = image.map_err(|reason| self.error(format!("skipped {reason}")))?;
+        self.backoff.reset();
+        Ok(Some(Frame { index, timestamp: self.started.elapsed().as_secs_f64(), image }))
+    }
+}
+
+/// The real camera through the kernel's V4L2 interface (memory-mapped buffers).
+pub struct V4lOpener {
+    pub settings: CameraSettings,
+}
+
+pub struct V4lCamera {
+    // The stream holds its own handle to the device; the device is kept for its lifetime.
+    _device: Device,
+    stream: MmapStream<'static>,
+    layout: Layout,
+    fps: f64,
+}
+
+impl CameraOpener for V4lOpener {
+    type Camera = V4lCamera;
+
+    fn open(&mut self) -> io::Result<V4lCamera> {
+        let s = &self.settings;
+        let device = Device::with_path(&s.device)?;
+        let mut format = device.format()?;
+        (format.width, format.height, format.fourcc) = (s.width, s.height, FourCC::new(&s.format.fourcc()));
+        let got = device.set_format(&format)?;
+        if got.fourcc != format.fourcc {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("the camera offers {} instead of {}", got.fourcc, format.fourcc),
+            ));
+        }
+        if (got.width, got.height) != (s.width, s.height) {
+            eprintln!("merd: camera gives {}×{} instead of the requested {}×{}", got.width, got.height, s.width, s.height);
+        }
+        let mut params = device.params()?;
+        params.interval = Fraction::new(1, s.fps);
+        let granted = device.set_params(&params)?.interval;
+        let fps = if granted.numerator > 0 { f64::from(granted.denominator) / f64::from(granted.numerator) } else { f64::from(s.fps) };
+        if (fps - f64::from(s.fps)).abs() > 0.5 {
+            eprintln!("merd: camera runs at {fps:.1} fps, not the requested {}; spotting timing assumes {}", s.fps, s.fps);
+        }
+        let mut stream = MmapStream::with_buffers(&device, Type::VideoCapture, 4)?;
+        stream.set_timeout(Duration::from_secs_f64(s.stall_s));
+        let stride = if got.stride > 0 { got.stride as usize } else { got.width as usize * if s.format == PixelFormat::Yuyv { 2 } else { 1 } };
+        let layout = Layout { width: got.width as usize, height: got.height as usize, stride, format: s.format };
+        Ok(V4lCamera { _device: device, stream, layout, fps })
+    }
+
+    fn name(&self) -> String {
+        self.settings.device.display().to_string()
+    }
+}
+
+impl Camera for V4lCamera {
+    fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    fn fps(&self) -> f64 {
+        self.fps
+    }
+
+    fn capture(&mut self) -> io::Result<Captured<'_>> {
+        let (bytes, meta) = self.stream.next()?;
+        if meta.flags.contains(v4l::buffer::Flags::ERROR) {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "the driver marked the buffer as corrupt"));
+        }
+        let used = (meta.bytesused as usize).min(bytes.len());
+        // MJPEG buffers are only partly filled; the raw formats fill them.
+        let bytes = if used > 0 { &bytes[..used] } else { bytes };
+        Ok(Captured { bytes, sequence: meta.sequence })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    #[test]
+    fn raw_formats_keep_luminance_and_honour_the_stride() {
+        // 3×2 GREY with 5-byte rows (2 padding bytes each).
+        let grey = Layout { width: 3, height: 2, stride: 5, format: PixelFormat::Grey };
+        let img = to_gray(&grey, &[0, 51, 255, 9, 9, 102, 153, 204, 9]).unwrap();
+        assert_eq!(img.to_u8(), vec![0, 51, 255, 102, 153, 204]);
+        // 2×2 YUYV: Y U Y V per pixel pair; chroma is dropped.
+        let yuyv = Layout { width: 2, height: 2, stride: 4, format: PixelFormat::Yuyv };
+        let img = to_gray(&yuyv, &[10, 128, 20, 128, 30, 1, 40, 2]).unwrap();
+        assert_eq!(img.to_u8(), vec![10, 20, 30, 40]);
+    }
+
+    #[test]
+    fn garbage_buffers_are_errors_not_frames() {
+        let grey = Layout { width: 4, height: 4, stride: 4, format: PixelFormat::Grey };
+        let err = to_gray(&grey, &[0; 15]).unwrap_err().to_string();
+        assert!(err.contains("15 bytes") && err.contains("needs 16"), "{err}");
+        let narrow = Layout { stride: 3, ..grey };
+        assert!(to_gray(&narrow, &[0; 64]).unwrap_err().to_string().contains("stride"));
+        let mjpeg = Layout { width: 4, height: 4, stride: 0, format: PixelFormat::Mjpeg };
+        assert!(to_gray(&mjpeg, b"not a jpeg").is_err());
+    }
+
+    #[test]
+    fn mjpeg_frames_decode_and_must_match_the_negotiated_size() {
+        let img = GrayImage::from_fn(16, 8, |x, _| (x * 16) as f32 / 255.0);
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95)
+            .encode(&img.to_u8(), 16, 8, image::ExtendedColorType::L8)
+            .unwrap();
+        let layout = Layout { width: 16, height: 8, stride: 0, format: PixelFormat::Mjpeg };
+        let decoded = to_gray(&layout, &jpeg).unwrap();
+        let worst = decoded.to_u8().iter().zip(img.to_u8()).map(|(a, b)| a.abs_diff(b)).max().unwrap();
+        assert!(worst <= 8, "JPEG error {worst}");
+        let err = to_gray(&Layout { width: 8, ..layout }, &jpeg).unwrap_err().to_string();
+        assert!(err.contains("decoded 16×8"), "{err}");
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_limit_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(3));
+        let pauses: Vec<u64> = (0..5).map(|_| b.pause().as_millis() as u64).collect();
+        assert_eq!(pauses, [500, 1000, 2000, 3000, 3000]);
+        b.reset();
+        assert_eq!(b.pause(), Duration::from_millis(500));
+    }
+
+    /// What the scripted camera does on each call.
+    enum Step {
+        Frame(u32),
+        Garbage(u32),
+        Fail(io::ErrorKind),
+    }
+
+    struct ScriptedCamera {
+        steps: VecDeque<Step>,
+        buffer: Vec<u8>,
+    }
+
+    impl Camera for ScriptedCamera {
+        fn layout(&self) -> Layout {
+            Layout { width: 4, height: 2, stride: 4, format: PixelFormat::Grey }
+        }
+        fn fps(&self) -> f64 {
+            100.0
+        }
+        fn capture(&mut self) -> io::Result<Captured<'_>> {
+            match self.steps.pop_front() {
+                Some(Step::Frame(sequence)) => {
+                    self.buffer = vec![sequence as u8; 8];
+                    Ok(Captured { bytes: &self.buffer, sequence })
+                }
+                Some(Step::Garbage(sequence)) => Ok(Captured { bytes: &[1, 2, 3], sequence }),
+                Some(Step::Fail(kind)) => Err(io::Error::new(kind, "scripted")),
+                None => Err(io::Error::new(io::ErrorKind::NotFound, "unplugged")),
+            }
+        }
+    }
+
+    /// Each open either fails (None) or yields a camera with its script.
+    struct ScriptedOpener {
+        opens: VecDeque<Option<Vec<Step>>>,
+        attempts: usize,
+    }
+
+    impl CameraOpener for ScriptedOpener {
+        type Camera = ScriptedCamera;
+        fn open(&mut self) -> io::Result<ScriptedCamera> {
+            self.attempts += 1;
+            match self.opens.pop_front().flatten() {
+                Some(steps) => Ok(ScriptedCamera { steps: steps.into(), buffer: Vec::new() }),
+                None => Err(io::Error::new(io::ErrorKind::NotFound, "No such file or directory")),
+            }
+        }
+        fn name(&self) -> String {
+            "/dev/video-test".into()
+        }
+    }
+
+    #[test]
+    fn a_lost_camera_is_reopened_and_frames_keep_their_order() {
+        use Step::*;
+        let opener = ScriptedOpener {
+            opens: VecDeque::from([
+                None, // not plugged in at start
+                Some(vec![Frame(7), Frame(8), Frame(10), Garbage(11), Frame(12), Fail(io::ErrorKind::TimedOut)]),
+                None, // unplugged
+                Some(vec![Frame(0), Frame(1)]),
+            ]),
+            attempts: 0,
+        };
+        let mut source = CameraSource::new(opener, 100.0, Duration::from_millis(500));
+        source.backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(4));
+        let mut indices = Vec::new();
+        let mut errors = Vec::new();
+        for _ in 0..12 {
+            match source.next_frame() {
+                Ok(Some(frame)) => {
+                    assert_eq!((frame.image.width(), frame.image.height()), (4, 2));
+                    indices.push(frame.index);
+                }
+                Ok(None) => panic!("a camera never ends"),
+                Err(e) => errors.push(e.to_string()),
+            }
+            if indices.len() == 6 {
+                break;
+            }
+        }
+        assert_eq!(source.opener.attempts, 4);
+        // 7, 8, (9 lost), 10, (11 garbage), 12, then after the outage a fresh count.
+        assert_eq!(&indices[..4], &[0, 1, 3, 5]);
+        assert!(indices[4] > 5 && indices[5] == indices[4] + 1, "{indices:?}");
+        assert!(errors[0].contains("/dev/video-test: cannot open the camera") && errors[0].contains("trying again"), "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains("skipped a bad Grey frame")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains("stalled")), "{errors:?}");
+        assert!(source.connected());
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let s = CameraSettings {
+            device: "/dev/video0".into(),
+            width: 640,
+            height: 480,
+            fps: 100,
+            format: PixelFormat::Yuyv,
+            stall_s: 2.0,
+            retry_max_s: 30.0,
+        };
+        assert!(s.validate().is_ok());
+        assert!(CameraSettings { fps: 0, ..s.clone() }.validate().is_err());
+        assert!(CameraSettings { stall_s: 0.0, ..s.clone() }.validate().is_err());
+        assert!(CameraSettings { retry_max_s: 0.1, ..s }.validate().is_err());
+    }
+
+    #[test]
+    fn a_missing_device_is_reported_with_its_path() {
+        let settings = CameraSettings {
+            device: "/dev/no-such-video".into(),
+            width: 640,
+            height: 480,
+            fps: 30,
+            format: PixelFormat::Grey,
+            stall_s: 1.0,
+            retry_max_s: 1.0,
+        };
+        let mut source = CameraSource::new(V4lOpener { settings }, 30.0, Duration::from_secs(1));
+        source.backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(1));
+        let err = source.next_frame().unwrap_err().to_string();
+        assert!(err.contains("/dev/no-such-video") && err.contains("No such file"), "{err}");
+    }
+}
