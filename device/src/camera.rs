@@ -116,7 +116,9 @@ impl CameraSettings {
                 self.width, self.height, self.fps
             )));
         }
-        if !(self.stall_s > 0.0 && self.stall_s.is_finite()) || !(self.retry_max_s >= 0.5 && self.retry_max_s.is_finite()) {
+        let stall_ok = self.stall_s > 0.0 && self.stall_s.is_finite();
+        let retry_ok = self.retry_max_s >= 0.5 && self.retry_max_s.is_finite();
+        if !(stall_ok && retry_ok) {
             return Err(Error::InvalidArgument(format!(
                 "camera stall_s must be positive and retry_max_s at least 0.5, got {} and {}",
                 self.stall_s, self.retry_max_s

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use mer_device::camera::{CameraSource, V4lOpener};
 use mer_device::config::{DaemonConfig, SourceConfig};
 use mer_device::control::request;
+use mer_device::face::TrackerSettings;
 use mer_device::daemon::{Peripherals, drive};
 use mer_device::event_log::{EventLog, FsyncPolicy, LogConfig, read_events};
 use mer_device::pipeline::{FaceSetting, Pipeline, PipelineConfig, Roi, Stats, WorkerReport};
@@ -53,6 +54,10 @@ enum Command {
         /// The event log goes to OUT/events (emptied first).
         #[arg(long, default_value = "out/merd-demo")]
         out: PathBuf,
+        /// `detect`: find and track the face as a device without a configured box does;
+        /// `fixed`: crop the scene's known face box.
+        #[arg(long, value_enum, default_value_t = DemoFace::Detect)]
+        face: DemoFace,
     },
     /// Read a recorded clip (a directory of numbered frames) as the live source would deliver it.
     Replay {
@@ -100,7 +105,7 @@ fn main() -> Result<()> {
         Command::Run { config } => run(&config)?,
         Command::Status { socket } => println!("{}", request(&socket, "status").with_context(|| "is merd running with this control.socket?")?),
         Command::Trigger { socket } => println!("{}", request(&socket, "trigger").with_context(|| "is merd running with this control.socket?")?),
-        Command::Demo { seconds, fps, seed, model, public_key, out } => demo(seconds, fps, seed, &model, &public_key, &out)?,
+        Command::Demo { seconds, fps, seed, model, public_key, out, face } => demo(seconds, fps, seed, &model, &public_key, &out, face)?,
         Command::Replay { frames, fps } => {
             let mut src = ReplaySource::open(&frames, fps)?;
             let start = Instant::now();
@@ -244,7 +249,13 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-fn demo(seconds: f32, fps: f32, seed: u64, model: &Path, public_key: &Path, out: &Path) -> Result<()> {
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DemoFace {
+    Detect,
+    Fixed,
+}
+
+fn demo(seconds: f32, fps: f32, seed: u64, model: &Path, public_key: &Path, out: &Path, face: DemoFace) -> Result<()> {
     if !model.exists() {
         bail!("no model at {} (run from the repository root, or pass --model)", model.display());
     }
@@ -258,15 +269,18 @@ fn demo(seconds: f32, fps: f32, seed: u64, model: &Path, public_key: &Path, out:
     let scene = source.scene().clone();
     let (cx, cy, rx, ry) = scene.face;
     let roi = Roi { x: (cx - rx).max(0.0) as usize, y: (cy - ry).max(0.0) as usize, width: (2.0 * rx) as usize, height: (2.0 * ry) as usize };
+    let (face, face_text) = match face {
+        DemoFace::Detect => (FaceSetting::Detect(TrackerSettings::default()), "face detected and tracked".to_string()),
+        DemoFace::Fixed => (FaceSetting::Fixed(roi), format!("fixed face box {:?}", <[usize; 4]>::from(roi))),
+    };
     eprintln!(
-        "synthetic interview: {seconds} s at {fps} fps, 640×480, seed {seed}: {} micro-expressions, {} blinks; face box {:?}",
+        "synthetic interview: {seconds} s at {fps} fps, 640×480, seed {seed}: {} micro-expressions, {} blinks; {face_text}",
         scene.events.len(),
         scene.blinks.len(),
-        <[usize; 4]>::from(roi)
     );
     let (tx, rx_events) = channel();
     let pipeline = Pipeline::new(
-        PipelineConfig { fps, face: FaceSetting::Fixed(roi), buffer_s: 2.0, spotting: SpotterConfig::for_fps(fps), flow_threads: 1, max_queued: 16 },
+        PipelineConfig { fps, face, buffer_s: 2.0, spotting: SpotterConfig::for_fps(fps), flow_threads: 1, max_queued: 16 },
         classifier,
         log,
         tx,

@@ -100,28 +100,42 @@ impl FrameSource for SyntheticSource {
     }
 }
 
-/// Delivers another source's frames no faster than their timestamps: a recording replayed at its
-/// real rate, as a camera would deliver it.
+/// Delivers another source's frames no faster than their timestamps, as a camera would: a
+/// recording replayed at its real rate. Like a camera with [`RealTime::BUFFERS`] capture
+/// buffers, it drops frames the consumer is too late for; the gap in frame numbers is what the
+/// pipeline counts as dropped frames.
 pub struct RealTime<S> {
     inner: S,
     start: Option<(Instant, f64)>,
+    last_timestamp: Option<f64>,
 }
 
 impl<S: FrameSource> RealTime<S> {
+    /// Frames a camera holds for a late reader (the V4L2 source asks for as many).
+    pub const BUFFERS: f64 = 4.0;
+
     pub fn new(inner: S) -> RealTime<S> {
-        RealTime { inner, start: None }
+        RealTime { inner, start: None, last_timestamp: None }
     }
 }
 
 impl<S: FrameSource> FrameSource for RealTime<S> {
     fn next_frame(&mut self) -> Result<Option<Frame>> {
-        let Some(frame) = self.inner.next_frame()? else { return Ok(None) };
-        let (t0, ts0) = *self.start.get_or_insert((Instant::now(), frame.timestamp));
-        let due = t0 + Duration::from_secs_f64((frame.timestamp - ts0).max(0.0));
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
+        loop {
+            let Some(frame) = self.inner.next_frame()? else { return Ok(None) };
+            let period = self.last_timestamp.map_or(0.0, |last| frame.timestamp - last);
+            self.last_timestamp = Some(frame.timestamp);
+            let (t0, ts0) = *self.start.get_or_insert((Instant::now(), frame.timestamp));
+            let due = t0 + Duration::from_secs_f64((frame.timestamp - ts0).max(0.0));
+            let now = Instant::now();
+            match due.checked_duration_since(now) {
+                Some(wait) => std::thread::sleep(wait),
+                // Overwritten in the camera's buffers before anyone read it.
+                None if period > 0.0 && (now - due).as_secs_f64() > Self::BUFFERS * period => continue,
+                None => {}
+            }
+            return Ok(Some(frame));
         }
-        Ok(Some(frame))
     }
 }
 
@@ -184,5 +198,23 @@ mod tests {
         assert_eq!(n, 10);
         // Ten frames at 50 fps span 0.18 s from the first to the last.
         assert!(start.elapsed() >= Duration::from_millis(175), "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn a_reader_too_slow_for_real_time_loses_frames_as_with_a_camera() {
+        let opts = InterviewOptions { seconds: 1.0, fps: 50.0, width: 160, height: 160, seed: 2 };
+        let mut paced = RealTime::new(SyntheticSource::new(&opts).unwrap());
+        let mut indices = Vec::new();
+        while let Some(f) = paced.next_frame().unwrap() {
+            indices.push(f.index);
+            if f.index == 5 {
+                // 200 ms busy: ten frame periods, more than the four buffered frames.
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        let gaps: Vec<u64> = indices.windows(2).map(|w| w[1] - w[0] - 1).filter(|&g| g > 0).collect();
+        assert_eq!(gaps.len(), 1, "{indices:?}");
+        assert!((4..=8).contains(&gaps[0]), "{indices:?}");
+        assert_eq!(*indices.last().unwrap(), 49, "the stream still ends with its last frame");
     }
 }
