@@ -68,6 +68,10 @@ pub enum SourceConfig {
         seed: u64,
         #[serde(default = "yes")]
         realtime: bool,
+        /// Render the whole clip into memory before the run (benchmarks: the renderer is
+        /// slower than the pipeline it feeds).
+        #[serde(default)]
+        prerender: bool,
     },
 }
 
@@ -284,6 +288,12 @@ mod tests {
         assert_eq!(config.face.setting(), FaceSetting::Fixed(Roi { x: 10, y: 10, width: 100, height: 120 }));
         assert_eq!(config.buffer, BufferConfig::default());
 
+        let camera = base.replace("kind = \"synthetic\"\n            seconds = 5", "kind = \"camera\"\ndevice = \"/dev/video2\"\nwidth = 640\nheight = 480\nformat = \"mjpeg\"");
+        std::fs::write(&path, &camera).unwrap();
+        let config = DaemonConfig::load(&path).unwrap();
+        let SourceConfig::Camera(settings) = &config.source else { panic!("{:?}", config.source) };
+        assert_eq!((settings.device.as_path(), settings.format, settings.stall_s), (Path::new("/dev/video2"), PixelFormat::Mjpeg, 2.0));
+
         for (broken, expect) in [
             (base.replace("fps = 100", "fps = 100\nfsp = 3"), "fsp"),
             (base.replace("[log]", "[log]\nfsync = \"sometimes\""), "sometimes"),
@@ -292,17 +302,6 @@ mod tests {
             (base.replace("roi = [10, 10, 100, 120]", "roi = [10, 10]"), "roi"),
             (base.replace("[model]", "[face.detect]\nsmoothing = 0.5\n[model]"), "not both"),
             (base.replace("roi = [10, 10, 100, 120]", "[face.detect]\nsmoothing = 2.0"), "face.detect"),
-        ] {
-            std::fs::write(&path, broken).unwrap();
-            let e = DaemonConfig::load(&path).unwrap_err().to_string();
-            assert!(e.contains("merd.toml") && e.contains(expect), "{e}");
-        }
-        let camera = base.replace("kind = \"synthetic\"\n            seconds = 5", "kind = \"camera\"\ndevice = \"/dev/video2\"\nwidth = 640\nheight = 480\nformat = \"mjpeg\"");
-        std::fs::write(&path, &camera).unwrap();
-        let config = DaemonConfig::load(&path).unwrap();
-        let SourceConfig::Camera(settings) = &config.source else { panic!("{:?}", config.source) };
-        assert_eq!((settings.device.as_path(), settings.format, settings.stall_s), (Path::new("/dev/video2"), PixelFormat::Mjpeg, 2.0));
-        for (broken, expect) in [
             (camera.replace("\"mjpeg\"", "\"h264\""), "h264"),
             (camera.replace("width = 640", "width = 640\nexposure = 3"), "exposure"),
             (camera.replace("width = 640", "width = 0"), "width"),

@@ -211,8 +211,13 @@ fn run(config_path: &Path) -> Result<()> {
             let replay = ReplaySource::open(frames, *fps)?;
             if *realtime { Box::new(RealTime::new(replay)) } else { Box::new(replay) }
         }
-        SourceConfig::Synthetic { realtime, .. } => {
-            let synthetic = SyntheticSource::new(&config.source.interview_options().expect("synthetic"))?;
+        SourceConfig::Synthetic { realtime, prerender, .. } => {
+            let mut synthetic = SyntheticSource::new(&config.source.interview_options().expect("synthetic"))?;
+            if *prerender {
+                let started = Instant::now();
+                synthetic.prerender();
+                eprintln!("rendered {} frames ahead in {:.1} s", synthetic.scene().frames, started.elapsed().as_secs_f64());
+            }
             if *realtime { Box::new(RealTime::new(synthetic)) } else { Box::new(synthetic) }
         }
     };

@@ -76,16 +76,36 @@ impl FrameSource for ReplaySource {
 pub struct SyntheticSource {
     scene: Scene,
     next: usize,
+    /// Every frame rendered ahead as 8-bit gray, when asked for (see [`SyntheticSource::prerender`]).
+    frames: Option<Vec<Vec<u8>>>,
 }
 
 impl SyntheticSource {
     pub fn new(options: &InterviewOptions) -> Result<SyntheticSource> {
-        Ok(SyntheticSource { scene: interview_scene(options)?, next: 0 })
+        Ok(SyntheticSource { scene: interview_scene(options)?, next: 0, frames: None })
     }
 
     /// The scene behind the frames: true micro-expressions, blinks and the face box.
     pub fn scene(&self) -> &Scene {
         &self.scene
+    }
+
+    /// Renders the whole clip now, on all cores, and keeps it as 8-bit frames (as a camera
+    /// delivers them), so that a timed run measures the pipeline rather than the renderer,
+    /// which costs more than the pipeline itself. Needs width × height bytes per frame.
+    pub fn prerender(&mut self) {
+        let total = self.scene.frames;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(total.max(1));
+        let per_thread = total.div_ceil(threads.max(1)).max(1);
+        let scene = &self.scene;
+        let frames = std::thread::scope(|s| {
+            let parts: Vec<_> = (0..total)
+                .step_by(per_thread)
+                .map(|first| s.spawn(move || (first..(first + per_thread).min(total)).map(|t| scene.render(t).to_u8()).collect::<Vec<_>>()))
+                .collect();
+            parts.into_iter().flat_map(|p| p.join().expect("rendering does not panic")).collect()
+        });
+        self.frames = Some(frames);
     }
 }
 
@@ -96,7 +116,11 @@ impl FrameSource for SyntheticSource {
         }
         let t = self.next;
         self.next += 1;
-        Ok(Some(Frame { index: t as u64, timestamp: t as f64 / self.scene.fps as f64, image: self.scene.render(t) }))
+        let image = match &self.frames {
+            Some(frames) => GrayImage::from_u8(self.scene.width, self.scene.height, &frames[t])?,
+            None => self.scene.render(t),
+        };
+        Ok(Some(Frame { index: t as u64, timestamp: t as f64 / self.scene.fps as f64, image }))
     }
 }
 
@@ -198,6 +222,23 @@ mod tests {
         assert_eq!(n, 10);
         // Ten frames at 50 fps span 0.18 s from the first to the last.
         assert!(start.elapsed() >= Duration::from_millis(175), "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn prerendered_frames_are_the_rendered_ones_in_eight_bits() {
+        let opts = InterviewOptions { seconds: 0.3, fps: 50.0, width: 160, height: 160, seed: 5 };
+        let mut live = SyntheticSource::new(&opts).unwrap();
+        let mut stored = SyntheticSource::new(&opts).unwrap();
+        stored.prerender();
+        let mut n = 0;
+        while let Some(a) = live.next_frame().unwrap() {
+            let b = stored.next_frame().unwrap().unwrap();
+            assert_eq!((a.index, a.timestamp), (b.index, b.timestamp));
+            assert_eq!(a.image.to_u8(), b.image.to_u8());
+            n += 1;
+        }
+        assert_eq!(n, 15);
+        assert!(stored.next_frame().unwrap().is_none());
     }
 
     #[test]
