@@ -147,18 +147,21 @@ impl Scene {
             .fold(0.0, f32::max)
     }
 
+    /// The expressions under way in frame t, with their strengths. Found once per frame, so
+    /// that a long clip's many expressions do not cost anything per pixel.
+    fn active(&self, t: usize) -> Vec<(f32, &Event)> {
+        self.events.iter().filter_map(|e| Some((e.strength(t as f32), e)).filter(|(s, _)| *s > 0.0)).collect()
+    }
+
     /// Face motion at pixel (x, y) in frame t: head jitter plus every active expression.
-    fn motion(&self, t: usize, x: f32, y: f32) -> (f32, f32) {
+    fn motion(&self, t: usize, active: &[(f32, &Event)], x: f32, y: f32) -> (f32, f32) {
         let (cx, cy, rx, ry) = self.face;
         let (nx, ny) = ((x - cx) / rx, (y - cy) / ry);
         let (mut mx, mut my) = self.jitter[t];
-        for e in &self.events {
-            let s = e.strength(t as f32);
-            if s > 0.0 {
-                let (dx, dy) = e.deformation.at(nx, ny);
-                mx += s * dx * rx;
-                my += s * dy * rx;
-            }
+        for (s, e) in active {
+            let (dx, dy) = e.deformation.at(nx, ny);
+            mx += s * dx * rx;
+            my += s * dy * rx;
         }
         (mx, my)
     }
@@ -181,12 +184,13 @@ impl Scene {
         let blink = self.blink(t);
         let gain = self.gain[t];
         let noise = Normal::new(0.0f32, self.noise_sigma.max(1e-9)).unwrap();
+        let active = self.active(t);
         let mut data = self.background.clone();
         data.par_chunks_mut(self.width).enumerate().for_each(|(y, row)| {
             let mut rng = rng_for(self.seed, 12, (t * self.height + y) as u64);
             for (x, px) in row.iter_mut().enumerate() {
                 if (y0..y1).contains(&y) && (x0..x1).contains(&x) {
-                    let (mx, my) = self.motion(t, x as f32, y as f32);
+                    let (mx, my) = self.motion(t, &active, x as f32, y as f32);
                     let (qx, qy) = (x as f32 - mx, y as f32 - my);
                     let (v, alpha) = self.identity.shade((qx - cx) / rx, (qy - cy) / ry, blink);
                     *px = *px * (1.0 - alpha) + v * alpha;
@@ -206,13 +210,14 @@ impl Scene {
         let (x0, y0, x1, y1) = self.face_region();
         let mut u = vec![0f32; w * h];
         let mut v = vec![0f32; w * h];
+        let (active1, active2) = (self.active(t1), self.active(t2));
         u.par_chunks_mut(w).zip(v.par_chunks_mut(w)).enumerate().for_each(|(y, (ur, vr))| {
             if !(y0..y1).contains(&y) {
                 return;
             }
             for x in x0..x1 {
                 let (px, py) = (x as f32, y as f32);
-                let (m1x, m1y) = self.motion(t1, px, py);
+                let (m1x, m1y) = self.motion(t1, &active1, px, py);
                 let (qx, qy) = (px - m1x, py - m1y);
                 if self.identity.shade((qx - cx) / rx, (qy - cy) / ry, 0.0).1 <= 0.0 {
                     continue;
@@ -220,7 +225,7 @@ impl Scene {
                 // Solve p2 - m_t2(p2) = q by fixed-point iteration (motions are small and smooth).
                 let (mut p2x, mut p2y) = (qx + m1x, qy + m1y);
                 for _ in 0..6 {
-                    let (mx, my) = self.motion(t2, p2x, p2y);
+                    let (mx, my) = self.motion(t2, &active2, p2x, p2y);
                     p2x = qx + mx;
                     p2y = qy + my;
                 }
