@@ -85,10 +85,11 @@ pub struct FaceConfig {
 }
 
 impl FaceConfig {
-    pub fn setting(&self) -> FaceSetting {
+    /// Detection runs in line for a source that is not paced in real time.
+    pub fn setting(&self, realtime_source: bool) -> FaceSetting {
         match self.roi {
             Some(roi) => FaceSetting::Fixed(roi),
-            None => FaceSetting::Detect(self.detect.clone().unwrap_or_default()),
+            None => FaceSetting::Detect { tracker: self.detect.clone().unwrap_or_default(), in_line: !realtime_source },
         }
     }
 }
@@ -233,6 +234,14 @@ impl SourceConfig {
         }
     }
 
+    /// Whether frames arrive at the source's own pace (a camera, or replay with `realtime`).
+    pub fn realtime(&self) -> bool {
+        match self {
+            SourceConfig::Camera(_) => true,
+            SourceConfig::Replay { realtime, .. } | SourceConfig::Synthetic { realtime, .. } => *realtime,
+        }
+    }
+
     /// One line for `merd status`.
     pub fn describe(&self) -> String {
         match self {
@@ -285,7 +294,7 @@ mod tests {
         std::fs::write(&path, base).unwrap();
         let config = DaemonConfig::load(&path).unwrap();
         assert_eq!(config.log.dir, dir.path().join("events"));
-        assert_eq!(config.face.setting(), FaceSetting::Fixed(Roi { x: 10, y: 10, width: 100, height: 120 }));
+        assert_eq!(config.face.setting(true), FaceSetting::Fixed(Roi { x: 10, y: 10, width: 100, height: 120 }));
         assert_eq!(config.buffer, BufferConfig::default());
 
         let camera = base.replace("kind = \"synthetic\"\n            seconds = 5", "kind = \"camera\"\ndevice = \"/dev/video2\"\nwidth = 640\nheight = 480\nformat = \"mjpeg\"");

@@ -59,7 +59,7 @@ impl TrackerSettings {
 }
 
 /// Something that finds the face region in a frame, possibly later than asked.
-pub trait FindFaces: Send {
+pub trait FindFaces {
     /// Hands over a frame; false when still busy with the previous one.
     fn submit(&mut self, image: &GrayImage) -> bool;
     /// The answer for the last frame handed over, once there is one: the face region, or None.
@@ -117,6 +117,32 @@ impl FindFaces for BackgroundDetector {
     }
 }
 
+/// The SeetaFace detector in the caller's thread: each answer is ready at the next frame,
+/// whatever the machine's load. For sources that are not paced in real time (a replay as fast as
+/// possible, the demo), where a background detector's answers would arrive a load-dependent
+/// number of frames later.
+pub struct InlineDetector {
+    detector: FaceDetector,
+    answer: Option<Option<FaceBox>>,
+}
+
+impl InlineDetector {
+    pub fn new(settings: DetectorSettings) -> Result<InlineDetector> {
+        Ok(InlineDetector { detector: FaceDetector::with_settings(settings)?, answer: None })
+    }
+}
+
+impl FindFaces for InlineDetector {
+    fn submit(&mut self, image: &GrayImage) -> bool {
+        self.answer = Some(self.detector.face_region(image));
+        true
+    }
+
+    fn poll(&mut self) -> Option<Option<FaceBox>> {
+        self.answer.take()
+    }
+}
+
 /// The face box for one frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FaceView {
@@ -165,11 +191,16 @@ impl FaceTracker {
         Ok(FaceTracker { settings, finder, smoothed: None, crop: None, last_seen: None, last_submitted: None })
     }
 
-    /// With the SeetaFace detector on a background thread.
-    pub fn detecting(settings: TrackerSettings) -> Result<FaceTracker> {
+    /// With the SeetaFace detector, on a background thread (live sources) or in line (sources
+    /// not paced in real time; see [`InlineDetector`]).
+    pub fn detecting(settings: TrackerSettings, in_line: bool) -> Result<FaceTracker> {
         settings.validate()?;
-        let finder = BackgroundDetector::start(settings.detector_settings())?;
-        FaceTracker::new(settings, Box::new(finder))
+        let finder: Box<dyn FindFaces> = if in_line {
+            Box::new(InlineDetector::new(settings.detector_settings())?)
+        } else {
+            Box::new(BackgroundDetector::start(settings.detector_settings())?)
+        };
+        FaceTracker::new(settings, finder)
     }
 
     pub fn state(&self) -> FaceState {
@@ -317,7 +348,7 @@ mod tests {
         let source = SyntheticSource::new(&InterviewOptions { seconds: 1.0, fps: 100.0, width: 640, height: 480, seed: 1 }).unwrap();
         let frame = source.scene().render(0);
         let (cx, cy, rx, ry) = source.scene().face;
-        let mut tracker = FaceTracker::detecting(TrackerSettings::default()).unwrap();
+        let mut tracker = FaceTracker::detecting(TrackerSettings::default(), false).unwrap();
         let started = std::time::Instant::now();
         let roi = loop {
             if let Some(roi) = tracker.observe(&frame, started.elapsed().as_secs_f64()).roi {
@@ -331,6 +362,18 @@ mod tests {
         assert!((bx - cx as f64).abs() < 0.2 * rx as f64 && (by - cy as f64).abs() < 0.3 * ry as f64, "{roi:?}");
         assert!(roi.width as f64 > rx as f64 && (roi.width as f64) < 3.0 * rx as f64, "{roi:?}");
         assert_eq!(tracker.state(), FaceState::InView(roi));
+    }
+
+    #[test]
+    fn in_line_detection_answers_at_the_next_frame() {
+        use crate::source::SyntheticSource;
+        use mer_shared::synth::interview::InterviewOptions;
+        let source = SyntheticSource::new(&InterviewOptions { seconds: 1.0, fps: 100.0, width: 640, height: 480, seed: 1 }).unwrap();
+        let frame = source.scene().render(0);
+        let mut tracker = FaceTracker::detecting(TrackerSettings::default(), true).unwrap();
+        assert_eq!(tracker.observe(&frame, 0.0).roi, None);
+        let view = tracker.observe(&frame, 0.01);
+        assert!(view.moved && view.roi.is_some(), "{view:?}");
     }
 
     #[test]

@@ -225,7 +225,7 @@ fn run(config_path: &Path) -> Result<()> {
     let pipeline = Pipeline::new(
         PipelineConfig {
             fps: fps as f32,
-            face: config.face.setting(),
+            face: config.face.setting(config.source.realtime()),
             buffer_s: config.buffer.seconds,
             spotting: config.spotting.clone(),
             flow_threads: config.model.threads,
@@ -275,7 +275,8 @@ fn demo(seconds: f32, fps: f32, seed: u64, model: &Path, public_key: &Path, out:
     let (cx, cy, rx, ry) = scene.face;
     let roi = Roi { x: (cx - rx).max(0.0) as usize, y: (cy - ry).max(0.0) as usize, width: (2.0 * rx) as usize, height: (2.0 * ry) as usize };
     let (face, face_text) = match face {
-        DemoFace::Detect => (FaceSetting::Detect(TrackerSettings::default()), "face detected and tracked".to_string()),
+        // The demo runs as fast as it can: detection in line keeps its output independent of load.
+        DemoFace::Detect => (FaceSetting::Detect { tracker: TrackerSettings::default(), in_line: true }, "face detected and tracked".to_string()),
         DemoFace::Fixed => (FaceSetting::Fixed(roi), format!("fixed face box {:?}", <[usize; 4]>::from(roi))),
     };
     eprintln!(

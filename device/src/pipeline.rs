@@ -132,8 +132,9 @@ pub struct PipelineConfig {
 pub enum FaceSetting {
     /// The same box in every frame.
     Fixed(Roi),
-    /// The face detector, tracked through the stream.
-    Detect(TrackerSettings),
+    /// The face detector, tracked through the stream; `in_line` for sources not paced in real
+    /// time (see [`crate::face::InlineDetector`]).
+    Detect { tracker: TrackerSettings, in_line: bool },
 }
 
 /// The face box of each frame, as configured.
@@ -214,7 +215,7 @@ impl Pipeline {
                 return Err(Error::InvalidArgument(format!("face box {roi:?} is too small")));
             }
             FaceSetting::Fixed(roi) => FaceBoxes::Fixed(*roi),
-            FaceSetting::Detect(settings) => FaceBoxes::Tracked(Box::new(FaceTracker::detecting(settings.clone())?)),
+            FaceSetting::Detect { tracker, in_line } => FaceBoxes::Tracked(Box::new(FaceTracker::detecting(tracker.clone(), *in_line)?)),
         };
         let (tx, rx) = sync_channel(config.max_queued.max(1));
         let flow_threads = config.flow_threads.max(1);
