@@ -215,8 +215,15 @@ impl<O: CameraOpener> CameraSource<O> {
 
     fn lose(&mut self, reason: String) -> Error {
         self.camera = None;
-        self.last_sequence = None;
         self.lost_at.get_or_insert_with(Instant::now);
+        if self.last_sequence.take().is_none() {
+            // Lost again before a single frame: pause as after a failed open, or a camera that
+            // opens but fails at once would be reopened in a busy loop.
+            let pause = self.backoff.pause();
+            let error = self.error(format!("camera lost before its first frame: {reason}; reopening it in {:.1} s", pause.as_secs_f64()));
+            std::thread::sleep(pause);
+            return error;
+        }
         self.error(format!("camera lost: {reason}; reopening it"))
     }
 
@@ -456,6 +463,7 @@ mod tests {
                 None, // not plugged in at start
                 Some(vec![Frame(7), Frame(8), Frame(10), Garbage(11), Frame(12), Fail(io::ErrorKind::TimedOut)]),
                 None, // unplugged
+                Some(vec![Fail(io::ErrorKind::Other)]), // opens, then fails at once
                 Some(vec![Frame(0), Frame(1)]),
             ]),
             attempts: 0,
@@ -477,7 +485,8 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(source.opener.attempts, 4);
+        assert_eq!(source.opener.attempts, 5);
+        assert!(errors.iter().any(|e| e.contains("lost before its first frame") && e.contains("reopening it in")), "{errors:?}");
         // 7, 8, (9 lost), 10, (11 garbage), 12, then after the outage a fresh count.
         assert_eq!(&indices[..4], &[0, 1, 3, 5]);
         assert!(indices[4] > 5 && indices[5] == indices[4] + 1, "{indices:?}");
