@@ -253,9 +253,11 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
-        let gaps: Vec<u64> = indices.windows(2).map(|w| w[1] - w[0] - 1).filter(|&g| g > 0).collect();
-        assert_eq!(gaps.len(), 1, "{indices:?}");
-        assert!((4..=8).contains(&gaps[0]), "{indices:?}");
+        // Every frame up to the pause arrives; after it, at least the frames beyond the four
+        // buffered ones are gone (more where rendering is slow, e.g. under emulation).
+        assert_eq!(&indices[..6], &[0, 1, 2, 3, 4, 5], "{indices:?}");
+        assert!(indices[6] >= 6 + 4, "{indices:?}");
+        assert!(indices.windows(2).all(|w| w[0] < w[1]), "{indices:?}");
         assert_eq!(*indices.last().unwrap(), 49, "the stream still ends with its last frame");
     }
 }
