@@ -215,7 +215,9 @@ impl<O: CameraOpener> CameraSource<O> {
 
     fn lose(&mut self, reason: String) -> Error {
         self.camera = None;
-        self.lost_at.get_or_insert_with(Instant::now);
+        if self.next_index > 0 {
+            self.lost_at.get_or_insert_with(Instant::now);
+        }
         if self.last_sequence.take().is_none() {
             // Lost again before a single frame: pause as after a failed open, or a camera that
             // opens but fails at once would be reopened in a busy loop.
@@ -244,7 +246,10 @@ impl<O: CameraOpener> CameraSource<O> {
                 Ok(())
             }
             Err(e) => {
-                self.lost_at.get_or_insert_with(Instant::now);
+                // Time without a camera counts as dropped frames once the stream has begun.
+                if self.next_index > 0 {
+                    self.lost_at.get_or_insert_with(Instant::now);
+                }
                 let pause = self.backoff.pause();
                 let error = self.error(format!("cannot open the camera: {e}; trying again in {:.1} s", pause.as_secs_f64()));
                 std::thread::sleep(pause);
