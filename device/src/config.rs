@@ -12,6 +12,7 @@ use crate::event_log::{FsyncPolicy, LogConfig};
 use crate::gpio::GpioConfig;
 use crate::face::TrackerSettings;
 use crate::pipeline::{FaceSetting, Roi};
+use crate::push_server::PushSettings;
 use crate::spotting::SpotterConfig;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -33,6 +34,9 @@ pub struct DaemonConfig {
     pub gpio: Option<GpioConfig>,
     #[serde(default)]
     pub control: ControlConfig,
+    /// The model-push listener (`mer push`); absent, models change only by editing `[model]`.
+    #[serde(default)]
+    pub push: Option<PushSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -193,6 +197,9 @@ impl DaemonConfig {
         if let Some(socket) = &mut self.control.socket {
             fix(socket);
         }
+        if let Some(push) = &mut self.push {
+            fix(&mut push.store);
+        }
     }
 
     fn check(&self) -> std::result::Result<(), String> {
@@ -216,6 +223,14 @@ impl DaemonConfig {
         }
         if self.model.threads == 0 {
             return Err("model.threads must be at least 1".into());
+        }
+        if let Some(push) = &self.push {
+            if self.model.public_keys.is_empty() {
+                return Err("[push] needs model.public_keys: the keys allowed to sign bundles and the commands that activate them".into());
+            }
+            if push.max_bundle_mb == 0 || !(push.timeout_s > 0.0) {
+                return Err("push.max_bundle_mb and push.timeout_s must be positive".into());
+            }
         }
         Ok(())
     }

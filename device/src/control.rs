@@ -34,11 +34,14 @@ pub struct StatusReport {
     pub spotted: u64,
     pub triggered: u64,
     pub dropped_windows: u64,
+    /// Events classified and logged since the start.
+    pub events: u64,
     pub last_events: VecDeque<Event>,
 }
 
 impl StatusReport {
     pub fn record_event(&mut self, event: &Event) {
+        self.events += 1;
         if self.last_events.len() == LAST_EVENTS {
             self.last_events.pop_front();
         }
@@ -46,17 +49,23 @@ impl StatusReport {
     }
 }
 
+/// The daemon's status: written by the capture loop and the push listener, read by both sockets.
+pub type SharedStatus = Arc<Mutex<StatusReport>>;
+
+pub fn update(status: &SharedStatus, f: impl FnOnce(&mut StatusReport)) {
+    f(&mut status.lock().unwrap_or_else(|p| p.into_inner()));
+}
+
 /// The serving side, owned by the capture loop.
 pub struct ControlSocket {
     path: PathBuf,
-    status: Arc<Mutex<StatusReport>>,
     trigger: Arc<AtomicBool>,
 }
 
 impl ControlSocket {
     /// Listens on `path`, replacing a socket left behind by a previous run (but refusing to
     /// replace anything else, or a socket another daemon still answers on).
-    pub fn start(path: &Path) -> Result<ControlSocket> {
+    pub fn start(path: &Path, status: SharedStatus) -> Result<ControlSocket> {
         if let Ok(meta) = std::fs::symlink_metadata(path) {
             use std::os::unix::fs::FileTypeExt;
             if !meta.file_type().is_socket() {
@@ -71,7 +80,6 @@ impl ControlSocket {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
         let listener = UnixListener::bind(path).map_err(|e| Error::io(path, e))?;
-        let status = Arc::new(Mutex::new(StatusReport::default()));
         let trigger = Arc::new(AtomicBool::new(false));
         let (s, t) = (status.clone(), trigger.clone());
         std::thread::Builder::new()
@@ -84,7 +92,7 @@ impl ControlSocket {
                 }
             })
             .map_err(|e| Error::InvalidArgument(format!("cannot start the control thread: {e}")))?;
-        Ok(ControlSocket { path: path.to_path_buf(), status, trigger })
+        Ok(ControlSocket { path: path.to_path_buf(), trigger })
     }
 
     /// True once after each `merd trigger`.
@@ -92,11 +100,6 @@ impl ControlSocket {
         self.trigger.swap(false, Ordering::Relaxed)
     }
 
-    pub fn update(&self, f: impl FnOnce(&mut StatusReport)) {
-        if let Ok(mut s) = self.status.lock() {
-            f(&mut s);
-        }
-    }
 }
 
 impl Drop for ControlSocket {
@@ -138,13 +141,14 @@ mod tests {
     fn status_and_trigger_over_the_socket() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run/merd.sock");
-        let socket = ControlSocket::start(&path).unwrap();
-        socket.update(|s| {
+        let status = SharedStatus::default();
+        let socket = ControlSocket::start(&path, status.clone()).unwrap();
+        update(&status, |s| {
             s.frames = 42;
             s.model_version = "m-1".into();
         });
-        let status: StatusReport = serde_json::from_str(&request(&path, "status").unwrap()).unwrap();
-        assert_eq!((status.frames, status.model_version.as_str()), (42, "m-1"));
+        let report: StatusReport = serde_json::from_str(&request(&path, "status").unwrap()).unwrap();
+        assert_eq!((report.frames, report.model_version.as_str()), (42, "m-1"));
         assert!(!socket.take_trigger());
         assert_eq!(request(&path, "trigger").unwrap(), r#"{"ok":true}"#);
         assert!(socket.take_trigger() && !socket.take_trigger());
@@ -152,15 +156,15 @@ mod tests {
 
         // A second daemon on the same path is refused; after the first stops, the stale socket
         // file is replaced.
-        assert!(ControlSocket::start(&path).err().unwrap().to_string().contains("already listening"));
+        assert!(ControlSocket::start(&path, status.clone()).err().unwrap().to_string().contains("already listening"));
         let stale = std::os::unix::net::UnixListener::bind(dir.path().join("stale.sock")).unwrap();
         drop(stale);
-        let again = ControlSocket::start(&dir.path().join("stale.sock")).unwrap();
+        let again = ControlSocket::start(&dir.path().join("stale.sock"), status.clone()).unwrap();
         drop(again);
         drop(socket);
         assert!(!path.exists());
         assert!(request(&path, "status").is_err());
         std::fs::write(dir.path().join("file"), "x").unwrap();
-        assert!(ControlSocket::start(&dir.path().join("file")).err().unwrap().to_string().contains("not a socket"));
+        assert!(ControlSocket::start(&dir.path().join("file"), status).err().unwrap().to_string().contains("not a socket"));
     }
 }

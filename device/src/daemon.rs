@@ -4,16 +4,19 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use mer_shared::classifier::Classifier;
 use mer_shared::event::Event;
+use mer_shared::push::Health;
 
 use crate::config::DaemonConfig;
-use crate::control::ControlSocket;
+use crate::control::{ControlSocket, SharedStatus, update};
 use crate::face::FaceState;
 use crate::gpio::{BoardLed, BoardTrigger};
+use crate::push_server::ModelSwitch;
 use crate::pipeline::{Pipeline, Stats, WorkerReport};
 use crate::source::FrameSource;
 
@@ -23,6 +26,8 @@ pub struct Peripherals {
     pub led: Option<BoardLed>,
     pub trigger: Option<BoardTrigger>,
     pub control: Option<ControlSocket>,
+    /// What `merd status` and `mer devices` report.
+    pub status: SharedStatus,
     /// Seconds a triggered classification looks back.
     pub trigger_window_s: f32,
     /// Raised (by a signal) to end the run: queued windows are still classified and logged.
@@ -36,20 +41,19 @@ impl Peripherals {
             Some(gpio) => gpio.open()?,
             None => (None, None),
         };
+        let status = SharedStatus::default();
+        update(&status, |s| {
+            s.model_path = model_path;
+            s.model_version = model_version;
+            s.source = config.source.describe();
+        });
         let control = match &config.control.socket {
-            Some(path) => {
-                let socket = ControlSocket::start(path).with_context(|| format!("cannot open the control socket {}", path.display()))?;
-                let source = config.source.describe();
-                socket.update(|s| {
-                    s.model_path = model_path;
-                    s.model_version = model_version;
-                    s.source = source;
-                });
-                Some(socket)
-            }
+            Some(path) => Some(
+                ControlSocket::start(path, status.clone()).with_context(|| format!("cannot open the control socket {}", path.display()))?,
+            ),
             None => None,
         };
-        Ok(Peripherals { led, trigger, control, trigger_window_s: config.trigger.window_s, stop: None })
+        Ok(Peripherals { led, trigger, control, status, trigger_window_s: config.trigger.window_s, stop: None })
     }
 
     /// The trigger button or `merd trigger`, whichever asked.
@@ -75,15 +79,45 @@ impl Peripherals {
         if let Some(led) = &mut self.led {
             led.event(now);
         }
-        if let Some(c) = &self.control {
-            c.update(|s| s.record_event(event));
-        }
+        update(&self.status, |s| s.record_event(event));
     }
 
     fn refresh(&mut self, now: Instant, start: Instant) {
         if let Some(Err(e)) = self.led.as_mut().map(|l| l.update(now, start)) {
             eprintln!("merd: the status LED cannot be set ({e:?}); ignoring it from now on");
             self.led = None;
+        }
+    }
+}
+
+/// How the push listener reaches the running daemon: new models go to the pipeline's classifier
+/// worker, and health comes from the status the capture loop keeps.
+pub struct PipelineSwitch {
+    pub models: Sender<Classifier>,
+    pub status: SharedStatus,
+    pub store_dir: PathBuf,
+}
+
+impl ModelSwitch for PipelineSwitch {
+    fn switch(&self, classifier: Classifier) {
+        let version = classifier.manifest().version.clone();
+        if self.models.send(classifier).is_ok() {
+            update(&self.status, |s| {
+                s.model_version = version;
+                s.model_path = self.store_dir.clone();
+            });
+        }
+    }
+
+    fn health(&self) -> Health {
+        let s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        Health {
+            uptime_s: s.uptime_s,
+            fps: s.fps,
+            frames: s.frames,
+            dropped_frames: s.dropped_frames,
+            events: s.events,
+            face: s.face.clone(),
         }
     }
 }
@@ -129,13 +163,13 @@ pub fn drive(
             led.set_face_lost(matches!(face, FaceState::Searching | FaceState::Lost));
         }
         peripherals.refresh(now, started);
-        if let Some(control) = &peripherals.control {
+        {
             let elapsed = now.duration_since(rate_since).as_secs_f64();
             if elapsed >= 1.0 {
                 let stats = pipeline.stats().clone();
                 let fps = (stats.frames - rate_frames) as f64 / elapsed;
                 (rate_since, rate_frames) = (now, stats.frames);
-                control.update(|s| {
+                update(&peripherals.status, |s| {
                     s.uptime_s = now.duration_since(started).as_secs_f64();
                     s.fps = fps;
                     s.frames = stats.frames;

@@ -8,6 +8,8 @@ pub mod daemon;
 pub mod event_log;
 pub mod face;
 pub mod gpio;
+pub mod model_store;
 pub mod pipeline;
+pub mod push_server;
 pub mod source;
 pub mod spotting;

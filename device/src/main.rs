@@ -12,7 +12,9 @@ use mer_device::camera::{CameraSource, V4lOpener};
 use mer_device::config::{DaemonConfig, SourceConfig};
 use mer_device::control::request;
 use mer_device::face::TrackerSettings;
-use mer_device::daemon::{Peripherals, drive};
+use mer_device::daemon::{Peripherals, PipelineSwitch, drive};
+use mer_device::model_store::ModelStore;
+use mer_device::push_server::{PushServer, PushSettings};
 use mer_device::event_log::{EventLog, FsyncPolicy, LogConfig, read_events};
 use mer_device::pipeline::{FaceSetting, Pipeline, PipelineConfig, Roi, Stats, WorkerReport};
 use mer_device::source::{FrameSource, RealTime, ReplaySource, SyntheticSource};
@@ -148,8 +150,32 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// The model store's active model; on the first start, the configured model becomes the first
+/// active one.
+fn open_store(config: &DaemonConfig, push: &PushSettings) -> Result<(Classifier, ModelStore)> {
+    let keys = trusted_keys(&config.model.public_keys)?;
+    let mut store = ModelStore::open(&push.store, keys, push.keep, config.model.threads)
+        .with_context(|| format!("cannot open the model store {}", push.store.display()))?;
+    let verified = match store.load_active()? {
+        Some(verified) => verified,
+        None => {
+            let path = &config.model.path;
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read the configured model {}", path.display()))?;
+            eprintln!("model store {} is empty: starting it with {}", push.store.display(), path.display());
+            store.adopt(&bytes).with_context(|| format!("the configured model {} cannot start the store", path.display()))?
+        }
+    };
+    let m = verified.classifier.manifest();
+    eprintln!("model {} ({}, from the store {}): classes {}", m.version, verified.info.sha256, push.store.display(), m.classes.join(", "));
+    Ok((verified.classifier, store))
+}
+
+fn trusted_keys(paths: &[PathBuf]) -> Result<Vec<mer_shared::bundle::PublicKey>> {
+    Ok(paths.iter().map(|p| read_public_key(p)).collect::<mer_shared::Result<Vec<_>>>()?)
+}
+
 fn load_classifier(path: &Path, public_keys: &[PathBuf], threads: usize) -> Result<Classifier> {
-    let keys = public_keys.iter().map(|p| read_public_key(p)).collect::<mer_shared::Result<Vec<_>>>()?;
+    let keys = trusted_keys(public_keys)?;
     let trust = if keys.is_empty() { Trust::IntegrityOnly } else { Trust::Keys(&keys) };
     let classifier = Classifier::load(path, trust)?.with_threads(threads);
     let m = classifier.manifest();
@@ -198,7 +224,13 @@ fn summary(stats: &Stats, report: &WorkerReport, seconds: f64) {
 
 fn run(config_path: &Path) -> Result<()> {
     let config = DaemonConfig::load(config_path)?;
-    let classifier = load_classifier(&config.model.path, &config.model.public_keys, config.model.threads)?;
+    let (classifier, store) = match &config.push {
+        Some(push) => {
+            let (classifier, store) = open_store(&config, push)?;
+            (classifier, Some(store))
+        }
+        None => (load_classifier(&config.model.path, &config.model.public_keys, config.model.threads)?, None),
+    };
     let version = classifier.manifest().version.clone();
     let log = open_log(config.log_config())?;
     let fps = config.source.fps();
@@ -235,8 +267,14 @@ fn run(config_path: &Path) -> Result<()> {
         log,
         tx,
     )?;
-    let mut peripherals = Peripherals::open(&config, config.model.path.clone(), version)?;
+    let model_path = store.as_ref().map_or_else(|| config.model.path.clone(), |s| s.dir().to_path_buf());
+    let mut peripherals = Peripherals::open(&config, model_path.clone(), version)?;
     peripherals.stop = Some(stop_on_signals()?);
+    if let (Some(push), Some(store)) = (&config.push, store) {
+        let switch = PipelineSwitch { models: pipeline.model_switch(), status: peripherals.status.clone(), store_dir: model_path };
+        let server = PushServer::start(push, store, trusted_keys(&config.model.public_keys)?, Arc::new(switch))?;
+        eprintln!("listening for model pushes on {}", server.address());
+    }
     let (stats, report, seconds) = drive(&mut source, pipeline, rx, &mut peripherals, print_event)?;
     summary(&stats, &report, seconds);
     Ok(())

@@ -3,7 +3,7 @@
 //! optical flow and inference, and every event is appended to the log.
 
 use std::collections::VecDeque;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -186,6 +186,8 @@ pub struct Pipeline {
     next_seq: usize,
     last_index: Option<u64>,
     jobs: Option<SyncSender<Box<Job>>>,
+    /// Models pushed while running, taken by the worker before its next window.
+    models: Sender<Classifier>,
     worker: Option<JoinHandle<WorkerReport>>,
     stats: Stats,
 }
@@ -218,10 +220,11 @@ impl Pipeline {
             FaceSetting::Detect { tracker, in_line } => FaceBoxes::Tracked(Box::new(FaceTracker::detecting(tracker.clone(), *in_line)?)),
         };
         let (tx, rx) = sync_channel(config.max_queued.max(1));
+        let (models, new_models) = channel();
         let flow_threads = config.flow_threads.max(1);
         let worker = std::thread::Builder::new()
             .name("classifier".into())
-            .spawn(move || classify_jobs(rx, classifier, flow_threads, log, events))
+            .spawn(move || classify_jobs(rx, classifier, new_models, flow_threads, log, events))
             .map_err(|e| Error::InvalidArgument(format!("cannot start the classifier thread: {e}")))?;
         Ok(Pipeline {
             face,
@@ -231,10 +234,17 @@ impl Pipeline {
             next_seq: 0,
             last_index: None,
             jobs: Some(tx),
+            models,
             worker: Some(worker),
             stats: Stats::default(),
             config,
         })
+    }
+
+    /// Hands a new model to the classifier worker, which uses it from its next window on:
+    /// capture never waits for a model change.
+    pub fn model_switch(&self) -> Sender<Classifier> {
+        self.models.clone()
     }
 
     pub fn stats(&self) -> &Stats {
@@ -366,17 +376,21 @@ impl WorkerReport {
 
 fn classify_jobs(
     jobs: Receiver<Box<Job>>,
-    classifier: Classifier,
+    mut classifier: Classifier,
+    new_models: Receiver<Classifier>,
     flow_threads: usize,
     mut log: impl EventSink,
     events: std::sync::mpsc::Sender<Event>,
 ) -> WorkerReport {
     let mut report = WorkerReport::default();
-    let spec = classifier.manifest().input.clone();
     let mut unlogged: VecDeque<Event> = VecDeque::new();
     for job in jobs {
+        if let Some(newest) = new_models.try_iter().last() {
+            classifier = newest;
+        }
+        let spec = &classifier.manifest().input;
         let started = Instant::now();
-        let input = match build_input(&spec, &job.onset.image, &job.apex.image, &job.offset.image, flow_threads) {
+        let input = match build_input(spec, &job.onset.image, &job.apex.image, &job.offset.image, flow_threads) {
             Ok(input) => input,
             Err(e) => {
                 report.fail(format!("preprocessing the window at {:.3} s: {e}", job.apex.timestamp));

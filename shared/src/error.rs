@@ -40,6 +40,12 @@ pub enum Error {
     /// A key file that cannot be read, written or used.
     #[error("{path}: {reason}")]
     KeyFile { path: PathBuf, reason: String },
+    /// A model push that failed or that the device refused; the text says which.
+    #[error("{0}")]
+    Push(String),
+    /// The device is busy with the same upload from another client.
+    #[error("busy: {0}")]
+    PushBusy(String),
 }
 
 impl Error {

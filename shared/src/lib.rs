@@ -16,6 +16,7 @@ pub mod input;
 pub mod labels;
 pub mod manifest;
 pub mod npy;
+pub mod push;
 pub mod synth;
 
 pub use error::{Error, Result};

@@ -1,0 +1,291 @@
+//! The device's models on disk: the active one, earlier ones kept for rollback, and uploads in
+//! progress.
+//!
+//! ```text
+//! DIR/state.json         {"active": "<sha256>", "previous": ["<sha256>", ...]}  (newest first)
+//! DIR/<sha256>.merb      complete bundles: the active one and those kept for rollback
+//! DIR/staging/<sha256>.part   uploads, complete or not
+//! ```
+//!
+//! Every change to what is active is one atomic step: the bundle is fsynced and renamed into
+//! place first, then `state.json` is written to a temporary file, fsynced and renamed over the
+//! old one, and the directory is fsynced. A crash at any point leaves either the old state or
+//! the new one, each naming complete bundles; leftovers are removed on the next open.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use mer_shared::bundle::{Bundle, PublicKey};
+use mer_shared::classifier::{Classifier, Trust};
+use mer_shared::manifest::{Manifest, PREPROCESSING_VERSION};
+use mer_shared::push::{Digest, ModelInfo, digest_hex, parse_digest};
+use mer_shared::{Error, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::pipeline::CROP_SIDE;
+
+const STATE: &str = "state.json";
+const STATE_TEMP: &str = "state.json.tmp";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub active: Option<String>,
+    /// Earlier active models, newest first.
+    pub previous: Vec<String>,
+}
+
+/// Points in an activation where a test can stop it, as a crash there would.
+#[cfg_attr(not(test), allow(dead_code))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    BundleInPlace,
+    StateWritten,
+    StateRenamed,
+}
+
+/// A verified model ready to run.
+pub struct Verified {
+    pub classifier: Classifier,
+    pub info: ModelInfo,
+}
+
+pub struct ModelStore {
+    dir: PathBuf,
+    trusted: Vec<PublicKey>,
+    /// Earlier models kept for rollback.
+    keep: usize,
+    threads: usize,
+    state: State,
+    #[cfg(test)]
+    pub crash_at: Option<Step>,
+}
+
+impl ModelStore {
+    /// Opens (creating) the store in `dir`, removing what an interrupted activation left.
+    pub fn open(dir: &Path, trusted: Vec<PublicKey>, keep: usize, threads: usize) -> Result<ModelStore> {
+        fs::create_dir_all(dir.join("staging")).map_err(|e| Error::io(dir, e))?;
+        for leftover in [dir.join(STATE_TEMP)] {
+            if leftover.exists() {
+                fs::remove_file(&leftover).map_err(|e| Error::io(&leftover, e))?;
+            }
+        }
+        let path = dir.join(STATE);
+        let state = match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Data {
+                path: path.clone(),
+                reason: format!("{e}; the store's state file is damaged: remove it to start again from the configured model"),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let store = ModelStore {
+            dir: dir.to_path_buf(),
+            trusted,
+            keep,
+            threads,
+            state,
+            #[cfg(test)]
+            crash_at: None,
+        };
+        store.prune()?;
+        Ok(store)
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn bundle_path(&self, sha256: &str) -> PathBuf {
+        self.dir.join(format!("{sha256}.merb"))
+    }
+
+    pub fn staging_path(&self, sha256: &str) -> PathBuf {
+        self.dir.join("staging").join(format!("{sha256}.part"))
+    }
+
+    /// The bundle with this digest, kept or fully staged, checked as before activation.
+    pub fn verify(&self, sha256: &Digest) -> Result<Verified> {
+        let hex = digest_hex(sha256);
+        let kept = self.bundle_path(&hex);
+        let path = if kept.exists() { kept } else { self.staging_path(&hex) };
+        let bytes = fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::Push(format!("the device holds no bundle {hex}; push it first")),
+            _ => Error::io(&path, e),
+        })?;
+        verify_bytes(&bytes, sha256, &self.trusted, self.threads)
+    }
+
+    /// The active model, falling back to earlier ones if it no longer verifies. `None` when the
+    /// store has none that does.
+    pub fn load_active(&mut self) -> Result<Option<Verified>> {
+        let candidates: Vec<String> = self.state.active.iter().chain(&self.state.previous).cloned().collect();
+        for (i, hex) in candidates.iter().enumerate() {
+            let verified = parse_digest(hex).and_then(|d| self.verify(&d));
+            match verified {
+                Ok(v) => {
+                    if i > 0 {
+                        eprintln!("merd: using the earlier model {} instead", v.info.version);
+                        self.write_state(State { active: Some(hex.clone()), previous: candidates[i + 1..].to_vec() })?;
+                    }
+                    return Ok(Some(v));
+                }
+                Err(e) => eprintln!("merd: the stored model {hex} cannot be used: {e}"),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Makes a verified bundle the active model; the active one becomes the newest previous.
+    pub fn activate(&mut self, sha256: &Digest) -> Result<&State> {
+        let hex = digest_hex(sha256);
+        if self.state.active.as_deref() == Some(hex.as_str()) {
+            return Ok(&self.state);
+        }
+        let kept = self.bundle_path(&hex);
+        if !kept.exists() {
+            let staged = self.staging_path(&hex);
+            File::open(&staged).and_then(|f| f.sync_all()).map_err(|e| Error::io(&staged, e))?;
+            fs::rename(&staged, &kept).map_err(|e| Error::io(&kept, e))?;
+            sync_dir(&self.dir)?;
+        }
+        self.crash_point_after(Step::BundleInPlace)?;
+        let mut previous: Vec<String> = self.state.active.iter().chain(&self.state.previous).filter(|p| **p != hex).cloned().collect();
+        previous.truncate(self.keep);
+        self.write_state(State { active: Some(hex), previous })?;
+        self.prune()?;
+        Ok(&self.state)
+    }
+
+    /// Makes the newest previous model active again; the current one is dropped from the history.
+    pub fn rollback(&mut self) -> Result<(Digest, &State)> {
+        let Some(target) = self.state.previous.first().cloned() else {
+            return Err(Error::Push("there is no earlier model to go back to".into()));
+        };
+        let digest = parse_digest(&target)?;
+        let previous = self.state.previous[1..].to_vec();
+        self.write_state(State { active: Some(target), previous })?;
+        self.prune()?;
+        Ok((digest, &self.state))
+    }
+
+    /// Takes in a bundle from outside the store (the configured model of a first start).
+    pub fn adopt(&mut self, bytes: &[u8]) -> Result<Verified> {
+        let sha256: Digest = Sha256::digest(bytes).into();
+        let verified = verify_bytes(bytes, &sha256, &self.trusted, self.threads)?;
+        let hex = digest_hex(&sha256);
+        let temp = self.dir.join(format!("{hex}.merb.tmp"));
+        write_synced(&temp, bytes)?;
+        fs::rename(&temp, self.bundle_path(&hex)).map_err(|e| Error::io(&temp, e))?;
+        sync_dir(&self.dir)?;
+        self.activate(&sha256)?;
+        Ok(verified)
+    }
+
+    /// What the store holds, for status reports.
+    pub fn describe(&self, sha256: &str) -> Option<ModelInfo> {
+        let bytes = fs::read(self.bundle_path(sha256)).ok()?;
+        let bundle = Bundle::from_bytes(&bytes).ok()?;
+        let manifest = Manifest::from_json(bundle.manifest()).ok()?;
+        Some(model_info(sha256.to_string(), &manifest, &bundle, bytes.len() as u64))
+    }
+
+    fn write_state(&mut self, state: State) -> Result<()> {
+        let temp = self.dir.join(STATE_TEMP);
+        write_synced(&temp, &serde_json::to_vec_pretty(&state).expect("the state always encodes"))?;
+        self.crash_point_after(Step::StateWritten)?;
+        let path = self.dir.join(STATE);
+        fs::rename(&temp, &path).map_err(|e| Error::io(&path, e))?;
+        sync_dir(&self.dir)?;
+        self.state = state;
+        self.crash_point_after(Step::StateRenamed)
+    }
+
+    /// Removes bundles the state no longer names and temporary files.
+    fn prune(&self) -> Result<()> {
+        let named: BTreeSet<String> = self.state.active.iter().chain(&self.state.previous).map(|h| format!("{h}.merb")).collect();
+        let entries = fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if (name.ends_with(".merb") && !named.contains(&name)) || name.ends_with(".merb.tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn crash_point_after(&self, step: Step) -> Result<()> {
+        if self.crash_at == Some(step) {
+            return Err(Error::Push(format!("simulated crash after {step:?}")));
+        }
+        Ok(())
+    }
+    #[cfg(not(test))]
+    fn crash_point_after(&self, _step: Step) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Everything a device checks before a model may run: the digest the sender announced, the
+/// signature against the trusted keys, the manifest (inside and outside the ONNX file), that
+/// the device's preprocessing can make the model's input, and the probe logits in tract.
+pub fn verify_bytes(bytes: &[u8], sha256: &Digest, trusted: &[PublicKey], threads: usize) -> Result<Verified> {
+    let got: Digest = Sha256::digest(bytes).into();
+    if got != *sha256 {
+        return Err(Error::Push(format!(
+            "the bundle's bytes have SHA-256 {}, not the {} announced (damaged in transit or on disk)",
+            digest_hex(&got),
+            digest_hex(sha256)
+        )));
+    }
+    let classifier = Classifier::from_bundle(bytes, Trust::Keys(trusted))?.with_threads(threads);
+    check_compatible(classifier.manifest())?;
+    let bundle = Bundle::from_bytes(bytes)?;
+    let info = model_info(digest_hex(sha256), classifier.manifest(), &bundle, bytes.len() as u64);
+    Ok(Verified { classifier, info })
+}
+
+/// The device makes inputs with this build's preprocessing from `CROP_SIDE` face crops.
+pub fn check_compatible(manifest: &Manifest) -> Result<()> {
+    if manifest.preprocessing_version != PREPROCESSING_VERSION {
+        return Err(Error::Push(format!(
+            "model {} needs preprocessing version {}; this device implements version {PREPROCESSING_VERSION} (update merd first)",
+            manifest.version, manifest.preprocessing_version
+        )));
+    }
+    if manifest.input.face_size != CROP_SIDE {
+        return Err(Error::Push(format!(
+            "model {} takes {}-pixel face crops; this device makes {CROP_SIDE}-pixel crops",
+            manifest.version, manifest.input.face_size
+        )));
+    }
+    Ok(())
+}
+
+fn model_info(sha256: String, manifest: &Manifest, bundle: &Bundle, bytes: u64) -> ModelInfo {
+    ModelInfo {
+        sha256,
+        version: manifest.version.clone(),
+        architecture: manifest.architecture.clone(),
+        classes: manifest.classes.clone(),
+        signer: bundle.signer_key_id(),
+        bytes,
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(path).map_err(|e| Error::io(path, e))?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| Error::io(path, e))
+}
+
+/// Makes a rename in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+}

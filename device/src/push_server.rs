@@ -1,0 +1,370 @@
+//! `merd`'s model-push listener (protocol in `mer_shared::push`): uploads are staged in the
+//! [`ModelStore`] and checked; signed commands activate or roll back, and the new model is
+//! handed to the running pipeline without stopping capture.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mer_shared::bundle::PublicKey;
+use mer_shared::classifier::Classifier;
+use mer_shared::push::frame::{FrameError, read_frame, write_frame};
+use mer_shared::push::{
+    Action, Digest, DeviceStatus, Health, MAX_FRAME_BYTES, ModelInfo, Nonce, PROTOCOL, Request, Response, SignedCommand, digest_hex,
+};
+use mer_shared::{Error, Result};
+use serde::Deserialize;
+
+use crate::model_store::{ModelStore, Verified};
+
+/// `[push]` in the daemon's configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushSettings {
+    /// Address and port to listen on, e.g. "0.0.0.0:7878".
+    pub listen: String,
+    /// The model store: active, kept and staged bundles.
+    pub store: PathBuf,
+    /// Earlier models kept for rollback.
+    #[serde(default = "default_keep")]
+    pub keep: usize,
+    /// Largest bundle accepted, in MiB.
+    #[serde(default = "default_max_bundle_mb")]
+    pub max_bundle_mb: u64,
+    /// A client silent for this long is disconnected (its upload can resume later).
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: f64,
+    /// Sessions served at once; more are turned away as busy.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+    /// The name `mer devices` shows (default: the host name).
+    pub name: Option<String>,
+}
+
+fn default_keep() -> usize {
+    3
+}
+fn default_max_bundle_mb() -> u64 {
+    256
+}
+fn default_timeout_s() -> f64 {
+    30.0
+}
+fn default_max_sessions() -> usize {
+    4
+}
+
+/// Where an activated model goes: the running pipeline, and what reports its health.
+pub trait ModelSwitch: Send + Sync {
+    /// Runs `classifier` from the next window on.
+    fn switch(&self, classifier: Classifier);
+    fn health(&self) -> Health;
+}
+
+struct Shared {
+    store: Mutex<ModelStore>,
+    trusted: Vec<PublicKey>,
+    /// Uploads in progress, so two clients never write the same staging file.
+    uploads: Mutex<HashSet<Digest>>,
+    sessions: AtomicUsize,
+    switch: Arc<dyn ModelSwitch>,
+    device: String,
+    max_bundle_bytes: u64,
+    max_sessions: usize,
+    timeout: Duration,
+}
+
+pub struct PushServer {
+    address: SocketAddr,
+}
+
+impl PushServer {
+    /// Listens on `settings.listen` and serves each client on its own thread.
+    pub fn start(settings: &PushSettings, store: ModelStore, trusted: Vec<PublicKey>, switch: Arc<dyn ModelSwitch>) -> Result<PushServer> {
+        let listener = TcpListener::bind(&settings.listen)
+            .map_err(|e| Error::InvalidArgument(format!("cannot listen for model pushes on {}: {e}", settings.listen)))?;
+        let address = listener.local_addr().map_err(|e| Error::InvalidArgument(format!("{}: {e}", settings.listen)))?;
+        let device = settings.name.clone().unwrap_or_else(host_name);
+        let shared = Arc::new(Shared {
+            store: Mutex::new(store),
+            trusted,
+            uploads: Mutex::new(HashSet::new()),
+            sessions: AtomicUsize::new(0),
+            switch,
+            device,
+            max_bundle_bytes: settings.max_bundle_mb << 20,
+            max_sessions: settings.max_sessions.max(1),
+            timeout: Duration::from_secs_f64(settings.timeout_s.max(0.1)),
+        });
+        std::thread::Builder::new()
+            .name("push".into())
+            .spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let shared = Arc::clone(&shared);
+                    let _ = std::thread::Builder::new().name("push-session".into()).spawn(move || serve(stream, &shared));
+                }
+            })
+            .map_err(|e| Error::InvalidArgument(format!("cannot start the push thread: {e}")))?;
+        Ok(PushServer { address })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+}
+
+/// One client's upload.
+struct Upload {
+    sha256: Digest,
+    size: u64,
+    file: File,
+    offset: u64,
+}
+
+struct Session<'a> {
+    shared: &'a Shared,
+    peer: String,
+    nonce: Nonce,
+    upload: Option<Upload>,
+    /// Digests this session holds in `Shared::uploads`.
+    claimed: Option<Digest>,
+}
+
+fn serve(mut stream: TcpStream, shared: &Shared) {
+    let peer = stream.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
+    let _ = stream.set_read_timeout(Some(shared.timeout));
+    let _ = stream.set_write_timeout(Some(shared.timeout));
+    if shared.sessions.fetch_add(1, Ordering::SeqCst) >= shared.max_sessions {
+        let _ = write_frame(&mut stream, &Response::Busy { reason: format!("{} sessions already open", shared.max_sessions) });
+        shared.sessions.fetch_sub(1, Ordering::SeqCst);
+        return;
+    }
+    let mut session = Session { shared, peer, nonce: fresh_nonce(), upload: None, claimed: None };
+    match read_frame::<Request>(&mut stream, MAX_FRAME_BYTES) {
+        Ok(Request::Hello { protocol }) if protocol == PROTOCOL => {
+            let welcome = Response::Welcome { protocol: PROTOCOL, device: shared.device.clone(), nonce: session.nonce };
+            if write_frame(&mut stream, &welcome).is_ok() {
+                session.run(&mut stream);
+            }
+        }
+        Ok(Request::Hello { protocol }) => {
+            let reason = format!("this device speaks protocol {PROTOCOL}, the client {protocol}");
+            let _ = write_frame(&mut stream, &Response::Welcome { protocol: PROTOCOL, device: shared.device.clone(), nonce: [0; 32] });
+            eprintln!("merd: push from {}: {reason}", session.peer);
+        }
+        Ok(_) => {
+            let _ = write_frame(&mut stream, &Response::Refused { reason: "a session starts with Hello".into(), nonce: None });
+        }
+        Err(e) => session.log_broken(&e),
+    }
+    session.release();
+    shared.sessions.fetch_sub(1, Ordering::SeqCst);
+}
+
+impl Session<'_> {
+    fn run(&mut self, stream: &mut TcpStream) {
+        loop {
+            let request = match read_frame::<Request>(stream, MAX_FRAME_BYTES) {
+                Ok(request) => request,
+                Err(FrameError::Closed) => return,
+                Err(e) => {
+                    self.log_broken(&e);
+                    // Say why before hanging up, when the peer is still there to hear it.
+                    if !e.is_timeout() && !matches!(e, FrameError::Io(_)) {
+                        let _ = write_frame(stream, &Response::Refused { reason: e.to_string(), nonce: None });
+                    }
+                    return;
+                }
+            };
+            let response = self.answer(request);
+            if let Response::Refused { reason, .. } = &response {
+                eprintln!("merd: push from {}: refused: {reason}", self.peer);
+            }
+            if write_frame(stream, &response).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn answer(&mut self, request: Request) -> Response {
+        let refused = |e: Error| Response::Refused { reason: e.to_string(), nonce: None };
+        match request {
+            Request::Hello { .. } => refused(Error::Push("the session is already open".into())),
+            Request::Status => Response::Status(self.status()),
+            Request::Upload { sha256, size } => self.begin_upload(sha256, size).unwrap_or_else(refused),
+            Request::Chunk { offset, data } => self.chunk(offset, &data).unwrap_or_else(refused),
+            Request::Command(command) => self.command(command),
+        }
+    }
+
+    fn status(&self) -> DeviceStatus {
+        let store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
+        describe(&store, &self.shared)
+    }
+
+    fn begin_upload(&mut self, sha256: Digest, size: u64) -> Result<Response> {
+        let hex = digest_hex(&sha256);
+        if size > self.shared.max_bundle_bytes {
+            return Err(Error::Push(format!("the bundle is {size} bytes; this device accepts at most {}", self.shared.max_bundle_bytes)));
+        }
+        self.release();
+        {
+            let store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
+            if store.bundle_path(&hex).exists() {
+                // Kept from before: nothing to send.
+                return Ok(Response::Staged(store.verify(&sha256)?.info));
+            }
+            let mut uploads = self.shared.uploads.lock().unwrap_or_else(|p| p.into_inner());
+            if uploads.contains(&sha256) {
+                return Ok(Response::Busy { reason: format!("another client is uploading {hex}") });
+            }
+            uploads.insert(sha256);
+            remove_abandoned_uploads(&store, &uploads);
+            self.claimed = Some(sha256);
+            let path = store.staging_path(&hex);
+            let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
+            let mut offset = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+            if offset > size {
+                file.set_len(0).map_err(|e| Error::io(&path, e))?;
+                offset = 0;
+            }
+            self.upload = Some(Upload { sha256, size, file, offset });
+        }
+        if offset_complete(self.upload.as_ref()) {
+            return self.finish_upload();
+        }
+        Ok(Response::UploadFrom { offset: self.upload.as_ref().map_or(0, |u| u.offset) })
+    }
+
+    fn chunk(&mut self, offset: u64, data: &[u8]) -> Result<Response> {
+        let Some(upload) = self.upload.as_mut() else {
+            return Err(Error::Push("no upload in progress; send Upload first".into()));
+        };
+        if offset != upload.offset {
+            return Err(Error::Push(format!("the chunk starts at byte {offset}; the upload continues at {}", upload.offset)));
+        }
+        let end = offset + data.len() as u64;
+        if data.is_empty() || end > upload.size {
+            return Err(Error::Push(format!("a chunk of {} bytes at {offset} does not fit a {}-byte bundle", data.len(), upload.size)));
+        }
+        upload.file.seek(SeekFrom::Start(offset)).and_then(|_| upload.file.write_all(data)).map_err(|e| {
+            Error::Push(format!("cannot write the upload on the device ({e}); is its disk full?"))
+        })?;
+        upload.offset = end;
+        if end == upload.size { self.finish_upload() } else { Ok(Response::Ack { offset: end }) }
+    }
+
+    /// All bytes are in: check them, or discard them so a fresh upload starts clean.
+    fn finish_upload(&mut self) -> Result<Response> {
+        let upload = self.upload.take().expect("an upload in progress");
+        let _ = upload.file.sync_all();
+        drop(upload.file);
+        let store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
+        match store.verify(&upload.sha256) {
+            Ok(Verified { info, .. }) => {
+                eprintln!("merd: push from {}: staged {} ({})", self.peer, info.version, info.sha256);
+                Ok(Response::Staged(info))
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(store.staging_path(&digest_hex(&upload.sha256)));
+                Err(Error::Push(format!("the uploaded bundle was discarded: {e}")))
+            }
+        }
+    }
+
+    /// Checks signature and nonce, then carries the command out; the nonce is used up either way.
+    fn command(&mut self, command: SignedCommand) -> Response {
+        let expected = std::mem::replace(&mut self.nonce, fresh_nonce());
+        let refused = |reason: String, nonce| Response::Refused { reason, nonce: Some(nonce) };
+        let signer = match command.verify(&self.shared.trusted) {
+            Ok(signer) => signer,
+            Err(e) => return refused(e.to_string(), self.nonce),
+        };
+        if command.nonce != expected {
+            return refused("the command carries a stale nonce (a replayed or out-of-order command)".into(), self.nonce);
+        }
+        let mut store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
+        let outcome = match command.action {
+            Action::Activate { sha256 } => activate(&mut store, &self.shared, &sha256),
+            Action::Rollback => rollback(&mut store, &self.shared),
+        };
+        match outcome {
+            Ok(model) => {
+                eprintln!("merd: push from {}: {:?} by key {}: now running {model}", self.peer, command.action, signer.key_id());
+                Response::Done { status: describe(&store, self.shared), nonce: self.nonce }
+            }
+            Err(e) => refused(e.to_string(), self.nonce),
+        }
+    }
+
+    /// Lets another session upload what this one claimed.
+    fn release(&mut self) {
+        self.upload = None;
+        if let Some(digest) = self.claimed.take() {
+            self.shared.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(&digest);
+        }
+    }
+
+    fn log_broken(&self, e: &FrameError) {
+        let what = if e.is_timeout() { format!("silent for {:.0} s, disconnected", self.shared.timeout.as_secs_f64()) } else { e.to_string() };
+        eprintln!("merd: push from {}: {what}", self.peer);
+    }
+}
+
+fn offset_complete(upload: Option<&Upload>) -> bool {
+    upload.is_some_and(|u| u.offset == u.size)
+}
+
+fn activate(store: &mut ModelStore, shared: &Shared, sha256: &Digest) -> Result<String> {
+    let verified = store.verify(sha256)?;
+    store.activate(sha256)?;
+    shared.switch.switch(verified.classifier);
+    Ok(verified.info.version)
+}
+
+fn rollback(store: &mut ModelStore, shared: &Shared) -> Result<String> {
+    let target = store.state().previous.first().cloned().ok_or_else(|| Error::Push("there is no earlier model to go back to".into()))?;
+    let verified = store.verify(&mer_shared::push::parse_digest(&target)?)?;
+    store.rollback()?;
+    shared.switch.switch(verified.classifier);
+    Ok(verified.info.version)
+}
+
+fn describe(store: &ModelStore, shared: &Shared) -> DeviceStatus {
+    let state = store.state();
+    let info = |hex: &String| -> Option<ModelInfo> { store.describe(hex) };
+    DeviceStatus {
+        device: shared.device.clone(),
+        active: state.active.as_ref().and_then(info),
+        previous: state.previous.iter().filter_map(info).collect(),
+        health: shared.switch.health(),
+    }
+}
+
+/// Partial uploads nobody is sending any more; only the newest abandoned one is worth resuming,
+/// and it is the one being asked for if anything, so all others go.
+fn remove_abandoned_uploads(store: &ModelStore, in_progress: &HashSet<Digest>) {
+    let staging = store.dir().join("staging");
+    let keep: HashSet<String> = in_progress.iter().map(|d| format!("{}.part", digest_hex(d))).collect();
+    for entry in std::fs::read_dir(&staging).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !keep.contains(&name) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+fn fresh_nonce() -> Nonce {
+    let mut nonce = [0u8; 32];
+    getrandom::fill(&mut nonce).expect("the operating system's random source");
+    nonce
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "merd".into())
+}

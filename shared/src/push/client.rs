@@ -1,0 +1,208 @@
+//! The host side of a push session: what `mer push`, `mer rollback` and `mer devices` use.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+
+use super::frame::{read_frame, write_frame};
+use super::{Action, CHUNK_BYTES, DEFAULT_PORT, DeviceStatus, MAX_FRAME_BYTES, ModelInfo, Nonce, PROTOCOL, parse_digest, Request, Response, SignedCommand};
+use crate::bundle::keys::SecretKey;
+use crate::error::{Error, Result};
+
+/// How long a push keeps reconnecting and resuming after the connection breaks.
+const RESUME_ATTEMPTS: usize = 5;
+/// How long a push waits for another client uploading the same bundle.
+const BUSY_WAIT: Duration = Duration::from_secs(60);
+
+pub struct Client {
+    stream: TcpStream,
+    nonce: Nonce,
+    device: String,
+}
+
+impl Client {
+    /// Connects to `address` (`host` or `host:port`) and opens a session; `timeout` bounds
+    /// the connection and every reply.
+    pub fn connect(address: &str, timeout: Duration) -> Result<Client> {
+        let target = with_default_port(address);
+        let resolved = target
+            .to_socket_addrs()
+            .map_err(|e| Error::Push(format!("cannot resolve {target}: {e}")))?
+            .next()
+            .ok_or_else(|| Error::Push(format!("{target} resolves to no address")))?;
+        let stream = TcpStream::connect_timeout(&resolved, timeout).map_err(|e| Error::Push(format!("cannot connect to {target}: {e}")))?;
+        let setup = |e: std::io::Error| Error::Push(format!("{target}: {e}"));
+        stream.set_read_timeout(Some(timeout)).map_err(setup)?;
+        stream.set_write_timeout(Some(timeout)).map_err(setup)?;
+        stream.set_nodelay(true).map_err(setup)?;
+        let mut client = Client { stream, nonce: [0; 32], device: String::new() };
+        match client.call(&Request::Hello { protocol: PROTOCOL })? {
+            Response::Welcome { protocol, device, nonce } if protocol == PROTOCOL => {
+                client.nonce = nonce;
+                client.device = device;
+                Ok(client)
+            }
+            Response::Welcome { protocol, .. } => {
+                Err(Error::Push(format!("the device speaks protocol {protocol}, this program {PROTOCOL}; update one of them")))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The name the device gave itself.
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    pub fn status(&mut self) -> Result<DeviceStatus> {
+        match self.call(&Request::Status)? {
+            Response::Status(status) => Ok(status),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends `bundle` (resuming where an earlier upload of the same bytes stopped) and returns
+    /// what the device staged. `progress` sees (bytes on the device, total).
+    pub fn upload(&mut self, bundle: &[u8], mut progress: impl FnMut(u64, u64)) -> Result<ModelInfo> {
+        let sha256: [u8; 32] = Sha256::digest(bundle).into();
+        let total = bundle.len() as u64;
+        let mut offset = match self.call(&Request::Upload { sha256, size: total })? {
+            Response::UploadFrom { offset } if offset <= total => offset,
+            Response::Staged(info) => return Ok(info),
+            other => return Err(unexpected(&other)),
+        };
+        loop {
+            progress(offset, total);
+            let end = (offset as usize + CHUNK_BYTES).min(bundle.len());
+            let data = bundle[offset as usize..end].to_vec();
+            match self.call(&Request::Chunk { offset, data })? {
+                Response::Ack { offset: next } if next > offset && next <= total => offset = next,
+                Response::Staged(info) => {
+                    progress(total, total);
+                    return Ok(info);
+                }
+                other => return Err(unexpected(&other)),
+            }
+        }
+    }
+
+    /// Makes the bundle with this digest the device's active model.
+    pub fn activate(&mut self, sha256: [u8; 32], key: &SecretKey) -> Result<DeviceStatus> {
+        self.command(Action::Activate { sha256 }, key)
+    }
+
+    /// Returns the device to the model active before the current one.
+    pub fn rollback(&mut self, key: &SecretKey) -> Result<DeviceStatus> {
+        self.command(Action::Rollback, key)
+    }
+
+    fn command(&mut self, action: Action, key: &SecretKey) -> Result<DeviceStatus> {
+        let command = SignedCommand::sign(action, self.nonce, key);
+        match self.call(&Request::Command(command))? {
+            Response::Done { status, nonce } => {
+                self.nonce = nonce;
+                Ok(status)
+            }
+            Response::Refused { reason, nonce } => {
+                if let Some(nonce) = nonce {
+                    self.nonce = nonce;
+                }
+                Err(Error::Push(format!("refused: {reason}")))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn call(&mut self, request: &Request) -> Result<Response> {
+        write_frame(&mut self.stream, request)?;
+        let response = read_frame::<Response>(&mut self.stream, MAX_FRAME_BYTES)?;
+        match response {
+            Response::Refused { reason, nonce: None } => Err(Error::Push(format!("refused: {reason}"))),
+            Response::Busy { reason } => Err(Error::PushBusy(reason)),
+            other => Ok(other),
+        }
+    }
+}
+
+/// What a push did to one device.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    pub device: String,
+    pub staged: ModelInfo,
+    pub status: DeviceStatus,
+    /// Connections the upload needed (more than one when it resumed after a break).
+    pub connections: usize,
+}
+
+/// Uploads `bundle` to `address`, reconnecting and resuming when the connection breaks (and
+/// waiting while another client uploads the same bundle), then activates it with `key`.
+pub fn push(address: &str, bundle: &[u8], key: &SecretKey, timeout: Duration, mut progress: impl FnMut(u64, u64)) -> Result<Pushed> {
+    let started = Instant::now();
+    let mut connections = 0;
+    let mut last_error = None;
+    while connections < RESUME_ATTEMPTS || (matches!(last_error, Some(Error::PushBusy(_))) && started.elapsed() < BUSY_WAIT) {
+        connections += 1;
+        let attempt = Client::connect(address, timeout).and_then(|mut client| {
+            let staged = client.upload(bundle, &mut progress)?;
+            Ok((client, staged))
+        });
+        match attempt {
+            Ok((mut client, staged)) => {
+                let digest = parse_digest(&staged.sha256)?;
+                let status = client.activate(digest, key)?;
+                return Ok(Pushed { device: client.device, staged, status, connections });
+            }
+            // A refusal is final; a broken or busy connection is worth another try.
+            Err(Error::Push(reason)) if reason.starts_with("refused:") => return Err(Error::Push(reason)),
+            Err(e) => {
+                let pause = if matches!(e, Error::PushBusy(_)) { Duration::from_millis(500) } else { Duration::from_millis(200 << connections.min(4)) };
+                last_error = Some(e);
+                std::thread::sleep(pause);
+            }
+        }
+    }
+    Err(last_error.map_or_else(|| Error::Push("no attempt was made".into()), |e| Error::Push(format!("gave up after {connections} connections: {e}"))))
+}
+
+/// `host` alone means the default port.
+pub fn with_default_port(address: &str) -> String {
+    let has_port = match address.rsplit_once(':') {
+        Some((host, port)) => port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']')),
+        None => false,
+    };
+    if has_port {
+        address.to_string()
+    } else if address.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{address}]:{DEFAULT_PORT}")
+    } else {
+        format!("{address}:{DEFAULT_PORT}")
+    }
+}
+
+fn unexpected(response: &Response) -> Error {
+    let what = match response {
+        Response::Refused { reason, .. } => return Error::Push(format!("refused: {reason}")),
+        Response::Welcome { .. } => "a second welcome",
+        Response::Status(_) => "a status report",
+        Response::UploadFrom { .. } => "an upload offset",
+        Response::Ack { .. } => "an acknowledgement",
+        Response::Staged(_) => "a staged model",
+        Response::Done { .. } => "a command result",
+        Response::Busy { .. } => "busy",
+    };
+    Error::Push(format!("the device answered with {what}, which does not fit the request (is it a compatible merd?)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_get_the_default_port_when_they_have_none() {
+        assert_eq!(with_default_port("board-1"), "board-1:7878");
+        assert_eq!(with_default_port("10.0.0.5:9000"), "10.0.0.5:9000");
+        assert_eq!(with_default_port("[::1]:9000"), "[::1]:9000");
+        assert_eq!(with_default_port("::1"), "[::1]:7878");
+    }
+}
