@@ -13,3 +13,6 @@ pub mod pipeline;
 pub mod push_server;
 pub mod source;
 pub mod spotting;
+
+#[cfg(test)]
+mod push_tests;

@@ -10,7 +10,8 @@
 //! Every change to what is active is one atomic step: the bundle is fsynced and renamed into
 //! place first, then `state.json` is written to a temporary file, fsynced and renamed over the
 //! old one, and the directory is fsynced. A crash at any point leaves either the old state or
-//! the new one, each naming complete bundles; leftovers are removed on the next open.
+//! the new one, each naming complete bundles. A temporary state file left by a crash is removed
+//! on open; bundles no state names are removed after the next change of state.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
@@ -81,7 +82,7 @@ impl ModelStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let store = ModelStore {
+        Ok(ModelStore {
             dir: dir.to_path_buf(),
             trusted,
             keep,
@@ -89,9 +90,7 @@ impl ModelStore {
             state,
             #[cfg(test)]
             crash_at: None,
-        };
-        store.prune()?;
-        Ok(store)
+        })
     }
 
     pub fn state(&self) -> &State {
@@ -207,7 +206,8 @@ impl ModelStore {
         self.crash_point_after(Step::StateRenamed)
     }
 
-    /// Removes bundles the state no longer names and temporary files.
+    /// Removes bundles the state no longer names (kept until now: a crash may have left the one
+    /// a retried activation needs) and temporary files.
     fn prune(&self) -> Result<()> {
         let named: BTreeSet<String> = self.state.active.iter().chain(&self.state.previous).map(|h| format!("{h}.merb")).collect();
         let entries = fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;

@@ -160,7 +160,7 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
         Ok(_) => {
             let _ = write_frame(&mut stream, &Response::Refused { reason: "a session starts with Hello".into(), nonce: None });
         }
-        Err(e) => session.log_broken(&e),
+        Err(e) => session.hang_up(&mut stream, &e),
     }
     session.release();
     shared.sessions.fetch_sub(1, Ordering::SeqCst);
@@ -172,14 +172,7 @@ impl Session<'_> {
             let request = match read_frame::<Request>(stream, MAX_FRAME_BYTES) {
                 Ok(request) => request,
                 Err(FrameError::Closed) => return,
-                Err(e) => {
-                    self.log_broken(&e);
-                    // Say why before hanging up, when the peer is still there to hear it.
-                    if !e.is_timeout() && !matches!(e, FrameError::Io(_)) {
-                        let _ = write_frame(stream, &Response::Refused { reason: e.to_string(), nonce: None });
-                    }
-                    return;
-                }
+                Err(e) => return self.hang_up(stream, &e),
             };
             let response = self.answer(request);
             if let Response::Refused { reason, .. } = &response {
@@ -310,9 +303,13 @@ impl Session<'_> {
         }
     }
 
-    fn log_broken(&self, e: &FrameError) {
-        let what = if e.is_timeout() { format!("silent for {:.0} s, disconnected", self.shared.timeout.as_secs_f64()) } else { e.to_string() };
+    /// Ends a session whose frames cannot be read, saying why when the peer can still hear it.
+    fn hang_up(&self, stream: &mut TcpStream, e: &FrameError) {
+        let what = if e.is_timeout() { format!("silent for {:.1} s, disconnected", self.shared.timeout.as_secs_f64()) } else { e.to_string() };
         eprintln!("merd: push from {}: {what}", self.peer);
+        if matches!(e, FrameError::Oversized { .. } | FrameError::Malformed { .. }) {
+            let _ = write_frame(stream, &Response::Refused { reason: e.to_string(), nonce: None });
+        }
     }
 }
 
@@ -322,6 +319,9 @@ fn offset_complete(upload: Option<&Upload>) -> bool {
 
 fn activate(store: &mut ModelStore, shared: &Shared, sha256: &Digest) -> Result<String> {
     let verified = store.verify(sha256)?;
+    if store.state().active.as_deref() == Some(verified.info.sha256.as_str()) {
+        return Ok(verified.info.version);
+    }
     store.activate(sha256)?;
     shared.switch.switch(verified.classifier);
     Ok(verified.info.version)
