@@ -288,6 +288,18 @@ mod tests {
         assert!(config.model.path.is_absolute());
         assert_eq!(config.spotting.threshold_z, 6.0);
         assert_eq!(config.log.fsync, FsyncPolicy::Always);
+        assert!(config.push.is_none());
+
+        // The commented [push] section, switched on.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let start = text.find("# [push]").unwrap();
+        let enabled: String = text[start..].lines().map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l))).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("merd.toml");
+        std::fs::write(&copy, format!("{}{enabled}", &text[..start])).unwrap();
+        let push = DaemonConfig::load(&copy).unwrap().push.unwrap();
+        assert_eq!((push.listen.as_str(), push.keep, push.max_sessions), ("0.0.0.0:7878", 3, 4));
+        assert_eq!(push.store, dir.path().join("../out/merd-models"));
     }
 
     #[test]
@@ -324,6 +336,7 @@ mod tests {
             (base.replace("fps = 100", "fps = 0"), "fps"),
             (base.replace("[model]", "[spotting]\nthreshold = 3\n[model]"), "threshold"),
             (base.replace("roi = [10, 10, 100, 120]", "roi = [10, 10]"), "roi"),
+            (format!("{base}\n[push]\nlisten = \"127.0.0.1:0\"\nstore = \"models\""), "model.public_keys"),
             (base.replace("[model]", "[face.detect]\nsmoothing = 0.5\n[model]"), "not both"),
             (base.replace("roi = [10, 10, 100, 120]", "[face.detect]\nsmoothing = 2.0"), "face.detect"),
             (camera.replace("\"mjpeg\"", "\"h264\""), "h264"),

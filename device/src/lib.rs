@@ -16,3 +16,5 @@ pub mod spotting;
 
 #[cfg(test)]
 mod push_tests;
+#[cfg(test)]
+mod test_bundles;

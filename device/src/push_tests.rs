@@ -4,54 +4,26 @@
 //! written meanwhile reads back.
 
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mer_shared::bundle::{Bundle, SecretKey, read_secret_key};
+use mer_shared::bundle::SecretKey;
 use mer_shared::classifier::Classifier;
 use mer_shared::event::{Event, EventSource, LatencyBreakdown};
-use mer_shared::manifest::{Manifest, ONNX_METADATA_KEY};
 use mer_shared::push::client::{Client, push};
 use mer_shared::push::frame::{read_frame, write_frame};
 use mer_shared::push::{Action, CHUNK_BYTES, Health, MAX_FRAME_BYTES, Request, Response, SignedCommand};
 use mer_shared::{Error, Result};
-use prost::Message;
-use sha2::{Digest as _, Sha256};
 
 use crate::event_log::{EventLog, FsyncPolicy, LogConfig, read_events};
 use crate::model_store::{ModelStore, State, Step};
 use crate::push_server::{ModelSwitch, PushServer, PushSettings};
+use crate::test_bundles::{bundle, sha, site_key};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
-
-fn models() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
-}
-
-fn site_key() -> SecretKey {
-    read_secret_key(&models().join("demo-key")).unwrap()
-}
-
-/// The default model re-versioned (inside its ONNX metadata too) and signed by `key`, so each
-/// test has distinct, valid bundles.
-fn bundle(version: &str, key: &SecretKey) -> Vec<u8> {
-    let bytes = std::fs::read(models().join("skd-tstsan-synthetic.merb")).unwrap();
-    let (manifest, onnx) = Bundle::from_bytes(&bytes).unwrap().into_parts();
-    let mut manifest = Manifest::from_json(&manifest).unwrap();
-    manifest.version = version.to_string();
-    let json = manifest.to_json();
-    let mut proto = tract_onnx::pb::ModelProto::decode(onnx.as_slice()).unwrap();
-    let entry = proto.metadata_props.iter_mut().find(|e| e.key == ONNX_METADATA_KEY).unwrap();
-    entry.value = json.clone();
-    Bundle::sign(json, proto.encode_to_vec(), key).to_bytes()
-}
-
-fn sha(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
-}
 
 #[derive(Default)]
 struct RecordingSwitch {

@@ -53,6 +53,9 @@ fn staged_install_puts_every_file_in_place() {
     assert_eq!(config.model.public_keys, vec![PathBuf::from("/etc/merd/keys/site.pub")]);
     assert_eq!(config.control.socket.as_deref(), Some(Path::new("/run/merd/merd.sock")));
     assert_eq!(config.log.dir, Path::new("/var/lib/merd/events"));
+    let push = config.push.expect("the installed configuration takes model pushes");
+    assert_eq!(push.store, Path::new("/var/lib/merd/models"));
+    assert!(unit.lines().any(|l| l.starts_with("RestrictAddressFamilies=") && l.contains("AF_INET")), "the unit lets merd listen for pushes");
 
     // Running again keeps a configuration edited on the device.
     let edited = std::fs::read_to_string(at("etc/merd/merd.toml")).unwrap().replace("fps = 120", "fps = 100");

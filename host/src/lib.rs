@@ -4,6 +4,7 @@
 pub mod dataset;
 pub mod demo;
 pub mod export;
+pub mod fleet;
 pub mod flow_bench;
 pub mod import;
 pub mod learnability;

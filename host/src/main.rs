@@ -20,7 +20,7 @@ use mer_host::train::report::summarise;
 use mer_host::train::run::{resolve_device, train_all, train_loso};
 use mer_shared::input::InputSpec;
 use mer_shared::labels::Taxonomy;
-use mer_host::{demo, flow_bench, progress::bar, torch_info};
+use mer_host::{demo, fleet, flow_bench, progress::bar, torch_info};
 use mer_shared::flow::{Tvl1Params, read_flo, save_colour_png, tvl1_flow, write_flo};
 use mer_shared::image::load_gray;
 use mer_shared::synth::casme2::{Casme2Options, write_casme2};
@@ -141,6 +141,40 @@ enum Command {
     /// Sign an exported model into a bundle (`mer bundle MODEL.onnx --key KEY -o MODEL.merb`),
     /// or check one (`mer bundle verify MODEL.merb --pub KEY.pub`).
     Bundle(BundleArgs),
+    /// Send a signed bundle to devices and activate it there (each device checks the signature,
+    /// the manifest and the probe first); prints one line per device.
+    Push {
+        /// The bundle (`mer bundle`).
+        bundle: PathBuf,
+        /// Device addresses, host or host:port (default port 7878), comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        to: Vec<String>,
+        /// Secret key the devices trust, to sign the activation.
+        #[arg(long)]
+        key: PathBuf,
+        /// Seconds to wait for any one reply before giving up on a connection.
+        #[arg(long, default_value_t = 30.0)]
+        timeout_s: f64,
+    },
+    /// Return devices to the model they ran before the last activation.
+    Rollback {
+        #[arg(long, value_delimiter = ',', required = true)]
+        to: Vec<String>,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long, default_value_t = 30.0)]
+        timeout_s: f64,
+    },
+    /// The model, kept models and health of each device.
+    Devices {
+        #[arg(long, value_delimiter = ',', required = true)]
+        to: Vec<String>,
+        #[arg(long, default_value_t = 10.0)]
+        timeout_s: f64,
+        /// One JSON object per device instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Classify the samples of a float32 .npy file (N, C, H, W) with a model or bundle; prints JSON.
     Infer {
         /// An ONNX model from `mer export` or a signed bundle.
@@ -278,6 +312,25 @@ impl TrainArgs {
             magnet: self.magnet.clone().map(|p| (p, self.magnet_mode)),
         }
     }
+}
+
+fn seconds(value: f64) -> Result<std::time::Duration> {
+    if !(value > 0.0 && value < 1e6) {
+        bail!("--timeout-s must be a positive number of seconds, got {value}");
+    }
+    Ok(std::time::Duration::from_secs_f64(value))
+}
+
+/// Prints one line per device; fails when any device failed, after printing them all.
+fn report_outcomes(outcomes: &[fleet::Outcome<mer_shared::push::DeviceStatus>], done: &str) -> Result<()> {
+    for outcome in outcomes {
+        println!("{}", fleet::describe_outcome(outcome));
+    }
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    if failed > 0 {
+        bail!("{failed} of {} devices were not {done}", outcomes.len());
+    }
+    Ok(())
 }
 
 /// `--classes` as a count or a class-set name, checked against the dataset.
@@ -540,6 +593,34 @@ fn main() -> Result<()> {
             mer_host::train::checkpoint::write_bytes_atomic(&out, &bundle.to_bytes())?;
             println!("signed {} version {} with key {}", classifier.manifest().architecture, classifier.manifest().version, secret.public().key_id());
             println!("wrote {}", out.display());
+        }
+        Command::Push { bundle, to, key, timeout_s } => {
+            let bytes = std::fs::read(&bundle).with_context(|| format!("reading {}", bundle.display()))?;
+            let outcomes = fleet::push_all(&to, &bytes, &read_secret_key(&key)?, seconds(timeout_s)?)
+                .with_context(|| format!("{} is not a bundle that can be pushed", bundle.display()))?;
+            report_outcomes(&outcomes, "pushed")?;
+        }
+        Command::Rollback { to, key, timeout_s } => {
+            let outcomes = fleet::rollback_all(&to, &read_secret_key(&key)?, seconds(timeout_s)?);
+            report_outcomes(&outcomes, "rolled back")?;
+        }
+        Command::Devices { to, timeout_s, json } => {
+            let outcomes = fleet::status_all(&to, seconds(timeout_s)?);
+            for outcome in &outcomes {
+                if json {
+                    let value = match &outcome.result {
+                        Ok(status) => serde_json::json!({ "address": outcome.address, "status": status }),
+                        Err(e) => serde_json::json!({ "address": outcome.address, "error": e.to_string() }),
+                    };
+                    println!("{value}");
+                } else {
+                    println!("{}", fleet::describe_status(outcome));
+                }
+            }
+            let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+            if failed > 0 {
+                bail!("{failed} of {} devices did not answer", outcomes.len());
+            }
         }
         Command::Infer { model, input, public_keys, threads } => {
             let (result, origin) = classify_file(&model, &input, &public_keys, threads)?;

@@ -119,8 +119,14 @@ mod tests {
         ]
     }
 
+    /// 10000 cases per property in the suite; a long fuzzing run sets PROPTEST_CASES (see
+    /// docs/BENCHMARKS.md for the last one).
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000)
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
         /// Any bytes at all: an error or a message, never a panic or a read past the limit.
         #[test]

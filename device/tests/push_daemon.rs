@@ -1,0 +1,178 @@
+//! Model push against the real `merd` process: a transfer cut by SIGKILL resumes after the
+//! restart, a pushed model takes over the running pipeline without dropped frames, and a
+//! daemon killed right after an activation comes back with that model and an intact log.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use mer_shared::push::client::{Client, push};
+use mer_shared::push::frame::{read_frame, write_frame};
+use mer_shared::push::{CHUNK_BYTES, MAX_FRAME_BYTES, PROTOCOL, Request, Response};
+
+#[path = "../src/test_bundles.rs"]
+mod test_bundles;
+use test_bundles::{bundle, models, sha, site_key};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn merd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_merd")).args(args).output().expect("merd runs")
+}
+
+fn write_config(dir: &Path) -> PathBuf {
+    let config = dir.join("merd.toml");
+    let text = format!(
+        r#"
+[source]
+kind = "synthetic"
+fps = 100
+width = 320
+height = 240
+seconds = 600
+realtime = true
+[face]
+roi = [115, 68, 89, 102]
+[model]
+path = "{}"
+public_keys = ["{}"]
+[log]
+dir = "events"
+[control]
+socket = "merd.sock"
+[push]
+listen = "127.0.0.1:0"
+store = "models"
+timeout_s = 2.0
+name = "bench-device"
+"#,
+        s(&models().join("skd-tstsan-synthetic.merb")),
+        s(&models().join("demo-key.pub")),
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// A running daemon, its push address, and its stderr lines as they come.
+struct Daemon {
+    child: Child,
+    address: String,
+    stderr: Receiver<String>,
+}
+
+fn start(config: &Path) -> Daemon {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_merd"))
+        .args(["run", "--config", s(config)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("merd starts listening for pushes");
+        if let Some(address) = line.strip_prefix("listening for model pushes on ") {
+            return Daemon { child, address: address.to_string(), stderr: rx };
+        }
+    }
+}
+
+impl Daemon {
+    fn kill(mut self) -> Vec<String> {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.stderr.try_iter().collect()
+    }
+}
+
+fn status(dir: &Path) -> serde_json::Value {
+    let out = merd(&["status", "--socket", s(&dir.join("merd.sock"))]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn pushes_reach_a_running_daemon_and_survive_it_being_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let v1 = bundle("v1", &site_key());
+
+    // Three chunks of v1 arrive, then the daemon is killed mid-transfer.
+    let daemon = start(&config);
+    let mut stream = TcpStream::connect(&daemon.address).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write_frame(&mut stream, &Request::Hello { protocol: PROTOCOL }).unwrap();
+    assert!(matches!(read_frame(&mut stream, MAX_FRAME_BYTES).unwrap(), Response::Welcome { .. }));
+    write_frame(&mut stream, &Request::Upload { sha256: sha(&v1), size: v1.len() as u64 }).unwrap();
+    assert_eq!(read_frame::<Response>(&mut stream, MAX_FRAME_BYTES).unwrap(), Response::UploadFrom { offset: 0 });
+    for i in 0..3 {
+        let offset = (i * CHUNK_BYTES) as u64;
+        write_frame(&mut stream, &Request::Chunk { offset, data: v1[i * CHUNK_BYTES..(i + 1) * CHUNK_BYTES].to_vec() }).unwrap();
+        assert!(matches!(read_frame::<Response>(&mut stream, MAX_FRAME_BYTES).unwrap(), Response::Ack { .. }));
+    }
+    daemon.kill();
+
+    // After the restart the default model runs, and the push resumes where it stopped.
+    let daemon = start(&config);
+    wait_for("frames", || status(dir.path())["frames"].as_u64().unwrap_or(0) > 50);
+    assert_eq!(status(dir.path())["model_version"], "skd-tstsan-synthetic-1");
+    let mut first = None;
+    let pushed = push(&daemon.address, &v1, &site_key(), TIMEOUT, |offset, _| {
+        first.get_or_insert(offset);
+    })
+    .unwrap();
+    assert_eq!(first, Some(3 * CHUNK_BYTES as u64));
+    assert_eq!((pushed.device.as_str(), pushed.status.active.unwrap().version.as_str()), ("bench-device", "v1"));
+
+    // The pipeline changed model without losing a frame; a triggered window is classified by v1.
+    let frames_at_push = status(dir.path())["frames"].as_u64().unwrap();
+    assert!(merd(&["trigger", "--socket", s(&dir.path().join("merd.sock"))]).status.success());
+    wait_for("an event from v1", || {
+        let st = status(dir.path());
+        st["last_events"].as_array().unwrap().iter().any(|e| e["model_version"] == "v1")
+    });
+    wait_for("more frames", || status(dir.path())["frames"].as_u64().unwrap() > frames_at_push + 100);
+    let after = status(dir.path());
+    assert_eq!(after["model_version"], "v1");
+    assert_eq!(after["dropped_frames"], 0, "{after}");
+    let health = Client::connect(&daemon.address, TIMEOUT).unwrap().status().unwrap().health;
+    assert!(health.frames > 0 && health.events >= 1 && health.dropped_frames == 0, "{health:?}");
+
+    // Killed right after the activation: it comes back running v1, with v0 to roll back to.
+    daemon.kill();
+    let daemon = start(&config);
+    wait_for("frames", || status(dir.path())["frames"].as_u64().unwrap_or(0) > 10);
+    assert_eq!(status(dir.path())["model_version"], "v1");
+    let back = Client::connect(&daemon.address, TIMEOUT).unwrap().rollback(&site_key()).unwrap();
+    assert_eq!(back.active.unwrap().version, "skd-tstsan-synthetic-1");
+    assert_eq!(status(dir.path())["model_version"], "skd-tstsan-synthetic-1");
+    let lines = daemon.kill();
+    assert!(lines.iter().all(|l| !l.contains("panicked")), "{lines:?}");
+
+    // Every complete event written across the three runs reads back, v1's among them.
+    let out = merd(&["events", "--log", s(&dir.path().join("events")), "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(events.iter().any(|e| e["model_version"] == "v1"), "{events:?}");
+}
