@@ -1,3 +1,4 @@
+#![allow(dead_code)] // included by several test crates, each using a subset
 //! Distinct, validly signed bundles for the push tests (unit and CLI): the default model under
 //! other version names.
 
