@@ -228,7 +228,7 @@ impl DaemonConfig {
             if self.model.public_keys.is_empty() {
                 return Err("[push] needs model.public_keys: the keys allowed to sign bundles and the commands that activate them".into());
             }
-            if push.max_bundle_mb == 0 || !(push.timeout_s > 0.0) {
+            if push.max_bundle_mb == 0 || push.timeout_s.is_nan() || push.timeout_s <= 0.0 {
                 return Err("push.max_bundle_mb and push.timeout_s must be positive".into());
             }
         }

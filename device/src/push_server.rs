@@ -197,7 +197,7 @@ impl Session<'_> {
 
     fn status(&self) -> DeviceStatus {
         let store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
-        describe(&store, &self.shared)
+        describe(&store, self.shared)
     }
 
     fn begin_upload(&mut self, sha256: Digest, size: u64) -> Result<Response> {
@@ -283,8 +283,8 @@ impl Session<'_> {
         }
         let mut store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
         let outcome = match command.action {
-            Action::Activate { sha256 } => activate(&mut store, &self.shared, &sha256),
-            Action::Rollback => rollback(&mut store, &self.shared),
+            Action::Activate { sha256 } => activate(&mut store, self.shared, &sha256),
+            Action::Rollback => rollback(&mut store, self.shared),
         };
         match outcome {
             Ok(model) => {

@@ -82,12 +82,16 @@ fn start(config: &Path) -> Daemon {
         }
     });
     let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("merd starts listening for pushes");
+    let mut seen = Vec::new();
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         if let Some(address) = line.strip_prefix("listening for model pushes on ") {
             return Daemon { child, address: address.to_string(), stderr: rx };
         }
+        seen.push(line);
     }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("merd did not start listening for pushes: {seen:?}");
 }
 
 impl Daemon {
