@@ -426,3 +426,19 @@ fn a_store_that_cannot_verify_its_active_model_falls_back() {
     assert!(store.state().previous.is_empty());
     let _: Error = ModelStore::open(&dir.path().join("state.json"), vec![], 2, 1).err().unwrap();
 }
+
+#[test]
+fn clients_beyond_the_session_limit_are_told_the_device_is_busy() {
+    let device = device(5.0);
+    let open: Vec<_> = (0..8).map(|_| raw_session(&device.address)).collect();
+    let mut extra = TcpStream::connect(&device.address).unwrap();
+    extra.set_read_timeout(Some(TIMEOUT)).unwrap();
+    match read_frame::<Response>(&mut extra, MAX_FRAME_BYTES).unwrap() {
+        Response::Busy { reason } => assert!(reason.contains("8 sessions"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    drop(open);
+    // Once they are gone, pushes go through again (the client retries while the device is busy).
+    assert_eq!(push_to(&device, &bundle("v1", &site_key())).unwrap().status.active.unwrap().version, "v1");
+    assert_eq!(device.finish().1, "v1");
+}
