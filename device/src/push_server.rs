@@ -133,6 +133,9 @@ struct Session<'a> {
     upload: Option<Upload>,
     /// Digests this session holds in `Shared::uploads`.
     claimed: Option<Digest>,
+    /// The model this session's last upload produced, already checked: activating it need not
+    /// load and probe it again.
+    staged: Option<(Digest, Verified)>,
 }
 
 fn serve(mut stream: TcpStream, shared: &Shared) {
@@ -144,7 +147,7 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
         shared.sessions.fetch_sub(1, Ordering::SeqCst);
         return;
     }
-    let mut session = Session { shared, peer, nonce: fresh_nonce(), upload: None, claimed: None };
+    let mut session = Session { shared, peer, nonce: fresh_nonce(), upload: None, claimed: None, staged: None };
     match read_frame::<Request>(&mut stream, MAX_FRAME_BYTES) {
         Ok(Request::Hello { protocol }) if protocol == PROTOCOL => {
             let welcome = Response::Welcome { protocol: PROTOCOL, device: shared.device.clone(), nonce: session.nonce };
@@ -210,7 +213,7 @@ impl Session<'_> {
             let store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
             if store.bundle_path(&hex).exists() {
                 // Kept from before: nothing to send.
-                return Ok(Response::Staged(store.verify(&sha256)?.info));
+                return Ok(Response::Staged(self.keep_staged(sha256, store.verify(&sha256)?)));
             }
             let mut uploads = self.shared.uploads.lock().unwrap_or_else(|p| p.into_inner());
             if uploads.contains(&sha256) {
@@ -259,9 +262,9 @@ impl Session<'_> {
         drop(upload.file);
         let store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
         match store.verify(&upload.sha256) {
-            Ok(Verified { info, .. }) => {
-                eprintln!("merd: push from {}: staged {} ({})", self.peer, info.version, info.sha256);
-                Ok(Response::Staged(info))
+            Ok(verified) => {
+                eprintln!("merd: push from {}: staged {} ({})", self.peer, verified.info.version, verified.info.sha256);
+                Ok(Response::Staged(self.keep_staged(upload.sha256, verified)))
             }
             Err(e) => {
                 let _ = std::fs::remove_file(store.staging_path(&digest_hex(&upload.sha256)));
@@ -283,7 +286,10 @@ impl Session<'_> {
         }
         let mut store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
         let outcome = match command.action {
-            Action::Activate { sha256 } => activate(&mut store, self.shared, &sha256),
+            Action::Activate { sha256 } => {
+                let checked = self.staged.take().filter(|(digest, _)| *digest == sha256).map(|(_, verified)| verified);
+                activate(&mut store, self.shared, &sha256, checked)
+            }
             Action::Rollback => rollback(&mut store, self.shared),
         };
         match outcome {
@@ -293,6 +299,12 @@ impl Session<'_> {
             }
             Err(e) => refused(e.to_string(), self.nonce),
         }
+    }
+
+    fn keep_staged(&mut self, sha256: Digest, verified: Verified) -> ModelInfo {
+        let info = verified.info.clone();
+        self.staged = Some((sha256, verified));
+        info
     }
 
     /// Lets another session upload what this one claimed.
@@ -317,8 +329,12 @@ fn offset_complete(upload: Option<&Upload>) -> bool {
     upload.is_some_and(|u| u.offset == u.size)
 }
 
-fn activate(store: &mut ModelStore, shared: &Shared, sha256: &Digest) -> Result<String> {
-    let verified = store.verify(sha256)?;
+/// Activates a bundle, checked now unless `checked` holds what this session's upload verified.
+fn activate(store: &mut ModelStore, shared: &Shared, sha256: &Digest, checked: Option<Verified>) -> Result<String> {
+    let verified = match checked {
+        Some(verified) => verified,
+        None => store.verify(sha256)?,
+    };
     if store.state().active.as_deref() == Some(verified.info.sha256.as_str()) {
         return Ok(verified.info.version);
     }
