@@ -146,31 +146,24 @@ enum Command {
     Push {
         /// The bundle (`mer bundle`).
         bundle: PathBuf,
-        /// Device addresses, host or host:port (default port 7878), comma-separated.
-        #[arg(long, value_delimiter = ',', required = true)]
-        to: Vec<String>,
+        #[command(flatten)]
+        devices: Devices,
         /// Secret key the devices trust, to sign the activation.
         #[arg(long)]
         key: PathBuf,
-        /// Seconds to wait for any one reply before giving up on a connection.
-        #[arg(long, default_value_t = 30.0)]
-        timeout_s: f64,
     },
     /// Return devices to the model they ran before the last activation.
     Rollback {
-        #[arg(long, value_delimiter = ',', required = true)]
-        to: Vec<String>,
+        #[command(flatten)]
+        devices: Devices,
+        /// Secret key the devices trust, to sign the rollback.
         #[arg(long)]
         key: PathBuf,
-        #[arg(long, default_value_t = 30.0)]
-        timeout_s: f64,
     },
     /// The model, kept models and health of each device.
     Devices {
-        #[arg(long, value_delimiter = ',', required = true)]
-        to: Vec<String>,
-        #[arg(long, default_value_t = 10.0)]
-        timeout_s: f64,
+        #[command(flatten)]
+        devices: Devices,
         /// One JSON object per device instead of a table.
         #[arg(long)]
         json: bool,
@@ -343,6 +336,17 @@ fn class_set(dataset: DatasetKind, classes: Option<&str>) -> Result<Taxonomy> {
         Err(_) => text.parse::<Taxonomy>().ok().filter(|t| allowed.contains(t)),
     };
     found.ok_or_else(|| anyhow::anyhow!("--classes {text} does not fit {dataset}; choose one of {}", names()))
+}
+
+/// Which devices a fleet command talks to.
+#[derive(clap::Args)]
+struct Devices {
+    /// Device addresses, host or host:port (default port 7878), comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    to: Vec<String>,
+    /// Seconds to wait for any one reply before giving up on a device.
+    #[arg(long, default_value_t = 30.0)]
+    timeout_s: f64,
 }
 
 #[derive(Subcommand)]
@@ -594,17 +598,17 @@ fn main() -> Result<()> {
             println!("signed {} version {} with key {}", classifier.manifest().architecture, classifier.manifest().version, secret.public().key_id());
             println!("wrote {}", out.display());
         }
-        Command::Push { bundle, to, key, timeout_s } => {
+        Command::Push { bundle, devices: Devices { to, timeout_s }, key } => {
             let bytes = std::fs::read(&bundle).with_context(|| format!("reading {}", bundle.display()))?;
             let outcomes = fleet::push_all(&to, &bytes, &read_secret_key(&key)?, seconds(timeout_s)?)
                 .with_context(|| format!("{} is not a bundle that can be pushed", bundle.display()))?;
             report_outcomes(&outcomes, "pushed")?;
         }
-        Command::Rollback { to, key, timeout_s } => {
+        Command::Rollback { devices: Devices { to, timeout_s }, key } => {
             let outcomes = fleet::rollback_all(&to, &read_secret_key(&key)?, seconds(timeout_s)?);
             report_outcomes(&outcomes, "rolled back")?;
         }
-        Command::Devices { to, timeout_s, json } => {
+        Command::Devices { devices: Devices { to, timeout_s }, json } => {
             let outcomes = fleet::status_all(&to, seconds(timeout_s)?);
             for outcome in &outcomes {
                 if json {
