@@ -368,3 +368,12 @@ fn utc(unix_ms: i64) -> String {
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_else(|| format!("{unix_ms} ms"))
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks, which otherwise only fire when the faulty subcommand is run.
+    #[test]
+    fn the_command_line_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}

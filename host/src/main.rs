@@ -147,7 +147,7 @@ enum Command {
         /// The bundle (`mer bundle`).
         bundle: PathBuf,
         #[command(flatten)]
-        devices: Devices,
+        devices: Targets,
         /// Secret key the devices trust, to sign the activation.
         #[arg(long)]
         key: PathBuf,
@@ -155,7 +155,7 @@ enum Command {
     /// Return devices to the model they ran before the last activation.
     Rollback {
         #[command(flatten)]
-        devices: Devices,
+        devices: Targets,
         /// Secret key the devices trust, to sign the rollback.
         #[arg(long)]
         key: PathBuf,
@@ -163,7 +163,7 @@ enum Command {
     /// The model, kept models and health of each device.
     Devices {
         #[command(flatten)]
-        devices: Devices,
+        devices: Targets,
         /// One JSON object per device instead of a table.
         #[arg(long)]
         json: bool,
@@ -340,7 +340,7 @@ fn class_set(dataset: DatasetKind, classes: Option<&str>) -> Result<Taxonomy> {
 
 /// Which devices a fleet command talks to.
 #[derive(clap::Args)]
-struct Devices {
+struct Targets {
     /// Device addresses, host or host:port (default port 7878), comma-separated.
     #[arg(long, value_delimiter = ',', required = true)]
     to: Vec<String>,
@@ -598,17 +598,17 @@ fn main() -> Result<()> {
             println!("signed {} version {} with key {}", classifier.manifest().architecture, classifier.manifest().version, secret.public().key_id());
             println!("wrote {}", out.display());
         }
-        Command::Push { bundle, devices: Devices { to, timeout_s }, key } => {
+        Command::Push { bundle, devices: Targets { to, timeout_s }, key } => {
             let bytes = std::fs::read(&bundle).with_context(|| format!("reading {}", bundle.display()))?;
             let outcomes = fleet::push_all(&to, &bytes, &read_secret_key(&key)?, seconds(timeout_s)?)
                 .with_context(|| format!("{} is not a bundle that can be pushed", bundle.display()))?;
             report_outcomes(&outcomes, "pushed")?;
         }
-        Command::Rollback { devices: Devices { to, timeout_s }, key } => {
+        Command::Rollback { devices: Targets { to, timeout_s }, key } => {
             let outcomes = fleet::rollback_all(&to, &read_secret_key(&key)?, seconds(timeout_s)?);
             report_outcomes(&outcomes, "rolled back")?;
         }
-        Command::Devices { devices: Devices { to, timeout_s }, json } => {
+        Command::Devices { devices: Targets { to, timeout_s }, json } => {
             let outcomes = fleet::status_all(&to, seconds(timeout_s)?);
             for outcome in &outcomes {
                 if json {
@@ -656,4 +656,14 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks (duplicate names, groups, defaults), which otherwise only
+    /// fire when the faulty subcommand is run.
+    #[test]
+    fn the_command_line_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }
