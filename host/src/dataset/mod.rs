@@ -10,6 +10,7 @@
 
 mod annotated;
 mod casme2;
+pub mod composite;
 mod casme3;
 mod ckplus;
 mod frames;

@@ -12,7 +12,7 @@ const BN_EPS: f64 = 1e-5;
 
 /// PyTorch's default for Conv/Linear weights and biases: kaiming-uniform with a = √5, which is
 /// U(−1/√fan_in, 1/√fan_in).
-fn torch_default_init(fan_in: i64) -> Init {
+pub(crate) fn torch_default_init(fan_in: i64) -> Init {
     let bound = 1.0 / (fan_in as f64).sqrt();
     Init::Uniform { lo: -bound, up: bound }
 }

@@ -1,0 +1,299 @@
+//! HTNet (Wang et al. 2024), layer for layer as the official `Model.py` builds it, with variable
+//! paths equal to its state-dict keys (see ../shared/reference/HTNet.md §4).
+//!
+//! A 28×28 three-plane flow mosaic is cut into 7×7 patches, embedded by a 1×1 conv, and passed
+//! through three levels of transformers over blocks of the feature map (4×4, 2×2, then one
+//! block), each level but the last followed by a 3×3 conv, a channel LayerNorm and a max-pool
+//! that halve the map and double the width. At the published sizes every block holds a single
+//! token, so attention reduces to `to_out(v)`; it is computed in general form all the same, so
+//! other image and patch sizes work.
+
+use tch::nn::{self, ConvConfig, Init, Module};
+use tch::{Kind, Tensor};
+
+use super::layers::{linear, torch_default_init};
+
+/// The architecture's shape parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HtnetConfig {
+    pub image_size: i64,
+    pub patch_size: i64,
+    pub dim: i64,
+    pub heads: i64,
+    /// Transformer depth per level, finest level first.
+    pub block_repeats: [i64; 3],
+    pub mlp_mult: i64,
+    pub channels: i64,
+    pub classes: i64,
+}
+
+impl HtnetConfig {
+    /// The configuration of the official training script.
+    pub fn official(classes: i64) -> HtnetConfig {
+        HtnetConfig { image_size: 28, patch_size: 7, dim: 256, heads: 3, block_repeats: [2, 2, 10], mlp_mult: 4, channels: 3, classes }
+    }
+}
+
+/// NesT's LayerNorm over the channels of an NCHW map (biased variance, ε = 1e-5), with
+/// parameters `g` and `b` of shape (1, C, 1, 1).
+#[derive(Debug)]
+struct ChannelNorm {
+    g: Tensor,
+    b: Tensor,
+}
+
+impl ChannelNorm {
+    fn new(path: &nn::Path, c: i64) -> ChannelNorm {
+        ChannelNorm { g: path.var("g", &[1, c, 1, 1], Init::Const(1.0)), b: path.var("b", &[1, c, 1, 1], Init::Const(0.0)) }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let mean = x.mean_dim(&[1i64][..], true, Kind::Float);
+        let var = x.var_dim(&[1i64][..], false, true);
+        (x - mean) / (var + 1e-5).sqrt() * &self.g + &self.b
+    }
+}
+
+fn conv(path: &nn::Path, i: i64, o: i64, k: i64, padding: i64, bias: bool) -> nn::Conv2D {
+    let init = torch_default_init(i * k * k);
+    nn::conv2d(path, i, o, k, ConvConfig { padding, bias, ws_init: init, bs_init: init, ..Default::default() })
+}
+
+#[derive(Debug)]
+struct Attention {
+    norm: ChannelNorm,
+    to_qkv: nn::Conv2D,
+    to_out: nn::Conv2D,
+    heads: i64,
+    dim_head: i64,
+}
+
+impl Attention {
+    /// `layers.{i}.0` of a transformer: PreNorm(Attention).
+    fn new(path: &nn::Path, dim: i64, heads: i64) -> Attention {
+        let dim_head = dim / heads;
+        let inner = dim_head * heads;
+        let f = path / "fn";
+        Attention {
+            norm: ChannelNorm::new(&(path / "norm"), dim),
+            to_qkv: conv(&(&f / "to_qkv"), dim, 3 * inner, 1, 0, false),
+            to_out: conv(&(&f / "to_out" / "0"), inner, dim, 1, 0, true),
+            heads,
+            dim_head,
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let [b, _, h, w] = x.size()[..] else { unreachable!("NCHW") };
+        let qkv = self.norm.forward(x).apply(&self.to_qkv).chunk(3, 1);
+        // b (heads d) x y -> b heads (x y) d
+        let split = |t: &Tensor| t.reshape([b, self.heads, self.dim_head, h * w]).transpose(2, 3);
+        let (q, k, v) = (split(&qkv[0]), split(&qkv[1]), split(&qkv[2]));
+        let scores = q.matmul(&k.transpose(2, 3)) * (self.dim_head as f64).powf(-0.5);
+        let out = scores.softmax(-1, Kind::Float).matmul(&v);
+        out.transpose(2, 3).reshape([b, self.heads * self.dim_head, h, w]).apply(&self.to_out)
+    }
+}
+
+#[derive(Debug)]
+struct FeedForward {
+    norm: ChannelNorm,
+    expand: nn::Conv2D,
+    project: nn::Conv2D,
+}
+
+impl FeedForward {
+    /// `layers.{i}.1` of a transformer: PreNorm(FeedForward); dropout is 0 in the official model.
+    fn new(path: &nn::Path, dim: i64, mult: i64) -> FeedForward {
+        let net = path / "fn" / "net";
+        FeedForward {
+            norm: ChannelNorm::new(&(path / "norm"), dim),
+            expand: conv(&(&net / "0"), dim, dim * mult, 1, 0, true),
+            project: conv(&(&net / "3"), dim * mult, dim, 1, 0, true),
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.norm.forward(x).apply(&self.expand).gelu("none").apply(&self.project)
+    }
+}
+
+#[derive(Debug)]
+struct Transformer {
+    pos_emb: Tensor,
+    blocks: Vec<(Attention, FeedForward)>,
+}
+
+impl Transformer {
+    fn new(path: &nn::Path, dim: i64, seq_len: i64, depth: i64, heads: i64, mlp_mult: i64) -> Transformer {
+        let pos_emb = path.var("pos_emb", &[seq_len], Init::Randn { mean: 0.0, stdev: 1.0 });
+        let layers = path / "layers";
+        let blocks = (0..depth)
+            .map(|i| {
+                let p = &layers / i;
+                (Attention::new(&(&p / 0), dim, heads), FeedForward::new(&(&p / 1), dim, mlp_mult))
+            })
+            .collect();
+        Transformer { pos_emb, blocks }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let [_, _, h, w] = x.size()[..] else { unreachable!("NCHW") };
+        let mut x = x + self.pos_emb.narrow(0, 0, h * w).view([1, 1, h, w]);
+        for (attention, feed_forward) in &self.blocks {
+            x = attention.forward(&x) + &x;
+            x = feed_forward.forward(&x) + &x;
+        }
+        x
+    }
+}
+
+/// 3×3 conv → channel LayerNorm → 3×3/2 max-pool, between levels.
+#[derive(Debug)]
+struct Aggregate {
+    conv: nn::Conv2D,
+    norm: ChannelNorm,
+}
+
+#[derive(Debug)]
+pub struct Htnet {
+    config: HtnetConfig,
+    patch_embedding: nn::Conv2D,
+    levels: Vec<(Transformer, Option<Aggregate>)>,
+    head_norm: ChannelNorm,
+    head: nn::Linear,
+}
+
+impl Htnet {
+    pub fn new(root: &nn::Path, config: HtnetConfig) -> Htnet {
+        let HtnetConfig { image_size, patch_size, dim, heads, block_repeats, mlp_mult, channels, classes } = config;
+        assert!(image_size % patch_size == 0, "the image size must be a multiple of the patch size");
+        let fmap = image_size / patch_size;
+        let hierarchies = block_repeats.len() as i64;
+        let blocks = 1 << (hierarchies - 1);
+        let seq_len = (fmap / blocks) * (fmap / blocks);
+        let patch_dim = channels * patch_size * patch_size;
+        let patch_embedding = conv(&(root / "to_patch_embedding" / "1"), patch_dim, dim, 1, 0, true);
+        let layers = root / "layers";
+        let levels = (0..hierarchies)
+            .map(|i| {
+                let (width, level_heads) = (dim << i, heads << i);
+                let p = &layers / i;
+                let transformer = Transformer::new(&(&p / 0), width, seq_len, block_repeats[i as usize], level_heads, mlp_mult);
+                let aggregate = (i + 1 < hierarchies).then(|| Aggregate {
+                    conv: conv(&(&p / 1 / 0), width, 2 * width, 3, 1, true),
+                    norm: ChannelNorm::new(&(&p / 1 / 1), 2 * width),
+                });
+                (transformer, aggregate)
+            })
+            .collect();
+        let top = dim << (hierarchies - 1);
+        Htnet {
+            config,
+            patch_embedding,
+            levels,
+            head_norm: ChannelNorm::new(&(root / "mlp_head" / "0"), top),
+            head: linear(&(root / "mlp_head" / "2"), top, classes),
+        }
+    }
+
+    pub fn config(&self) -> HtnetConfig {
+        self.config
+    }
+
+    /// Logits for a (N, channels, image_size, image_size) batch.
+    pub fn forward(&self, img: &Tensor) -> Tensor {
+        let [b, c, side, _] = img.size()[..] else { panic!("HTNet takes NCHW input") };
+        let p = self.config.patch_size;
+        let n = side / p;
+        // b c (h p1) (w p2) -> b (p1 p2 c) h w
+        let patches = img.reshape([b, c, n, p, n, p]).permute([0, 3, 5, 1, 2, 4]).reshape([b, p * p * c, n, n]);
+        let mut x = patches.apply(&self.patch_embedding);
+        let hierarchies = self.levels.len() as i64;
+        for (i, (transformer, aggregate)) in self.levels.iter().enumerate() {
+            let blocks = 1i64 << (hierarchies - 1 - i as i64);
+            x = blockwise(&x, blocks, |t| transformer.forward(t));
+            if let Some(a) = aggregate {
+                x = a.norm.forward(&x.apply(&a.conv)).max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+            }
+        }
+        self.head_norm.forward(&x).mean_dim(&[2i64, 3][..], false, Kind::Float).apply(&self.head)
+    }
+}
+
+/// Applies `f` to each of the blocks × blocks tiles of a map as a batch of its own:
+/// b c (b1 h) (b2 w) -> (b b1 b2) c h w, then back.
+fn blockwise(x: &Tensor, blocks: i64, f: impl Fn(&Tensor) -> Tensor) -> Tensor {
+    let [b, c, height, width] = x.size()[..] else { unreachable!("NCHW") };
+    let (h, w) = (height / blocks, width / blocks);
+    let tiles = x.reshape([b, c, blocks, h, blocks, w]).permute([0, 2, 4, 1, 3, 5]).reshape([b * blocks * blocks, c, h, w]);
+    let out = f(&tiles);
+    let c = out.size()[1];
+    out.reshape([b, blocks, blocks, c, h, w]).permute([0, 3, 1, 4, 2, 5]).reshape([b, c, blocks * h, blocks * w])
+}
+
+impl Module for Htnet {
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        Htnet::forward(self, xs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, nn::VarStore};
+
+    use super::*;
+
+    #[test]
+    fn the_official_configuration_has_the_published_size_and_keys() {
+        let vs = VarStore::new(Device::Cpu);
+        let model = Htnet::new(&vs.root(), HtnetConfig::official(3));
+        let variables = vs.variables();
+        let params: i64 = variables.values().map(Tensor::numel).map(|n| n as i64).sum();
+        assert_eq!(params, 139_582_982);
+        assert_eq!(variables.len(), 171);
+        for (key, shape) in [
+            ("to_patch_embedding.1.weight", vec![256, 147, 1, 1]),
+            ("layers.0.0.pos_emb", vec![1]),
+            ("layers.0.0.layers.1.0.fn.to_qkv.weight", vec![765, 256, 1, 1]),
+            ("layers.1.0.layers.0.0.fn.to_out.0.weight", vec![512, 510, 1, 1]),
+            ("layers.2.0.layers.9.1.fn.net.3.weight", vec![1024, 4096, 1, 1]),
+            ("layers.1.1.0.weight", vec![1024, 512, 3, 3]),
+            ("layers.0.1.1.g", vec![1, 512, 1, 1]),
+            ("mlp_head.0.b", vec![1, 1024, 1, 1]),
+            ("mlp_head.2.weight", vec![3, 1024]),
+        ] {
+            assert_eq!(variables.get(key).map(Tensor::size), Some(shape), "{key}");
+        }
+        let logits = model.forward(&Tensor::rand([2, 3, 28, 28], (Kind::Float, Device::Cpu)));
+        assert_eq!(logits.size(), [2, 3]);
+    }
+
+    /// With one token per block, attention is exactly `to_out(v)` of the normalised input.
+    #[test]
+    fn single_token_attention_is_the_value_projection() {
+        let vs = VarStore::new(Device::Cpu);
+        let attention = Attention::new(&vs.root(), 16, 2);
+        let x = Tensor::randn([5, 16, 1, 1], (Kind::Float, Device::Cpu));
+        let v = attention.norm.forward(&x).apply(&attention.to_qkv).chunk(3, 1)[2].shallow_clone();
+        let expected = v.apply(&attention.to_out);
+        let diff = f64::try_from((attention.forward(&x) - expected).abs().max()).unwrap();
+        assert!(diff < 1e-6, "{diff}");
+    }
+
+    #[test]
+    fn blocks_are_tiles_of_the_map() {
+        let x = Tensor::arange(2 * 3 * 4 * 4, (Kind::Float, Device::Cpu)).view([2, 3, 4, 4]);
+        // Each tile sees its own 2×2 corner: the first tile of sample 1 is its top-left corner.
+        let seen = std::cell::RefCell::new(None);
+        let back = blockwise(&x, 2, |t| {
+            *seen.borrow_mut() = Some(t.shallow_clone());
+            t.shallow_clone()
+        });
+        assert!(back.equal(&x));
+        let tiles = seen.into_inner().unwrap();
+        assert_eq!(tiles.size(), [8, 3, 2, 2]);
+        assert!(tiles.get(4).equal(&x.get(1).narrow(1, 0, 2).narrow(2, 0, 2)));
+        assert!(tiles.get(5).equal(&x.get(1).narrow(1, 0, 2).narrow(2, 2, 2)));
+    }
+}
