@@ -106,6 +106,9 @@ enum StreamKind {
     Local,
     Static,
     Temporal,
+    /// The temporal stream on one flow (one temporal domain): no partner segment to shift
+    /// channels with or to average with.
+    Flow,
 }
 
 impl StreamKind {
@@ -113,7 +116,7 @@ impl StreamKind {
         match self {
             StreamKind::Local => "L",
             StreamKind::Static => "S",
-            StreamKind::Temporal => "T",
+            StreamKind::Temporal | StreamKind::Flow => "T",
         }
     }
 }
@@ -417,6 +420,77 @@ impl SkdTstsan {
     }
 }
 
+/// The flow-only variant: SKD-TSTSAN's temporal stream alone, on one temporal domain (the
+/// onset→apex u and v of a (B, 3, H, W) flow image whose third plane, strain, it does not use),
+/// with its magnification front end and both auxiliary classifiers, so it trains with the same
+/// self-distillation loss. Variables keep the T stream's names.
+#[derive(Debug)]
+pub struct SkdFlow {
+    config: SkdConfig,
+    magnifier: Option<Magnifier>,
+    stream: Stream,
+    ac1_fc: nn::Linear,
+    ac2_fc: nn::Linear,
+    fc2: nn::Linear,
+}
+
+impl SkdFlow {
+    pub fn new(root: &nn::Path, config: SkdConfig) -> SkdFlow {
+        let ablation = Ablation { tsm: true, ..config.ablation };
+        let magnifier = (!ablation.mag).then(|| Magnifier {
+            encoder: MotionEncoder::new(&(root / "Aug_Encoder_T"), 2),
+            manipulator: Manipulator::new(&(root / "Aug_Manipulator_T")),
+        });
+        let stream = Stream::new(root, StreamKind::Flow, if ablation.mag { 2 } else { 32 }, ablation);
+        SkdFlow {
+            config,
+            magnifier,
+            stream,
+            ac1_fc: linear(&(root / "AC1_fc"), 128, config.classes),
+            ac2_fc: linear(&(root / "AC2_fc"), 128, config.classes),
+            fc2: linear(&(root / "fc2"), 128, config.classes),
+        }
+    }
+
+    pub fn config(&self) -> SkdConfig {
+        self.config
+    }
+
+    fn input(&self, xs: &Tensor) -> Tensor {
+        let uv = xs.narrow(1, 0, 2);
+        match &self.magnifier {
+            // Motionless flow is the reference; its encoding is exactly zero (bias-free encoder).
+            Some(m) => {
+                let motion = m.encoder.forward(&uv);
+                m.manipulator.forward(&motion.zeros_like(), &motion, self.config.amp)
+            }
+            None => uv,
+        }
+    }
+
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> SkdOutputs {
+        let s = &self.stream;
+        let s1 = s.stage1(&self.input(xs), train);
+        let ac1_feature = s.pool(&Stream::run(&s.ac1, &s1, train));
+        let s2 = s.stage2(&s1, train);
+        let ac2_feature = s.pool(&Stream::run(&s.ac2, &s2, train));
+        let final_feature = s.stage3_feature(&s2, train);
+        SkdOutputs {
+            logits: final_feature.dropout(DROPOUT, train).apply(&self.fc2),
+            ac1_logits: ac1_feature.dropout(DROPOUT, train).apply(&self.ac1_fc),
+            ac2_logits: ac2_feature.dropout(DROPOUT, train).apply(&self.ac2_fc),
+            final_feature,
+            ac1_feature,
+            ac2_feature,
+        }
+    }
+
+    pub fn logits_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let s = &self.stream;
+        s.stage3_feature(&s.stage2(&s.stage1(&self.input(xs), train), train), train).dropout(DROPOUT, train).apply(&self.fc2)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,6 +545,22 @@ mod tests {
             assert_eq!(vars.contains_key("ECA1.conv.weight"), !ablation.eca);
         }
         assert!("mag,foo".parse::<Ablation>().is_err());
+    }
+
+    #[test]
+    fn the_flow_only_variant_is_the_temporal_stream_alone() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = SkdFlow::new(&vs.root(), SkdConfig::new(3));
+        let vars = vs.variables();
+        assert!(vars.contains_key("Aug_Encoder_T.cba_1.conv2d.weight") && vars.contains_key("conv5_T.weight"));
+        assert!(!vars.keys().any(|k| k.ends_with("_L.weight") || k.ends_with("_S.weight") || k.contains(".net.")), "only the T stream, unshifted");
+        let x = Tensor::rand([4, 3, 28, 28], (Kind::Float, Device::Cpu));
+        let out = model.forward_t(&x, true);
+        assert_eq!((out.logits.size(), out.final_feature.size()), (vec![4, 3], vec![4, 128]));
+        // The strain plane is not an input.
+        let changed = Tensor::cat(&[x.narrow(1, 0, 2), Tensor::rand([4, 1, 28, 28], (Kind::Float, Device::Cpu))], 1);
+        let same = tch::no_grad(|| (model.logits_t(&x, false) - model.logits_t(&changed, false)).abs().max());
+        assert_eq!(f64::try_from(same).unwrap(), 0.0);
     }
 
     #[test]
