@@ -10,6 +10,7 @@ pub mod error;
 pub mod event;
 pub mod face;
 pub mod flow;
+pub mod flow_image;
 pub mod image;
 pub mod inference;
 pub mod input;

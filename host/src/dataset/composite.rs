@@ -13,12 +13,11 @@ use anyhow::{Context, Result, bail};
 
 use super::sheet::{Column, Sheet};
 use crate::train::data::{DataSource, TrainData};
+use mer_shared::flow_image::SIDE;
 use mer_shared::labels::{LabelMapping, Taxonomy};
 
 pub const CSV_NAME: &str = "combined_3_class2_for_optical_flow.csv";
 pub const FLOW_DIR: &str = "STSNet_whole_norm_u_v_os";
-/// Side of the published flow images.
-pub const SIDE: usize = 28;
 
 const DATASET: Column = Column(&["dataset"]);
 const SUBJECT: Column = Column(&["sub"]);
