@@ -13,7 +13,7 @@ use mer_host::model::skd_tstsan::Ablation;
 use mer_host::prepare::pipeline::{PrepareOptions, prepare};
 use mer_host::prepare::{CropMode, DetectorSettings};
 use mer_host::train::config::{MagnetMode, Protocol, Shard, TrainConfig};
-use mer_host::train::data::TrainData;
+use mer_host::train::data::{DataKind, TrainData};
 use mer_host::train::losses::LossConfig;
 use mer_host::train::optimizer::AdamConfig;
 use mer_host::train::report::summarise;
@@ -220,9 +220,13 @@ enum Command {
 
 #[derive(clap::Args)]
 struct TrainArgs {
+    /// skd-tstsan, skd-tstsan-flow (its temporal stream alone), htnet or am3f-flownet.
     #[arg(long, default_value = "skd-tstsan")]
     arch: String,
-    /// A preparation cache written by `mer prepare`.
+    /// What --data holds: prepared (a `mer prepare` cache) or composite (the MEGC 2019 flow
+    /// images as HTNet/STSTNet publish them: the labels CSV and STSNet_whole_norm_u_v_os/).
+    #[arg(long, default_value = "prepared")]
+    dataset: DataKind,
     #[arg(long)]
     data: PathBuf,
     /// Run directory: results, plots and per-fold checkpoints; the same command again resumes.
@@ -270,6 +274,9 @@ struct TrainArgs {
     /// Distillation temperature T.
     #[arg(long, default_value_t = 3.0)]
     temperature: f64,
+    /// AM3F-FlowNet's logit adjustment τ (training logits + τ·log class prior).
+    #[arg(long, default_value_t = 1.0)]
+    tau: f64,
     /// Honest protocol: hold out this many training subjects per fold to pick the epoch.
     #[arg(long, default_value_t = 0)]
     val_subjects: usize,
@@ -298,7 +305,7 @@ impl TrainArgs {
             amp: self.amp,
             ablation: self.ablate,
             optimizer: AdamConfig { lr: self.lr, weight_decay: self.weight_decay, ..AdamConfig::default() },
-            loss: LossConfig { alpha: self.alpha, beta: self.beta, temperature: self.temperature, ..LossConfig::default() },
+            loss: LossConfig { alpha: self.alpha, beta: self.beta, temperature: self.temperature, tau: self.tau, ..LossConfig::default() },
             val_subjects: self.val_subjects,
             checkpoint_every: self.checkpoint_every,
             init: self.init.clone(),
@@ -505,8 +512,9 @@ fn main() -> Result<()> {
         }
         Command::Train(args) => {
             let device = resolve_device(&args.device)?;
-            let data = TrainData::from_cache(&args.data)?;
             let config = args.config();
+            config.validate()?;
+            let data = TrainData::load_for(config.arch()?, args.dataset, &args.data)?;
             if args.all_samples {
                 if args.fold.is_some() {
                     bail!("--all-samples trains one model; it has no folds to shard");

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::losses::LossConfig;
 use super::optimizer::AdamConfig;
+use crate::model::Arch;
 use crate::model::skd_tstsan::Ablation;
 
 /// How each LOSO fold chooses the model it reports.
@@ -156,8 +157,15 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
-        if self.arch != "skd-tstsan" {
-            bail!("unknown architecture {:?}; this trainer knows skd-tstsan", self.arch);
+        let arch = self.arch()?;
+        if arch != Arch::SkdTstsan && (self.init.is_some() || self.magnet.is_some()) {
+            bail!("--init and --magnet start SKD-TSTSAN's layers; {arch} trains from its own initialisation");
+        }
+        if !arch.self_distilled() && !self.ablation.is_empty() {
+            bail!("--ablate switches off SKD-TSTSAN components; {arch} has none of them");
+        }
+        if arch == Arch::SkdTstsanFlow && (self.ablation.eca || self.ablation.tsm) {
+            bail!("the flow-only variant has no ECA and no temporal shift to ablate (use mag or skd)");
         }
         if self.iters == 0 || self.batch == 0 {
             bail!("--iters and --batch must be at least 1");
@@ -166,6 +174,10 @@ impl TrainConfig {
             bail!("--val-subjects belongs to the honest protocol; the paper protocol selects on the test subject");
         }
         Ok(())
+    }
+
+    pub fn arch(&self) -> Result<Arch> {
+        self.arch.parse()
     }
 
     /// The same configuration, ignoring what may legitimately differ between shards of one run.

@@ -2,7 +2,10 @@
 
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
+use mer_shared::flow_image::{HTNET_FALLBACK_LANDMARKS, htnet_mosaic};
 use tch::{Device, Tensor};
+
+use crate::model::Arch;
 
 /// Where the samples came from, recorded in every run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,7 +90,54 @@ impl TrainData {
     }
 }
 
+/// Where `mer train --data` points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataKind {
+    /// A preparation cache written by `mer prepare`.
+    Prepared,
+    /// The composite (MEGC 2019) flow images as HTNet/STSTNet publish them.
+    Composite,
+}
+
+impl std::str::FromStr for DataKind {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<DataKind> {
+        match s {
+            "prepared" => Ok(DataKind::Prepared),
+            "composite" => Ok(DataKind::Composite),
+            other => bail!("unknown --dataset {other:?}; use prepared (a `mer prepare` cache) or composite"),
+        }
+    }
+}
+
 impl TrainData {
+    /// The samples `arch` trains on: the data as read, or for HTNet the landmark mosaic of each
+    /// flow image (`mer_shared::flow_image::htnet_mosaic`). Fails when the data are not the
+    /// architecture's input.
+    pub fn load_for(arch: Arch, kind: DataKind, path: &std::path::Path) -> Result<TrainData> {
+        let data = match kind {
+            DataKind::Prepared => TrainData::from_cache(path)?,
+            DataKind::Composite => crate::dataset::composite::load(path)?,
+        };
+        let shape: Vec<usize> = data.x.size()[1..].iter().map(|&d| d as usize).collect();
+        if shape != arch.input_shape() {
+            let hint = match arch {
+                Arch::SkdTstsan => "a `mer prepare` cache (--dataset prepared)",
+                _ => "three-plane 28×28 flow images (--dataset composite)",
+            };
+            bail!("{arch} takes samples of shape {:?}, {hint}; {} holds {shape:?}", arch.input_shape(), path.display());
+        }
+        if arch != Arch::Htnet {
+            return Ok(data);
+        }
+        let per = data.x.size()[1..].iter().product::<i64>() as usize;
+        let values = Vec::<f32>::try_from(data.x.flatten(0, -1))?;
+        let mosaics: Vec<f32> =
+            values.chunks(per).flat_map(|sample| htnet_mosaic(sample, &HTNET_FALLBACK_LANDMARKS)).collect();
+        let source = DataSource { digest: format!("{}+htnet-mosaic", data.source.digest), ..data.source };
+        TrainData::new(arch.input_shape(), &mosaics, data.labels, data.subjects, data.ids, data.classes, source)
+    }
+
     /// Loads a preparation cache written by `mer prepare`.
     pub fn from_cache(dir: &std::path::Path) -> Result<TrainData> {
         let set = crate::prepare::PreparedSet::load(dir)?;

@@ -23,7 +23,9 @@ use super::data::TrainData;
 use super::losses::{LossTerms, class_weights, focal_loss, skd_loss};
 use super::optimizer::Adam;
 use crate::metrics::{Confusion, Scores};
-use crate::model::skd_tstsan::{SkdConfig, SkdTstsan};
+use crate::model::am3f_flownet::logit_adjusted_loss;
+use crate::model::skd_tstsan::SkdConfig;
+use crate::model::{Arch, Network};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
@@ -150,12 +152,14 @@ impl Fold<'_> {
         if train_idx.is_empty() || (self.holdout && test_idx.is_empty()) {
             bail!("fold {}: {} training and {} test samples; both must be non-empty", self.subject, train_idx.len(), test_idx.len());
         }
-        let weights = class_weights(&self.data.class_counts(&train_idx));
+        let train_counts = self.data.class_counts(&train_idx);
+        let weights = class_weights(&train_counts);
+        let arch = config.arch()?;
 
         tch::manual_seed((seed >> 1) as i64);
         let mut vs = nn::VarStore::new(self.device);
         let model_config = SkdConfig { classes: self.data.num_classes() as i64, amp: config.amp, ablation: config.ablation };
-        let model = SkdTstsan::new(&vs.root(), model_config);
+        let model = Network::new(&vs.root(), arch, model_config);
         checkpoint::initialise(&mut vs, config)?;
         let mut opt = Adam::new(&vs, config.optimizer);
 
@@ -195,16 +199,7 @@ impl Fold<'_> {
                     break;
                 }
                 let (x, y) = self.data.batch(chunk, self.device);
-                let (loss, terms, logits) = if config.ablation.skd {
-                    let logits = model.logits_t(&x, true);
-                    let loss = focal_loss(&logits, &y, &weight_tensor, config.loss.gamma);
-                    let v = loss.double_value(&[]);
-                    (loss, LossTerms { total: v, focal_main: v, ..Default::default() }, logits)
-                } else {
-                    let out = model.forward_t(&x, true);
-                    let (loss, terms) = skd_loss(&out, &y, &weight_tensor, &config.loss);
-                    (loss, terms, out.logits)
-                };
+                let (loss, terms, logits) = training_loss(&model, arch, &x, &y, &Targets { weights: &weight_tensor, counts: &train_counts }, config);
                 if !terms.total.is_finite() {
                     bail!("fold {}: the loss became {} at iteration {}; lower --lr or check the data", self.subject, terms.total, state.iteration + 1);
                 }
@@ -305,8 +300,46 @@ impl Fold<'_> {
     }
 }
 
+/// What the loss of a batch may depend on besides the batch.
+struct Targets<'a> {
+    /// Class weights of the focal losses (inverse training-fold frequencies).
+    weights: &'a Tensor,
+    /// Training-fold class counts (AM3F-FlowNet's priors).
+    counts: &'a [usize],
+}
+
+/// Each architecture's own training loss: SKD-TSTSAN's (focal + self-distillation, or focal
+/// alone when ablated) for both its variants, the official unweighted cross-entropy for HTNet,
+/// the logit-adjusted cross-entropy for AM3F-FlowNet. Returns the loss, its terms for the log
+/// and the main logits.
+fn training_loss(model: &Network, arch: Arch, x: &Tensor, y: &Tensor, targets: &Targets, config: &TrainConfig) -> (Tensor, LossTerms, Tensor) {
+    let single = |loss: Tensor, logits: Tensor| {
+        let v = loss.double_value(&[]);
+        (loss, LossTerms { total: v, focal_main: v, ..Default::default() }, logits)
+    };
+    match arch {
+        Arch::SkdTstsan | Arch::SkdTstsanFlow if !config.ablation.skd => {
+            let out = model.skd_outputs(x, true).expect("SKD-TSTSAN variants have auxiliary heads");
+            let (loss, terms) = skd_loss(&out, y, targets.weights, &config.loss);
+            (loss, terms, out.logits)
+        }
+        Arch::SkdTstsan | Arch::SkdTstsanFlow => {
+            let logits = model.logits_t(x, true);
+            single(focal_loss(&logits, y, targets.weights, config.loss.gamma), logits)
+        }
+        Arch::Htnet => {
+            let logits = model.logits_t(x, true);
+            single(logits.cross_entropy_for_logits(y), logits)
+        }
+        Arch::Am3fFlowNet => {
+            let logits = model.logits_t(x, true);
+            single(logit_adjusted_loss(&logits, y, targets.counts, config.loss.tau), logits)
+        }
+    }
+}
+
 /// Eval-mode predictions of the main classifier for `indices`.
-pub fn predict(model: &SkdTstsan, data: &TrainData, indices: &[usize], device: Device) -> Vec<Prediction> {
+pub fn predict(model: &Network, data: &TrainData, indices: &[usize], device: Device) -> Vec<Prediction> {
     let mut out = Vec::with_capacity(indices.len());
     tch::no_grad(|| {
         for chunk in indices.chunks(64) {

@@ -18,11 +18,18 @@ pub struct LossConfig {
     pub alpha: f64,
     /// Feature-loss weight λ2.
     pub beta: f64,
+    /// AM3F-FlowNet's logit adjustment τ (logits + τ·log prior during training).
+    #[serde(default = "default_tau")]
+    pub tau: f64,
+}
+
+fn default_tau() -> f64 {
+    1.0
 }
 
 impl Default for LossConfig {
     fn default() -> Self {
-        LossConfig { gamma: 2.0, temperature: 3.0, alpha: 0.1, beta: 1e-6 }
+        LossConfig { gamma: 2.0, temperature: 3.0, alpha: 0.1, beta: 1e-6, tau: default_tau() }
     }
 }
 
