@@ -4,11 +4,16 @@
 //! SKD-TSTSAN layout (38 × 48 × 48, official channel order):
 //! 0 apex face, 1 onset face, 2–17 apex 4×4 grid blocks (row-major), 18–33 onset blocks,
 //! 34/35 u/v of onset→apex flow, 36/37 u/v of apex→offset flow.
+//!
+//! Flow-image layouts (3 × 28 × 28), for AM3F-FlowNet, the flow-only SKD-TSTSAN and HTNet: the
+//! onset→apex u, v and optical strain of the face crop, each resized to 28×28 and min-max scaled
+//! per plane to 8-bit levels in [0, 1], like the composite set's published images
+//! (`crate::flow_image`); HTNet's layout is the landmark mosaic of that image.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::flow::{Flow, Tvl1Params, tvl1_flow};
+use crate::flow::{Flow, Tvl1Params, optical_strain, tvl1_flow};
 use crate::image::{GrayImage, Interpolation, resize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +21,10 @@ use crate::image::{GrayImage, Interpolation, resize};
 pub enum InputLayout {
     /// Apex/onset faces, their 4×4 grid blocks and two flows (SKD-TSTSAN).
     SkdTstsan38,
+    /// Onset→apex u, v and optical strain, each plane min-max scaled to 8-bit levels in [0, 1].
+    FlowStrain28,
+    /// HTNet's 2×2 landmark mosaic of a `FlowStrain28` image: planes strain, v, u, 0…255.
+    HtnetMosaic28,
 }
 
 /// How a flow component becomes a [0, 1] input channel.
@@ -60,8 +69,34 @@ impl InputSpec {
         }
     }
 
+    /// The onset→apex flow image of AM3F-FlowNet and the flow-only SKD-TSTSAN.
+    pub fn flow_strain() -> InputSpec {
+        InputSpec {
+            layout: InputLayout::FlowStrain28,
+            channels: 3,
+            height: crate::flow_image::SIDE,
+            width: crate::flow_image::SIDE,
+            resize: Interpolation::Area,
+            ..InputSpec::skd_tstsan()
+        }
+    }
+
+    /// HTNet's mosaic of the flow image.
+    pub fn htnet_mosaic() -> InputSpec {
+        InputSpec { layout: InputLayout::HtnetMosaic28, ..InputSpec::flow_strain() }
+    }
+
     pub fn validate(&self) -> Result<()> {
-        let InputLayout::SkdTstsan38 = self.layout;
+        if self.layout != InputLayout::SkdTstsan38 {
+            let side = crate::flow_image::SIDE;
+            if (self.channels, self.height, self.width) != (3, side, side) || self.face_size < side {
+                return Err(Error::InvalidArgument(format!(
+                    "{:?} is 3×{side}×{side} from a face crop of at least {side} pixels; the spec says {}×{}×{} from {}",
+                    self.layout, self.channels, self.height, self.width, self.face_size
+                )));
+            }
+            return self.tvl1.validate();
+        }
         let expected = 2 + 2 * self.grid * self.grid + 4;
         if self.channels != expected {
             return Err(Error::InvalidArgument(format!(
@@ -87,6 +122,13 @@ impl InputSpec {
 
     /// What each channel holds, in order (for manifests and people).
     pub fn channel_names(&self) -> Vec<String> {
+        match self.layout {
+            InputLayout::FlowStrain28 => return ["flow_onset_apex_u", "flow_onset_apex_v", "strain_onset_apex"].map(String::from).to_vec(),
+            InputLayout::HtnetMosaic28 => {
+                return ["mosaic_strain", "mosaic_flow_v", "mosaic_flow_u"].map(String::from).to_vec();
+            }
+            InputLayout::SkdTstsan38 => {}
+        }
         let g = self.grid;
         let mut names = vec!["apex".to_string(), "onset".to_string()];
         for frame in ["apex", "onset"] {
@@ -149,9 +191,31 @@ pub fn key_flows(spec: &InputSpec, onset: &GrayImage, apex: &GrayImage, offset: 
     })
 }
 
+/// The flow-image layouts from the onset→apex flow on the face crop: u, v and the optical
+/// strain computed at the crop's resolution, each resized to 28×28 and scaled per plane to
+/// 8-bit levels; HTNet's layout then tiles its landmark mosaic.
+pub fn flow_image(spec: &InputSpec, onset_apex: &Flow) -> Result<InputTensor> {
+    spec.validate()?;
+    onset_apex.check_finite("onset→apex flow")?;
+    let side = crate::flow_image::SIDE;
+    let mut planes = Vec::with_capacity(3 * side * side);
+    for plane in [onset_apex.u_image(), onset_apex.v_image(), optical_strain(onset_apex)] {
+        let small = resize(&plane, side, side, spec.resize);
+        planes.extend_from_slice(normalise_flow(&small, FlowNormalisation::MinMaxPerMapU8).data());
+    }
+    let data = match spec.layout {
+        InputLayout::HtnetMosaic28 => crate::flow_image::htnet_mosaic(&planes, &crate::flow_image::HTNET_FALLBACK_LANDMARKS),
+        _ => planes,
+    };
+    Ok(InputTensor { channels: 3, height: side, width: side, data })
+}
+
 /// Builds the model input from the three key face crops and their flows.
 pub fn assemble(spec: &InputSpec, onset: &GrayImage, apex: &GrayImage, flows: &KeyFlows) -> Result<InputTensor> {
     spec.validate()?;
+    if spec.layout != InputLayout::SkdTstsan38 {
+        return flow_image(spec, &flows.onset_apex);
+    }
     let (o, a) = (face(spec, onset, "onset frame")?, face(spec, apex, "apex frame")?);
     for (name, f) in [("onset→apex flow", &flows.onset_apex), ("apex→offset flow", &flows.apex_offset)] {
         f.check_finite(name)?;
@@ -183,6 +247,12 @@ pub fn assemble(spec: &InputSpec, onset: &GrayImage, apex: &GrayImage, flows: &K
 
 /// Key frames in, model input out: the whole preprocessing of one sample.
 pub fn build_input(spec: &InputSpec, onset: &GrayImage, apex: &GrayImage, offset: &GrayImage, threads: usize) -> Result<InputTensor> {
+    if spec.layout != InputLayout::SkdTstsan38 {
+        // Only the onset→apex flow is used: the offset frame costs no flow.
+        spec.validate()?;
+        let (o, a) = (face(spec, onset, "onset frame")?, face(spec, apex, "apex frame")?);
+        return flow_image(spec, &tvl1_flow(&o, &a, &spec.tvl1, threads)?);
+    }
     let flows = key_flows(spec, onset, apex, offset, threads)?;
     assemble(spec, onset, apex, &flows)
 }
@@ -234,6 +304,46 @@ mod tests {
         assert!(t.data.iter().all(|v| (0.0..=1.0).contains(v)));
         assert_eq!(spec.channel_names().len(), 38);
         assert_eq!(spec.channel_names()[11], "apex_block_r2c1");
+    }
+
+    #[test]
+    fn flow_image_layouts_hold_u_v_and_strain_as_the_composite_set_does() {
+        // A rotation-free field whose u grows with x: u, v and strain all vary.
+        let (mut u, mut v) = (Vec::new(), Vec::new());
+        for y in 0..128 {
+            for x in 0..128 {
+                u.push(0.0002 * (x * x) as f32 + 0.1 * (y as f32 * 0.1).sin());
+                v.push(0.01 * y as f32);
+            }
+        }
+        let flow = Flow::new(128, 128, u, v).unwrap();
+        let spec = InputSpec::flow_strain();
+        spec.validate().unwrap();
+        let image = flow_image(&spec, &flow).unwrap();
+        assert_eq!(image.shape(), [3, 28, 28]);
+        for plane in 0..3 {
+            let values = image.channel(plane);
+            let (lo, hi) = values.iter().fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+            assert_eq!((lo, hi), (0.0, 1.0), "each plane spans the 8-bit range, as the published images do");
+            let mut levels: Vec<u32> = values.iter().map(|v| v.to_bits()).collect();
+            levels.sort_unstable();
+            levels.dedup();
+            assert!(levels.len() <= 256, "plane {plane} is quantised to 8-bit levels ({} values)", levels.len());
+        }
+        let u = resize(&flow.u_image(), 28, 28, Interpolation::Area);
+        let expected_u = normalise_flow(&u, FlowNormalisation::MinMaxPerMapU8);
+        assert_eq!(image.channel(0), expected_u.data());
+        assert_eq!(spec.channel_names(), ["flow_onset_apex_u", "flow_onset_apex_v", "strain_onset_apex"]);
+
+        let mosaic = flow_image(&InputSpec::htnet_mosaic(), &flow).unwrap();
+        assert_eq!(mosaic.data, crate::flow_image::htnet_mosaic(&image.data, &crate::flow_image::HTNET_FALLBACK_LANDMARKS));
+        // The device's path: key frames in, the same image out, without the apex→offset flow.
+        let (onset, apex) = (face_like(0.0), face_like(1.0));
+        let built = build_input(&spec, &onset, &apex, &face_like(5.0), 1).unwrap();
+        let flows = key_flows(&spec, &onset, &apex, &face_like(0.0), 1).unwrap();
+        assert_eq!(built, assemble(&spec, &onset, &apex, &flows).unwrap());
+        let bad = InputSpec { channels: 4, ..InputSpec::flow_strain() };
+        assert!(bad.validate().unwrap_err().to_string().contains("3×28×28"));
     }
 
     #[test]
