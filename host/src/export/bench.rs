@@ -15,7 +15,8 @@ use tch::{Device, nn};
 
 use super::tch_logits;
 use crate::flow_bench::reference_python;
-use crate::model::skd_tstsan::{SkdConfig, SkdTstsan};
+use crate::model::skd_tstsan::SkdConfig;
+use crate::model::{Arch, Network};
 use crate::train::config::TrainConfig;
 
 #[derive(Debug, Clone, Serialize)]
@@ -50,13 +51,11 @@ fn latency(runtime: &str, batch: usize, threads: usize, median_ms: f64) -> Laten
 }
 
 /// The tch model the manifest describes (random weights: latency does not depend on them).
-fn tch_model(manifest: &Manifest, vs: &nn::VarStore) -> Result<SkdTstsan> {
+fn tch_model(manifest: &Manifest, vs: &nn::VarStore) -> Result<Network> {
     let config: TrainConfig =
         serde_json::from_value(manifest.training.config.clone()).context("the manifest's training configuration cannot be read")?;
-    if manifest.architecture != "skd-tstsan" {
-        bail!("no tch model for architecture {:?}", manifest.architecture);
-    }
-    Ok(SkdTstsan::new(&vs.root(), SkdConfig { classes: manifest.classes.len() as i64, amp: config.amp, ablation: config.ablation }))
+    let arch: Arch = manifest.architecture.parse()?;
+    Ok(Network::new(&vs.root(), arch, SkdConfig { classes: manifest.classes.len() as i64, amp: config.amp, ablation: config.ablation }))
 }
 
 /// The ONNX bytes of a .onnx file or of a bundle; onnxruntime reads a file, so a bundle's ONNX

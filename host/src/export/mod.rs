@@ -15,7 +15,8 @@ use mer_shared::manifest::{
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor, nn};
 
-use crate::model::skd_tstsan::{SkdConfig, SkdTstsan};
+use crate::model::skd_tstsan::SkdConfig;
+use crate::model::{Arch, Network};
 use crate::prepare::PreparedSet;
 use crate::train::checkpoint::{load_weights, write_bytes_atomic};
 use crate::train::report::RunResults;
@@ -87,7 +88,7 @@ fn evaluation(run: &Path) -> Result<Option<Evaluation>> {
     Ok(Some(Evaluation { protocol: r.protocol.to_string(), uf1: r.uf1, uar: r.uar, accuracy: r.accuracy, note: r.protocol_note }))
 }
 
-pub fn tch_logits(model: &SkdTstsan, input: &[f32], batch: usize, shape: [usize; 3]) -> Vec<Vec<f32>> {
+pub fn tch_logits(model: &Network, input: &[f32], batch: usize, shape: [usize; 3]) -> Vec<Vec<f32>> {
     let [c, h, w] = shape.map(|d| d as i64);
     let x = Tensor::from_slice(input).view([batch as i64, c, h, w]);
     let logits = tch::no_grad(|| model.logits_t(&x, false)).to_kind(Kind::Float);
@@ -119,9 +120,19 @@ fn spread_over_classes(set: &PreparedSet, n: usize) -> Vec<usize> {
 
 /// The ONNX file of `model`'s inference graph: input [`INPUT_NAME`] (N, C, H, W) with a
 /// symbolic batch, output [`OUTPUT_NAME`] (N, classes).
-pub fn inference_graph(model: &SkdTstsan, shape: [usize; 3], classes: usize, metadata: Vec<(String, String)>) -> Vec<u8> {
+pub fn inference_graph(model: &Network, shape: [usize; 3], classes: usize, metadata: Vec<(String, String)>) -> Vec<u8> {
+    graph_bytes(|g, input| model.to_onnx(g, input), shape, classes, metadata)
+}
+
+/// The ONNX file of the graph `build` adds between the input and the logits.
+pub fn graph_bytes(
+    build: impl FnOnce(&mut OnnxGraph, &str) -> String,
+    shape: [usize; 3],
+    classes: usize,
+    metadata: Vec<(String, String)>,
+) -> Vec<u8> {
     let mut graph = OnnxGraph::new();
-    let logits = model.to_onnx(&mut graph, INPUT_NAME);
+    let logits = build(&mut graph, INPUT_NAME);
     let logits = graph.name_output(&logits, OUTPUT_NAME);
     let [c, h, w] = shape.map(|d| d as i64);
     let input_dims = [Dim::Batch, Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)];
@@ -151,7 +162,7 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
 
     let model_config = SkdConfig { classes: info.classes.len() as i64, amp: info.config.amp, ablation: info.config.ablation };
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = SkdTstsan::new(&vs.root(), model_config);
+    let model = Network::new(&vs.root(), Arch::SkdTstsan, model_config);
     load_weights(&mut vs, &opts.checkpoint)?;
 
     let shape = set.shape;
@@ -197,7 +208,7 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
 
 /// tch against tract: the probe (batch 4), one random sample alone (another batch size) and
 /// real prepared samples. Any disagreement beyond the tolerance is an error.
-fn check_parity(model: &SkdTstsan, onnx: &[u8], manifest: &Manifest, set: &PreparedSet) -> Result<Vec<ParityCheck>> {
+fn check_parity(model: &Network, onnx: &[u8], manifest: &Manifest, set: &PreparedSet) -> Result<Vec<ParityCheck>> {
     let tract = OnnxModel::from_bytes(onnx).context("tract cannot load the exported graph")?;
     let shape = set.shape;
     let mut checks = vec![ParityCheck {

@@ -166,6 +166,41 @@ impl OnnxGraph {
         self.node("Reshape", &[x, &shape], vec![])
     }
 
+    /// `x · Wᵀ + b` of a tch linear layer on (N, in) rows.
+    pub fn linear(&mut self, x: &str, layer: &tch::nn::Linear) -> String {
+        let w = self.weight("fc", &layer.ws);
+        let mut inputs = vec![x.to_string(), w];
+        if let Some(b) = &layer.bs {
+            inputs.push(self.weight("fc", b));
+        }
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        self.node("Gemm", &inputs, vec![("transB", Attr::Int(1))])
+    }
+
+    /// Mean (or with `op` "ReduceMax", maximum) over `axes`, keeping them.
+    pub fn reduce(&mut self, op: &str, x: &str, axes: &[i64]) -> String {
+        self.node(op, &[x], vec![("axes", Attr::Ints(axes.to_vec())), ("keepdims", Attr::Int(1))])
+    }
+
+    /// (N, C, H, W) → (N, C): global average pool and flatten.
+    pub fn global_average(&mut self, x: &str) -> String {
+        let pooled = self.node("GlobalAveragePool", &[x], vec![]);
+        self.node("Flatten", &[&pooled], vec![("axis", Attr::Int(1))])
+    }
+
+    pub fn max_pool(&mut self, x: &str, kernel: i64, stride: i64, pad: i64) -> String {
+        self.node("MaxPool", &[x], vec![
+            ("kernel_shape", Attr::Ints(vec![kernel; 2])),
+            ("strides", Attr::Ints(vec![stride; 2])),
+            ("pads", Attr::Ints(vec![pad; 4])),
+        ])
+    }
+
+    pub fn concat(&mut self, parts: &[String], axis: i64) -> String {
+        let inputs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        self.node("Concat", &inputs, vec![("axis", Attr::Int(axis))])
+    }
+
     pub fn relu(&mut self, x: &str) -> String {
         self.node("Relu", &[x], vec![])
     }

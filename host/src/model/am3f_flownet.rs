@@ -14,6 +14,7 @@ use tch::nn::{self, ConvConfig};
 use tch::{Kind, Tensor};
 
 use super::layers::{BatchNorm, linear, torch_default_init};
+use crate::export::onnx_graph::OnnxGraph;
 
 const BRANCHES: [&str; 3] = ["branch_u", "branch_v", "branch_s"];
 const DROPOUT: f64 = 0.5;
@@ -38,6 +39,12 @@ impl ConvBn {
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         self.bn.forward_t(&x.apply(&self.conv), train)
     }
+
+    /// The conv with its batch norm folded in.
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> String {
+        let (weight, bias) = tch::no_grad(|| self.bn.fold_into(&self.conv.ws, None));
+        g.conv2d(x, &weight, Some(&bias), 1, weight.size()[2] / 2)
+    }
 }
 
 /// `σ(conv7×7([mean over channels; max over channels]))`, multiplied into the map.
@@ -55,6 +62,14 @@ impl SpatialAttention {
         let mean = x.mean_dim(&[1i64][..], true, Kind::Float);
         let max = x.amax(&[1i64][..], true);
         x * Tensor::cat(&[mean, max], 1).apply(&self.conv).sigmoid()
+    }
+
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> String {
+        let pooled = [g.reduce("ReduceMean", x, &[1]), g.reduce("ReduceMax", x, &[1])];
+        let both = g.concat(&pooled, 1);
+        let logits = g.conv2d(&both, &self.conv.ws, None, 1, 3);
+        let weight = g.node("Sigmoid", &[&logits], vec![]);
+        g.node("Mul", &[x, &weight], vec![])
     }
 }
 
@@ -81,6 +96,24 @@ impl MultiScaleBlock {
         let fused = self.fuse.forward(&Tensor::cat(&attended, 1), train) + self.shortcut.forward(x, train);
         fused.relu().max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
     }
+
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> String {
+        let attended: Vec<String> = self
+            .paths
+            .iter()
+            .map(|(c, a)| {
+                let y = c.to_onnx(g, x);
+                let y = g.relu(&y);
+                a.to_onnx(g, &y)
+            })
+            .collect();
+        let joined = g.concat(&attended, 1);
+        let fused = self.fuse.to_onnx(g, &joined);
+        let shortcut = self.shortcut.to_onnx(g, x);
+        let sum = g.add(&fused, &shortcut);
+        let y = g.relu(&sum);
+        g.max_pool(&y, 2, 2, 0)
+    }
 }
 
 #[derive(Debug)]
@@ -97,6 +130,13 @@ impl Branch {
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let x = self.stem.forward(x, train).relu();
         self.msff[1].forward(&self.msff[0].forward(&x, train), train)
+    }
+
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> String {
+        let y = self.stem.to_onnx(g, x);
+        let y = g.relu(&y);
+        let y = self.msff[0].to_onnx(g, &y);
+        self.msff[1].to_onnx(g, &y)
     }
 }
 
@@ -127,6 +167,39 @@ impl Am3fFlowNet {
             features.iter().enumerate().map(|(c, f)| f * weights.narrow(1, 64 * c as i64, 64).view([b, 64, 1, 1])).collect();
         let fused = self.fuse.forward(&Tensor::cat(&reweighted, 1), train).relu();
         fused.mean_dim(&[2i64, 3][..], false, Kind::Float).dropout(DROPOUT, train).apply(&self.head)
+    }
+
+    /// The inference graph (batch norms folded, dropout gone); returns the logits' name.
+    pub fn to_onnx(&self, g: &mut OnnxGraph, input: &str) -> String {
+        let features: Vec<String> = self
+            .branches
+            .iter()
+            .enumerate()
+            .map(|(c, b)| {
+                let plane = g.slice(input, 1, c as i64, c as i64 + 1);
+                b.to_onnx(g, &plane)
+            })
+            .collect();
+        let pooled: Vec<String> = features.iter().map(|f| g.global_average(f)).collect();
+        let z = g.concat(&pooled, 1);
+        let hidden = g.linear(&z, &self.reweight[0]);
+        let hidden = g.relu(&hidden);
+        let weights = g.linear(&hidden, &self.reweight[1]);
+        let weights = g.node("Sigmoid", &[&weights], vec![]);
+        let reweighted: Vec<String> = features
+            .iter()
+            .enumerate()
+            .map(|(c, f)| {
+                let w = g.slice(&weights, 1, 64 * c as i64, 64 * (c as i64 + 1));
+                let w = g.reshape(&w, &[0, 64, 1, 1]);
+                g.node("Mul", &[f, &w], vec![])
+            })
+            .collect();
+        let joined = g.concat(&reweighted, 1);
+        let fused = self.fuse.to_onnx(g, &joined);
+        let fused = g.relu(&fused);
+        let pooled = g.global_average(&fused);
+        g.linear(&pooled, &self.head)
     }
 }
 

@@ -12,6 +12,9 @@ use tch::nn::{self, ConvConfig, Init, Module};
 use tch::{Kind, Tensor};
 
 use super::layers::{linear, torch_default_init};
+use crate::export::onnx_graph::{Attr, OnnxGraph};
+
+const NORM_EPS: f64 = 1e-5;
 
 /// The architecture's shape parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +53,21 @@ impl ChannelNorm {
     fn forward(&self, x: &Tensor) -> Tensor {
         let mean = x.mean_dim(&[1i64][..], true, Kind::Float);
         let var = x.var_dim(&[1i64][..], false, true);
-        (x - mean) / (var + 1e-5).sqrt() * &self.g + &self.b
+        (x - mean) / (var + NORM_EPS).sqrt() * &self.g + &self.b
+    }
+
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> String {
+        let mean = g.reduce("ReduceMean", x, &[1]);
+        let centred = g.node("Sub", &[x, &mean], vec![]);
+        let squared = g.node("Mul", &[&centred, &centred], vec![]);
+        let var = g.reduce("ReduceMean", &squared, &[1]);
+        let eps = g.constant_f32("eps", &[], &[NORM_EPS as f32]);
+        let var = g.add(&var, &eps);
+        let std = g.node("Sqrt", &[&var], vec![]);
+        let normed = g.node("Div", &[&centred, &std], vec![]);
+        let (gain, bias) = (g.weight("ln_g", &self.g), g.weight("ln_b", &self.b));
+        let scaled = g.node("Mul", &[&normed, &gain], vec![]);
+        g.add(&scaled, &bias)
     }
 }
 
@@ -93,6 +110,27 @@ impl Attention {
         let out = scores.softmax(-1, Kind::Float).matmul(&v);
         out.transpose(2, 3).reshape([b, self.heads * self.dim_head, h, w]).apply(&self.to_out)
     }
+
+    /// For blocks of `h`×`w` tokens.
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, h: i64, w: i64) -> String {
+        let normed = self.norm.to_onnx(g, x);
+        let qkv = g.conv2d(&normed, &self.to_qkv.ws, None, 1, 0);
+        let inner = self.heads * self.dim_head;
+        let split = |i: i64, g: &mut OnnxGraph| {
+            let part = g.slice(&qkv, 1, i * inner, (i + 1) * inner);
+            let heads = g.reshape(&part, &[-1, self.heads, self.dim_head, h * w]);
+            g.node("Transpose", &[&heads], vec![("perm", Attr::Ints(vec![0, 1, 3, 2]))])
+        };
+        let (q, k, v) = (split(0, g), split(1, g), split(2, g));
+        let k_t = g.node("Transpose", &[&k], vec![("perm", Attr::Ints(vec![0, 1, 3, 2]))]);
+        let scores = g.node("MatMul", &[&q, &k_t], vec![]);
+        let scores = g.scale(&scores, (self.dim_head as f32).powf(-0.5));
+        let attention = g.node("Softmax", &[&scores], vec![("axis", Attr::Int(-1))]);
+        let out = g.node("MatMul", &[&attention, &v], vec![]);
+        let out = g.node("Transpose", &[&out], vec![("perm", Attr::Ints(vec![0, 1, 3, 2]))]);
+        let out = g.reshape(&out, &[-1, inner, h, w]);
+        g.conv2d(&out, &self.to_out.ws, self.to_out.bs.as_ref(), 1, 0)
+    }
 }
 
 #[derive(Debug)]
@@ -115,6 +153,19 @@ impl FeedForward {
 
     fn forward(&self, x: &Tensor) -> Tensor {
         self.norm.forward(x).apply(&self.expand).gelu("none").apply(&self.project)
+    }
+
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> String {
+        let normed = self.norm.to_onnx(g, x);
+        let y = g.conv2d(&normed, &self.expand.ws, self.expand.bs.as_ref(), 1, 0);
+        // Exact GELU, 0.5·y·(1 + erf(y/√2)) (the Gelu op needs opset 20).
+        let scaled = g.scale(&y, std::f32::consts::FRAC_1_SQRT_2);
+        let erf = g.node("Erf", &[&scaled], vec![]);
+        let one = g.constant_f32("one", &[], &[1.0]);
+        let shifted = g.add(&erf, &one);
+        let product = g.node("Mul", &[&y, &shifted], vec![]);
+        let gelu = g.scale(&product, 0.5);
+        g.conv2d(&gelu, &self.project.ws, self.project.bs.as_ref(), 1, 0)
     }
 }
 
@@ -143,6 +194,18 @@ impl Transformer {
         for (attention, feed_forward) in &self.blocks {
             x = attention.forward(&x) + &x;
             x = feed_forward.forward(&x) + &x;
+        }
+        x
+    }
+
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, h: i64, w: i64) -> String {
+        let position = g.weight("pos_emb", &self.pos_emb.narrow(0, 0, h * w).view([1, 1, h, w]));
+        let mut x = g.add(x, &position);
+        for (attention, feed_forward) in &self.blocks {
+            let a = attention.to_onnx(g, &x, h, w);
+            x = g.add(&a, &x);
+            let f = feed_forward.to_onnx(g, &x);
+            x = g.add(&f, &x);
         }
         x
     }
@@ -218,6 +281,39 @@ impl Htnet {
             }
         }
         self.head_norm.forward(&x).mean_dim(&[2i64, 3][..], false, Kind::Float).apply(&self.head)
+    }
+
+    /// The inference graph of [`Htnet::forward`] for its configured image size; returns the
+    /// logits' name.
+    pub fn to_onnx(&self, g: &mut OnnxGraph, input: &str) -> String {
+        let HtnetConfig { image_size, patch_size: p, channels: c, dim, .. } = self.config;
+        let mut n = image_size / p;
+        let patches = g.reshape(input, &[-1, c, n, p, n, p]);
+        let patches = g.node("Transpose", &[&patches], vec![("perm", Attr::Ints(vec![0, 3, 5, 1, 2, 4]))]);
+        let patches = g.reshape(&patches, &[-1, p * p * c, n, n]);
+        let mut x = g.conv2d(&patches, &self.patch_embedding.ws, self.patch_embedding.bs.as_ref(), 1, 0);
+        let hierarchies = self.levels.len() as i64;
+        for (i, (transformer, aggregate)) in self.levels.iter().enumerate() {
+            let width = dim << i;
+            let blocks = 1i64 << (hierarchies - 1 - i as i64);
+            let side = n / blocks;
+            let tiles = g.reshape(&x, &[-1, width, blocks, side, blocks, side]);
+            let tiles = g.node("Transpose", &[&tiles], vec![("perm", Attr::Ints(vec![0, 2, 4, 1, 3, 5]))]);
+            let tiles = g.reshape(&tiles, &[-1, width, side, side]);
+            let tiles = transformer.to_onnx(g, &tiles, side, side);
+            let merged = g.reshape(&tiles, &[-1, blocks, blocks, width, side, side]);
+            let merged = g.node("Transpose", &[&merged], vec![("perm", Attr::Ints(vec![0, 3, 1, 4, 2, 5]))]);
+            x = g.reshape(&merged, &[-1, width, n, n]);
+            if let Some(a) = aggregate {
+                let y = g.conv2d(&x, &a.conv.ws, a.conv.bs.as_ref(), 1, 1);
+                let y = a.norm.to_onnx(g, &y);
+                x = g.max_pool(&y, 3, 2, 1);
+                n = (n - 1) / 2 + 1;
+            }
+        }
+        let normed = self.head_norm.to_onnx(g, &x);
+        let pooled = g.global_average(&normed);
+        g.linear(&pooled, &self.head)
     }
 }
 

@@ -79,7 +79,7 @@ impl BatchNorm {
 
     /// Weight and bias of `conv(x) → bn` as one conv, computed in double precision:
     /// w·s and (b − mean)·s + β with s = γ / √(var + ε).
-    fn fold_into(&self, weight: &Tensor, bias: Option<&Tensor>) -> (Tensor, Tensor) {
+    pub(crate) fn fold_into(&self, weight: &Tensor, bias: Option<&Tensor>) -> (Tensor, Tensor) {
         let f64 = |t: &Tensor| t.to_kind(Kind::Double);
         let gamma = self.bn.ws.as_ref().map(f64).unwrap_or_else(|| self.bn.running_var.ones_like().to_kind(Kind::Double));
         let beta = self.bn.bs.as_ref().map(f64).unwrap_or_else(|| self.bn.running_mean.zeros_like().to_kind(Kind::Double));

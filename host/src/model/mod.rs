@@ -11,6 +11,7 @@ use std::str::FromStr;
 use anyhow::bail;
 use tch::{Tensor, nn};
 
+use crate::export::onnx_graph::OnnxGraph;
 use am3f_flownet::Am3fFlowNet;
 use htnet::{Htnet, HtnetConfig};
 use skd_tstsan::{SkdConfig, SkdFlow, SkdOutputs, SkdTstsan};
@@ -95,6 +96,16 @@ impl Network {
             Network::SkdTstsanFlow(m) => m.logits_t(xs, train),
             Network::Htnet(m) => m.forward(xs),
             Network::Am3fFlowNet(m) => m.forward_t(xs, train),
+        }
+    }
+
+    /// The inference graph (eval mode); returns the logits' name.
+    pub fn to_onnx(&self, g: &mut OnnxGraph, input: &str) -> String {
+        match self {
+            Network::SkdTstsan(m) => m.to_onnx(g, input),
+            Network::SkdTstsanFlow(m) => m.to_onnx(g, input),
+            Network::Htnet(m) => m.to_onnx(g, input),
+            Network::Am3fFlowNet(m) => m.to_onnx(g, input),
         }
     }
 

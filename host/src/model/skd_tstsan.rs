@@ -489,6 +489,20 @@ impl SkdFlow {
         let s = &self.stream;
         s.stage3_feature(&s.stage2(&s.stage1(&self.input(xs), train), train), train).dropout(DROPOUT, train).apply(&self.fc2)
     }
+
+    /// The inference graph of [`SkdFlow::logits_t`]; returns the logits' name.
+    pub fn to_onnx(&self, g: &mut OnnxGraph, input: &str) -> String {
+        let uv = g.slice(input, 1, 0, 2);
+        let (x, channels) = match &self.magnifier {
+            Some(m) => {
+                let motion = m.encoder.to_onnx(g, &uv);
+                (m.manipulator.to_onnx(g, None, &motion, self.config.amp), 32)
+            }
+            None => (uv, 2),
+        };
+        let feature = self.stream.to_onnx(g, &[x], channels);
+        g.linear(&feature, &self.fc2)
+    }
 }
 
 #[cfg(test)]
