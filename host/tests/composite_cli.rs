@@ -58,6 +58,56 @@ fn every_flow_architecture_trains_on_the_composite_layout() {
     assert!(run_info["data"]["digest"].as_str().unwrap().ends_with("+htnet-mosaic"));
 }
 
+/// AM3F-FlowNet trained on the composite layout, exported (parity checked on its samples),
+/// signed, and run by the device pipeline on a synthetic interview: the device computes the
+/// flow image from its own frames with mer-shared and logs events classified by that model.
+#[test]
+fn a_composite_model_exports_and_runs_in_the_device_pipeline() {
+    use mer_device::event_log::{EventLog, FsyncPolicy, LogConfig};
+    use mer_device::pipeline::{FaceSetting, Pipeline, PipelineConfig, Roi};
+    use mer_device::source::{FrameSource, SyntheticSource};
+    use mer_device::spotting::SpotterConfig;
+    use mer_shared::classifier::{Classifier, Trust};
+    use mer_shared::input::InputLayout;
+    use mer_shared::synth::interview::InterviewOptions;
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = composite(d);
+    let run = d.join("run");
+    ok(&train(&data, &run, "am3f-flownet", &["--iters", "4", "--all-samples"]));
+    let onnx = d.join("am3f.onnx");
+    let report = ok(&mer(&["export", s(&run.join("model.safetensors")), "-o", s(&onnx), "--model-version", "am3f-test"]));
+    assert_eq!(report.matches("arg-max identical").count(), 3, "{report}");
+    let key = d.join("site");
+    ok(&mer(&["keys", "generate", "-o", s(&key)]));
+    let bundle = d.join("am3f.merb");
+    ok(&mer(&["bundle", s(&onnx), "--key", s(&key), "-o", s(&bundle)]));
+    let public = mer_shared::bundle::read_public_key(&d.join("site.pub")).unwrap();
+    let classifier = Classifier::load(&bundle, Trust::Keys(&[public])).unwrap();
+    let manifest = classifier.manifest().clone();
+    assert_eq!((manifest.architecture.as_str(), manifest.input.layout), ("am3f-flownet", InputLayout::FlowStrain28));
+    assert_eq!(manifest.taxonomy, "composite-3");
+
+    let mut source = SyntheticSource::new(&InterviewOptions { seconds: 1.0, fps: 50.0, width: 320, height: 240, seed: 4 }).unwrap();
+    let (cx, cy, rx, ry) = source.scene().face;
+    let roi = Roi { x: (cx - rx) as usize, y: (cy - ry) as usize, width: (2.0 * rx) as usize, height: (2.0 * ry) as usize };
+    let config = PipelineConfig { fps: 50.0, face: FaceSetting::Fixed(roi), buffer_s: 2.0, spotting: SpotterConfig::for_fps(50.0), flow_threads: 1, max_queued: 4 };
+    let log = EventLog::open(LogConfig { dir: d.join("events"), max_segment_bytes: 1 << 20, fsync: FsyncPolicy::Never }).unwrap().0;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut pipeline = Pipeline::new(config, classifier, log, tx).unwrap();
+    for _ in 0..40 {
+        pipeline.push(&source.next_frame().unwrap().unwrap()).unwrap();
+    }
+    assert!(pipeline.trigger(0.5));
+    let (_, report) = pipeline.finish();
+    assert_eq!(report.failures, 0, "{:?}", report.last_failure);
+    let event = rx.recv().unwrap();
+    assert_eq!(event.model_version, "am3f-test");
+    assert_eq!(event.classes, ["negative", "positive", "surprise"]);
+    assert!((event.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+}
+
 #[test]
 fn mismatched_architectures_and_options_are_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -18,6 +18,8 @@ use tch::{Device, Kind, Tensor, nn};
 use crate::model::skd_tstsan::SkdConfig;
 use crate::model::{Arch, Network};
 use crate::prepare::PreparedSet;
+use crate::train::data::{DataKind, TrainData};
+use mer_shared::input::InputSpec;
 use crate::train::checkpoint::{load_weights, write_bytes_atomic};
 use crate::train::report::RunResults;
 use crate::train::run::RunInfo;
@@ -98,17 +100,17 @@ pub fn tch_logits(model: &Network, input: &[f32], batch: usize, shape: [usize; 3
 }
 
 /// Up to `n` sample indices, taken round-robin over the classes so every class is compared.
-fn spread_over_classes(set: &PreparedSet, n: usize) -> Vec<usize> {
-    let classes = set.samples.iter().map(|s| s.class).max().map_or(0, |m| m + 1);
-    let by_class: Vec<Vec<usize>> = (0..classes).map(|c| (0..set.len()).filter(|&i| set.samples[i].class == c).collect()).collect();
+fn spread_over_classes(classes_of: &[usize], n: usize) -> Vec<usize> {
+    let classes = classes_of.iter().max().map_or(0, |m| m + 1);
+    let by_class: Vec<Vec<usize>> = (0..classes).map(|c| (0..classes_of.len()).filter(|&i| classes_of[i] == c).collect()).collect();
     let mut picked = Vec::new();
     for round in 0.. {
         let before = picked.len();
         for members in &by_class {
-            if let Some(&i) = members.get(round) {
-                if picked.len() < n {
-                    picked.push(i);
-                }
+            if let Some(&i) = members.get(round)
+                && picked.len() < n
+            {
+                picked.push(i);
             }
         }
         if picked.len() == before || picked.len() == n {
@@ -116,6 +118,65 @@ fn spread_over_classes(set: &PreparedSet, n: usize) -> Vec<usize> {
         }
     }
     picked
+}
+
+/// What an export takes from the run's data: the input spec, provenance, and a few real
+/// samples for the parity check.
+struct ExportData {
+    spec: InputSpec,
+    shape: [usize; 3],
+    taxonomy: String,
+    dataset: String,
+    digest: String,
+    /// (id, input) of samples spread over the classes.
+    samples: Vec<(String, Vec<f32>)>,
+}
+
+impl ExportData {
+    fn load(arch: Arch, info: &RunInfo, data_dir: &Path) -> Result<ExportData> {
+        let data = if arch == Arch::SkdTstsan {
+            let set = PreparedSet::load(data_dir).with_context(|| {
+                "the export needs the run's prepared data for its input spec and for parity checks; pass --data DIR if it moved".to_string()
+            })?;
+            let classes: Vec<usize> = set.samples.iter().map(|s| s.class).collect();
+            let samples = spread_over_classes(&classes, REAL_SAMPLES).into_iter().map(|i| (set.samples[i].id.clone(), set.tensor(i).to_vec())).collect();
+            ExportData {
+                spec: set.key.spec.clone(),
+                shape: set.shape,
+                taxonomy: set.key.taxonomy.name().to_string(),
+                dataset: set.key.dataset.clone(),
+                digest: set.key.digest(),
+                samples,
+            }
+        } else {
+            let data = TrainData::load_for(arch, DataKind::Composite, data_dir)
+                .with_context(|| "the export needs the run's composite data for parity checks; pass --data DIR if it moved".to_string())?;
+            let classes: Vec<usize> = data.labels.iter().map(|&l| l as usize).collect();
+            let per: usize = arch.input_shape().iter().product();
+            let samples = spread_over_classes(&classes, REAL_SAMPLES)
+                .into_iter()
+                .map(|i| (data.ids[i].clone(), Vec::<f32>::try_from(data.x.get(i as i64).flatten(0, -1)).expect("float samples")))
+                .inspect(|(_, v)| debug_assert_eq!(v.len(), per))
+                .collect();
+            ExportData {
+                spec: if arch == Arch::Htnet { InputSpec::htnet_mosaic() } else { InputSpec::flow_strain() },
+                shape: arch.input_shape(),
+                taxonomy: data.source.taxonomy.clone(),
+                dataset: "composite (MEGC 2019 flow images)".into(),
+                digest: data.source.digest.clone(),
+                samples,
+            }
+        };
+        if data.digest != info.data.digest {
+            bail!(
+                "{} holds other data (digest {}) than the run was trained on ({}); pass the right --data",
+                data_dir.display(),
+                data.digest,
+                info.data.digest
+            );
+        }
+        Ok(data)
+    }
 }
 
 /// The ONNX file of `model`'s inference graph: input [`INPUT_NAME`] (N, C, H, W) with a
@@ -143,29 +204,16 @@ pub fn graph_bytes(
 /// Builds, checks and returns the export of `opts.checkpoint` (nothing is written).
 pub fn export(opts: &ExportOptions) -> Result<Exported> {
     let (run, info, scope) = find_run(&opts.checkpoint)?;
-    if info.config.arch != "skd-tstsan" {
-        bail!("{}: architecture {:?} cannot be exported yet", run.display(), info.config.arch);
-    }
+    let arch = info.config.arch()?;
     let data_dir = opts.data.clone().unwrap_or_else(|| PathBuf::from(&info.data.path));
-    let set = PreparedSet::load(&data_dir).with_context(|| {
-        format!("the export needs the run's prepared data for its input spec and for parity checks; pass --data DIR if it moved")
-    })?;
-    let digest = set.key.digest();
-    if digest != info.data.digest {
-        bail!(
-            "{} holds another preparation (digest {digest}) than the one {} was trained on ({}); pass the right --data",
-            data_dir.display(),
-            run.display(),
-            info.data.digest
-        );
-    }
+    let data = ExportData::load(arch, &info, &data_dir)?;
 
     let model_config = SkdConfig { classes: info.classes.len() as i64, amp: info.config.amp, ablation: info.config.ablation };
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = Network::new(&vs.root(), Arch::SkdTstsan, model_config);
+    let model = Network::new(&vs.root(), arch, model_config);
     load_weights(&mut vs, &opts.checkpoint)?;
 
-    let shape = set.shape;
+    let shape = data.shape;
     let bare = inference_graph(&model, shape, info.classes.len(), vec![]);
     let version = opts.version.clone().unwrap_or_else(|| {
         let digest = Sha256::digest(&bare);
@@ -182,17 +230,21 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         architecture: info.config.arch.clone(),
-        architecture_options: format!("amp {}, ablated: {}", info.config.amp, info.config.ablation),
+        architecture_options: match arch {
+            Arch::SkdTstsan | Arch::SkdTstsanFlow => format!("amp {}, ablated: {}", info.config.amp, info.config.ablation),
+            Arch::Htnet => "official configuration: patch 7, dim 256, heads 3, blocks 2/2/10; fixed fallback landmarks".into(),
+            Arch::Am3fFlowNet => format!("reconstruction R1 (not the authors' design), logit adjustment tau {}", info.config.loss.tau),
+        },
         version,
         classes: info.classes.clone(),
-        taxonomy: set.key.taxonomy.name().to_string(),
-        input: set.key.spec.clone(),
+        taxonomy: data.taxonomy.clone(),
+        input: data.spec.clone(),
         preprocessing_version: PREPROCESSING_VERSION,
         training: TrainingSummary {
             run: run_name.unwrap_or_else(|| run.display().to_string()),
             checkpoint: opts.checkpoint.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            dataset: set.key.dataset.clone(),
-            data_digest: digest,
+            dataset: data.dataset.clone(),
+            data_digest: data.digest.clone(),
             samples: info.samples,
             scope,
             config: serde_json::to_value(&info.config)?,
@@ -202,15 +254,15 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
     };
     manifest.validate()?;
     let onnx = inference_graph(&model, shape, info.classes.len(), vec![(ONNX_METADATA_KEY.to_string(), manifest.to_json())]);
-    let checks = check_parity(&model, &onnx, &manifest, &set)?;
+    let checks = check_parity(&model, &onnx, &manifest, &data)?;
     Ok(Exported { manifest, onnx, checks })
 }
 
 /// tch against tract: the probe (batch 4), one random sample alone (another batch size) and
 /// real prepared samples. Any disagreement beyond the tolerance is an error.
-fn check_parity(model: &Network, onnx: &[u8], manifest: &Manifest, set: &PreparedSet) -> Result<Vec<ParityCheck>> {
+fn check_parity(model: &Network, onnx: &[u8], manifest: &Manifest, data: &ExportData) -> Result<Vec<ParityCheck>> {
     let tract = OnnxModel::from_bytes(onnx).context("tract cannot load the exported graph")?;
-    let shape = set.shape;
+    let shape = data.shape;
     let mut checks = vec![ParityCheck {
         what: format!("probe: {} random inputs, seed {}", manifest.probe.batch, manifest.probe.seed),
         agreement: tract.check_probe(manifest)?,
@@ -222,13 +274,12 @@ fn check_parity(model: &Network, onnx: &[u8], manifest: &Manifest, set: &Prepare
         what: "1 random input (batch of one)".into(),
         agreement: LogitAgreement::between(&manifest.probe.logits[..1], &got),
     });
-    let picked = spread_over_classes(set, REAL_SAMPLES);
-    if !picked.is_empty() {
-        let input: Vec<f32> = picked.iter().flat_map(|&i| set.tensor(i).iter().copied()).collect();
-        let expected = tch_logits(model, &input, picked.len(), shape);
-        let got = tract.run(&input, picked.len())?;
+    if let Some((first, _)) = data.samples.first() {
+        let input: Vec<f32> = data.samples.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+        let expected = tch_logits(model, &input, data.samples.len(), shape);
+        let got = tract.run(&input, data.samples.len())?;
         checks.push(ParityCheck {
-            what: format!("{} prepared samples ({} …)", picked.len(), set.samples[picked[0]].id),
+            what: format!("{} prepared samples ({first} …)", data.samples.len()),
             agreement: LogitAgreement::between(&expected, &got),
         });
     }
