@@ -262,6 +262,9 @@ struct TrainArgs {
     /// Adam learning rate.
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
+    /// Adam's second-moment decay β2 (SKD-TSTSAN's 0.99; PyTorch's default, used by HTNet, is 0.999).
+    #[arg(long, default_value_t = 0.99)]
+    adam_beta2: f64,
     /// Adam L2 weight decay (added to the gradient, as torch.optim.Adam).
     #[arg(long, default_value_t = 5e-4)]
     weight_decay: f64,
@@ -304,7 +307,7 @@ impl TrainArgs {
             seed: self.seed,
             amp: self.amp,
             ablation: self.ablate,
-            optimizer: AdamConfig { lr: self.lr, weight_decay: self.weight_decay, ..AdamConfig::default() },
+            optimizer: AdamConfig { lr: self.lr, weight_decay: self.weight_decay, beta2: self.adam_beta2, ..AdamConfig::default() },
             loss: LossConfig { alpha: self.alpha, beta: self.beta, temperature: self.temperature, tau: self.tau, ..LossConfig::default() },
             val_subjects: self.val_subjects,
             checkpoint_every: self.checkpoint_every,
