@@ -70,6 +70,7 @@ impl fmt::Display for Arch {
 
 /// One network of any architecture.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per fold; boxing would buy nothing
 pub enum Network {
     SkdTstsan(SkdTstsan),
     SkdTstsanFlow(SkdFlow),
