@@ -50,7 +50,7 @@ fn default_keep() -> usize {
     3
 }
 fn default_max_bundle_mb() -> u64 {
-    256
+    1024
 }
 fn default_timeout_s() -> f64 {
     30.0
