@@ -442,3 +442,53 @@ fn clients_beyond_the_session_limit_are_told_the_device_is_busy() {
     assert_eq!(push_to(&device, &bundle("v1", &site_key())).unwrap().status.active.unwrap().version, "v1");
     assert_eq!(device.finish().1, "v1");
 }
+
+/// A loopback relay to `target` that cuts each of the first `cuts` connections after
+/// `bytes` bytes from the client: a network that breaks mid-transfer.
+fn breaking_relay(target: String, bytes: usize, cuts: usize) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for (n, client) in listener.incoming().flatten().enumerate() {
+            let server = TcpStream::connect(&target).unwrap();
+            let limit = if n < cuts { bytes } else { usize::MAX };
+            let (mut from_client, mut to_server) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut from_server, mut to_client) = (server, client);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_server, &mut to_client);
+            });
+            std::thread::spawn(move || {
+                let mut sent = 0;
+                let mut buffer = [0u8; 8192];
+                while let Ok(n) = std::io::Read::read(&mut from_client, &mut buffer) {
+                    let n = n.min(limit - sent);
+                    if n == 0 || std::io::Write::write_all(&mut to_server, &buffer[..n]).is_err() {
+                        break;
+                    }
+                    sent += n;
+                }
+                let _ = to_server.shutdown(std::net::Shutdown::Both);
+                let _ = from_client.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    address
+}
+
+#[test]
+fn a_push_over_a_breaking_network_reconnects_and_resumes() {
+    let device = device(5.0);
+    let v1 = bundle("v1", &site_key());
+    // Each of the first two connections dies after 1.5 chunks of bundle bytes.
+    let relay = breaking_relay(device.address.clone(), CHUNK_BYTES * 3 / 2, 2);
+    let mut offsets = Vec::new();
+    let pushed = push(&relay, &v1, &site_key(), TIMEOUT, |offset, _| offsets.push(offset)).unwrap();
+    assert_eq!(pushed.connections, 3);
+    assert_eq!(pushed.status.active.unwrap().version, "v1");
+    // A new connection reports again the offset the broken one could not finish: the upload
+    // resumed there each time, after one more acknowledged chunk, never from 0.
+    assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "{offsets:?}");
+    let resumed: Vec<u64> = offsets.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
+    assert_eq!(resumed, [CHUNK_BYTES as u64, 2 * CHUNK_BYTES as u64], "{offsets:?}");
+    assert_eq!(device.finish().1, "v1");
+}
