@@ -20,8 +20,8 @@ recipe() {
     case "$1" in
         # SKD-TSTSAN's optimiser and loss settings; 500 iterations of 32 (about 115 epochs).
         skd-tstsan-flow) echo "--iters 500 --batch 32 --lr 1e-3 --weight-decay 5e-4" ;;
-        # Reconstruction R1: Adam 1e-3 (PyTorch's betas), weight decay 1e-4, batch 32, about 100 epochs, tau 1.
-        am3f-flownet) echo "--iters 500 --batch 32 --lr 1e-3 --adam-beta2 0.999 --weight-decay 1e-4 --tau 1" ;;
+        # Reconstruction R1: Adam 1e-3 -> cosine to 1e-5 (PyTorch's betas), weight decay 1e-4, batch 32, about 100 epochs, tau 1.
+        am3f-flownet) echo "--iters 500 --batch 32 --lr 1e-3 --lr-final 1e-5 --adam-beta2 0.999 --weight-decay 1e-4 --tau 1" ;;
         # The official script: Adam 5e-5 with PyTorch's betas, no weight decay, batch 256 (one batch per epoch here), 800 epochs.
         htnet) echo "--iters 800 --batch 256 --lr 5e-5 --adam-beta2 0.999 --weight-decay 0" ;;
         *) echo "unknown architecture $1" >&2; exit 1 ;;

@@ -15,7 +15,7 @@ use mer_host::prepare::{CropMode, DetectorSettings};
 use mer_host::train::config::{MagnetMode, Protocol, Shard, TrainConfig};
 use mer_host::train::data::{DataKind, TrainData};
 use mer_host::train::losses::LossConfig;
-use mer_host::train::optimizer::AdamConfig;
+use mer_host::train::optimizer::{AdamConfig, Cosine};
 use mer_host::train::report::summarise;
 use mer_host::train::run::{resolve_device, train_all, train_loso};
 use mer_shared::input::InputSpec;
@@ -262,6 +262,10 @@ struct TrainArgs {
     /// Adam learning rate.
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
+    /// Decay the rate along a cosine from --lr to this value over the --iters of a fold
+    /// (default: a constant rate).
+    #[arg(long)]
+    lr_final: Option<f64>,
     /// Adam's second-moment decay β2 (SKD-TSTSAN's 0.99; PyTorch's default, used by HTNet, is 0.999).
     #[arg(long, default_value_t = 0.99)]
     adam_beta2: f64,
@@ -307,7 +311,13 @@ impl TrainArgs {
             seed: self.seed,
             amp: self.amp,
             ablation: self.ablate,
-            optimizer: AdamConfig { lr: self.lr, weight_decay: self.weight_decay, beta2: self.adam_beta2, ..AdamConfig::default() },
+            optimizer: AdamConfig {
+                lr: self.lr,
+                weight_decay: self.weight_decay,
+                beta2: self.adam_beta2,
+                cosine: self.lr_final.map(|final_lr| Cosine { final_lr, steps: self.iters }),
+                ..AdamConfig::default()
+            },
             loss: LossConfig { alpha: self.alpha, beta: self.beta, temperature: self.temperature, tau: self.tau, ..LossConfig::default() },
             val_subjects: self.val_subjects,
             checkpoint_every: self.checkpoint_every,

@@ -12,12 +12,35 @@ pub struct AdamConfig {
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
+    /// Cosine decay of the rate from `lr` to this value over `decay_steps` steps (none: constant).
+    #[serde(default)]
+    pub cosine: Option<Cosine>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Cosine {
+    pub final_lr: f64,
+    pub steps: usize,
 }
 
 impl Default for AdamConfig {
     /// The official training settings.
     fn default() -> Self {
-        AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 5e-4 }
+        AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 5e-4, cosine: None }
+    }
+}
+
+impl AdamConfig {
+    /// The rate of step `step` (1-based): `lr`, or on the cosine from `lr` down to `final_lr`
+    /// (torch's CosineAnnealingLR stepped every iteration).
+    pub fn rate(&self, step: i64) -> f64 {
+        match self.cosine {
+            None => self.lr,
+            Some(Cosine { final_lr, steps }) => {
+                let t = ((step - 1).max(0) as f64 / steps.max(1) as f64).min(1.0);
+                final_lr + (self.lr - final_lr) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
     }
 }
 
@@ -52,6 +75,7 @@ impl Adam {
     pub fn step(&mut self) {
         self.step += 1;
         let c = self.config;
+        let lr = c.rate(self.step);
         let bias1 = 1.0 - c.beta1.powi(self.step as i32);
         let bias2_sqrt = (1.0 - c.beta2.powi(self.step as i32)).sqrt();
         tch::no_grad(|| {
@@ -64,7 +88,7 @@ impl Adam {
                 m.copy_(&(&*m * c.beta1 + &g * (1.0 - c.beta1)));
                 v.copy_(&(&*v * c.beta2 + g.square() * (1.0 - c.beta2)));
                 let denom = v.sqrt() / bias2_sqrt + c.eps;
-                let update = &*m / denom * (c.lr / bias1);
+                let update = &*m / denom * (lr / bias1);
                 p.copy_(&(&*p - update));
             }
         });
@@ -103,6 +127,17 @@ impl Adam {
 mod tests {
     use super::*;
     use tch::nn::OptimizerConfig;
+
+    #[test]
+    fn the_cosine_runs_from_the_rate_to_its_final_value() {
+        let constant = AdamConfig::default();
+        assert_eq!((constant.rate(1), constant.rate(1000)), (1e-3, 1e-3));
+        let cosine = AdamConfig { cosine: Some(Cosine { final_lr: 1e-5, steps: 100 }), ..AdamConfig::default() };
+        assert_eq!(cosine.rate(1), 1e-3);
+        assert!((cosine.rate(51) - (1e-5 + (1e-3 - 1e-5) / 2.0)).abs() < 1e-12);
+        assert!((cosine.rate(101) - 1e-5).abs() < 1e-12 && (cosine.rate(500) - 1e-5).abs() < 1e-12);
+        assert!((2..=101).all(|k| cosine.rate(k) < cosine.rate(k - 1)));
+    }
 
     /// A tiny regression problem, stepped by this Adam and by libtorch's own Adam.
     fn run(own: bool) -> Vec<f32> {
