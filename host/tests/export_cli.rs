@@ -30,7 +30,7 @@ fn export_bundle_verify_infer_and_refusals() {
     let onnx = d.join("model.onnx");
     let report = ok(&mer(&["export", s(&checkpoint), "-o", s(&onnx), "--model-version", "test-1"]));
     assert_eq!(report.matches("arg-max identical").count(), 3, "{report}");
-    assert!(report.contains("prepared samples"), "{report}");
+    assert!(report.contains("samples of the run's data"), "{report}");
 
     let key = d.join("keys/site");
     std::fs::create_dir_all(d.join("keys")).unwrap();

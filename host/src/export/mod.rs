@@ -279,7 +279,7 @@ fn check_parity(model: &Network, onnx: &[u8], manifest: &Manifest, data: &Export
         let expected = tch_logits(model, &input, data.samples.len(), shape);
         let got = tract.run(&input, data.samples.len())?;
         checks.push(ParityCheck {
-            what: format!("{} prepared samples ({first} …)", data.samples.len()),
+            what: format!("{} samples of the run's data ({first} …)", data.samples.len()),
             agreement: LogitAgreement::between(&expected, &got),
         });
     }
