@@ -15,7 +15,8 @@ fn composite(dir: &Path) -> PathBuf {
         for i in 0..4 {
             let label = (s + i) % 3;
             let clip = format!("EP0{i}_0{s}");
-            csv.push_str(&format!("casme2,{sub},{clip},{label},,{sub}_{clip}.jpg,\n"));
+            let source = ["casme2", "samm", "smic"][s];
+            csv.push_str(&format!("{source},{sub},{clip},{label},,{sub}_{clip}.jpg,\n"));
             let image = image::RgbImage::from_fn(28, 28, |x, y| {
                 let wave = ((x as usize * (label + 1) + y as usize + i) % 28) as u8 * 9;
                 image::Rgb([wave, 255 - wave, (label * 100) as u8])
@@ -47,6 +48,11 @@ fn every_flow_architecture_trains_on_the_composite_layout() {
         assert!(out.contains(&format!("{arch} ")) && out.contains("UF1"), "{out}");
         let r = results(&run);
         assert_eq!(r["folds"].as_array().map(Vec::len), Some(3), "{r}");
+        // Scores per source dataset, as HTNet reports them; each source here is one subject.
+        let sources: Vec<&str> = r["by_source"].as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(sources, ["casme2", "samm", "smic"]);
+        assert_eq!(r["by_source"]["samm"]["samples"], 4);
+        assert!(out.contains("  smic: 4 samples"), "{out}");
         let run_info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
         assert_eq!(run_info["config"]["arch"], arch);
         assert_eq!(run_info["data"]["taxonomy"], "composite-3");

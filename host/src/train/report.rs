@@ -61,6 +61,10 @@ pub struct RunResults {
     pub shards: Vec<Shard>,
     pub config: TrainConfig,
     pub data: DataSource,
+    /// Composite data: pooled scores per source dataset (casme2, samm, smic), as HTNet reports
+    /// them beside the full set's.
+    #[serde(default)]
+    pub by_source: BTreeMap<String, Scores>,
 }
 
 fn per_class(confusion: &Confusion, classes: &[String]) -> Vec<ClassScore> {
@@ -150,6 +154,15 @@ pub fn summarise(runs: &[PathBuf], out: &Path) -> Result<RunResults> {
         score(&last, k)
     });
     let missing: Vec<String> = info.subjects.iter().filter(|s| !folds.contains_key(*s)).cloned().collect();
+    let mut by_source: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
+    if info.data.taxonomy == mer_shared::labels::Taxonomy::CompositeThree.name() {
+        // Composite sample ids are `<source>/<sub>_<clip>`.
+        for p in folds.values().flat_map(|(f, _)| &f.predictions) {
+            if let Some((source, _)) = p.id.split_once('/') {
+                by_source.entry(source.to_string()).or_default().push((p.truth, p.predicted));
+            }
+        }
+    }
     let results = RunResults {
         protocol: info.config.protocol,
         protocol_note: info.config.protocol.note().to_string(),
@@ -179,6 +192,7 @@ pub fn summarise(runs: &[PathBuf], out: &Path) -> Result<RunResults> {
         shards,
         config: info.config.clone(),
         data: info.data.clone(),
+        by_source: by_source.into_iter().map(|(source, pairs)| (source, Confusion::from_pairs(k, pairs).scores())).collect(),
     };
     write_json_atomic(&out.join("results.json"), &results)?;
     draw(out, &results)?;
@@ -221,7 +235,7 @@ fn draw(out: &Path, results: &RunResults) -> Result<()> {
 
 impl RunResults {
     pub fn headline(&self) -> String {
-        format!(
+        let mut line = format!(
             "{} {} LOSO over {} samples{}: UF1 {:.4}, UAR {:.4}, accuracy {:.4}",
             self.arch,
             self.protocol,
@@ -230,6 +244,10 @@ impl RunResults {
             self.uf1,
             self.uar,
             self.accuracy
-        )
+        );
+        for (source, s) in &self.by_source {
+            line.push_str(&format!("\n  {source}: {} samples, UF1 {:.4}, UAR {:.4}, accuracy {:.4}", s.samples, s.uf1, s.uar, s.accuracy));
+        }
+        line
     }
 }
