@@ -26,6 +26,7 @@ use mer_shared::{Error, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::event_log::sync_dir;
 use crate::pipeline::CROP_SIDE;
 
 const STATE: &str = "state.json";
@@ -283,9 +284,4 @@ fn model_info(sha256: String, manifest: &Manifest, bundle: &Bundle, bytes: u64) 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(path).map_err(|e| Error::io(path, e))?;
     file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| Error::io(path, e))
-}
-
-/// Makes a rename in `dir` durable.
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
 }
