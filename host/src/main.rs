@@ -122,8 +122,15 @@ enum Command {
         #[arg(short, long)]
         out: PathBuf,
     },
-    /// Training and inference throughput of SKD-TSTSAN on random inputs.
+    /// Training throughput (forward, backward and Adam update apart) and inference throughput
+    /// of an architecture on random inputs.
     BenchTrain {
+        /// skd-tstsan, skd-tstsan-flow, htnet or am3f-flownet.
+        #[arg(long, default_value = "skd-tstsan")]
+        arch: String,
+        /// Adam L2 weight decay (0 skips its term, as HTNet's recipe does).
+        #[arg(long, default_value_t = 5e-4)]
+        weight_decay: f64,
         #[arg(long, default_value_t = 16)]
         batch: usize,
         #[arg(long, default_value_t = 10)]
@@ -563,9 +570,12 @@ fn main() -> Result<()> {
             println!("{}", report.describe());
             println!("wrote {}", out.display());
         }
-        Command::BenchTrain { batch, iters, warmup, device } => {
+        Command::BenchTrain { arch, weight_decay, batch, iters, warmup, device } => {
             let device = resolve_device(&device)?;
-            let r = mer_host::train::bench::measure(device, batch, iters, warmup);
+            let mut config = TrainConfig { arch, batch, ..TrainConfig::default() };
+            config.optimizer.weight_decay = weight_decay;
+            config.validate()?;
+            let r = mer_host::train::bench::measure(device, &config, iters, warmup)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
         Command::Export { checkpoint, out, data, evaluation, model_version, probe_seed } => {

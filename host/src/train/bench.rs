@@ -1,22 +1,30 @@
-//! Training and inference throughput of SKD-TSTSAN on random inputs (`mer bench-train`).
+//! Training and inference throughput of any architecture on random inputs (`mer bench-train`),
+//! with one optimiser step split into its forward pass, backward pass and Adam update.
 
 use std::time::Instant;
 
 use serde::Serialize;
 use tch::{Device, Kind, Tensor, nn};
 
-use super::losses::{LossConfig, skd_loss};
-use super::optimizer::{Adam, AdamConfig};
-use crate::model::skd_tstsan::{SkdConfig, SkdTstsan};
+use super::config::TrainConfig;
+use super::fold::{Targets, training_loss};
+use super::optimizer::Adam;
+use crate::model::skd_tstsan::SkdConfig;
+use crate::model::{Arch, Network};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Throughput {
+    pub arch: String,
+    pub parameters: i64,
     pub device: String,
     pub threads: i32,
     pub batch: usize,
     pub iterations: usize,
-    /// One optimiser step: forward with all heads, SKD loss, backward, Adam.
+    /// One optimiser step: forward with the architecture's training loss, backward, Adam.
     pub train_ms_per_iteration: f64,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub optimizer_ms: f64,
     pub train_samples_per_s: f64,
     /// Eval-mode main-classifier forward.
     pub infer_ms_per_batch: f64,
@@ -29,52 +37,88 @@ fn sync(device: Device) {
     }
 }
 
-pub fn measure(device: Device, batch: usize, iterations: usize, warmup: usize) -> Throughput {
+/// Seconds `f` takes, with the device drained before the clock stops.
+fn timed(device: Device, f: impl FnOnce()) -> f64 {
+    let t = Instant::now();
+    f();
+    sync(device);
+    t.elapsed().as_secs_f64()
+}
+
+/// `config` gives the architecture, the optimiser and the loss settings, as `mer train` reads
+/// them; the classes are 3 for the flow-image architectures and 5 for SKD-TSTSAN.
+pub fn measure(device: Device, config: &TrainConfig, iterations: usize, warmup: usize) -> anyhow::Result<Throughput> {
+    let arch = config.arch()?;
+    let classes: i64 = if arch == Arch::SkdTstsan { 5 } else { 3 };
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);
-    let model = SkdTstsan::new(&vs.root(), SkdConfig::new(5));
-    let mut opt = Adam::new(&vs, AdamConfig::default());
-    let b = batch as i64;
-    let x = Tensor::rand([b, 38, 48, 48], (Kind::Float, device));
-    let y = Tensor::arange(b, (Kind::Int64, device)).remainder(5);
-    let w = Tensor::full([5], 0.2, (Kind::Float, device));
-    let step = |opt: &mut Adam| {
-        let out = model.forward_t(&x, true);
-        let (loss, _) = skd_loss(&out, &y, &w, &LossConfig::default());
+    let model = Network::new(&vs.root(), arch, SkdConfig { classes, amp: config.amp, ablation: config.ablation });
+    let mut opt = Adam::new(&vs, config.optimizer);
+    let b = config.batch as i64;
+    let [c, h, w] = arch.input_shape().map(|d| d as i64);
+    let x = Tensor::rand([b, c, h, w], (Kind::Float, device));
+    let y = Tensor::arange(b, (Kind::Int64, device)).remainder(classes);
+    let counts: Vec<usize> = (0..classes).map(|k| (0..b).filter(|i| i % classes == k).count().max(1)).collect();
+    let weights = Tensor::full([classes], 1.0 / classes as f64, (Kind::Float, device));
+    let targets = Targets { weights: &weights, counts: &counts };
+
+    let (mut forward, mut backward, mut update) = (0.0, 0.0, 0.0);
+    for i in 0..warmup + iterations {
+        sync(device);
+        let mut loss = None;
+        let f = timed(device, || loss = Some(training_loss(&model, arch, &x, &y, &targets, config).0));
         opt.zero_grad();
-        loss.backward();
-        opt.step();
-    };
-    for _ in 0..warmup {
-        step(&mut opt);
+        let loss = loss.expect("the loss was computed");
+        let bw = timed(device, || loss.backward());
+        let u = timed(device, || opt.step());
+        if i >= warmup {
+            (forward, backward, update) = (forward + f, backward + bw, update + u);
+        }
     }
-    sync(device);
-    let t = Instant::now();
-    for _ in 0..iterations {
-        step(&mut opt);
-    }
-    sync(device);
-    let train = t.elapsed().as_secs_f64() / iterations as f64;
+    let n = iterations.max(1) as f64;
+    let train = (forward + backward + update) / n;
     let infer = tch::no_grad(|| {
         for _ in 0..warmup {
             let _ = model.logits_t(&x, false);
         }
-        sync(device);
-        let t = Instant::now();
-        for _ in 0..iterations {
-            let _ = model.logits_t(&x, false);
-        }
-        sync(device);
-        t.elapsed().as_secs_f64() / iterations as f64
+        timed(device, || {
+            for _ in 0..iterations {
+                let _ = model.logits_t(&x, false);
+            }
+        }) / n
     });
-    Throughput {
+    let parameters = vs.trainable_variables().iter().map(Tensor::numel).sum::<usize>() as i64;
+    Ok(Throughput {
+        arch: arch.name().into(),
+        parameters,
         device: format!("{device:?}"),
         threads: tch::get_num_threads(),
-        batch,
+        batch: config.batch,
         iterations,
         train_ms_per_iteration: train * 1e3,
-        train_samples_per_s: batch as f64 / train,
+        forward_ms: forward / n * 1e3,
+        backward_ms: backward / n * 1e3,
+        optimizer_ms: update / n * 1e3,
+        train_samples_per_s: config.batch as f64 / train,
         infer_ms_per_batch: infer * 1e3,
-        infer_samples_per_s: batch as f64 / infer,
+        infer_samples_per_s: config.batch as f64 / infer,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_part_of_a_step_is_timed_for_the_architecture_asked_for() {
+        for (arch, parameters) in [("am3f-flownet", Some(740_263)), ("skd-tstsan-flow", None)] {
+            let config = TrainConfig { arch: arch.into(), batch: 4, ..TrainConfig::default() };
+            let r = measure(Device::Cpu, &config, 2, 1).unwrap();
+            assert_eq!(r.arch, arch);
+            assert!(parameters.is_none_or(|p| r.parameters == p) && r.parameters > 0, "{r:?}");
+            assert!(r.forward_ms > 0.0 && r.backward_ms > 0.0 && r.optimizer_ms > 0.0 && r.infer_ms_per_batch > 0.0, "{r:?}");
+            let sum = r.forward_ms + r.backward_ms + r.optimizer_ms;
+            assert!((r.train_ms_per_iteration - sum).abs() < 1e-6 * sum, "{r:?}");
+        }
     }
 }

@@ -301,18 +301,18 @@ impl Fold<'_> {
 }
 
 /// What the loss of a batch may depend on besides the batch.
-struct Targets<'a> {
+pub(crate) struct Targets<'a> {
     /// Class weights of the focal losses (inverse training-fold frequencies).
-    weights: &'a Tensor,
+    pub weights: &'a Tensor,
     /// Training-fold class counts (AM3F-FlowNet's priors).
-    counts: &'a [usize],
+    pub counts: &'a [usize],
 }
 
 /// Each architecture's own training loss: SKD-TSTSAN's (focal + self-distillation, or focal
 /// alone when ablated) for both its variants, the official unweighted cross-entropy for HTNet,
 /// the logit-adjusted cross-entropy for AM3F-FlowNet. Returns the loss, its terms for the log
 /// and the main logits.
-fn training_loss(model: &Network, arch: Arch, x: &Tensor, y: &Tensor, targets: &Targets, config: &TrainConfig) -> (Tensor, LossTerms, Tensor) {
+pub(crate) fn training_loss(model: &Network, arch: Arch, x: &Tensor, y: &Tensor, targets: &Targets, config: &TrainConfig) -> (Tensor, LossTerms, Tensor) {
     let single = |loss: Tensor, logits: Tensor| {
         let v = loss.double_value(&[]);
         (loss, LossTerms { total: v, focal_main: v, ..Default::default() }, logits)

@@ -85,11 +85,12 @@ impl Adam {
                     continue;
                 }
                 let g = if c.weight_decay != 0.0 { g + &*p * c.weight_decay } else { g };
-                m.copy_(&(&*m * c.beta1 + &g * (1.0 - c.beta1)));
-                v.copy_(&(&*v * c.beta2 + g.square() * (1.0 - c.beta2)));
-                let denom = v.sqrt() / bias2_sqrt + c.eps;
-                let update = &*m / denom * (lr / bias1);
-                p.copy_(&(&*p - update));
+                // In place, as torch.optim.Adam: the large models are bound by memory traffic.
+                let _ = m.lerp_(&g, 1.0 - c.beta1);
+                let _ = v.g_mul_scalar_(c.beta2).addcmul_(&(&g * (1.0 - c.beta2)), &g);
+                let mut denom = v.sqrt();
+                let _ = denom.g_div_scalar_(bias2_sqrt).g_add_scalar_(c.eps);
+                let _ = p.addcdiv_(&(&*m * (-lr / bias1)), &denom);
             }
         });
     }
