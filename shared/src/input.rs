@@ -112,10 +112,10 @@ impl InputSpec {
                 self.face_size, self.grid, self.width, self.height
             )));
         }
-        if let FlowNormalisation::Fixed { max_displacement } = self.flow_normalisation {
-            if !(max_displacement > 0.0 && max_displacement.is_finite()) {
-                return Err(Error::InvalidArgument("fixed flow normalisation needs a positive max_displacement".into()));
-            }
+        if let FlowNormalisation::Fixed { max_displacement } = self.flow_normalisation
+            && (!max_displacement.is_finite() || max_displacement <= 0.0)
+        {
+            return Err(Error::InvalidArgument("fixed flow normalisation needs a positive max_displacement".into()));
         }
         self.tvl1.validate()
     }

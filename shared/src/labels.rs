@@ -130,7 +130,7 @@ impl Taxonomy {
                 Ok(code) if code.fract() == 0.0 && (1.0..=7.0).contains(&code) => {
                     return Ok(LabelMapping::Class(code as usize - 1));
                 }
-                Ok(code) if code == 0.0 => return Ok(LabelMapping::Excluded),
+                Ok(0.0) => return Ok(LabelMapping::Excluded),
                 Ok(_) => return Err(unknown()),
                 Err(_) => canonical(&trimmed).ok_or_else(unknown)?,
             }

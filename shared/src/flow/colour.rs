@@ -42,8 +42,8 @@ pub fn colour_wheel_rgb(flow: &Flow, max_magnitude: Option<f32>) -> Vec<u8> {
         let k0 = pos.floor() as usize % wheel.len();
         let k1 = (k0 + 1) % wheel.len();
         let f = pos - pos.floor();
-        for c in 0..3 {
-            let col = ((1.0 - f) * wheel[k0][c] + f * wheel[k1][c]) / 255.0;
+        for (from, to) in wheel[k0].iter().zip(&wheel[k1]) {
+            let col = ((1.0 - f) * from + f * to) / 255.0;
             // Inside the unit circle fade towards white; beyond it, darken.
             let col = if radius <= 1.0 { 1.0 - radius * (1.0 - col) } else { col * 0.75 };
             rgb.push((255.0 * col).round().clamp(0.0, 255.0) as u8);

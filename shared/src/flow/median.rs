@@ -146,14 +146,14 @@ pub fn median5_in_place(img: &mut [f32], width: usize, height: usize, s: &mut Me
         let out = &mut img[y * width..(y + 1) * width];
         let a = |i: usize, j: usize| s.merge[i * pairs + j];
         let col = |r: usize, cx: usize| s.columns[r * pw + cx];
-        for x in 0..width {
+        for (x, pixel) in out.iter_mut().enumerate() {
             let (j, cx) = if x % 2 == 0 { (x / 2, x) } else { (x / 2, x + 4) };
             let mut m = a(12, j);
             for i in 1..=K {
                 let v = a(12 - i, j).max(col(i - 1, cx));
                 m = m.min(v);
             }
-            out[x] = m;
+            *pixel = m;
         }
     }
 }

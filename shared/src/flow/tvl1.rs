@@ -68,7 +68,7 @@ impl Tvl1Params {
         if !(self.scale_step > 0.0 && self.scale_step < 1.0) {
             return bad("scale_step must lie in (0, 1)");
         }
-        if !(self.epsilon >= 0.0) {
+        if self.epsilon.is_nan() || self.epsilon < 0.0 {
             return bad("epsilon must not be negative");
         }
         if self.median_filtering != 1 && self.median_filtering != 5 {

@@ -53,7 +53,7 @@ pub struct InterviewTruth {
 
 /// The scene behind a clip (for true flows and tests).
 pub fn interview_scene(opts: &InterviewOptions) -> Result<Scene> {
-    if !(opts.fps >= 10.0 && opts.fps <= 1000.0) || !(opts.seconds > 0.0) {
+    if !(10.0..=1000.0).contains(&opts.fps) || !opts.seconds.is_finite() || opts.seconds <= 0.0 {
         return Err(Error::InvalidArgument("fps must lie in 10..=1000 and seconds must be positive".into()));
     }
     if opts.width < 160 || opts.height < 160 {
