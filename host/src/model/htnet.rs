@@ -133,8 +133,13 @@ impl Attention {
     /// For blocks of `h`×`w` tokens.
     fn to_onnx(&self, g: &mut OnnxGraph, x: &str, h: i64, w: i64) -> String {
         let normed = self.norm.to_onnx(g, x);
-        let qkv = g.conv2d(&normed, &self.to_qkv.ws, None, 1, 0);
         let inner = self.heads * self.dim_head;
+        if h * w == 1 {
+            // As in `forward`; the graph carries only the value rows of the projection.
+            let v = g.conv2d(&normed, &self.to_qkv.ws.narrow(0, 2 * inner, inner), None, 1, 0);
+            return g.conv2d(&v, &self.to_out.ws, self.to_out.bs.as_ref(), 1, 0);
+        }
+        let qkv = g.conv2d(&normed, &self.to_qkv.ws, None, 1, 0);
         let split = |i: i64, g: &mut OnnxGraph| {
             let part = g.slice(&qkv, 1, i * inner, (i + 1) * inner);
             let heads = g.reshape(&part, &[-1, self.heads, self.dim_head, h * w]);
