@@ -1,5 +1,5 @@
 //! `mer prepare` → `mer train` → `mer report` as a user runs them, including a run killed
-//! mid-fold and resumed, which must end with exactly the uninterrupted run's results.
+//! mid-fold and resumed, which must end with exactly the uninterrupted run's results and weights.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -35,19 +35,17 @@ fn any_checkpoint(run: &Path) -> bool {
         .unwrap_or(false)
 }
 
-#[test]
-fn killed_run_resumes_to_the_same_results() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = prepared(dir.path());
-
-    let whole = dir.path().join("whole");
-    let out = train(&cache, &whole).output().unwrap();
+/// Trains `extra` twice, once killed at its first checkpoint and resumed; both runs must end
+/// with the same results and the same reported weights.
+fn killed_run_resumes_to_the_same_results_with(cache: &Path, dir: &Path, extra: &[&str]) {
+    let whole = dir.join("whole");
+    let out = train(cache, &whole).args(extra).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("honest LOSO") && stdout.contains("UF1"), "{stdout}");
 
-    let resumed = dir.path().join("resumed");
-    let mut child = train(&cache, &resumed).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let resumed = dir.join("resumed");
+    let mut child = train(cache, &resumed).args(extra).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let start = Instant::now();
     loop {
         if any_checkpoint(&resumed) {
@@ -60,13 +58,26 @@ fn killed_run_resumes_to_the_same_results() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(!resumed.join("results.json").exists());
-    let out = train(&cache, &resumed).output().unwrap();
+    let out = train(cache, &resumed).args(extra).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let read = |p: &Path| std::fs::read_to_string(p.join("results.json")).unwrap();
     assert_eq!(read(&resumed), read(&whole));
+    for fold in std::fs::read_dir(whole.join("folds")).unwrap().flatten() {
+        let weights = |run: &Path| std::fs::read(run.join("folds").join(fold.file_name()).join("model.safetensors")).unwrap();
+        assert!(weights(&resumed) == weights(&whole), "{:?}: the reported weights differ", fold.file_name());
+    }
     for f in ["confusion.png", "loss.png"] {
         assert!(resumed.join(f).exists(), "{f}");
     }
+}
+
+#[test]
+fn killed_run_resumes_to_the_same_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = prepared(dir.path());
+    killed_run_resumes_to_the_same_results_with(&cache, &dir.path().join("budget"), &[]);
+    // Selection on a validation subject: the best weights so far must survive the interruption.
+    killed_run_resumes_to_the_same_results_with(&cache, &dir.path().join("validation"), &["--val-subjects", "1"]);
 }
 
 #[test]

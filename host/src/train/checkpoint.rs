@@ -49,6 +49,29 @@ pub fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<()> {
     write_tensors_atomic(path, &sorted_variables(vs))
 }
 
+/// A copy of every variable held in memory: a fold's best weights so far, which change at many
+/// epochs but need to reach the disk only with a resumable checkpoint.
+pub struct Snapshot(Vec<(String, Tensor)>);
+
+impl Snapshot {
+    pub fn of(vs: &nn::VarStore) -> Snapshot {
+        Snapshot(sorted_variables(vs).into_iter().map(|(n, t)| (n, t.detach().copy())).collect())
+    }
+
+    pub fn read(path: &Path) -> Result<Snapshot> {
+        Ok(Snapshot(read_tensors(path)?))
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_tensors_atomic(path, &self.0)
+    }
+
+    pub fn restore(&self, vs: &mut nn::VarStore) -> Result<()> {
+        copy_into(vs, &self.0, |_| true, Path::new("the weights kept in memory"))?;
+        Ok(())
+    }
+}
+
 pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     Tensor::read_safetensors(path).with_context(|| format!("reading {} (expected a safetensors file)", path.display()))
 }

@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn};
 
-use super::checkpoint::{self, write_json_atomic};
+use super::checkpoint::{self, Snapshot, write_json_atomic};
 use super::config::{Protocol, TrainConfig};
 use super::data::TrainData;
 use super::losses::{LossTerms, class_weights, focal_loss, skd_loss};
@@ -185,6 +185,9 @@ impl Fold<'_> {
         let mut last_checkpoint = state.iteration;
         let mut last_test: Option<Vec<Prediction>> = None;
         let mut best_weights = self.dir.join("best.safetensors");
+        // The best weights so far live in memory; the file is rewritten only with a checkpoint.
+        let mut best = state.best.as_ref().map(|_| Snapshot::read(&best_weights).context("resuming the fold's best weights")).transpose()?;
+        let mut best_unsaved = false;
         for epoch in state.epochs_done..epochs {
             if state.iteration >= config.iters {
                 break;
@@ -229,7 +232,7 @@ impl Fold<'_> {
                     // `<=` as the official code: later epochs win ties.
                     if state.best.as_ref().is_none_or(|b| b.metric <= scores.accuracy) {
                         state.best = Some(Best { metric: scores.accuracy, epoch: epoch + 1, predictions: Some(preds.clone()) });
-                        checkpoint::save_weights(&vs, &best_weights)?;
+                        (best, best_unsaved) = (Some(Snapshot::of(&vs)), true);
                     }
                     stop = scores.accuracy >= 1.0;
                     log.test = Some(scores);
@@ -239,7 +242,7 @@ impl Fold<'_> {
                     let scores = score(&predict(&model, self.data, &val_idx, self.device), self.data.num_classes());
                     if state.best.as_ref().is_none_or(|b| b.metric <= scores.uf1) {
                         state.best = Some(Best { metric: scores.uf1, epoch: epoch + 1, predictions: None });
-                        checkpoint::save_weights(&vs, &best_weights)?;
+                        (best, best_unsaved) = (Some(Snapshot::of(&vs)), true);
                     }
                     log.validation = Some(scores);
                 }
@@ -252,23 +255,27 @@ impl Fold<'_> {
             }
             if state.iteration - last_checkpoint >= config.checkpoint_every && state.iteration < config.iters {
                 checkpoint::save_training_state(&state_path, &vs, &opt)?;
+                if let Some(weights) = best.as_ref().filter(|_| best_unsaved) {
+                    weights.save(&best_weights)?;
+                    best_unsaved = false;
+                }
                 write_json_atomic(&progress_path, &Progress { seconds: seconds_before + started.elapsed().as_secs_f64(), ..state.clone() })?;
                 last_checkpoint = state.iteration;
             }
         }
 
-        let (selection, selected_epoch, predictions, last_predictions) = match (config.protocol, &state.best) {
-            (Protocol::Paper, Some(best)) => {
+        let (selection, selected_epoch, predictions, last_predictions) = match (config.protocol, &state.best, &best) {
+            (Protocol::Paper, Some(chosen), Some(weights)) => {
                 let last = match last_test {
                     Some(p) => p,
                     None => predict(&model, self.data, &test_idx, self.device),
                 };
-                checkpoint::load_weights(&mut vs, &best_weights)?;
-                ("test", best.epoch, best.predictions.clone().expect("paper protocol keeps predictions"), Some(last))
+                weights.restore(&mut vs)?;
+                ("test", chosen.epoch, chosen.predictions.clone().expect("paper protocol keeps predictions"), Some(last))
             }
-            (Protocol::Honest, Some(best)) => {
-                checkpoint::load_weights(&mut vs, &best_weights)?;
-                ("validation", best.epoch, predict(&model, self.data, &test_idx, self.device), None)
+            (Protocol::Honest, Some(chosen), Some(weights)) => {
+                weights.restore(&mut vs)?;
+                ("validation", chosen.epoch, predict(&model, self.data, &test_idx, self.device), None)
             }
             _ => {
                 best_weights = PathBuf::new();
