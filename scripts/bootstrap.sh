@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the workspace needs, idempotently: Debian packages, the aarch64 Rust
-# target, and a repo-local Python venv (.venv) with libtorch and the reference tools.
+# target, a repo-local Python venv (.venv) with libtorch and the reference tools, and the crate
+# sources.
 # Safe to run repeatedly: each step checks first and is skipped when already done.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,4 +43,9 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+# --- Crate sources -----------------------------------------------------------------------------
+# mer-shared's build script locates the face model with `cargo metadata --offline`, which needs
+# every package of the workspace downloaded, not only those of the one being built.
+cargo fetch --locked -q
+
 say "ready"
