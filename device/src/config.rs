@@ -137,6 +137,10 @@ pub struct ModelConfig {
     /// Threads for inference and for the optical flows of one window.
     #[serde(default = "one_thread")]
     pub threads: usize,
+    /// Run a model whose training inputs this device cannot reproduce (e.g. trained on the
+    /// published STSTNet flow images); it is warned about at start and every event is marked.
+    #[serde(default)]
+    pub allow_foreign_inputs: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -17,7 +17,7 @@ use crate::control::{ControlSocket, SharedStatus, update};
 use crate::face::FaceState;
 use crate::gpio::{BoardLed, BoardTrigger};
 use crate::push_server::ModelSwitch;
-use crate::pipeline::{Pipeline, Stats, WorkerReport};
+use crate::pipeline::{ModelChannel, Pipeline, Stats, WorkerReport};
 use crate::source::FrameSource;
 
 /// What the loop services besides the pipeline; all optional.
@@ -93,7 +93,7 @@ impl Peripherals {
 /// How the push listener reaches the running daemon: new models go to the pipeline's classifier
 /// worker, and health comes from the status the capture loop keeps.
 pub struct PipelineSwitch {
-    pub models: Sender<Classifier>,
+    pub models: ModelChannel,
     pub status: SharedStatus,
     pub store_dir: PathBuf,
 }

@@ -110,7 +110,7 @@ fn scan(bytes: &[u8]) -> Scan {
         if crc32fast::hash(payload) != crc {
             break Some("a record whose checksum does not match".to_string());
         }
-        match postcard::from_bytes::<Event>(payload) {
+        match Event::from_record(payload) {
             Ok(event) => events.push(event),
             Err(e) => break Some(format!("a record that is not an event ({e})")),
         }
@@ -188,7 +188,7 @@ impl EventLog {
 
     /// Appends one record; the whole record goes out in one write.
     pub fn append(&mut self, event: &Event) -> Result<()> {
-        let payload = postcard::to_stdvec(event).map_err(|e| Error::InvalidArgument(format!("cannot encode the event: {e}")))?;
+        let payload = event.to_record().map_err(|e| Error::InvalidArgument(format!("cannot encode the event: {e}")))?;
         let mut record = Vec::with_capacity(RECORD_HEAD + payload.len());
         record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
@@ -276,6 +276,7 @@ mod tests {
             probabilities: vec![0.5, 0.25, 0.25],
             model_version: "test-1".into(),
             latency: LatencyBreakdown { spotting_ms: 300.0, preprocess_ms: 3.0, inference_ms: 30.0, total_ms: 40.0 + i as f32 },
+            foreign_inputs: false,
         }
     }
 

@@ -2,6 +2,7 @@
 //! whole pipeline runs on replayed or synthetic frames in tests.
 
 pub mod camera;
+pub mod clip;
 pub mod config;
 pub mod control;
 pub mod daemon;

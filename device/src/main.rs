@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use mer_device::camera::{CameraSource, V4lOpener};
+use mer_device::clip::classify_clip;
 use mer_device::config::{DaemonConfig, SourceConfig};
 use mer_device::control::request;
 use mer_device::face::TrackerSettings;
 use mer_device::daemon::{Peripherals, PipelineSwitch, drive};
-use mer_device::model_store::ModelStore;
+use mer_device::model_store::{ModelStore, check_compatible};
 use mer_device::push_server::{PushServer, PushSettings};
 use mer_device::event_log::{EventLog, FsyncPolicy, LogConfig, read_events};
 use mer_device::pipeline::{FaceSetting, Pipeline, PipelineConfig, Roi, Stats, WorkerReport};
@@ -22,6 +23,9 @@ use mer_device::spotting::{SpotterConfig, iou, score};
 use mer_shared::bundle::read_public_key;
 use mer_shared::classifier::{Classifier, Origin, Trust, classify_file};
 use mer_shared::event::Event;
+use mer_shared::face::FaceBox;
+use mer_shared::input::KeyFrames;
+use mer_shared::manifest::Manifest;
 use mer_shared::synth::interview::InterviewOptions;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
@@ -81,6 +85,35 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// Classify one recorded window of numbered frames with the device's own preprocessing; prints
+    /// `mer infer`'s JSON plus the input's SHA-256 (the hash `mer prepare` records per sample).
+    ClassifyClip {
+        /// A signed bundle (.merb) or an ONNX model from `mer export`.
+        #[arg(long)]
+        model: PathBuf,
+        /// The clip's folder of numbered frames (img46.jpg and 000046.png are both frame 46).
+        #[arg(long)]
+        frames: PathBuf,
+        /// Frame numbers of the key frames, as the file names give them.
+        #[arg(long)]
+        onset: i64,
+        #[arg(long)]
+        apex: i64,
+        #[arg(long)]
+        offset: i64,
+        /// Face box x,y,w,h in frame pixels (default: detected on the folder's first frame, as
+        /// `mer prepare --crop detect` does).
+        #[arg(long)]
+        roi: Option<FaceBox>,
+        /// Public keys a bundle must be signed by (without one, only its integrity is checked).
+        #[arg(long = "pub")]
+        public_keys: Vec<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Classify even with a model trained on inputs this device cannot reproduce.
+        #[arg(long)]
+        allow_foreign_inputs: bool,
+    },
     /// Ask a running `merd run` what it is doing (its `control.socket`); prints JSON.
     Status {
         #[arg(long)]
@@ -119,6 +152,14 @@ fn main() -> Result<()> {
             let secs = start.elapsed().as_secs_f64();
             println!("{n} frames ({last:.2} s of video at {fps} fps) decoded in {secs:.2} s ({:.0} frames/s)", n as f64 / secs);
         }
+        Command::ClassifyClip { model, frames, onset, apex, offset, roi, public_keys, threads, allow_foreign_inputs } => {
+            let classifier = load_classifier(&model, &public_keys, threads)?;
+            accept_inputs(classifier.manifest(), allow_foreign_inputs)?;
+            let keys = KeyFrames::new(onset, apex, offset)?;
+            let result = classify_clip(&classifier, &frames, keys, roi, threads)
+                .with_context(|| format!("classifying frames {onset}–{offset} of {}", frames.display()))?;
+            println!("{}", serde_json::to_string(&result)?);
+        }
         Command::Classify { model, input, public_keys, threads } => {
             let (result, origin) = classify_file(&model, &input, &public_keys, threads)?;
             if let Origin::Bundle { signer, trusted: false } = origin {
@@ -155,7 +196,8 @@ fn main() -> Result<()> {
 fn open_store(config: &DaemonConfig, push: &PushSettings) -> Result<(Classifier, ModelStore)> {
     let keys = trusted_keys(&config.model.public_keys)?;
     let mut store = ModelStore::open(&push.store, keys, push.keep, config.model.threads)
-        .with_context(|| format!("cannot open the model store {}", push.store.display()))?;
+        .with_context(|| format!("cannot open the model store {}", push.store.display()))?
+        .allowing_foreign_inputs(config.model.allow_foreign_inputs);
     let verified = match store.load_active()? {
         Some(verified) => verified,
         None => {
@@ -168,6 +210,16 @@ fn open_store(config: &DaemonConfig, push: &PushSettings) -> Result<(Classifier,
     let m = verified.classifier.manifest();
     eprintln!("model {} ({}, from the store {}): classes {}", m.version, verified.info.sha256, push.store.display(), m.classes.join(", "));
     Ok((verified.classifier, store))
+}
+
+/// Refuses a model whose training inputs this device cannot reproduce, unless allowed; when
+/// allowed, says so loudly (every event of such a model is marked too).
+fn accept_inputs(manifest: &Manifest, allow_foreign_inputs: bool) -> Result<()> {
+    check_compatible(manifest, allow_foreign_inputs)?;
+    if let Some(why) = manifest.inputs.foreign_reason() {
+        eprintln!("merd: WARNING: model {}: {why}; running it because allow_foreign_inputs is set, and marking every event", manifest.version);
+    }
+    Ok(())
 }
 
 fn trusted_keys(paths: &[PathBuf]) -> Result<Vec<mer_shared::bundle::PublicKey>> {
@@ -231,6 +283,7 @@ fn run(config_path: &Path) -> Result<()> {
         }
         None => (load_classifier(&config.model.path, &config.model.public_keys, config.model.threads)?, None),
     };
+    accept_inputs(classifier.manifest(), config.model.allow_foreign_inputs)?;
     let version = classifier.manifest().version.clone();
     let log = open_log(config.log_config())?;
     let fps = config.source.fps();
@@ -303,6 +356,7 @@ fn demo(seconds: f32, fps: f32, seed: u64, model: &Path, public_key: &Path, out:
         bail!("no model at {} (run from the repository root, or pass --model)", model.display());
     }
     let classifier = load_classifier(model, &[public_key.to_path_buf()], 1)?;
+    accept_inputs(classifier.manifest(), false)?;
     let dir = out.join("events");
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot empty {}", dir.display()))?;

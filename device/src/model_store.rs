@@ -27,7 +27,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::event_log::sync_dir;
-use crate::pipeline::CROP_SIDE;
 
 const STATE: &str = "state.json";
 const STATE_TEMP: &str = "state.json.tmp";
@@ -60,6 +59,9 @@ pub struct ModelStore {
     /// Earlier models kept for rollback.
     keep: usize,
     threads: usize,
+    /// Accept models whose training inputs this device cannot reproduce (`[model]
+    /// allow_foreign_inputs`).
+    allow_foreign_inputs: bool,
     state: State,
     #[cfg(test)]
     pub crash_at: Option<Step>,
@@ -88,10 +90,16 @@ impl ModelStore {
             trusted,
             keep,
             threads,
+            allow_foreign_inputs: false,
             state,
             #[cfg(test)]
             crash_at: None,
         })
+    }
+
+    /// Also accept models whose training inputs this device cannot reproduce.
+    pub fn allowing_foreign_inputs(self, allow: bool) -> ModelStore {
+        ModelStore { allow_foreign_inputs: allow, ..self }
     }
 
     pub fn state(&self) -> &State {
@@ -119,7 +127,7 @@ impl ModelStore {
             std::io::ErrorKind::NotFound => Error::Push(format!("the device holds no bundle {hex}; push it first")),
             _ => Error::io(&path, e),
         })?;
-        verify_bytes(&bytes, sha256, &self.trusted, self.threads)
+        verify_bytes(&bytes, sha256, &self.trusted, self.threads, self.allow_foreign_inputs)
     }
 
     /// The active model, falling back to earlier ones if it no longer verifies. `None` when the
@@ -178,7 +186,7 @@ impl ModelStore {
     /// Takes in a bundle from outside the store (the configured model of a first start).
     pub fn adopt(&mut self, bytes: &[u8]) -> Result<Verified> {
         let sha256: Digest = Sha256::digest(bytes).into();
-        let verified = verify_bytes(bytes, &sha256, &self.trusted, self.threads)?;
+        let verified = verify_bytes(bytes, &sha256, &self.trusted, self.threads, self.allow_foreign_inputs)?;
         let hex = digest_hex(&sha256);
         let temp = self.dir.join(format!("{hex}.merb.tmp"));
         write_synced(&temp, bytes)?;
@@ -237,7 +245,7 @@ impl ModelStore {
 /// Everything a device checks before a model may run: the digest the sender announced, the
 /// signature against the trusted keys, the manifest (inside and outside the ONNX file), that
 /// the device's preprocessing can make the model's input, and the probe logits in tract.
-pub fn verify_bytes(bytes: &[u8], sha256: &Digest, trusted: &[PublicKey], threads: usize) -> Result<Verified> {
+pub fn verify_bytes(bytes: &[u8], sha256: &Digest, trusted: &[PublicKey], threads: usize, allow_foreign_inputs: bool) -> Result<Verified> {
     let got: Digest = Sha256::digest(bytes).into();
     if got != *sha256 {
         return Err(Error::Push(format!(
@@ -247,27 +255,30 @@ pub fn verify_bytes(bytes: &[u8], sha256: &Digest, trusted: &[PublicKey], thread
         )));
     }
     let classifier = Classifier::from_bundle(bytes, Trust::Keys(trusted))?.with_threads(threads);
-    check_compatible(classifier.manifest())?;
+    check_compatible(classifier.manifest(), allow_foreign_inputs).map_err(|e| Error::Push(e.to_string()))?;
     let bundle = Bundle::from_bytes(bytes)?;
     let info = model_info(digest_hex(sha256), classifier.manifest(), &bundle, bytes.len() as u64);
     Ok(Verified { classifier, info })
 }
 
-/// The device makes inputs with this build's preprocessing from `CROP_SIDE` face crops.
-pub fn check_compatible(manifest: &Manifest) -> Result<()> {
+/// Whether this device can run `manifest`'s model on inputs it computes itself: the same
+/// preprocessing version, and training inputs that version reproduces (`mer-shared`). A model
+/// trained on inputs made elsewhere runs only when `allow_foreign_inputs` says so.
+pub fn check_compatible(manifest: &Manifest, allow_foreign_inputs: bool) -> Result<()> {
     if manifest.preprocessing_version != PREPROCESSING_VERSION {
-        return Err(Error::Push(format!(
-            "model {} needs preprocessing version {}; this device implements version {PREPROCESSING_VERSION} (update merd first)",
+        return Err(Error::Model(format!(
+            "model {} was made with preprocessing version {}; this device implements version {PREPROCESSING_VERSION}: \
+             export it again with this release (or update merd if the model is newer)",
             manifest.version, manifest.preprocessing_version
         )));
     }
-    if manifest.input.face_size != CROP_SIDE {
-        return Err(Error::Push(format!(
-            "model {} takes {}-pixel face crops; this device makes {CROP_SIDE}-pixel crops",
-            manifest.version, manifest.input.face_size
-        )));
+    match manifest.inputs.foreign_reason() {
+        Some(why) if !allow_foreign_inputs => Err(Error::Model(format!(
+            "model {} is refused: {why}; to run it anyway, with every event marked, set allow_foreign_inputs = true under [model]",
+            manifest.version
+        ))),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 fn model_info(sha256: String, manifest: &Manifest, bundle: &Bundle, bytes: u64) -> ModelInfo {

@@ -1,16 +1,24 @@
 //! The live pipeline: each frame's face crop goes into a bounded ring and to the spotter; a
 //! spotted (or triggered) window is classified on a worker thread, so capture never waits for
 //! optical flow and inference, and every event is appended to the log.
+//!
+//! The ring holds each frame's face exactly as `mer_shared::input::face_crop` makes it for the
+//! model's input spec, and the worker turns a window of them into the model input with
+//! `mer_shared::input::input_from_faces`: the two steps of `model_input`, which `mer prepare`
+//! and `merd classify-clip` run on the same frames, so a window's input is bit for bit the
+//! training input of the same frames and box.
 
 use std::collections::VecDeque;
-use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::sync::mpsc::{Receiver, SendError, Sender, SyncSender, channel, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use mer_shared::classifier::Classifier;
 use mer_shared::event::{Event, EventSource, LatencyBreakdown};
 use mer_shared::image::{Interpolation, resize};
-use mer_shared::input::build_input;
+use mer_shared::face::FaceBox;
+use mer_shared::input::{InputSpec, face_crop, input_from_faces};
 use mer_shared::{Error, GrayImage, Result};
 use serde::{Deserialize, Serialize};
 
@@ -35,8 +43,8 @@ impl EventSink for EventLog {
     }
 }
 
-/// Side of the face crops kept in the ring and given to the spotter and the preprocessing.
-pub const CROP_SIDE: usize = 128;
+/// Side of the face crops given to the spotter (area-averaged, whatever the model's crop).
+pub const SPOTTING_SIDE: usize = 128;
 
 /// A face box in frame pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +68,12 @@ impl From<Roi> for [usize; 4] {
     }
 }
 
+impl From<Roi> for FaceBox {
+    fn from(r: Roi) -> FaceBox {
+        FaceBox { x: r.x, y: r.y, width: r.width, height: r.height, score: 0.0 }
+    }
+}
+
 /// One face crop in the ring, with the times the event record needs.
 #[derive(Debug, Clone)]
 pub struct Crop {
@@ -69,7 +83,9 @@ pub struct Crop {
     pub timestamp: f64,
     pub arrived: Instant,
     pub wall_ms: i64,
+    /// `face_crop(spec, frame, box)` for the input spec in `spec`.
     pub image: GrayImage,
+    pub spec: Arc<InputSpec>,
 }
 
 /// The last `capacity` crops; memory stays the same however long the stream runs.
@@ -187,7 +203,7 @@ pub struct Pipeline {
     last_index: Option<u64>,
     jobs: Option<SyncSender<Box<Job>>>,
     /// Models pushed while running, taken by the worker before its next window.
-    models: Sender<Classifier>,
+    models: ModelChannel,
     worker: Option<JoinHandle<WorkerReport>>,
     stats: Stats,
 }
@@ -221,6 +237,7 @@ impl Pipeline {
         };
         let (tx, rx) = sync_channel(config.max_queued.max(1));
         let (models, new_models) = channel();
+        let models = ModelChannel { models, crop_spec: Arc::new(Mutex::new(Arc::new(classifier.manifest().input.clone()))) };
         let flow_threads = config.flow_threads.max(1);
         let worker = std::thread::Builder::new()
             .name("classifier".into())
@@ -241,9 +258,8 @@ impl Pipeline {
         })
     }
 
-    /// Hands a new model to the classifier worker, which uses it from its next window on:
-    /// capture never waits for a model change.
-    pub fn model_switch(&self) -> Sender<Classifier> {
+    /// Hands new models to the running pipeline: capture never waits for a model change.
+    pub fn model_switch(&self) -> ModelChannel {
         self.models.clone()
     }
 
@@ -301,9 +317,10 @@ impl Pipeline {
         }
         let arrived = Instant::now();
         let wall_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let face = resize(&frame.image.crop(x, y, width, height)?, CROP_SIDE, CROP_SIDE, Interpolation::Area);
-        let spot = self.spotter.push(&face);
-        self.ring.push(Crop { seq: self.next_seq, timestamp: frame.timestamp, arrived, wall_ms, image: face });
+        let spec = self.models.crop_spec();
+        let face = face_crop(&spec, &frame.image, Some(&FaceBox::from(Roi { x, y, width, height })))?;
+        let spot = self.spotter.push(&resize(&frame.image.crop(x, y, width, height)?, SPOTTING_SIDE, SPOTTING_SIDE, Interpolation::Area));
+        self.ring.push(Crop { seq: self.next_seq, timestamp: frame.timestamp, arrived, wall_ms, image: face, spec });
         self.next_seq += 1;
         if let Some(spot) = spot {
             self.stats.spotted += 1;
@@ -315,10 +332,15 @@ impl Pipeline {
 
     /// Classifies the last `window_s` seconds on demand (the trigger): the oldest frame of the
     /// window is the onset, the newest the offset, and the apex is the frame that differs most
-    /// from the onset. Returns false when fewer than three frames are buffered.
+    /// from the onset. The window never reaches back past a move of the face box (one box per
+    /// window, as in training). Returns false when fewer than three such frames are buffered.
     pub fn trigger(&mut self, window_s: f32) -> bool {
         let Some(newest) = self.ring.newest().map(|c| c.seq) else { return false };
         let span = ((window_s * self.config.fps).round() as usize).clamp(2, self.ring.len().saturating_sub(1).max(2));
+        let span = span.min(newest.saturating_sub(self.spotter_base));
+        if span < 2 {
+            return false;
+        }
         let Some(onset) = newest.checked_sub(span) else { return false };
         let Some(first) = self.ring.get(onset) else { return false };
         let apex = (onset + 1..newest)
@@ -355,6 +377,30 @@ impl Pipeline {
     }
 }
 
+/// Gives a running pipeline a new model: capture cuts faces for its input spec from the next
+/// frame on, and the classifier worker uses it from its next window.
+#[derive(Clone)]
+pub struct ModelChannel {
+    models: Sender<Classifier>,
+    crop_spec: Arc<Mutex<Arc<InputSpec>>>,
+}
+
+impl ModelChannel {
+    pub fn send(&self, classifier: Classifier) -> Result<(), SendError<Classifier>> {
+        *self.crop_spec.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(classifier.manifest().input.clone());
+        self.models.send(classifier)
+    }
+
+    fn crop_spec(&self) -> Arc<InputSpec> {
+        self.crop_spec.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Whether faces cut for `a` are the faces `b` needs.
+fn same_face_crops(a: &InputSpec, b: &InputSpec) -> bool {
+    (a.face_size, a.face_resize, a.face_quantisation) == (b.face_size, b.face_resize, b.face_quantisation)
+}
+
 fn mean_abs_difference(a: &GrayImage, b: &GrayImage) -> f32 {
     a.data().iter().zip(b.data()).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.data().len().max(1) as f32
 }
@@ -389,8 +435,12 @@ fn classify_jobs(
             classifier = newest;
         }
         let spec = &classifier.manifest().input;
+        if [&job.onset, &job.apex, &job.offset].iter().any(|c| !same_face_crops(&c.spec, spec)) {
+            report.fail(format!("the window at {:.3} s was cut for the previous model's face crops; skipped", job.apex.timestamp));
+            continue;
+        }
         let started = Instant::now();
-        let input = match build_input(spec, &job.onset.image, &job.apex.image, &job.offset.image, flow_threads) {
+        let input = match input_from_faces(spec, &job.onset.image, &job.apex.image, Some(&job.offset.image), flow_threads) {
             Ok(input) => input,
             Err(e) => {
                 report.fail(format!("preprocessing the window at {:.3} s: {e}", job.apex.timestamp));
@@ -424,6 +474,7 @@ fn classify_jobs(
                 inference_ms: millis(preprocessed, inferred),
                 total_ms: millis(job.offset.arrived, Instant::now()),
             },
+            foreign_inputs: !classifier.manifest().inputs.device_faithful(),
         };
         unlogged.push_back(event.clone());
         while let Some(pending) = unlogged.front() {
@@ -456,11 +507,22 @@ mod tests {
     use crate::event_log::{FsyncPolicy, LogConfig, read_events};
     use crate::source::{FrameSource, SyntheticSource};
     use mer_shared::classifier::Trust;
+    use mer_shared::input::{ClipFrames, KeyFrames, model_input};
     use mer_shared::synth::interview::InterviewOptions;
     use std::path::Path;
 
+    /// A synthetic scene's frames by number, rendered as the synthetic source delivers them.
+    struct Rendered(mer_shared::synth::Scene);
+
+    impl ClipFrames for Rendered {
+        fn frame(&self, number: i64) -> Result<GrayImage> {
+            Ok(self.0.render(number as usize))
+        }
+    }
+
     fn crop(seq: usize) -> Crop {
-        Crop { seq, timestamp: seq as f64, arrived: Instant::now(), wall_ms: 0, image: GrayImage::filled(2, 2, seq as f32) }
+        let spec = Arc::new(InputSpec::skd_tstsan());
+        Crop { seq, timestamp: seq as f64, arrived: Instant::now(), wall_ms: 0, image: GrayImage::filled(2, 2, seq as f32), spec }
     }
 
     #[test]
@@ -518,12 +580,12 @@ mod tests {
 
         let classifier = default_model();
         let spec = classifier.manifest().input.clone();
-        let face = |t: f64| {
-            let frame = source.scene().render((t * fps as f64).round() as usize);
-            resize(&frame.crop(roi.x, roi.y, roi.width, roi.height).unwrap(), CROP_SIDE, CROP_SIDE, Interpolation::Area)
-        };
+        // The same frames through the one function the host prepares training data with.
+        let frames = Rendered(source.scene().clone());
+        let frame_of = |t: f64| (t * fps as f64).round() as i64;
         for e in &events {
-            let input = build_input(&spec, &face(e.onset_s), &face(e.apex_s), &face(e.offset_s), 1).unwrap();
+            let keys = KeyFrames::new(frame_of(e.onset_s), frame_of(e.apex_s), frame_of(e.offset_s)).unwrap();
+            let input = model_input(&spec, &frames, Some(&FaceBox::from(roi)), keys, 1).unwrap();
             let expected = classifier.classify(&input.data, 1).unwrap();
             assert_eq!(e.probabilities, expected.probabilities[0], "{e:?}");
             assert_eq!(e.source, EventSource::Spotted);

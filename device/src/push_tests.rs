@@ -97,6 +97,7 @@ fn event(i: u64) -> Event {
         probabilities: vec![0.7, 0.3],
         model_version: "v0".into(),
         latency: LatencyBreakdown::default(),
+        foreign_inputs: false,
     }
 }
 

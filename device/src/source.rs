@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use mer_shared::frames::FrameFolder;
 use mer_shared::image::load_gray;
 use mer_shared::synth::interview::{InterviewOptions, interview_scene};
 use mer_shared::synth::Scene;
@@ -23,11 +24,13 @@ pub trait FrameSource {
     fn next_frame(&mut self) -> Result<Option<Frame>>;
 }
 
-/// Replays a directory of numbered image files (e.g. `mer synth interview` output) at a
-/// nominal frame rate; files are taken in name order.
+/// Replays a directory of numbered image files (e.g. `mer synth interview` output, or a CASME
+/// II clip's `img46.jpg …`) at a nominal frame rate, in frame-number order: a frame's index is
+/// the number in its file name (a gap in the numbers counts as dropped frames) and its
+/// timestamp that number over the frame rate, so `timestamp · fps` names the file again.
 #[derive(Debug)]
 pub struct ReplaySource {
-    files: Vec<PathBuf>,
+    files: Vec<(i64, PathBuf)>,
     fps: f64,
     next: usize,
 }
@@ -37,19 +40,11 @@ impl ReplaySource {
         if fps.is_nan() || fps <= 0.0 {
             return Err(Error::InvalidArgument(format!("replay fps must be positive, got {fps}")));
         }
-        let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-        let mut files = Vec::new();
-        for entry in entries {
-            let path = entry.map_err(|e| Error::io(dir, e))?.path();
-            let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-            if matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png" | "bmp")) {
-                files.push(path);
-            }
+        let folder = FrameFolder::open(dir)?;
+        if folder.first() < 0 {
+            return Err(Error::Data { path: dir.to_path_buf(), reason: format!("frame numbers start at {}", folder.first()) });
         }
-        if files.is_empty() {
-            return Err(Error::Data { path: dir.to_path_buf(), reason: "no .jpg/.png/.bmp frames found".into() });
-        }
-        files.sort();
+        let files = folder.iter().map(|(n, p)| (n, p.to_path_buf())).collect();
         Ok(ReplaySource { files, fps, next: 0 })
     }
 
@@ -64,11 +59,10 @@ impl ReplaySource {
 
 impl FrameSource for ReplaySource {
     fn next_frame(&mut self) -> Result<Option<Frame>> {
-        let Some(path) = self.files.get(self.next) else { return Ok(None) };
+        let Some((number, path)) = self.files.get(self.next) else { return Ok(None) };
         let image = load_gray(path)?;
-        let index = self.next as u64;
         self.next += 1;
-        Ok(Some(Frame { index, timestamp: index as f64 / self.fps, image }))
+        Ok(Some(Frame { index: *number as u64, timestamp: *number as f64 / self.fps, image }))
     }
 }
 
@@ -175,11 +169,19 @@ mod tests {
     use mer_shared::image::save_gray_png;
 
     #[test]
-    fn replays_in_name_order_with_timestamps() {
+    fn replays_in_frame_number_order_with_timestamps() {
         let dir = tempfile::tempdir().unwrap();
         for i in [2, 0, 1] {
             save_gray_png(&GrayImage::filled(4, 4, i as f32 / 4.0), &dir.path().join(format!("{i:06}.png"))).unwrap();
         }
+        // CASME II names its frames img46.jpg, img100.jpg: by number, not by name order.
+        let casme = tempfile::tempdir().unwrap();
+        for i in [9, 10, 12] {
+            save_gray_png(&GrayImage::filled(4, 4, 0.5), &casme.path().join(format!("img{i}.png"))).unwrap();
+        }
+        let mut src = ReplaySource::open(casme.path(), 200.0).unwrap();
+        let frames: Vec<(u64, f64)> = std::iter::from_fn(|| src.next_frame().unwrap()).map(|f| (f.index, f.timestamp)).collect();
+        assert_eq!(frames, [(9, 9.0 / 200.0), (10, 10.0 / 200.0), (12, 12.0 / 200.0)]);
         std::fs::write(dir.path().join("notes.txt"), "not a frame").unwrap();
         let mut src = ReplaySource::open(dir.path(), 50.0).unwrap();
         assert_eq!(src.len(), 3);
@@ -196,7 +198,7 @@ mod tests {
     #[test]
     fn empty_or_broken_directories_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(ReplaySource::open(dir.path(), 30.0).unwrap_err().to_string().contains("no .jpg"));
+        assert!(ReplaySource::open(dir.path(), 30.0).unwrap_err().to_string().contains("no numbered frames"));
         std::fs::write(dir.path().join("000000.jpg"), b"truncated").unwrap();
         let mut src = ReplaySource::open(dir.path(), 30.0).unwrap();
         assert!(src.next_frame().unwrap_err().to_string().contains("000000.jpg"));

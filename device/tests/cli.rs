@@ -69,6 +69,7 @@ fn event(i: u32) -> Event {
         probabilities: vec![0.3, 0.7],
         model_version: "skd-tstsan-synthetic-1".into(),
         latency: LatencyBreakdown { spotting_ms: 300.0, preprocess_ms: 20.0, inference_ms: 30.0, total_ms: 55.0 },
+        foreign_inputs: false,
     }
 }
 

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use mer_shared::flow::{colour_wheel_rgb, optical_strain, tvl1_flow};
 use mer_shared::image::{Interpolation, load_gray, resize, save_gray_png, save_rgb_png};
-use mer_shared::input::{InputSpec, build_input};
+use mer_shared::frames::FrameFolder;
+use mer_shared::input::{InputSpec, KeyFrames, model_input};
 use mer_shared::synth::casme2::{Casme2Options, sample_scene, write_casme2};
 use mer_shared::{Flow, GrayImage};
 use serde::Serialize;
@@ -73,8 +74,9 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoReport> {
     pb.finish();
     // The full model input of the first sample, all 38 channels.
     let first = &samples[0];
-    let frame = |f| -> Result<GrayImage> { Ok(load_gray(&first.frame_path(&dataset, f))?) };
-    let input = build_input(&spec, &frame(first.onset_frame)?, &frame(first.apex_frame)?, &frame(first.offset_frame)?, 1)?;
+    let folder = FrameFolder::open(first.frame_path(&dataset, first.onset_frame).parent().expect("frames lie in a clip folder"))?;
+    let keys = KeyFrames::new(first.onset_frame as i64, first.apex_frame as i64, first.offset_frame as i64)?;
+    let input = model_input(&spec, &folder, None, keys, 1)?;
     let input_picture = out.join("input_channels.png");
     save_contact_sheet(&input.data, input.channels, input.width, 8, &input_picture)?;
     let report = DemoReport { dataset, samples: report, input_picture };

@@ -18,7 +18,8 @@ use mer_host::train::losses::LossConfig;
 use mer_host::train::optimizer::{AdamConfig, Cosine};
 use mer_host::train::report::summarise;
 use mer_host::train::run::{resolve_device, train_all, train_loso};
-use mer_shared::input::InputSpec;
+use mer_host::model::Arch;
+use mer_shared::input::InputLayout;
 use mer_shared::labels::Taxonomy;
 use mer_host::{demo, fleet, flow_bench, progress::bar, torch_info};
 use mer_shared::flow::{Tvl1Params, read_flo, save_colour_png, tvl1_flow, write_flo};
@@ -93,6 +94,13 @@ enum Command {
         /// Face crop: detect (first frame of each clip), none (frames are faces), or x,y,w,h.
         #[arg(long, default_value = "detect")]
         crop: CropMode,
+        /// Model input: skd-tstsan (38×48×48), flow-strain28 (u, v, strain 3×28×28) or
+        /// htnet-mosaic28 (HTNet's landmark mosaic of it); default: the input of --arch.
+        #[arg(long)]
+        input: Option<InputLayout>,
+        /// The architecture the cache is for, which picks the default --input.
+        #[arg(long, default_value = "skd-tstsan")]
+        arch: Arch,
         #[arg(long)]
         out: PathBuf,
         /// Worker threads (default: all cores).
@@ -504,7 +512,7 @@ fn main() -> Result<()> {
             let r = flow_bench::run(&dir, pairs, seed)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
-        Command::Prepare { dataset, root, annotations, classes, crop, out, threads } => {
+        Command::Prepare { dataset, root, annotations, classes, crop, input, arch, out, threads } => {
             if let Some(t) = threads {
                 rayon::ThreadPoolBuilder::new().num_threads(t).build_global().context("setting --threads")?;
             }
@@ -516,7 +524,7 @@ fn main() -> Result<()> {
                 out: out.clone(),
                 crop,
                 detector: DetectorSettings::default(),
-                spec: InputSpec::skd_tstsan(),
+                spec: input.unwrap_or(arch.input_layout()).spec(),
             };
             let summary = prepare(&opts)?;
             print!("{}", summary.describe());

@@ -42,4 +42,79 @@ pub struct Event {
     pub probabilities: Vec<f32>,
     pub model_version: String,
     pub latency: LatencyBreakdown,
+    /// The model was trained on inputs this device cannot reproduce (run only because the
+    /// configuration allows it): read the label with that in mind.
+    #[serde(default)]
+    pub foreign_inputs: bool,
+}
+
+/// An event as records were written before `foreign_inputs` existed.
+#[derive(Deserialize)]
+struct EventV1 {
+    wall_time_ms: i64,
+    onset_s: f64,
+    apex_s: f64,
+    offset_s: f64,
+    source: EventSource,
+    label: String,
+    classes: Vec<String>,
+    probabilities: Vec<f32>,
+    model_version: String,
+    latency: LatencyBreakdown,
+}
+
+impl Event {
+    /// The bytes of the event log's record (postcard).
+    pub fn to_record(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_stdvec(self)
+    }
+
+    /// Reads a record, also one written before `foreign_inputs` existed (postcard has no
+    /// optional fields: such a record ends where that field would start).
+    pub fn from_record(payload: &[u8]) -> Result<Event, postcard::Error> {
+        postcard::from_bytes::<Event>(payload).or_else(|e| {
+            let old: EventV1 = postcard::from_bytes(payload).map_err(|_| e)?;
+            Ok(Event {
+                wall_time_ms: old.wall_time_ms,
+                onset_s: old.onset_s,
+                apex_s: old.apex_s,
+                offset_s: old.offset_s,
+                source: old.source,
+                label: old.label,
+                classes: old.classes,
+                probabilities: old.probabilities,
+                model_version: old.model_version,
+                latency: old.latency,
+                foreign_inputs: false,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_older_records_still_read() {
+        let event = Event {
+            wall_time_ms: 1_700_000_000_000,
+            onset_s: 1.0,
+            apex_s: 1.1,
+            offset_s: 1.3,
+            source: EventSource::Spotted,
+            label: "surprise".into(),
+            classes: vec!["surprise".into(), "others".into()],
+            probabilities: vec![0.75, 0.25],
+            model_version: "m-1".into(),
+            latency: LatencyBreakdown { spotting_ms: 1.0, preprocess_ms: 2.0, inference_ms: 3.0, total_ms: 7.0 },
+            foreign_inputs: true,
+        };
+        assert_eq!(Event::from_record(&event.to_record().unwrap()).unwrap(), event);
+        // A record of the first format: the same fields without the flag.
+        let mut old = event.to_record().unwrap();
+        assert_eq!(old.pop(), Some(1), "the flag is the record's last byte");
+        assert_eq!(Event::from_record(&old).unwrap(), Event { foreign_inputs: false, ..event });
+        assert!(Event::from_record(&old[..old.len() - 3]).is_err());
+    }
 }

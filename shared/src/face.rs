@@ -1,5 +1,5 @@
 //! Face boxes: the SeetaFace frontal detector (rustface) with its model embedded in the binary,
-//! the margin that turns its box into the crop, and the crop itself. The host finds a clip's
+//! the margin that turns its box into the crop region (cut and resized by `input::face_crop`). The host finds a clip's
 //! face once on a reference frame, as the reference pipeline does with its RetinaFace box before
 //! resizing to 128×128; the device tracks the face in the live stream with the same detector.
 //!
@@ -67,6 +67,29 @@ impl fmt::Display for FaceBox {
     /// `x,y,w,h`, the form the command line takes a box in.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{},{},{},{}", self.x, self.y, self.width, self.height)
+    }
+}
+
+impl std::str::FromStr for FaceBox {
+    type Err = Error;
+
+    /// `x,y,w,h` in whole pixels, as `--crop` and `--roi` take a box.
+    fn from_str(s: &str) -> Result<FaceBox> {
+        let usage = "a face box is x,y,w,h in whole pixels (e.g. 120,60,400,400)";
+        let parts: Vec<&str> = s.trim().split(',').map(str::trim).collect();
+        if parts.len() != 4 {
+            return Err(Error::InvalidArgument(format!("{usage}; got {s:?}")));
+        }
+        let mut v = [0usize; 4];
+        for (slot, (part, name)) in v.iter_mut().zip(parts.iter().zip(["x", "y", "w", "h"])) {
+            *slot = part
+                .parse()
+                .map_err(|_| Error::InvalidArgument(format!("{usage}; {name} = {part:?} in {s:?} is not a whole number of pixels")))?;
+        }
+        if v[2] == 0 || v[3] == 0 {
+            return Err(Error::InvalidArgument(format!("{usage}; the box {s:?} has zero width or height")));
+        }
+        Ok(FaceBox { x: v[0], y: v[1], width: v[2], height: v[3], score: 0.0 })
     }
 }
 
@@ -229,22 +252,6 @@ impl FaceDetector {
     }
 }
 
-/// Cuts `face` out of `img`, clipped to the image. Fails when the box lies wholly outside,
-/// which usually means a fixed box meant for frames of another size.
-pub fn crop_face(img: &GrayImage, face: &FaceBox) -> Result<GrayImage> {
-    let (w, h) = (img.width(), img.height());
-    let b = face.clipped(w, h).ok_or_else(|| {
-        Error::InvalidArgument(format!(
-            "face box {}x{} at ({},{}) lies outside the {w}x{h} frame; choose a box inside the frame",
-            face.width,
-            face.height,
-            face.x,
-            face.y
-        ))
-    })?;
-    img.crop(b.x, b.y, b.width, b.height)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,17 +323,11 @@ mod tests {
     }
 
     #[test]
-    fn crops_are_clipped_at_the_borders() {
-        let img = GrayImage::from_fn(10, 8, |x, y| (y * 10 + x) as f32);
+    fn boxes_are_clipped_and_grown_within_the_image() {
         let b = |x, y, width, height| FaceBox { x, y, width, height, score: 0.0 };
-        let inside = crop_face(&img, &b(2, 1, 3, 4)).unwrap();
-        assert_eq!((inside.width(), inside.height(), inside.get(0, 0)), (3, 4, 12.0));
-        let corner = crop_face(&img, &b(7, 6, 10, 10)).unwrap();
-        assert_eq!((corner.width(), corner.height(), corner.get(0, 0)), (3, 2, 67.0));
-        let err = crop_face(&img, &b(10, 0, 4, 4)).unwrap_err().to_string();
-        assert!(err.contains("(10,0)") && err.contains("10x8"), "{err}");
-        assert!(crop_face(&img, &b(0, 8, 4, 4)).is_err());
-        assert!(crop_face(&img, &b(usize::MAX, 0, usize::MAX, 4)).is_err());
+        assert_eq!(b(7, 6, 10, 10).clipped(10, 8), Some(b(7, 6, 3, 2)));
+        assert_eq!(b(10, 0, 4, 4).clipped(10, 8), None);
+        assert_eq!(b(usize::MAX, 0, usize::MAX, 4).clipped(10, 8), None);
         assert_eq!(b(3, 2, usize::MAX, usize::MAX).clipped(10, 8), Some(b(3, 2, 7, 6)));
         assert_eq!(b(20, 0, 4, 4).expanded(&Margin::NONE, 10, 8), None);
 

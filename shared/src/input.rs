@@ -1,5 +1,12 @@
-//! Model input assembly. The `InputSpec` travels inside model manifests, so the device builds
-//! exactly the tensor the model was trained on.
+//! From video frames to a model's input: the one implementation both sides call.
+//!
+//! [`model_input`] takes a clip's frames, a face box and the onset/apex/offset frame numbers and
+//! returns the tensor for an [`InputSpec`]: each key frame's face box cut out and resized once to
+//! the spec's face size ([`face_crop`]), then flows, strain and the layout ([`input_from_faces`]).
+//! `mer prepare` calls it on dataset clips, `merd classify-clip` on a frame folder; `merd run`
+//! calls [`face_crop`] on every frame as it arrives (the crops are what its ring buffer holds)
+//! and [`input_from_faces`] on a spotted or triggered window, the same two steps in the same
+//! order. Every convention of those steps is a field of the spec, which travels in the manifest.
 //!
 //! SKD-TSTSAN layout (38 × 48 × 48, official channel order):
 //! 0 apex face, 1 onset face, 2–17 apex 4×4 grid blocks (row-major), 18–33 onset blocks,
@@ -13,6 +20,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::face::FaceBox;
 use crate::flow::{Flow, Tvl1Params, optical_strain, tvl1_flow};
 use crate::image::{GrayImage, Interpolation, resize};
 
@@ -27,6 +35,50 @@ pub enum InputLayout {
     HtnetMosaic28,
 }
 
+impl InputLayout {
+    /// The names `mer prepare --input` takes.
+    pub const NAMES: [(&'static str, InputLayout); 3] =
+        [("skd-tstsan", InputLayout::SkdTstsan38), ("flow-strain28", InputLayout::FlowStrain28), ("htnet-mosaic28", InputLayout::HtnetMosaic28)];
+
+    pub fn name(self) -> &'static str {
+        InputLayout::NAMES.iter().find(|(_, l)| *l == self).map(|(n, _)| *n).expect("every layout has a name")
+    }
+
+    /// The project's preprocessing for this layout.
+    pub fn spec(self) -> InputSpec {
+        match self {
+            InputLayout::SkdTstsan38 => InputSpec::skd_tstsan(),
+            InputLayout::FlowStrain28 => InputSpec::flow_strain(),
+            InputLayout::HtnetMosaic28 => InputSpec::htnet_mosaic(),
+        }
+    }
+
+    /// Whether the apex→offset flow (and so the offset frame) enters the input.
+    pub fn uses_offset(self) -> bool {
+        self == InputLayout::SkdTstsan38
+    }
+}
+
+impl std::str::FromStr for InputLayout {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<InputLayout> {
+        InputLayout::NAMES.iter().find(|(n, _)| *n == s).map(|(_, l)| *l).ok_or_else(|| {
+            let names: Vec<&str> = InputLayout::NAMES.iter().map(|(n, _)| *n).collect();
+            Error::InvalidArgument(format!("unknown input layout {s:?}; choose one of {}", names.join(", ")))
+        })
+    }
+}
+
+/// How a face crop's pixels are stored before flows and layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quantisation {
+    /// Rounded to 8-bit levels, as the official pipeline did by writing every crop as an 8-bit image.
+    U8,
+    /// Kept as the resize computed it.
+    None,
+}
+
 /// How a flow component becomes a [0, 1] input channel.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "mode")]
@@ -38,6 +90,8 @@ pub enum FlowNormalisation {
     Fixed { max_displacement: f32 },
 }
 
+/// Every parameter from frames to tensor. The face box itself is given in whole pixels of the
+/// frame and must lie inside it; it is cut out exactly, with no rounding or padding.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputSpec {
     pub layout: InputLayout,
@@ -46,15 +100,32 @@ pub struct InputSpec {
     pub width: usize,
     /// Side of the square face crop that flows and grid blocks are computed on.
     pub face_size: usize,
+    /// The one resize of the face box, at its size in the frame, to `face_size`×`face_size`.
+    /// (Manifests from before this field resized with `resize`, bilinear for SKD-TSTSAN.)
+    #[serde(default = "bilinear")]
+    pub face_resize: Interpolation,
+    /// What the resized face crop is stored as before flows are computed.
+    #[serde(default = "u8_levels")]
+    pub face_quantisation: Quantisation,
     /// Grid blocks per side for the local stream.
     pub grid: usize,
+    /// The resize of every face, block and flow plane to the input's height×width.
     pub resize: Interpolation,
     pub flow_normalisation: FlowNormalisation,
     pub tvl1: Tvl1Params,
 }
 
+fn bilinear() -> Interpolation {
+    Interpolation::Bilinear
+}
+
+fn u8_levels() -> Quantisation {
+    Quantisation::U8
+}
+
 impl InputSpec {
-    /// The official SKD-TSTSAN preprocessing.
+    /// The official SKD-TSTSAN preprocessing: the face resized bilinearly (`cv2.resize`'s
+    /// default) to 128×128 and stored as an 8-bit image.
     pub fn skd_tstsan() -> InputSpec {
         InputSpec {
             layout: InputLayout::SkdTstsan38,
@@ -62,6 +133,8 @@ impl InputSpec {
             height: 48,
             width: 48,
             face_size: 128,
+            face_resize: Interpolation::Bilinear,
+            face_quantisation: Quantisation::U8,
             grid: 4,
             resize: Interpolation::Bilinear,
             flow_normalisation: FlowNormalisation::MinMaxPerMapU8,
@@ -69,13 +142,15 @@ impl InputSpec {
         }
     }
 
-    /// The onset→apex flow image of AM3F-FlowNet and the flow-only SKD-TSTSAN.
+    /// The onset→apex flow image of AM3F-FlowNet and the flow-only SKD-TSTSAN. Faces and planes
+    /// shrink by area averaging, which does not alias as a bilinear shrink of a large face does.
     pub fn flow_strain() -> InputSpec {
         InputSpec {
             layout: InputLayout::FlowStrain28,
             channels: 3,
             height: crate::flow_image::SIDE,
             width: crate::flow_image::SIDE,
+            face_resize: Interpolation::Area,
             resize: Interpolation::Area,
             ..InputSpec::skd_tstsan()
         }
@@ -160,42 +235,112 @@ impl InputTensor {
         let n = self.height * self.width;
         &self.data[c * n..(c + 1) * n]
     }
+    /// Hex SHA-256 of the values as little-endian f32 bytes in C order: names this exact input,
+    /// so host and device can show they computed the same one.
+    pub fn sha256(&self) -> String {
+        crate::manifest::f32_digest(&self.data)
+    }
 }
 
-/// The two flows of the temporal stream, computed on the face crops.
-#[derive(Debug, Clone)]
-pub struct KeyFlows {
-    pub onset_apex: Flow,
-    pub apex_offset: Flow,
+/// The frame numbers of a window's key frames. Onset ≤ apex ≤ offset, except that the offset
+/// may equal the onset for clips that end at the apex (CK+: the neutral first frame stands in
+/// for the return).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyFrames {
+    pub onset: i64,
+    pub apex: i64,
+    pub offset: i64,
 }
 
-/// Brings a face crop to the spec's square size; 8-bit quantisation mirrors the official
-/// pipeline, which stored every crop as an 8-bit image before computing flow.
-fn face(spec: &InputSpec, img: &GrayImage, what: &str) -> Result<GrayImage> {
-    img.check_finite(what)?;
-    let img = if (img.width(), img.height()) == (spec.face_size, spec.face_size) {
-        img.clone()
-    } else {
-        resize(img, spec.face_size, spec.face_size, spec.resize)
+impl KeyFrames {
+    pub fn new(onset: i64, apex: i64, offset: i64) -> Result<KeyFrames> {
+        if onset > apex || (apex > offset && offset != onset) {
+            return Err(Error::InvalidArgument(format!(
+                "key frames out of order: onset {onset}, apex {apex}, offset {offset} (need onset ≤ apex ≤ offset)"
+            )));
+        }
+        Ok(KeyFrames { onset, apex, offset })
+    }
+}
+
+/// A clip's frames by frame number, decoded to gray in [0, 1].
+pub trait ClipFrames {
+    fn frame(&self, number: i64) -> Result<GrayImage>;
+}
+
+impl ClipFrames for crate::frames::FrameFolder {
+    fn frame(&self, number: i64) -> Result<GrayImage> {
+        self.load(number)
+    }
+}
+
+/// The face of one frame as a model sees it: `face` cut out of the frame exactly (the whole
+/// frame when None), resized once with the spec's method to `face_size`×`face_size` and
+/// quantised as the spec says.
+pub fn face_crop(spec: &InputSpec, frame: &GrayImage, face: Option<&FaceBox>) -> Result<GrayImage> {
+    let (w, h) = (frame.width(), frame.height());
+    let cut = match face {
+        None => frame.clone(),
+        Some(b) => {
+            if b.width == 0 || b.height == 0 || b.x.saturating_add(b.width) > w || b.y.saturating_add(b.height) > h {
+                return Err(Error::InvalidArgument(format!(
+                    "face box {},{},{},{} (x,y,w,h) does not lie inside the {w}×{h} frame",
+                    b.x, b.y, b.width, b.height
+                )));
+            }
+            frame.crop(b.x, b.y, b.width, b.height)?
+        }
     };
-    Ok(img.quantized_u8())
+    let side = spec.face_size;
+    let sized = if (cut.width(), cut.height()) == (side, side) { cut } else { resize(&cut, side, side, spec.face_resize) };
+    Ok(match spec.face_quantisation {
+        Quantisation::U8 => sized.quantized_u8(),
+        Quantisation::None => sized,
+    })
 }
 
-/// TV-L1 flows onset→apex and apex→offset on the face crops.
-pub fn key_flows(spec: &InputSpec, onset: &GrayImage, apex: &GrayImage, offset: &GrayImage, threads: usize) -> Result<KeyFlows> {
+/// Frames, face box and key frames in, model input out: the whole preprocessing of one window.
+/// Only the frames the layout needs are decoded (the flow images do not use the offset).
+pub fn model_input(spec: &InputSpec, frames: &dyn ClipFrames, face: Option<&FaceBox>, keys: KeyFrames, threads: usize) -> Result<InputTensor> {
     spec.validate()?;
-    let (o, a, f) = (face(spec, onset, "onset frame")?, face(spec, apex, "apex frame")?, face(spec, offset, "offset frame")?);
-    Ok(KeyFlows {
-        onset_apex: tvl1_flow(&o, &a, &spec.tvl1, threads)?,
-        apex_offset: tvl1_flow(&a, &f, &spec.tvl1, threads)?,
-    })
+    let keys = KeyFrames::new(keys.onset, keys.apex, keys.offset)?;
+    let crop = |what: &str, number: i64| -> Result<GrayImage> {
+        let frame = frames.frame(number).map_err(|e| Error::InvalidArgument(format!("{what} frame {number}: {e}")))?;
+        frame.check_finite(&format!("{what} frame {number}"))?;
+        face_crop(spec, &frame, face).map_err(|e| Error::InvalidArgument(format!("{what} frame {number}: {e}")))
+    };
+    let onset = crop("onset", keys.onset)?;
+    let apex = crop("apex", keys.apex)?;
+    let offset = if spec.layout.uses_offset() { Some(crop("offset", keys.offset)?) } else { None };
+    input_from_faces(spec, &onset, &apex, offset.as_ref(), threads)
+}
+
+/// From the key frames' face crops ([`face_crop`]'s output) to the model input: TV-L1 flows,
+/// optical strain and the layout. `offset` is needed by the layouts that use it.
+pub fn input_from_faces(spec: &InputSpec, onset: &GrayImage, apex: &GrayImage, offset: Option<&GrayImage>, threads: usize) -> Result<InputTensor> {
+    spec.validate()?;
+    let side = spec.face_size;
+    for (what, img) in [("onset", Some(onset)), ("apex", Some(apex)), ("offset", offset)] {
+        if let Some(img) = img {
+            if (img.width(), img.height()) != (side, side) {
+                return Err(Error::size(format!("{what} face crop"), format!("{side}x{side}"), format!("{}x{}", img.width(), img.height())));
+            }
+            img.check_finite(&format!("{what} face crop"))?;
+        }
+    }
+    let onset_apex = tvl1_flow(onset, apex, &spec.tvl1, threads)?;
+    if !spec.layout.uses_offset() {
+        return flow_image(spec, &onset_apex);
+    }
+    let offset = offset.ok_or_else(|| Error::InvalidArgument(format!("the {:?} layout needs the offset frame", spec.layout)))?;
+    let apex_offset = tvl1_flow(apex, offset, &spec.tvl1, threads)?;
+    assemble(spec, onset, apex, &[&onset_apex, &apex_offset])
 }
 
 /// The flow-image layouts from the onset→apex flow on the face crop: u, v and the optical
 /// strain computed at the crop's resolution, each resized to 28×28 and scaled per plane to
 /// 8-bit levels; HTNet's layout then tiles its landmark mosaic.
-pub fn flow_image(spec: &InputSpec, onset_apex: &Flow) -> Result<InputTensor> {
-    spec.validate()?;
+fn flow_image(spec: &InputSpec, onset_apex: &Flow) -> Result<InputTensor> {
     onset_apex.check_finite("onset→apex flow")?;
     let side = crate::flow_image::SIDE;
     let mut planes = Vec::with_capacity(3 * side * side);
@@ -210,22 +355,14 @@ pub fn flow_image(spec: &InputSpec, onset_apex: &Flow) -> Result<InputTensor> {
     Ok(InputTensor { channels: 3, height: side, width: side, data })
 }
 
-/// Builds the model input from the three key face crops and their flows.
-pub fn assemble(spec: &InputSpec, onset: &GrayImage, apex: &GrayImage, flows: &KeyFlows) -> Result<InputTensor> {
-    spec.validate()?;
-    if spec.layout != InputLayout::SkdTstsan38 {
-        return flow_image(spec, &flows.onset_apex);
-    }
-    let (o, a) = (face(spec, onset, "onset frame")?, face(spec, apex, "apex frame")?);
-    for (name, f) in [("onset→apex flow", &flows.onset_apex), ("apex→offset flow", &flows.apex_offset)] {
+/// The SKD-TSTSAN layout from the onset and apex face crops and the two flows.
+fn assemble(spec: &InputSpec, onset: &GrayImage, apex: &GrayImage, flows: &[&Flow; 2]) -> Result<InputTensor> {
+    for (name, f) in ["onset→apex flow", "apex→offset flow"].into_iter().zip(flows) {
         f.check_finite(name)?;
-        if (f.width(), f.height()) != (spec.face_size, spec.face_size) {
-            return Err(Error::size(name, format!("{0}x{0}", spec.face_size), format!("{}x{}", f.width(), f.height())));
-        }
     }
     let (w, h) = (spec.width, spec.height);
-    let a = a.min_max_normalized();
-    let o = o.min_max_normalized();
+    let a = apex.min_max_normalized();
+    let o = onset.min_max_normalized();
     let mut data = Vec::with_capacity(spec.channels * w * h);
     let mut push = |img: &GrayImage| data.extend_from_slice(resize(img, w, h, spec.resize).data());
     push(&a);
@@ -235,7 +372,7 @@ pub fn assemble(spec: &InputSpec, onset: &GrayImage, apex: &GrayImage, flows: &K
             push(&block);
         }
     }
-    for f in [&flows.onset_apex, &flows.apex_offset] {
+    for f in flows {
         for component in [f.u_image(), f.v_image()] {
             let small = resize(&component, w, h, spec.resize);
             data.extend_from_slice(normalise_flow(&small, spec.flow_normalisation).data());
@@ -243,18 +380,6 @@ pub fn assemble(spec: &InputSpec, onset: &GrayImage, apex: &GrayImage, flows: &K
     }
     debug_assert_eq!(data.len(), spec.channels * w * h);
     Ok(InputTensor { channels: spec.channels, height: h, width: w, data })
-}
-
-/// Key frames in, model input out: the whole preprocessing of one sample.
-pub fn build_input(spec: &InputSpec, onset: &GrayImage, apex: &GrayImage, offset: &GrayImage, threads: usize) -> Result<InputTensor> {
-    if spec.layout != InputLayout::SkdTstsan38 {
-        // Only the onset→apex flow is used: the offset frame costs no flow.
-        spec.validate()?;
-        let (o, a) = (face(spec, onset, "onset frame")?, face(spec, apex, "apex frame")?);
-        return flow_image(spec, &tvl1_flow(&o, &a, &spec.tvl1, threads)?);
-    }
-    let flows = key_flows(spec, onset, apex, offset, threads)?;
-    assemble(spec, onset, apex, &flows)
 }
 
 fn normalise_flow(map: &GrayImage, mode: FlowNormalisation) -> GrayImage {
@@ -280,6 +405,22 @@ mod tests {
             let (x, y) = (x as f32 - shift, y as f32);
             0.5 + 0.25 * (x * 0.2).sin() * (y * 0.15).cos() + 0.1 * ((x + y) * 0.05).sin()
         })
+        .quantized_u8()
+    }
+
+    /// Frames held in memory, numbered from `first`.
+    struct Frames {
+        first: i64,
+        images: Vec<GrayImage>,
+    }
+
+    impl ClipFrames for Frames {
+        fn frame(&self, number: i64) -> Result<GrayImage> {
+            usize::try_from(number - self.first)
+                .ok()
+                .and_then(|i| self.images.get(i).cloned())
+                .ok_or_else(|| Error::InvalidArgument(format!("no frame {number}")))
+        }
     }
 
     #[test]
@@ -287,11 +428,11 @@ mod tests {
         let spec = InputSpec::skd_tstsan();
         let onset = face_like(0.0);
         let apex = face_like(1.0);
-        let flows = KeyFlows { onset_apex: Flow::zeros(128, 128), apex_offset: Flow::zeros(128, 128) };
-        let t = assemble(&spec, &onset, &apex, &flows).unwrap();
+        let zero = Flow::zeros(128, 128);
+        let t = assemble(&spec, &onset, &apex, &[&zero, &zero]).unwrap();
         assert_eq!(t.shape(), [38, 48, 48]);
-        let a = apex.quantized_u8().min_max_normalized();
-        let o = onset.quantized_u8().min_max_normalized();
+        let a = apex.min_max_normalized();
+        let o = onset.min_max_normalized();
         assert_eq!(t.channel(0), resize(&a, 48, 48, Interpolation::Bilinear).data());
         assert_eq!(t.channel(1), resize(&o, 48, 48, Interpolation::Bilinear).data());
         // block (r=2, c=1) of the apex: channel 2 + 4*2 + 1, cut from the normalised apex
@@ -337,21 +478,75 @@ mod tests {
 
         let mosaic = flow_image(&InputSpec::htnet_mosaic(), &flow).unwrap();
         assert_eq!(mosaic.data, crate::flow_image::htnet_mosaic(&image.data, &crate::flow_image::HTNET_FALLBACK_LANDMARKS));
-        // The device's path: key frames in, the same image out, without the apex→offset flow.
-        let (onset, apex) = (face_like(0.0), face_like(1.0));
-        let built = build_input(&spec, &onset, &apex, &face_like(5.0), 1).unwrap();
-        let flows = key_flows(&spec, &onset, &apex, &face_like(0.0), 1).unwrap();
-        assert_eq!(built, assemble(&spec, &onset, &apex, &flows).unwrap());
         let bad = InputSpec { channels: 4, ..InputSpec::flow_strain() };
         assert!(bad.validate().unwrap_err().to_string().contains("3×28×28"));
+    }
+
+    /// The one function is exactly its two steps: the face crop of each key frame (cut, one
+    /// resize with the spec's method, 8-bit levels), then flows and layout.
+    #[test]
+    fn model_input_is_the_face_crops_then_the_layout() {
+        // 300×260 frames with the face at (37, 21), 173×190: neither at the origin nor a
+        // multiple of the 128-pixel crop.
+        let frame = |shift: f32| {
+            GrayImage::from_fn(300, 260, |x, y| {
+                let (x, y) = (x as f32 - shift, y as f32);
+                0.5 + 0.3 * (x * 0.09).sin() * (y * 0.07).cos()
+            })
+            .quantized_u8()
+        };
+        let frames = Frames { first: 46, images: (0..6).map(|k| frame(0.3 * k as f32)).collect() };
+        let face = FaceBox { x: 37, y: 21, width: 173, height: 190, score: 0.0 };
+        let keys = KeyFrames::new(46, 49, 51).unwrap();
+        for layout in [InputLayout::SkdTstsan38, InputLayout::FlowStrain28, InputLayout::HtnetMosaic28] {
+            let spec = layout.spec();
+            let got = model_input(&spec, &frames, Some(&face), keys, 1).unwrap();
+            let crop = |n: i64| {
+                let cut = frames.frame(n).unwrap().crop(37, 21, 173, 190).unwrap();
+                resize(&cut, 128, 128, spec.face_resize).quantized_u8()
+            };
+            assert_eq!(crop(49), face_crop(&spec, &frames.frame(49).unwrap(), Some(&face)).unwrap());
+            let expected = input_from_faces(&spec, &crop(46), &crop(49), Some(&crop(51)), 1).unwrap();
+            assert_eq!(got, expected, "{layout:?}");
+            assert_eq!(got.sha256(), expected.sha256());
+            assert_eq!(got.shape(), [spec.channels, spec.height, spec.width]);
+        }
+        assert_eq!(InputSpec::skd_tstsan().face_resize, Interpolation::Bilinear);
+        // The flow images never read the offset frame: a missing one is no error there.
+        let keys = KeyFrames::new(46, 49, 60).unwrap();
+        assert!(model_input(&InputSpec::flow_strain(), &frames, Some(&face), keys, 1).is_ok());
+        let err = model_input(&InputSpec::skd_tstsan(), &frames, Some(&face), keys, 1).unwrap_err().to_string();
+        assert!(err.contains("offset frame 60") && err.contains("no frame 60"), "{err}");
+    }
+
+    #[test]
+    fn bad_windows_and_boxes_are_named() {
+        let frames = Frames { first: 0, images: vec![face_like(0.0); 4] };
+        let spec = InputSpec::skd_tstsan();
+        let err = KeyFrames::new(3, 1, 4).unwrap_err().to_string();
+        assert!(err.contains("out of order") && err.contains("onset 3"), "{err}");
+        assert!(KeyFrames::new(0, 2, 1).is_err());
+        assert!(KeyFrames::new(0, 3, 0).is_ok(), "a clip that ends at its apex uses the onset as offset");
+        let outside = FaceBox { x: 100, y: 0, width: 40, height: 40, score: 0.0 };
+        let err = model_input(&spec, &frames, Some(&outside), KeyFrames::new(0, 1, 2).unwrap(), 1).unwrap_err().to_string();
+        assert!(err.contains("onset frame 0") && err.contains("does not lie inside the 128×128 frame"), "{err}");
+        let err = model_input(&spec, &frames, None, KeyFrames { onset: 0, apex: 9, offset: 9 }, 1).unwrap_err().to_string();
+        assert!(err.contains("apex frame 9"), "{err}");
+        let mut bad = face_like(0.0);
+        bad.data_mut()[10] = f32::INFINITY;
+        let err = input_from_faces(&spec, &face_like(0.0), &bad, Some(&face_like(0.0)), 1).unwrap_err().to_string();
+        assert!(err.contains("apex face crop"), "{err}");
+        let small = GrayImage::filled(64, 64, 0.5);
+        assert!(input_from_faces(&spec, &small, &small, Some(&small), 1).unwrap_err().to_string().contains("128x128"));
+        let broken = InputSpec { channels: 37, ..InputSpec::skd_tstsan() };
+        assert!(broken.validate().is_err());
     }
 
     #[test]
     fn flow_channels_follow_the_normalisation_mode() {
         let spec = InputSpec { flow_normalisation: FlowNormalisation::Fixed { max_displacement: 2.0 }, ..InputSpec::skd_tstsan() };
         let f = Flow::new(128, 128, vec![1.0; 128 * 128], vec![-4.0; 128 * 128]).unwrap();
-        let flows = KeyFlows { onset_apex: f.clone(), apex_offset: f };
-        let t = assemble(&spec, &face_like(0.0), &face_like(0.0), &flows).unwrap();
+        let t = assemble(&spec, &face_like(0.0), &face_like(0.0), &[&f, &f]).unwrap();
         assert!(t.channel(34).iter().all(|&v| (v - 0.75).abs() < 1e-6));
         assert!(t.channel(35).iter().all(|&v| v == 0.0));
 
@@ -364,23 +559,15 @@ mod tests {
     }
 
     #[test]
-    fn bad_inputs_are_named() {
-        let spec = InputSpec::skd_tstsan();
-        let mut bad = face_like(0.0);
-        bad.data_mut()[10] = f32::INFINITY;
-        let err = build_input(&spec, &face_like(0.0), &bad, &face_like(0.0), 1).unwrap_err().to_string();
-        assert!(err.contains("apex frame"), "{err}");
-        let flows = KeyFlows { onset_apex: Flow::zeros(64, 64), apex_offset: Flow::zeros(128, 128) };
-        assert!(assemble(&spec, &face_like(0.0), &face_like(0.0), &flows).is_err());
-        let broken = InputSpec { channels: 37, ..InputSpec::skd_tstsan() };
-        assert!(broken.validate().is_err());
-    }
-
-    #[test]
     fn spec_serialises_for_manifests() {
-        let spec = InputSpec::skd_tstsan();
-        let json = serde_json::to_string(&spec).unwrap();
-        assert!(json.contains("\"min_max_per_map_u8\"") && json.contains("\"bilinear\""), "{json}");
-        assert_eq!(serde_json::from_str::<InputSpec>(&json).unwrap(), spec);
+        for layout in [InputLayout::SkdTstsan38, InputLayout::FlowStrain28, InputLayout::HtnetMosaic28] {
+            let spec = layout.spec();
+            let json = serde_json::to_string(&spec).unwrap();
+            assert_eq!(serde_json::from_str::<InputSpec>(&json).unwrap(), spec);
+            assert_eq!(layout.name().parse::<InputLayout>().unwrap(), layout);
+        }
+        let json = serde_json::to_string(&InputSpec::skd_tstsan()).unwrap();
+        assert!(json.contains("\"min_max_per_map_u8\"") && json.contains("\"face_resize\":\"bilinear\""), "{json}");
+        assert!("htnet".parse::<InputLayout>().unwrap_err().to_string().contains("skd-tstsan, flow-strain28, htnet-mosaic28"));
     }
 }

@@ -11,6 +11,7 @@ pub mod event;
 pub mod face;
 pub mod flow;
 pub mod flow_image;
+pub mod frames;
 pub mod image;
 pub mod inference;
 pub mod input;

@@ -15,7 +15,8 @@ pub const MANIFEST_FORMAT: u32 = 1;
 /// Version of mer-shared's preprocessing (face crop, TV-L1, normalisation, input assembly).
 /// Raised whenever the same parameters would produce a different tensor, so a device refuses a
 /// model trained on inputs it cannot reproduce.
-pub const PREPROCESSING_VERSION: u32 = 1;
+/// Version 2: the face box is resized once, with the spec's `face_resize`, on host and device alike.
+pub const PREPROCESSING_VERSION: u32 = 2;
 /// Key of the manifest JSON in the ONNX model's `metadata_props`.
 pub const ONNX_METADATA_KEY: &str = "mer.manifest";
 /// Largest |logit difference| a runtime may show on the probe, and in every parity check.
@@ -37,8 +38,56 @@ pub struct Manifest {
     /// The one input, (N, channels, height, width), and every preprocessing parameter.
     pub input: InputSpec,
     pub preprocessing_version: u32,
+    /// Where the training inputs came from: whether a device can reproduce them.
+    #[serde(default)]
+    pub inputs: InputProvenance,
     pub training: TrainingSummary,
     pub probe: Probe,
+}
+
+/// Where a model's training inputs came from, so a device knows whether its own preprocessing
+/// reproduces them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InputProvenance {
+    /// Made by mer-shared from video frames (`mer prepare`): a device with the same
+    /// preprocessing version computes them bit for bit.
+    MerShared,
+    /// The STSTNet flow images of the MEGC 2019 composite release. The code that made them is
+    /// not public; the device's flows follow the same recipe but are not the same numbers.
+    StstnetPng,
+    /// Not recorded (a manifest from before provenance was), so not known to be reproducible.
+    #[default]
+    Unknown,
+}
+
+impl InputProvenance {
+    /// Whether a device running this build's preprocessing computes exactly these inputs.
+    pub fn device_faithful(self) -> bool {
+        self == InputProvenance::MerShared
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            InputProvenance::MerShared => "mer-shared",
+            InputProvenance::StstnetPng => "ststnet-png",
+            InputProvenance::Unknown => "unknown",
+        }
+    }
+
+    /// Why a device cannot reproduce these inputs; None when it can.
+    pub fn foreign_reason(self) -> Option<&'static str> {
+        match self {
+            InputProvenance::MerShared => None,
+            InputProvenance::StstnetPng => Some(
+                "it was trained on the published STSTNet flow images (ststnet-png), which this device cannot reproduce: \
+                 retrain it from raw frames with `mer prepare --input …` and `mer train --data CACHE`",
+            ),
+            InputProvenance::Unknown => {
+                Some("its manifest does not say where its training inputs came from (a model exported before this was recorded): export it again")
+            }
+        }
+    }
 }
 
 /// Where the weights came from, enough to find and repeat the run.
@@ -215,6 +264,7 @@ mod tests {
             taxonomy: "casme2-3".into(),
             input: InputSpec::skd_tstsan(),
             preprocessing_version: PREPROCESSING_VERSION,
+            inputs: InputProvenance::MerShared,
             training: TrainingSummary {
                 run: "run".into(),
                 checkpoint: "model.safetensors".into(),
@@ -235,6 +285,23 @@ mod tests {
         m.probe.logits[0][1] = 0.123_456_79;
         let back = Manifest::from_json(&m.to_json()).unwrap();
         assert_eq!(back, m);
+    }
+
+    /// A manifest written before provenance and the face-resize fields existed still reads, as
+    /// inputs of unknown origin, so a device can refuse it with a reason instead of a parse error.
+    #[test]
+    fn older_manifests_read_with_unknown_provenance() {
+        let mut value: serde_json::Value = serde_json::from_str(&manifest().to_json()).unwrap();
+        value.as_object_mut().unwrap().remove("inputs");
+        value["input"].as_object_mut().unwrap().remove("face_resize");
+        value["input"].as_object_mut().unwrap().remove("face_quantisation");
+        let old = Manifest::from_json(&value.to_string()).unwrap();
+        assert_eq!(old.inputs, InputProvenance::Unknown);
+        assert_eq!(old.input, InputSpec::skd_tstsan());
+        assert!(old.inputs.foreign_reason().unwrap().contains("export it again"));
+        assert!(InputProvenance::StstnetPng.foreign_reason().unwrap().contains("ststnet-png"));
+        assert_eq!(serde_json::to_string(&InputProvenance::MerShared).unwrap(), "\"mer-shared\"");
+        assert!(InputProvenance::MerShared.device_faithful() && InputProvenance::MerShared.foreign_reason().is_none());
     }
 
     #[test]

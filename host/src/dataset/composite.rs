@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 
 use super::sheet::{Column, Sheet};
 use crate::train::data::{DataSource, TrainData};
+use mer_shared::manifest::InputProvenance;
 use mer_shared::flow_image::SIDE;
 use mer_shared::labels::{LabelMapping, Taxonomy};
 
@@ -102,7 +103,12 @@ pub fn load(root: &Path) -> Result<TrainData> {
         samples.iter().map(|s| s.subject.clone()).collect(),
         samples.iter().map(|s| format!("{}/{}_{}", s.dataset, s.subject, s.clip)).collect(),
         Taxonomy::CompositeThree.classes().iter().map(|c| c.to_string()).collect(),
-        DataSource { path: path.display().to_string(), digest, taxonomy: Taxonomy::CompositeThree.name().to_string() },
+        DataSource {
+            path: path.display().to_string(),
+            digest,
+            taxonomy: Taxonomy::CompositeThree.name().to_string(),
+            inputs: InputProvenance::StstnetPng,
+        },
     )
 }
 

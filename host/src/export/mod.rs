@@ -10,14 +10,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use mer_shared::inference::OnnxModel;
 use mer_shared::manifest::{
-    Evaluation, LogitAgreement, MANIFEST_FORMAT, Manifest, ONNX_METADATA_KEY, PREPROCESSING_VERSION, Probe, TrainingSummary,
+    Evaluation, InputProvenance, LogitAgreement, MANIFEST_FORMAT, Manifest, ONNX_METADATA_KEY, PREPROCESSING_VERSION, Probe,
+    TrainingSummary,
 };
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::model::skd_tstsan::SkdConfig;
 use crate::model::{Arch, Network};
-use crate::prepare::PreparedSet;
+use crate::prepare::cache::read_key;
 use crate::train::data::{DataKind, TrainData};
 use mer_shared::input::InputSpec;
 use crate::train::checkpoint::{load_weights, write_bytes_atomic};
@@ -124,6 +125,7 @@ fn spread_over_classes(classes_of: &[usize], n: usize) -> Vec<usize> {
 /// samples for the parity check.
 struct ExportData {
     spec: InputSpec,
+    inputs: InputProvenance,
     shape: [usize; 3],
     taxonomy: String,
     dataset: String,
@@ -134,48 +136,49 @@ struct ExportData {
 
 impl ExportData {
     fn load(arch: Arch, info: &RunInfo, data_dir: &Path) -> Result<ExportData> {
-        let data = if arch == Arch::SkdTstsan {
-            let set = PreparedSet::load(data_dir).with_context(|| {
-                "the export needs the run's prepared data for its input spec and for parity checks; pass --data DIR if it moved".to_string()
-            })?;
-            let classes: Vec<usize> = set.samples.iter().map(|s| s.class).collect();
-            let samples = spread_over_classes(&classes, REAL_SAMPLES).into_iter().map(|i| (set.samples[i].id.clone(), set.tensor(i).to_vec())).collect();
-            ExportData {
-                spec: set.key.spec.clone(),
-                shape: set.shape,
-                taxonomy: set.key.taxonomy.name().to_string(),
-                dataset: set.key.dataset.clone(),
-                digest: set.key.digest(),
-                samples,
-            }
-        } else {
-            let data = TrainData::load_for(arch, DataKind::Composite, data_dir)
-                .with_context(|| "the export needs the run's composite data for parity checks; pass --data DIR if it moved".to_string())?;
-            let classes: Vec<usize> = data.labels.iter().map(|&l| l as usize).collect();
-            let per: usize = arch.input_shape().iter().product();
-            let samples = spread_over_classes(&classes, REAL_SAMPLES)
-                .into_iter()
-                .map(|i| (data.ids[i].clone(), Vec::<f32>::try_from(data.x.get(i as i64).flatten(0, -1)).expect("float samples")))
-                .inspect(|(_, v)| debug_assert_eq!(v.len(), per))
-                .collect();
-            ExportData {
-                spec: if arch == Arch::Htnet { InputSpec::htnet_mosaic() } else { InputSpec::flow_strain() },
-                shape: arch.input_shape(),
-                taxonomy: data.source.taxonomy.clone(),
-                dataset: "composite (MEGC 2019 flow images)".into(),
-                digest: data.source.digest.clone(),
-                samples,
+        let inputs = match info.data.inputs {
+            // Runs recorded before provenance was: SKD-TSTSAN read caches, the others composite images.
+            InputProvenance::Unknown if arch == Arch::SkdTstsan => InputProvenance::MerShared,
+            InputProvenance::Unknown => InputProvenance::StstnetPng,
+            known => known,
+        };
+        let (kind, what) = match inputs {
+            InputProvenance::StstnetPng => (DataKind::Composite, "composite data"),
+            _ => (DataKind::Prepared, "prepared data (its input spec comes from there)"),
+        };
+        let data = TrainData::load_for(arch, kind, data_dir)
+            .with_context(|| format!("the export needs the run's {what} for parity checks; pass --data DIR if it moved"))?;
+        let (spec, dataset) = match kind {
+            DataKind::Composite => (arch.input_layout().spec(), "composite (MEGC 2019 flow images)".to_string()),
+            DataKind::Prepared => {
+                let key = read_key(data_dir)?;
+                // HTNet may have read flow images and tiled its mosaic from them: the same
+                // preprocessing, with the mosaic as the last step.
+                (InputSpec { layout: arch.input_layout(), ..key.spec }, key.dataset)
             }
         };
-        if data.digest != info.data.digest {
+        let classes: Vec<usize> = data.labels.iter().map(|&l| l as usize).collect();
+        let samples = spread_over_classes(&classes, REAL_SAMPLES)
+            .into_iter()
+            .map(|i| (data.ids[i].clone(), Vec::<f32>::try_from(data.x.get(i as i64).flatten(0, -1)).expect("float samples")))
+            .collect();
+        if data.source.digest != info.data.digest {
             bail!(
                 "{} holds other data (digest {}) than the run was trained on ({}); pass the right --data",
                 data_dir.display(),
-                data.digest,
+                data.source.digest,
                 info.data.digest
             );
         }
-        Ok(data)
+        Ok(ExportData {
+            spec,
+            inputs,
+            shape: arch.input_shape(),
+            taxonomy: data.source.taxonomy.clone(),
+            dataset,
+            digest: data.source.digest.clone(),
+            samples,
+        })
     }
 }
 
@@ -240,6 +243,7 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
         taxonomy: data.taxonomy.clone(),
         input: data.spec.clone(),
         preprocessing_version: PREPROCESSING_VERSION,
+        inputs: data.inputs,
         training: TrainingSummary {
             run: run_name.unwrap_or_else(|| run.display().to_string()),
             checkpoint: opts.checkpoint.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),

@@ -9,6 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use anyhow::bail;
+use mer_shared::input::InputLayout;
 use tch::{Tensor, nn};
 
 use crate::export::onnx_graph::OnnxGraph;
@@ -43,6 +44,15 @@ impl Arch {
         match self {
             Arch::SkdTstsan => [38, 48, 48],
             Arch::SkdTstsanFlow | Arch::Htnet | Arch::Am3fFlowNet => [3, 28, 28],
+        }
+    }
+
+    /// The input layout the network reads.
+    pub fn input_layout(self) -> InputLayout {
+        match self {
+            Arch::SkdTstsan => InputLayout::SkdTstsan38,
+            Arch::SkdTstsanFlow | Arch::Am3fFlowNet => InputLayout::FlowStrain28,
+            Arch::Htnet => InputLayout::HtnetMosaic28,
         }
     }
 

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, anyhow, bail};
-use mer_shared::input::{InputSpec, InputTensor};
+use mer_shared::input::{InputSpec, InputTensor, KeyFrames};
 use mer_shared::labels::Taxonomy;
 use mer_shared::npy;
 use serde::{Deserialize, Serialize};
@@ -30,7 +30,8 @@ use super::face::{CropMode, DetectorSettings, FaceBox};
 
 /// Bumped whenever the cache layout or the meaning of a stored tensor changes, so old
 /// caches are refused rather than silently mixed with new ones.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format 2: each sample records its key frame numbers and its input's SHA-256.
+pub const FORMAT_VERSION: u32 = 2;
 
 const KEY_FILE: &str = "cache.json";
 const INDEX_FILE: &str = "index.json";
@@ -145,6 +146,11 @@ pub struct PreparedSample {
     pub source: String,
     /// The crop applied to every frame; None for whole frames.
     pub face: Option<FaceBox>,
+    /// Frame numbers of the key frames, as the file names give them.
+    pub frames: KeyFrames,
+    /// SHA-256 of the input tensor's little-endian f32 bytes (C order), as `merd classify-clip`
+    /// prints it for the same frames and box.
+    pub input_sha256: String,
     /// Anything unusual about this sample (fallbacks taken, frames substituted, ...).
     pub notes: Vec<String>,
 }
@@ -333,19 +339,7 @@ impl PreparedSet {
     /// Reads `cache.json`, `index.json` and every tensor of `dir`, checking shapes against
     /// the key's input spec and that all values are finite.
     pub fn load(dir: &Path) -> Result<PreparedSet> {
-        let key_path = dir.join(KEY_FILE);
-        let key_doc: Value = read_json(&key_path, " (is this a directory written by `mer prepare`?)")?;
-        let key_value = key_doc.get("key").ok_or_else(|| anyhow!("{} has no \"key\"", key_path.display()))?;
-        let format = key_value.get("format").and_then(Value::as_u64);
-        if format != Some(FORMAT_VERSION as u64) {
-            bail!(
-                "{} is in cache format {}, this program reads format {FORMAT_VERSION}; prepare the dataset again",
-                key_path.display(),
-                format.map_or("unknown".to_string(), |f| f.to_string())
-            );
-        }
-        let key: CacheKey =
-            serde_json::from_value(key_value.clone()).with_context(|| format!("{}: the key cannot be read", key_path.display()))?;
+        let (key, key_doc) = read_key_doc(dir)?;
 
         let index_path = dir.join(INDEX_FILE);
         if !index_path.exists() {
@@ -360,7 +354,7 @@ impl PreparedSet {
             bail!(
                 "{} belongs to another preparation than {} (digests differ); run the preparation again to rewrite the index",
                 index_path.display(),
-                key_path.display()
+                dir.join(KEY_FILE).display()
             );
         }
         let samples: Vec<PreparedSample> = serde_json::from_value(index.get("samples").cloned().unwrap_or(Value::Null))
@@ -408,6 +402,28 @@ impl PreparedSet {
     pub fn subjects(&self) -> Vec<String> {
         self.samples.iter().map(|s| s.subject.clone()).collect::<BTreeSet<_>>().into_iter().collect()
     }
+}
+
+/// The key of a preparation in `dir` (its `cache.json`), without reading the samples.
+pub fn read_key(dir: &Path) -> Result<CacheKey> {
+    Ok(read_key_doc(dir)?.0)
+}
+
+fn read_key_doc(dir: &Path) -> Result<(CacheKey, Value)> {
+    let key_path = dir.join(KEY_FILE);
+    let key_doc: Value = read_json(&key_path, " (is this a directory written by `mer prepare`?)")?;
+    let key_value = key_doc.get("key").ok_or_else(|| anyhow!("{} has no \"key\"", key_path.display()))?;
+    let format = key_value.get("format").and_then(Value::as_u64);
+    if format != Some(FORMAT_VERSION as u64) {
+        bail!(
+            "{} is in cache format {}, this program reads format {FORMAT_VERSION}; prepare the dataset again",
+            key_path.display(),
+            format.map_or("unknown".to_string(), |f| f.to_string())
+        );
+    }
+    let key: CacheKey =
+        serde_json::from_value(key_value.clone()).with_context(|| format!("{}: the key cannot be read", key_path.display()))?;
+    Ok((key, key_doc))
 }
 
 fn read_json(path: &Path, hint: &str) -> Result<Value> {
@@ -491,6 +507,8 @@ mod tests {
             label: "happiness".into(),
             source: format!("CASME2_RAW_selected/sub{subject}/{id}"),
             face: Some(FaceBox { x: 1, y: 2, width: 30, height: 40, score: 7.5 }),
+            frames: KeyFrames { onset: 1, apex: 5, offset: 9 },
+            input_sha256: "00".into(),
             notes: vec![],
         }
     }

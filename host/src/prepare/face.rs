@@ -4,9 +4,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use mer_shared::GrayImage;
-pub use mer_shared::face::{DetectorSettings, FaceBox, FaceDetector, Margin, crop_face};
+pub use mer_shared::face::{DetectorSettings, FaceBox, FaceDetector, Margin};
 use serde::{Deserialize, Serialize};
 
 /// How a clip's face region is chosen; the same box is applied to all its frames (as the
@@ -64,19 +64,7 @@ impl FromStr for CropMode {
             "none" => return Ok(CropMode::None),
             _ => {}
         }
-        let usage = "a face crop is `detect`, `none`, or a box `x,y,w,h` in pixels (e.g. 120,60,400,400)";
-        let parts: Vec<&str> = text.split(',').map(str::trim).collect();
-        if parts.len() != 4 {
-            bail!("{usage}; got {s:?}");
-        }
-        let mut v = [0usize; 4];
-        for (slot, (part, name)) in v.iter_mut().zip(parts.iter().zip(["x", "y", "w", "h"])) {
-            *slot = part.parse().map_err(|_| anyhow!("{usage}; {name} = {part:?} in {s:?} is not a whole number of pixels"))?;
-        }
-        if v[2] == 0 || v[3] == 0 {
-            bail!("{usage}; the box {s:?} has zero width or height");
-        }
-        Ok(CropMode::Fixed(FaceBox { x: v[0], y: v[1], width: v[2], height: v[3], score: 0.0 }))
+        text.parse::<FaceBox>().map(CropMode::Fixed).map_err(|e| anyhow!("{e}; or `detect` or `none` for --crop"))
     }
 }
 

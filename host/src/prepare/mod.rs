@@ -6,4 +6,4 @@ pub mod face;
 pub mod pipeline;
 
 pub use cache::{CacheKey, PreparationCache, PreparedSample, PreparedSet};
-pub use face::{CropMode, DetectorSettings, FaceBox, FaceDetector, Margin, crop_face};
+pub use face::{CropMode, DetectorSettings, FaceBox, FaceDetector, Margin};

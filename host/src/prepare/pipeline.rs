@@ -1,21 +1,23 @@
 //! `mer prepare`: dataset on disk → model inputs in a preparation cache. For each clip: the face
-//! box on its first frame (one box for all its frames, as the reference pipeline does), the
-//! onset/apex/offset crops, TV-L1 flows and the assembled input. Clips run in parallel; a rerun
-//! skips what is already stored; a clip that fails is reported and the others still finish.
+//! box on its first frame (one box for all its frames, as the reference pipeline does), then
+//! `mer_shared::input::model_input` — the function `merd` runs on the device — on its key
+//! frames. Clips run in parallel; a rerun skips what is already stored; a clip that fails is
+//! reported and the others still finish.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use mer_shared::frames::frame_number;
 use mer_shared::image::{GrayImage, load_gray};
-use mer_shared::input::{InputSpec, build_input};
+use mer_shared::input::{ClipFrames, InputSpec, KeyFrames, model_input};
 use mer_shared::labels::Taxonomy;
 use rayon::prelude::*;
 use serde::Serialize;
 
 use super::cache::{CacheKey, PreparationCache, PreparedSample};
-use super::face::{CropMode, DetectorSettings, FaceDetector, crop_face};
+use super::face::{CropMode, DetectorSettings, FaceDetector};
 use crate::dataset::{ClipSample, DatasetKind, LoadedDataset, load};
 use crate::progress::bar;
 
@@ -69,23 +71,35 @@ fn count_rules(notes: &[crate::dataset::Note]) -> BTreeMap<String, usize> {
     out
 }
 
-/// Face-cropped key frames of one clip, and the crop used.
-fn key_frames(clip: &ClipSample, crop: &CropMode, detector: &mut FaceDetector) -> Result<([GrayImage; 3], Option<super::face::FaceBox>)> {
-    let first = load_gray(&clip.first).with_context(|| format!("reading the first frame {}", clip.first.display()))?;
-    let region = crop.region(&first, detector).with_context(|| format!("face box on {}", clip.first.display()))?;
-    let load = |path: &Path, what: &str| -> Result<GrayImage> {
-        let img = load_gray(path).with_context(|| format!("reading the {what} frame {}", path.display()))?;
-        match &region {
-            Some(b) => crop_face(&img, b).with_context(|| format!("cropping the {what} frame {}", path.display())),
-            None => Ok(img),
-        }
-    };
-    Ok(([load(&clip.onset, "onset")?, load(&clip.apex, "apex")?, load(&clip.offset, "offset")?], region))
+/// The frame files a loader resolved for one clip, by frame number.
+struct ClipFiles(Vec<(i64, PathBuf)>);
+
+impl ClipFiles {
+    /// The clip's key frames as frame numbers (from the file names) and the files behind them.
+    fn of(clip: &ClipSample) -> Result<(ClipFiles, KeyFrames)> {
+        let number = |path: &Path| {
+            frame_number(path).with_context(|| format!("{} carries no frame number in its name", path.display()))
+        };
+        let files = [&clip.onset, &clip.apex, &clip.offset].map(|p| p.to_path_buf());
+        let [onset, apex, offset] = [number(&files[0])?, number(&files[1])?, number(&files[2])?];
+        let keys = KeyFrames::new(onset, apex, offset).with_context(|| format!("the key frames of {}", clip.id))?;
+        Ok((ClipFiles(vec![(onset, files[0].clone()), (apex, files[1].clone()), (offset, files[2].clone())]), keys))
+    }
+}
+
+impl ClipFrames for ClipFiles {
+    fn frame(&self, number: i64) -> mer_shared::Result<GrayImage> {
+        let (_, path) = self.0.iter().find(|(n, _)| *n == number).expect("only key frames are asked for");
+        load_gray(path)
+    }
 }
 
 fn prepare_clip(clip: &ClipSample, opts: &PrepareOptions, cache: &PreparationCache, detector: &mut FaceDetector, dataset: &LoadedDataset) -> Result<()> {
-    let ([onset, apex, offset], face) = key_frames(clip, &opts.crop, detector)?;
-    let input = build_input(&opts.spec, &onset, &apex, &offset, 1).with_context(|| format!("preprocessing {}", clip.id))?;
+    let first = load_gray(&clip.first).with_context(|| format!("reading the first frame {}", clip.first.display()))?;
+    let face = opts.crop.region(&first, detector).with_context(|| format!("face box on {}", clip.first.display()))?;
+    let (files, keys) = ClipFiles::of(clip)?;
+    let input = model_input(&opts.spec, &files, face.as_ref(), keys, 1)
+        .with_context(|| format!("preprocessing {} (frames in {})", clip.id, clip.apex.parent().unwrap_or(Path::new(".")).display()))?;
     let notes = dataset.repairs.iter().filter(|n| n.sample == clip.id).map(|n| n.message.clone()).collect();
     let meta = PreparedSample {
         id: clip.id.clone(),
@@ -94,6 +108,8 @@ fn prepare_clip(clip: &ClipSample, opts: &PrepareOptions, cache: &PreparationCac
         label: clip.raw_label.clone(),
         source: clip.source.clone(),
         face,
+        frames: keys,
+        input_sha256: input.sha256(),
         notes,
     };
     cache.put(&meta, &input)

@@ -3,6 +3,8 @@
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 use mer_shared::flow_image::{HTNET_FALLBACK_LANDMARKS, htnet_mosaic};
+use mer_shared::input::InputLayout;
+use mer_shared::manifest::InputProvenance;
 use tch::{Device, Tensor};
 
 use crate::model::Arch;
@@ -14,6 +16,9 @@ pub struct DataSource {
     /// Digest of the preparation parameters (identifies the cache's content).
     pub digest: String,
     pub taxonomy: String,
+    /// Where the inputs came from (runs recorded before this field say `unknown`).
+    #[serde(default)]
+    pub inputs: InputProvenance,
 }
 
 pub struct TrainData {
@@ -111,24 +116,30 @@ impl std::str::FromStr for DataKind {
 }
 
 impl TrainData {
-    /// The samples `arch` trains on: the data as read, or for HTNet the landmark mosaic of each
-    /// flow image (`mer_shared::flow_image::htnet_mosaic`). Fails when the data are not the
-    /// architecture's input.
+    /// The samples `arch` trains on: the data as read, or for HTNet on flow images the landmark
+    /// mosaic of each (`mer_shared::flow_image::htnet_mosaic`, as `mer prepare --input
+    /// htnet-mosaic28` makes it from frames). Fails, saying what to prepare, when the data are not
+    /// the architecture's input.
     pub fn load_for(arch: Arch, kind: DataKind, path: &std::path::Path) -> Result<TrainData> {
-        let data = match kind {
-            DataKind::Prepared => TrainData::from_cache(path)?,
-            DataKind::Composite => crate::dataset::composite::load(path)?,
+        let (data, layout) = match kind {
+            DataKind::Prepared => {
+                let set = crate::prepare::PreparedSet::load(path)?;
+                let layout = set.key.spec.layout;
+                (TrainData::from_set(set, path)?, layout)
+            }
+            DataKind::Composite => (crate::dataset::composite::load(path)?, InputLayout::FlowStrain28),
         };
-        let shape: Vec<usize> = data.x.size()[1..].iter().map(|&d| d as usize).collect();
-        if shape != arch.input_shape() {
-            let hint = match arch {
-                Arch::SkdTstsan => "a `mer prepare` cache (--dataset prepared)",
-                _ => "three-plane 28×28 flow images (--dataset composite)",
-            };
-            bail!("{arch} takes samples of shape {:?}, {hint}; {} holds {shape:?}", arch.input_shape(), path.display());
-        }
-        if arch != Arch::Htnet {
+        let wanted = arch.input_layout();
+        if layout == wanted {
             return Ok(data);
+        }
+        if !(arch == Arch::Htnet && layout == InputLayout::FlowStrain28) {
+            let hint = match (kind, wanted) {
+                (_, InputLayout::SkdTstsan38) => format!("prepare it with `mer prepare --input {}`", wanted.name()),
+                (DataKind::Prepared, _) => format!("prepare it with `mer prepare --input {}` (or --arch {arch})", wanted.name()),
+                (DataKind::Composite, _) => "use --dataset composite with the composite flow images".to_string(),
+            };
+            bail!("{arch} reads {} inputs; {} holds {} inputs: {hint}", wanted.name(), path.display(), layout.name());
         }
         let per = data.x.size()[1..].iter().product::<i64>() as usize;
         let values = Vec::<f32>::try_from(data.x.flatten(0, -1))?;
@@ -140,14 +151,22 @@ impl TrainData {
 
     /// Loads a preparation cache written by `mer prepare`.
     pub fn from_cache(dir: &std::path::Path) -> Result<TrainData> {
-        let set = crate::prepare::PreparedSet::load(dir)?;
+        TrainData::from_set(crate::prepare::PreparedSet::load(dir)?, dir)
+    }
+
+    fn from_set(set: crate::prepare::PreparedSet, dir: &std::path::Path) -> Result<TrainData> {
         if set.samples.is_empty() {
             bail!("{} holds no prepared samples", dir.display());
         }
         let taxonomy = set.key.taxonomy;
         // Absolute, so the run can find its data again from any working directory (export does).
         let path = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-        let source = DataSource { path: path.display().to_string(), digest: set.key.digest(), taxonomy: taxonomy.name().to_string() };
+        let source = DataSource {
+            path: path.display().to_string(),
+            digest: set.key.digest(),
+            taxonomy: taxonomy.name().to_string(),
+            inputs: InputProvenance::MerShared,
+        };
         TrainData::new(
             set.shape,
             &set.data,
