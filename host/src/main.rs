@@ -79,13 +79,14 @@ enum Command {
     },
     /// Prepare a dataset for training: face crops, key frames, flows and model inputs, cached.
     Prepare {
-        /// casme2, samm, mmew, casme3 or ckplus.
+        /// casme2, samm, mmew, casme3, ckplus or interview.
         #[arg(long)]
         dataset: DatasetKind,
         /// The dataset's root folder, as distributed.
         #[arg(long)]
         root: PathBuf,
-        /// The annotation sheet (default: looked up under --root by its distributed name).
+        /// The annotation sheet (default: looked up under --root by its distributed name; interview
+        /// takes none).
         #[arg(long)]
         annotations: Option<PathBuf>,
         /// Class set: a count (e.g. 5) or a name (e.g. casme2-5); default: the dataset's first.

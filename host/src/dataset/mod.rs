@@ -1,6 +1,6 @@
 //! Dataset loaders: CASME II, SAMM, MMEW, CAS(ME)^3 part A and CK+, each read in the layout its
 //! owners distribute (frame folders plus annotation sheets), so nothing has to be reorganised by
-//! hand before training.
+//! hand before training; and the synthetic interview clips of `mer synth interview`.
 //!
 //! [`load`] returns every usable clip with its key frames resolved to files that exist. The
 //! datasets' annotation warts (missing apex, offset 0, frame gaps, ...) are repaired by fixed
@@ -14,6 +14,7 @@ pub mod composite;
 mod casme3;
 mod ckplus;
 mod frames;
+mod interview;
 mod keyframes;
 mod mmew;
 mod samm;
@@ -30,7 +31,8 @@ use anyhow::{Result, anyhow, bail};
 use mer_shared::labels::{LabelTally, Taxonomy};
 use serde::{Deserialize, Serialize};
 
-/// Which dataset layout to read. FromStr/Display names: "casme2", "samm", "mmew", "casme3", "ckplus".
+/// Which dataset layout to read. FromStr/Display names: "casme2", "samm", "mmew", "casme3", "ckplus",
+/// "interview".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DatasetKind {
@@ -39,11 +41,18 @@ pub enum DatasetKind {
     Mmew,
     Casme3,
     CkPlus,
+    Interview,
 }
 
 impl DatasetKind {
-    pub const ALL: [DatasetKind; 5] =
-        [DatasetKind::Casme2, DatasetKind::Samm, DatasetKind::Mmew, DatasetKind::Casme3, DatasetKind::CkPlus];
+    pub const ALL: [DatasetKind; 6] = [
+        DatasetKind::Casme2,
+        DatasetKind::Samm,
+        DatasetKind::Mmew,
+        DatasetKind::Casme3,
+        DatasetKind::CkPlus,
+        DatasetKind::Interview,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -52,6 +61,7 @@ impl DatasetKind {
             DatasetKind::Mmew => "mmew",
             DatasetKind::Casme3 => "casme3",
             DatasetKind::CkPlus => "ckplus",
+            DatasetKind::Interview => "interview",
         }
     }
 
@@ -63,6 +73,7 @@ impl DatasetKind {
             DatasetKind::Mmew => &[Taxonomy::MmewSix, Taxonomy::MmewFour],
             DatasetKind::Casme3 => &[Taxonomy::Casme3Seven, Taxonomy::Casme3Four, Taxonomy::Casme3Three],
             DatasetKind::CkPlus => &[Taxonomy::CkPlusSeven],
+            DatasetKind::Interview => &[Taxonomy::Casme2Five, Taxonomy::Casme2Three],
         }
     }
 
@@ -78,6 +89,7 @@ impl DatasetKind {
             DatasetKind::Mmew => mmew::LAYOUT,
             DatasetKind::Casme3 => casme3::LAYOUT,
             DatasetKind::CkPlus => ckplus::LAYOUT,
+            DatasetKind::Interview => interview::LAYOUT,
         }
     }
 }
@@ -132,7 +144,8 @@ pub struct LoadedDataset {
     pub kind: DatasetKind,
     pub taxonomy: Taxonomy,
     pub root: PathBuf,
-    /// The annotation sheet (CK+: the folder of emotion label files).
+    /// The annotation sheet (CK+: the folder of emotion label files; interview: none, each clip's
+    /// truth.json is its annotation).
     pub annotations: Option<PathBuf>,
     /// Sorted by (subject, id).
     pub samples: Vec<ClipSample>,
@@ -242,7 +255,7 @@ impl LoadedDataset {
 ///
 /// `annotations` overrides where the sheet is (CK+: the `Emotion` folder); by default the loader
 /// looks for the dataset's known sheet names under `root` (and says which names it looked for
-/// when none is found).
+/// when none is found). Interview clips carry their annotation in truth.json and refuse it.
 pub fn load(kind: DatasetKind, root: &Path, annotations: Option<&Path>, taxonomy: Taxonomy) -> Result<LoadedDataset> {
     if !kind.taxonomies().contains(&taxonomy) {
         let valid: Vec<&str> = kind.taxonomies().iter().map(|t| t.name()).collect();
@@ -262,6 +275,7 @@ pub fn load(kind: DatasetKind, root: &Path, annotations: Option<&Path>, taxonomy
         DatasetKind::Mmew => mmew::load(root, annotations, taxonomy)?,
         DatasetKind::Casme3 => casme3::load(root, annotations, taxonomy)?,
         DatasetKind::CkPlus => ckplus::load(root, annotations, taxonomy)?,
+        DatasetKind::Interview => interview::load(root, annotations, taxonomy)?,
     };
     Ok(loaded.finish())
 }
@@ -342,7 +356,7 @@ mod tests {
             assert!(kind.taxonomies().iter().all(|t| *t != Taxonomy::CompositeThree));
         }
         let err = "casme".parse::<DatasetKind>().unwrap_err().to_string();
-        assert!(err.contains("casme2, samm, mmew, casme3, ckplus"), "{err}");
+        assert!(err.contains("casme2, samm, mmew, casme3, ckplus, interview"), "{err}");
         assert_eq!(DatasetKind::Mmew.taxonomies(), &[Taxonomy::MmewSix, Taxonomy::MmewFour]);
     }
 
