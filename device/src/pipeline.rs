@@ -18,7 +18,7 @@ use mer_shared::classifier::Classifier;
 use mer_shared::event::{Event, EventSource, LatencyBreakdown};
 use mer_shared::image::{Interpolation, resize};
 use mer_shared::face::FaceBox;
-use mer_shared::input::{InputSpec, face_crop, input_from_faces};
+use mer_shared::input::{InputSpec, KeyFrames, face_crop, input_from_faces};
 use mer_shared::{Error, GrayImage, Result};
 use serde::{Deserialize, Serialize};
 
@@ -79,6 +79,8 @@ impl From<Roi> for FaceBox {
 pub struct Crop {
     /// Position in the pipeline's stream (0, 1, 2, … with no gaps), as the spotter counts.
     pub seq: usize,
+    /// The source's frame number.
+    pub frame: u64,
     /// Source timestamp, seconds.
     pub timestamp: f64,
     pub arrived: Instant,
@@ -320,7 +322,7 @@ impl Pipeline {
         let spec = self.models.crop_spec();
         let face = face_crop(&spec, &frame.image, Some(&FaceBox::from(Roi { x, y, width, height })))?;
         let spot = self.spotter.push(&resize(&frame.image.crop(x, y, width, height)?, SPOTTING_SIDE, SPOTTING_SIDE, Interpolation::Area));
-        self.ring.push(Crop { seq: self.next_seq, timestamp: frame.timestamp, arrived, wall_ms, image: face, spec });
+        self.ring.push(Crop { seq: self.next_seq, frame: frame.index, timestamp: frame.timestamp, arrived, wall_ms, image: face, spec });
         self.next_seq += 1;
         if let Some(spot) = spot {
             self.stats.spotted += 1;
@@ -349,6 +351,22 @@ impl Pipeline {
             .map_or(onset + span / 2, |(s, _)| s);
         self.stats.triggered += 1;
         self.submit(EventSource::Triggered, onset, apex, newest);
+        true
+    }
+
+    /// Classifies the window whose key frames are the source's frames `keys` (by frame number),
+    /// as if the spotter had found it: for replaying annotated clips. Returns false when a key
+    /// frame is not in the buffer or the window spans a restart of spotting (a moved face box).
+    pub fn classify_window(&mut self, keys: KeyFrames) -> bool {
+        let seq_of = |n: i64| u64::try_from(n).ok().and_then(|n| self.ring.crops.iter().find(|c| c.frame == n)).map(|c| c.seq);
+        let (Some(onset), Some(apex), Some(offset)) = (seq_of(keys.onset), seq_of(keys.apex), seq_of(keys.offset)) else {
+            return false;
+        };
+        if onset < self.spotter_base {
+            return false;
+        }
+        self.stats.triggered += 1;
+        self.submit(EventSource::Triggered, onset, apex, offset);
         true
     }
 
@@ -507,7 +525,7 @@ mod tests {
     use crate::event_log::{FsyncPolicy, LogConfig, read_events};
     use crate::source::{FrameSource, SyntheticSource};
     use mer_shared::classifier::Trust;
-    use mer_shared::input::{ClipFrames, KeyFrames, model_input};
+    use mer_shared::input::{ClipFrames, model_input};
     use mer_shared::synth::interview::InterviewOptions;
     use std::path::Path;
 
@@ -522,7 +540,7 @@ mod tests {
 
     fn crop(seq: usize) -> Crop {
         let spec = Arc::new(InputSpec::skd_tstsan());
-        Crop { seq, timestamp: seq as f64, arrived: Instant::now(), wall_ms: 0, image: GrayImage::filled(2, 2, seq as f32), spec }
+        Crop { seq, frame: seq as u64, timestamp: seq as f64, arrived: Instant::now(), wall_ms: 0, image: GrayImage::filled(2, 2, seq as f32), spec }
     }
 
     #[test]
