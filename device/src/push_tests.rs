@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use mer_shared::bundle::SecretKey;
 use mer_shared::classifier::Classifier;
+use mer_shared::manifest::InputProvenance;
 use mer_shared::event::{Event, EventSource, LatencyBreakdown};
 use mer_shared::push::client::{Client, push};
 use mer_shared::push::frame::{read_frame, write_frame};
@@ -21,7 +22,7 @@ use mer_shared::{Error, Result};
 use crate::event_log::{EventLog, FsyncPolicy, LogConfig, read_events};
 use crate::model_store::{ModelStore, State, Step};
 use crate::push_server::{ModelSwitch, PushServer, PushSettings};
-use crate::test_bundles::{bundle, sha, site_key};
+use crate::test_bundles::{bundle, bundle_with, sha, site_key};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -426,6 +427,27 @@ fn a_store_that_cannot_verify_its_active_model_falls_back() {
     assert_eq!(store.load_active().unwrap().unwrap().info.version, "v0");
     assert!(store.state().previous.is_empty());
     let _: Error = ModelStore::open(&dir.path().join("state.json"), vec![], 2, 1).err().unwrap();
+}
+
+/// A model trained on inputs the device cannot reproduce (the composite set's flow images, or a
+/// manifest that does not say) is refused, naming the setting that would run it anyway.
+#[test]
+fn models_with_foreign_inputs_are_refused_unless_allowed() {
+    let key = site_key();
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = ModelStore::open(dir.path(), vec![key.public()], 2, 1).unwrap();
+    store.adopt(&bundle("v0", &key)).unwrap();
+    for (version, inputs) in [("png", InputProvenance::StstnetPng), ("old", InputProvenance::Unknown)] {
+        let foreign = bundle_with(version, &key, |m| m.inputs = inputs);
+        let err = store.adopt(&foreign).err().unwrap().to_string();
+        assert!(err.contains("allow_foreign_inputs = true") && err.contains(version), "{err}");
+        assert_eq!(store.load_active().unwrap().unwrap().info.version, "v0");
+    }
+    let mut lenient = ModelStore::open(dir.path(), vec![key.public()], 2, 1).unwrap().allowing_foreign_inputs(true);
+    let foreign = bundle_with("png", &key, |m| m.inputs = InputProvenance::StstnetPng);
+    assert_eq!(lenient.adopt(&foreign).unwrap().info.version, "png");
+    let older = bundle_with("v-old", &key, |m| m.preprocessing_version = 1);
+    assert!(lenient.adopt(&older).err().unwrap().to_string().contains("preprocessing version 1"));
 }
 
 #[test]

@@ -20,10 +20,16 @@ pub fn site_key() -> SecretKey {
 
 /// The default model re-versioned (inside its ONNX metadata too) and signed by `key`.
 pub fn bundle(version: &str, key: &SecretKey) -> Vec<u8> {
+    bundle_with(version, key, |_| {})
+}
+
+/// [`bundle`] with its manifest changed by `edit` as well.
+pub fn bundle_with(version: &str, key: &SecretKey, edit: impl FnOnce(&mut Manifest)) -> Vec<u8> {
     let bytes = std::fs::read(models().join("skd-tstsan-synthetic.merb")).unwrap();
     let (manifest, onnx) = Bundle::from_bytes(&bytes).unwrap().into_parts();
     let mut manifest = Manifest::from_json(&manifest).unwrap();
     manifest.version = version.to_string();
+    edit(&mut manifest);
     let json = manifest.to_json();
     let mut proto = tract_onnx::pb::ModelProto::decode(onnx.as_slice()).unwrap();
     let entry = proto.metadata_props.iter_mut().find(|e| e.key == ONNX_METADATA_KEY).unwrap();
