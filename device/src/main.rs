@@ -386,12 +386,22 @@ fn demo(seconds: f32, fps: f32, seed: u64, model: &Path, public_key: &Path, out:
     let truth: Vec<(usize, usize)> = scene.events.iter().map(|e| (e.onset, e.offset)).collect();
     let frame_of = |s: f64| (s * fps as f64).round() as usize;
     let mut found = Vec::new();
+    // Spotted true expressions whose emotion is one of the model's classes, and how many of
+    // those were labelled right.
+    let (mut classifiable, mut right) = (0usize, 0usize);
     println!("   apex     spotted interval      label        p     truth");
     let (stats, report, secs) = drive(&mut source, pipeline, rx_events, &mut Peripherals::default(), |e| {
         let interval = (frame_of(e.onset_s), frame_of(e.offset_s));
         found.push(interval);
         let p = e.classes.iter().position(|c| *c == e.label).and_then(|i| e.probabilities.get(i)).copied().unwrap_or(f32::NAN);
         let matched = scene.events.iter().map(|t| (t, iou(interval, (t.onset, t.offset)))).max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((t, overlap)) = matched
+            && overlap >= 0.5
+            && e.classes.iter().any(|c| c == t.emotion.name())
+        {
+            classifiable += 1;
+            right += usize::from(e.label == t.emotion.name());
+        }
         let truth = match matched {
             Some((t, overlap)) if overlap > 0.0 => format!(
                 "{}{} (frames {}–{}, IoU {overlap:.2}{})",
@@ -410,6 +420,14 @@ fn demo(seconds: f32, fps: f32, seed: u64, model: &Path, public_key: &Path, out:
         "spotting (IoU >= 0.5): {} of {} micro-expressions found, {} false alarms; precision {:.2}, recall {:.2}, F1 {:.2}",
         s.true_positives, truth.len(), s.false_positives, s.precision, s.recall, s.f1
     );
+    if classifiable > 0 {
+        println!(
+            "labels: {right} of {classifiable} spotted expressions of the model's classes labelled right ({:.0} %)",
+            100.0 * right as f64 / classifiable as f64
+        );
+    } else {
+        println!("labels: no spotted expression of the model's classes to score");
+    }
     summary(&stats, &report, secs);
     println!("events logged in {}; read them with: merd events --log {}", out.join("events").display(), out.join("events").display());
     Ok(())

@@ -1,4 +1,4 @@
-//! `merd classify` and `merd events` as an operator runs them.
+//! `merd classify`, `merd classify-clip` and `merd events` as an operator runs them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -156,6 +156,77 @@ fn run_logs_the_events_it_prints_and_refuses_bad_configuration() {
     assert_eq!(ok(&merd(&["events", "--log", s(&dir.path().join("events")), "--json"])).lines().count(), 2 * printed);
 }
 
+#[path = "../src/test_bundles.rs"]
+mod test_bundles;
+
+/// A clip of numbered frames as CASME II names them (img46.png …), 200×180 with texture that
+/// drifts by a fraction of a pixel per frame.
+fn clip(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for n in 46..=56 {
+        let shift = 0.15 * (n - 46) as f32;
+        let frame = mer_shared::GrayImage::from_fn(200, 180, |x, y| {
+            let (x, y) = (x as f32 - shift, y as f32);
+            0.5 + 0.3 * (x * 0.13).sin() * (y * 0.09).cos()
+        });
+        mer_shared::image::save_gray_png(&frame, &dir.join(format!("img{n}.png"))).unwrap();
+    }
+}
+
+#[test]
+fn classify_clip_preprocesses_a_window_and_names_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("EP01_01");
+    clip(&frames);
+    let bundle = models().join("skd-tstsan-synthetic.merb");
+    let key = models().join("demo-key.pub");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["classify-clip", "--model", s(&bundle), "--pub", s(&key), "--frames", s(&frames)];
+        args.extend_from_slice(extra);
+        merd(&args)
+    };
+    let window = ["--onset", "46", "--apex", "50", "--offset", "56", "--roi", "13,7,151,160"];
+    let printed: serde_json::Value = serde_json::from_str(&ok(&run(&window))).unwrap();
+    let hash = printed["input_sha256"].as_str().unwrap();
+    assert!(hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()), "{printed}");
+    assert_eq!(printed["face"], serde_json::json!([13, 7, 151, 160]));
+    assert_eq!(printed["frames"], serde_json::json!({"onset": 46, "apex": 50, "offset": 56}));
+    assert_eq!(printed["logits"][0].as_array().unwrap().len(), printed["classes"].as_array().unwrap().len());
+    // The same window again gives the same input; another box another one.
+    let again: serde_json::Value = serde_json::from_str(&ok(&run(&window))).unwrap();
+    assert_eq!(again, printed);
+    let other: serde_json::Value =
+        serde_json::from_str(&ok(&run(&["--onset", "46", "--apex", "50", "--offset", "56", "--roi", "14,7,151,160"]))).unwrap();
+    assert_ne!(other["input_sha256"], printed["input_sha256"]);
+
+    for (args, needle) in [
+        (["--onset", "50", "--apex", "47", "--offset", "56", "--roi", "0,0,100,100"], "out of order"),
+        (["--onset", "46", "--apex", "50", "--offset", "99", "--roi", "0,0,100,100"], "no offset frame 99"),
+        (["--onset", "40", "--apex", "50", "--offset", "56", "--roi", "0,0,100,100"], "frames numbered 46…56"),
+        (["--onset", "46", "--apex", "50", "--offset", "56", "--roi", "150,0,100,100"], "does not lie inside the 200×180 frame"),
+        (["--onset", "46", "--apex", "50", "--offset", "56", "--roi", "1,2,3"], "x,y,w,h"),
+    ] {
+        let e = err(&run(&args));
+        assert!(e.contains(needle), "{args:?}: {e}");
+    }
+    // A model trained on inputs the device cannot reproduce is refused, unless allowed.
+    let foreign = dir.path().join("foreign.merb");
+    let site = test_bundles::site_key();
+    std::fs::write(&foreign, test_bundles::bundle_with("png-1", &site, |m| m.inputs = mer_shared::manifest::InputProvenance::StstnetPng)).unwrap();
+    let refuse = |extra: &[&str]| {
+        let mut args = vec!["classify-clip", "--model", s(&foreign), "--frames", s(&frames)];
+        args.extend_from_slice(&window);
+        args.extend_from_slice(extra);
+        merd(&args)
+    };
+    let e = err(&refuse(&[]));
+    assert!(e.contains("ststnet-png") && e.contains("allow_foreign_inputs"), "{e}");
+    let allowed = refuse(&["--allow-foreign-inputs"]);
+    let printed_foreign: serde_json::Value = serde_json::from_str(&ok(&allowed)).unwrap();
+    assert_eq!(printed_foreign["input_sha256"], printed["input_sha256"]);
+    assert!(String::from_utf8_lossy(&allowed.stderr).contains("WARNING"));
+}
+
 #[test]
 fn demo_prints_events_beside_the_ground_truth() {
     let dir = tempfile::tempdir().unwrap();
@@ -166,6 +237,7 @@ fn demo_prints_events_beside_the_ground_truth() {
         "--model", s(&m.join("skd-tstsan-synthetic.merb")), "--pub", s(&m.join("demo-key.pub")),
     ]));
     assert!(stdout.contains("spotting (IoU >= 0.5)") && stdout.contains("frames"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("labels: ")), "the demo scores its labels: {stdout}");
     let exported = ok(&merd(&["events", "--log", s(&out.join("events")), "--json"]));
     let events = stdout.lines().filter(|l| l.contains(" s  frames ")).count();
     assert!(events >= 1 && exported.lines().count() == events, "{stdout}\n{exported}");

@@ -107,6 +107,10 @@ enum Command {
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Exit 0 even when some clips could not be prepared (they are still listed), e.g. the
+        /// few where the face detector finds no face.
+        #[arg(long)]
+        allow_failed: bool,
     },
     /// Train and evaluate with leave-one-subject-out (or one shard of it with --fold i/n).
     Train(TrainArgs),
@@ -513,7 +517,7 @@ fn main() -> Result<()> {
             let r = flow_bench::run(&dir, pairs, seed)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
-        Command::Prepare { dataset, root, annotations, classes, crop, input, arch, out, threads } => {
+        Command::Prepare { dataset, root, annotations, classes, crop, input, arch, out, threads, allow_failed } => {
             if let Some(t) = threads {
                 rayon::ThreadPoolBuilder::new().num_threads(t).build_global().context("setting --threads")?;
             }
@@ -529,7 +533,7 @@ fn main() -> Result<()> {
             };
             let summary = prepare(&opts)?;
             print!("{}", summary.describe());
-            if !summary.failed.is_empty() {
+            if !summary.failed.is_empty() && !allow_failed {
                 bail!(
                     "{} samples could not be prepared (listed above); the other {} are in {}; rerun after fixing them, stored samples are kept",
                     summary.failed.len(),
