@@ -21,6 +21,7 @@ use mer_host::train::run::{resolve_device, train_all, train_loso};
 use mer_host::model::Arch;
 use mer_shared::input::InputLayout;
 use mer_shared::labels::Taxonomy;
+use mer_shared::manifest::WeightsOrigin;
 use mer_host::{demo, fleet, flow_bench, progress::bar, torch_info};
 use mer_shared::flow::{Tvl1Params, read_flo, save_colour_png, tvl1_flow, write_flo};
 use mer_shared::image::load_gray;
@@ -123,7 +124,8 @@ enum Command {
         #[arg(short, long)]
         out: Option<PathBuf>,
     },
-    /// Convert a state dict saved by the official PyTorch code into a checkpoint for --init.
+    /// Convert a state dict saved by the official PyTorch code into a checkpoint for --init or
+    /// for `mer export --classes`.
     ImportPytorch {
         #[arg(long, default_value = "skd-tstsan")]
         arch: String,
@@ -219,11 +221,21 @@ enum Command {
     /// Write a trained checkpoint as an ONNX model with its manifest, after checking that tract
     /// reproduces the checkpoint's logits.
     Export {
-        /// A model.safetensors written by `mer train` (RUN/model.safetensors or RUN/folds/S/model.safetensors).
+        /// A model.safetensors written by `mer train` (RUN/model.safetensors or RUN/folds/S/model.safetensors),
+        /// or weights trained elsewhere (e.g. by `mer import-pytorch`) with --classes.
         checkpoint: PathBuf,
         #[arg(short, long)]
         out: PathBuf,
-        /// The run's prepared data, if it is no longer where the run recorded it.
+        /// Label taxonomy of weights trained elsewhere (e.g. casme2-5): its classes, in order, name
+        /// the logits. Inside a run it is the run's and may be left out.
+        #[arg(long)]
+        classes: Option<Taxonomy>,
+        /// Input layout of weights trained elsewhere: skd-tstsan (default; the only one imported
+        /// SKD-TSTSAN weights read), flow-strain28 or htnet-mosaic28. Inside a run it is the run's.
+        #[arg(long)]
+        input: Option<InputLayout>,
+        /// The run's prepared data, if it is no longer where the run recorded it; for weights
+        /// trained elsewhere, a prepared cache of their input layout to check parity on.
         #[arg(long)]
         data: Option<PathBuf>,
         /// A LOSO run of the same recipe whose results describe this model (e.g. for an --all-samples model).
@@ -581,7 +593,7 @@ fn main() -> Result<()> {
                 println!("removed the DataParallel prefix `module.` from every key");
             }
             println!("{}", report.describe());
-            println!("wrote {}", out.display());
+            println!("wrote {} (deploy it with `mer export {} --classes TAXONOMY -o MODEL.onnx`)", out.display(), out.display());
         }
         Command::BenchTrain { arch, weight_decay, batch, iters, warmup, device } => {
             let device = resolve_device(&device)?;
@@ -591,8 +603,8 @@ fn main() -> Result<()> {
             let r = mer_host::train::bench::measure(device, &config, iters, warmup)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
-        Command::Export { checkpoint, out, data, evaluation, model_version, probe_seed } => {
-            let opts = ExportOptions { checkpoint, out: out.clone(), data, evaluation, version: model_version, probe_seed };
+        Command::Export { checkpoint, out, classes, input, data, evaluation, model_version, probe_seed } => {
+            let opts = ExportOptions { checkpoint, out: out.clone(), data, evaluation, version: model_version, probe_seed, classes, input };
             let exported = export_to_file(&opts)?;
             let m = &exported.manifest;
             println!("{} version {}: {} classes ({}), input {:?}", m.architecture, m.version, m.classes.len(), m.classes.join(", "), m.input_shape());
@@ -603,6 +615,16 @@ fn main() -> Result<()> {
                     check.agreement.max_abs_diff,
                     if check.agreement.argmax_mismatches == 0 { "identical" } else { "DIFFERS" }
                 );
+            }
+            if let WeightsOrigin::Imported { sha256, .. } = &m.training.weights {
+                println!(
+                    "imported weights (sha256 {sha256}): the manifest marks the inputs as {}; merd run refuses the model unless \
+                     [model] allow_foreign_inputs = true",
+                    m.inputs.name()
+                );
+                if opts.data.is_none() {
+                    println!("no --data: parity was checked on random inputs only; pass a prepared cache to compare real samples too");
+                }
             }
             println!("wrote {} ({} bytes)", out.display(), exported.onnx.len());
         }

@@ -114,11 +114,61 @@ fn export_bundle_verify_infer_and_refusals() {
     let e = err(&mer(&["infer", s(&onnx), s(&key)]));
     assert!(e.contains("not a .npy file"), "{e}");
 
+    imported_weights_export_with_their_classes(d, &cache, &checkpoint);
+
     // An export whose data moved says what to pass.
     std::fs::rename(&cache, d.join("moved")).unwrap();
     let e = err(&mer(&["export", s(&checkpoint), "-o", s(&d.join("again.onnx"))]));
     assert!(e.contains("--data"), "{e}");
     ok(&mer(&["export", s(&checkpoint), "-o", s(&d.join("again.onnx")), "--data", s(&d.join("moved"))]));
     let e = err(&mer(&["export", s(&d.join("nowhere/model.safetensors")), "-o", s(&d.join("x.onnx"))]));
-    assert!(e.contains("not inside a training run"), "{e}");
+    assert!(e.contains("not inside a training run") && e.contains("--classes"), "{e}");
+}
+
+/// Weights outside any training run (as `mer import-pytorch` writes them; here a trained
+/// SKD-TSTSAN checkpoint copied out of its run) export with `--classes`, are marked as trained
+/// elsewhere on external inputs, and every inconsistent option is refused with nothing written.
+fn imported_weights_export_with_their_classes(d: &Path, cache: &Path, checkpoint: &Path) {
+    let elsewhere = d.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let weights = elsewhere.join("official.safetensors");
+    std::fs::copy(checkpoint, &weights).unwrap();
+    let onnx = d.join("imported.onnx");
+    let export = |extra: &[&str]| mer(&[&["export", s(&weights), "-o", s(&onnx)], extra].concat());
+
+    let e = err(&export(&[]));
+    assert!(e.contains("not inside a training run") && e.contains("--classes TAXONOMY"), "{e}");
+    let e = err(&export(&["--classes", "casme2-3"]));
+    assert!(e.contains("casme2-3 names 3 classes") && e.contains("has 5"), "{e}");
+    let e = err(&export(&["--classes", "casme9-5"]));
+    assert!(e.contains("unknown class set \"casme9-5\"") && e.contains("casme2-5"), "{e}");
+    let e = err(&export(&["--classes", "casme2-5", "--input", "flow-strain28"]));
+    assert!(e.contains("--input flow-strain28") && e.contains("skd-tstsan reads skd-tstsan inputs"), "{e}");
+    let e = err(&export(&["--classes", "casme2-5", "--input", "optical-flow"]));
+    assert!(e.contains("unknown input layout"), "{e}");
+    // Parity data must hold the layout's inputs, exactly as the project prepares them.
+    let flow_cache = d.join("cache-flow");
+    let root = d.join("data");
+    ok(&mer(&["prepare", "--dataset", "casme2", "--root", s(&root), "--crop", "none", "--input", "flow-strain28", "--out", s(&flow_cache)]));
+    let e = err(&export(&["--classes", "casme2-5", "--data", s(&flow_cache)]));
+    assert!(e.contains("another input spec") && e.contains("layout: \"flow_strain28\" ≠ \"skd_tstsan38\""), "{e}");
+    assert!(!onnx.exists(), "a refused export wrote {}", onnx.display());
+
+    let report = ok(&export(&["--classes", "casme2-5", "--data", s(cache), "--model-version", "imported-1"]));
+    assert_eq!(report.matches("arg-max identical").count(), 3, "{report}");
+    assert!(report.contains("samples of the prepared casme2 data") && report.contains("inputs as external"), "{report}");
+    let classifier = mer_shared::classifier::Classifier::load(&onnx, mer_shared::classifier::Trust::IntegrityOnly).unwrap();
+    let m = classifier.manifest();
+    assert_eq!((m.version.as_str(), m.taxonomy.as_str(), m.training.run.as_str()), ("imported-1", "casme2-5", "imported"));
+    assert_eq!(m.inputs, mer_shared::manifest::InputProvenance::External);
+    let mer_shared::manifest::WeightsOrigin::Imported { checkpoint: name, sha256 } = &m.training.weights else {
+        panic!("an export outside a run must record imported weights: {:?}", m.training.weights)
+    };
+    assert_eq!((name.as_str(), sha256.len()), ("official.safetensors", 64));
+
+    // Inside a run, --classes and --input must be the run's.
+    let e = err(&mer(&["export", s(checkpoint), "-o", s(&onnx), "--classes", "casme2-3"]));
+    assert!(e.contains("belongs to the training run") && e.contains("casme2-5"), "{e}");
+    let e = err(&mer(&["export", s(checkpoint), "-o", s(&onnx), "--input", "htnet-mosaic28"]));
+    assert!(e.contains("reads skd-tstsan inputs"), "{e}");
 }

@@ -56,6 +56,9 @@ pub enum InputProvenance {
     /// The STSTNet flow images of the MEGC 2019 composite release. The code that made them is
     /// not public; the device's flows follow the same recipe but are not the same numbers.
     StstnetPng,
+    /// Made by another program for weights trained elsewhere (the official Python pipeline, for
+    /// imported SKD-TSTSAN weights): mer-shared follows its recipe but not its exact numbers.
+    External,
     /// Not recorded (a manifest from before provenance was), so not known to be reproducible.
     #[default]
     Unknown,
@@ -71,6 +74,7 @@ impl InputProvenance {
         match self {
             InputProvenance::MerShared => "mer-shared",
             InputProvenance::StstnetPng => "ststnet-png",
+            InputProvenance::External => "external",
             InputProvenance::Unknown => "unknown",
         }
     }
@@ -83,6 +87,11 @@ impl InputProvenance {
                 "it was trained on the published STSTNet flow images (ststnet-png), which this device cannot reproduce: \
                  retrain it from raw frames with `mer prepare --input …` and `mer train --data CACHE`",
             ),
+            InputProvenance::External => Some(
+                "its weights were trained elsewhere (imported), on inputs made by another program (external), which this device's \
+                 preprocessing follows but cannot reproduce bit for bit: train a model from raw frames with `mer prepare` and \
+                 `mer train` for device-faithful inputs",
+            ),
             InputProvenance::Unknown => {
                 Some("its manifest does not say where its training inputs came from (a model exported before this was recorded): export it again")
             }
@@ -90,7 +99,9 @@ impl InputProvenance {
     }
 }
 
-/// Where the weights came from, enough to find and repeat the run.
+/// Where the weights came from, enough to find and repeat the run. For imported weights no run
+/// is known: `run`, `dataset` and `scope` say `imported`, `data_digest` is `unknown`, `samples`
+/// 0, and `weights` names the file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainingSummary {
     /// The run directory's name and the checkpoint inside it.
@@ -102,10 +113,30 @@ pub struct TrainingSummary {
     pub samples: usize,
     /// What the checkpoint is: `all samples` or `LOSO fold <subject>`.
     pub scope: String,
-    /// The training configuration as recorded by the trainer.
+    /// The training configuration as recorded by the trainer (null for imported weights).
     pub config: serde_json::Value,
     /// The run's evaluation, when it has one (protocol note included).
     pub evaluation: Option<Evaluation>,
+    /// Who trained the weights; manifests from before this was recorded were all `mer train`'s.
+    #[serde(default)]
+    pub weights: WeightsOrigin,
+}
+
+/// Who made a model's weights.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "origin")]
+pub enum WeightsOrigin {
+    /// `mer train`, in the run the summary names.
+    #[default]
+    MerTrain,
+    /// Trained elsewhere and brought in as a checkpoint file (e.g. by `mer import-pytorch`); the
+    /// digest identifies the exact weights, since no run records them.
+    Imported {
+        /// The checkpoint's file name.
+        checkpoint: String,
+        /// Hex SHA-256 of the checkpoint file's bytes.
+        sha256: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -274,6 +305,7 @@ mod tests {
                 scope: "all samples".into(),
                 config: serde_json::json!({"iters": 1}),
                 evaluation: None,
+                weights: WeightsOrigin::MerTrain,
             },
             probe: Probe::new(7, 2, shape, vec![vec![0.1, -0.2, 0.3]; 2]),
         }
@@ -302,6 +334,28 @@ mod tests {
         assert!(InputProvenance::StstnetPng.foreign_reason().unwrap().contains("ststnet-png"));
         assert_eq!(serde_json::to_string(&InputProvenance::MerShared).unwrap(), "\"mer-shared\"");
         assert!(InputProvenance::MerShared.device_faithful() && InputProvenance::MerShared.foreign_reason().is_none());
+    }
+
+    /// A manifest from before the weights' origin was recorded reads as `mer train`'s; an
+    /// imported model's origin and external inputs round-trip with their wire names.
+    #[test]
+    fn weights_origin_defaults_to_mer_train_and_imported_round_trips() {
+        let mut value: serde_json::Value = serde_json::from_str(&manifest().to_json()).unwrap();
+        assert_eq!(value["training"]["weights"], serde_json::json!({"origin": "mer-train"}));
+        value["training"].as_object_mut().unwrap().remove("weights");
+        assert_eq!(Manifest::from_json(&value.to_string()).unwrap().training.weights, WeightsOrigin::MerTrain);
+
+        let mut m = manifest();
+        m.inputs = InputProvenance::External;
+        m.training.weights = WeightsOrigin::Imported { checkpoint: "official.safetensors".into(), sha256: "ab".repeat(32) };
+        let value: serde_json::Value = serde_json::from_str(&m.to_json()).unwrap();
+        assert_eq!(value["inputs"], "external");
+        assert_eq!(value["training"]["weights"]["origin"], "imported");
+        assert_eq!(value["training"]["weights"]["checkpoint"], "official.safetensors");
+        assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);
+        assert!(!InputProvenance::External.device_faithful());
+        assert_eq!(InputProvenance::External.name(), "external");
+        assert!(InputProvenance::External.foreign_reason().unwrap().contains("trained elsewhere"));
     }
 
     #[test]

@@ -168,6 +168,8 @@ fn prepare_classify_clip_and_the_live_pipeline_compute_one_input() {
             evaluation: None,
             version: Some(format!("one-input-{}", layout.name())),
             probe_seed: 7,
+            classes: None,
+            input: None,
         })
         .unwrap();
         assert_eq!(exported.manifest.inputs, InputProvenance::MerShared);

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use mer_shared::bundle::{Bundle, MAGIC};
 use mer_shared::inference::{OnnxModel, OpTime};
-use mer_shared::manifest::{Manifest, Probe};
+use mer_shared::manifest::{Manifest, Probe, WeightsOrigin};
 use serde::Serialize;
 use tch::{Device, nn};
 
@@ -51,11 +51,19 @@ fn latency(runtime: &str, batch: usize, threads: usize, median_ms: f64) -> Laten
 }
 
 /// The tch model the manifest describes (random weights: latency does not depend on them).
+/// Imported weights have no training configuration: they are the official configuration.
 fn tch_model(manifest: &Manifest, vs: &nn::VarStore) -> Result<Network> {
-    let config: TrainConfig =
-        serde_json::from_value(manifest.training.config.clone()).context("the manifest's training configuration cannot be read")?;
     let arch: Arch = manifest.architecture.parse()?;
-    Ok(Network::new(&vs.root(), arch, SkdConfig { classes: manifest.classes.len() as i64, amp: config.amp, ablation: config.ablation }))
+    let classes = manifest.classes.len() as i64;
+    let skd = match manifest.training.weights {
+        WeightsOrigin::Imported { .. } => SkdConfig::new(classes),
+        WeightsOrigin::MerTrain => {
+            let config: TrainConfig = serde_json::from_value(manifest.training.config.clone())
+                .context("the manifest's training configuration cannot be read")?;
+            SkdConfig { classes, amp: config.amp, ablation: config.ablation }
+        }
+    };
+    Ok(Network::new(&vs.root(), arch, skd))
 }
 
 /// The ONNX bytes of a .onnx file or of a bundle; onnxruntime reads a file, so a bundle's ONNX

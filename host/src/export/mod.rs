@@ -1,6 +1,8 @@
 //! `mer export`: a trained checkpoint becomes one self-describing ONNX file. The graph is built
 //! from the tch model's own layers, the manifest is embedded as ONNX metadata, and the file is
 //! only written after tract has reproduced the tch logits on random and on real samples.
+//! A checkpoint outside a `mer train` run (weights trained elsewhere, brought in by
+//! `mer import-pytorch`) exports too, once told its classes: its manifest says so.
 
 pub mod bench;
 pub mod onnx_graph;
@@ -9,9 +11,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use mer_shared::inference::OnnxModel;
+use mer_shared::input::InputLayout;
+use mer_shared::labels::Taxonomy;
 use mer_shared::manifest::{
     Evaluation, InputProvenance, LogitAgreement, MANIFEST_FORMAT, Manifest, ONNX_METADATA_KEY, PREPROCESSING_VERSION, Probe,
-    TrainingSummary,
+    TrainingSummary, WeightsOrigin,
 };
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor, nn};
@@ -21,7 +25,7 @@ use crate::model::{Arch, Network};
 use crate::prepare::cache::read_key;
 use crate::train::data::{DataKind, TrainData};
 use mer_shared::input::InputSpec;
-use crate::train::checkpoint::{load_weights, write_bytes_atomic};
+use crate::train::checkpoint::{copy_into, read_tensors, write_bytes_atomic};
 use crate::train::report::RunResults;
 use crate::train::run::RunInfo;
 use onnx_graph::{Dim, OnnxGraph};
@@ -43,6 +47,12 @@ pub struct ExportOptions {
     /// Model version (default: derived from the weights).
     pub version: Option<String>,
     pub probe_seed: u64,
+    /// The label taxonomy of weights trained elsewhere (a checkpoint outside any run): its class
+    /// names, in order, are the logits'. Inside a run it must be the run's.
+    pub classes: Option<Taxonomy>,
+    /// The input layout of weights trained elsewhere (default: SKD-TSTSAN's). Inside a run it
+    /// must be the run's.
+    pub input: Option<InputLayout>,
 }
 
 /// One parity comparison made before writing.
@@ -60,8 +70,8 @@ pub struct Exported {
 }
 
 /// The run directory a checkpoint belongs to: `RUN/model.safetensors`, `RUN/all/…` or
-/// `RUN/folds/SUBJECT/…`.
-fn find_run(checkpoint: &Path) -> Result<(PathBuf, RunInfo, String)> {
+/// `RUN/folds/SUBJECT/…`; None when there is no `run.json` there.
+fn find_run(checkpoint: &Path) -> Result<Option<(PathBuf, RunInfo, String)>> {
     let scope = |dir: &Path, run: &Path| -> String {
         match dir.strip_prefix(run).ok().and_then(|rel| rel.to_str()) {
             Some(rel) if rel.starts_with("folds/") => format!("LOSO fold {}", &rel["folds/".len()..]),
@@ -72,13 +82,10 @@ fn find_run(checkpoint: &Path) -> Result<(PathBuf, RunInfo, String)> {
     for run in dir.ancestors().take(3) {
         let run = if run.as_os_str().is_empty() { Path::new(".") } else { run };
         if run.join("run.json").is_file() {
-            return Ok((run.to_path_buf(), RunInfo::read(run)?, scope(dir, run)));
+            return Ok(Some((run.to_path_buf(), RunInfo::read(run)?, scope(dir, run))));
         }
     }
-    bail!(
-        "{} is not inside a training run (no run.json beside it or up to two levels above); export a model.safetensors written by `mer train`",
-        checkpoint.display()
-    )
+    Ok(None)
 }
 
 fn evaluation(run: &Path) -> Result<Option<Evaluation>> {
@@ -132,6 +139,17 @@ struct ExportData {
     digest: String,
     /// (id, input) of samples spread over the classes.
     samples: Vec<(String, Vec<f32>)>,
+    /// Where the samples come from, for the parity report.
+    samples_from: String,
+}
+
+/// (id, input) of up to [`REAL_SAMPLES`] samples of `data`, spread over its classes.
+fn spread_samples(data: &TrainData) -> Vec<(String, Vec<f32>)> {
+    let classes: Vec<usize> = data.labels.iter().map(|&l| l as usize).collect();
+    spread_over_classes(&classes, REAL_SAMPLES)
+        .into_iter()
+        .map(|i| (data.ids[i].clone(), Vec::<f32>::try_from(data.x.get(i as i64).flatten(0, -1)).expect("float samples")))
+        .collect()
 }
 
 impl ExportData {
@@ -157,11 +175,7 @@ impl ExportData {
                 (InputSpec { layout: arch.input_layout(), ..key.spec }, key.dataset)
             }
         };
-        let classes: Vec<usize> = data.labels.iter().map(|&l| l as usize).collect();
-        let samples = spread_over_classes(&classes, REAL_SAMPLES)
-            .into_iter()
-            .map(|i| (data.ids[i].clone(), Vec::<f32>::try_from(data.x.get(i as i64).flatten(0, -1)).expect("float samples")))
-            .collect();
+        let samples = spread_samples(&data);
         if data.source.digest != info.data.digest {
             bail!(
                 "{} holds other data (digest {}) than the run was trained on ({}); pass the right --data",
@@ -178,8 +192,56 @@ impl ExportData {
             dataset,
             digest: data.source.digest.clone(),
             samples,
+            samples_from: "the run's data".into(),
         })
     }
+
+    /// For weights trained elsewhere: the project's spec of `layout`, inputs marked external, and
+    /// samples of `data_dir` when given, which must hold exactly that spec's inputs.
+    fn imported(arch: Arch, layout: InputLayout, taxonomy: Taxonomy, data_dir: Option<&Path>) -> Result<ExportData> {
+        let spec = layout.spec();
+        let mut samples = Vec::new();
+        let mut samples_from = String::new();
+        if let Some(dir) = data_dir {
+            let key = read_key(dir).context("--data must be a directory written by `mer prepare`")?;
+            if key.spec != spec {
+                bail!(
+                    "{} holds inputs prepared with another input spec than the model's ({} differ: {}): prepare the parity data \
+                     with `mer prepare --input {}`, or pass the --input the weights were trained on",
+                    dir.display(),
+                    if key.spec.layout == layout { "its parameters" } else { "its layout and parameters" },
+                    spec_differences(&key.spec, &spec),
+                    layout.name()
+                );
+            }
+            let data = TrainData::load_for(arch, DataKind::Prepared, dir)?;
+            samples = spread_samples(&data);
+            samples_from = format!("the prepared {} data in {}", key.dataset, dir.display());
+        }
+        Ok(ExportData {
+            spec,
+            inputs: InputProvenance::External,
+            shape: arch.input_shape(),
+            taxonomy: taxonomy.name().to_string(),
+            dataset: "imported (trained elsewhere; not recorded)".into(),
+            digest: "unknown".into(),
+            samples,
+            samples_from,
+        })
+    }
+}
+
+/// The fields in which two input specs differ, as `field: a ≠ b`.
+fn spec_differences(a: &InputSpec, b: &InputSpec) -> String {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) = (serde_json::to_value(a), serde_json::to_value(b)) else {
+        return format!("{a:?} ≠ {b:?}");
+    };
+    let fields: Vec<String> = a
+        .iter()
+        .filter(|(k, v)| b.get(*k) != Some(*v))
+        .map(|(k, v)| format!("{k}: {v} ≠ {}", b.get(k).map_or("absent".to_string(), |w| w.to_string())))
+        .collect();
+    fields.join(", ")
 }
 
 /// The ONNX file of `model`'s inference graph: input [`INPUT_NAME`] (N, C, H, W) with a
@@ -204,60 +266,210 @@ pub fn graph_bytes(
     onnx_graph::encode(&graph.into_model((INPUT_NAME, &input_dims), (&logits, &output_dims), metadata))
 }
 
-/// Builds, checks and returns the export of `opts.checkpoint` (nothing is written).
-pub fn export(opts: &ExportOptions) -> Result<Exported> {
-    let (run, info, scope) = find_run(&opts.checkpoint)?;
-    let arch = info.config.arch()?;
-    let data_dir = opts.data.clone().unwrap_or_else(|| PathBuf::from(&info.data.path));
-    let data = ExportData::load(arch, &info, &data_dir)?;
+/// What the manifest says about where the weights came from, and how to rebuild their model.
+struct Source {
+    arch: Arch,
+    /// The architecture's name as the manifest and the default version spell it.
+    arch_name: String,
+    model_config: SkdConfig,
+    architecture_options: String,
+    classes: Vec<String>,
+    data: ExportData,
+    training: TrainingSummary,
+}
 
-    let model_config = SkdConfig { classes: info.classes.len() as i64, amp: info.config.amp, ablation: info.config.ablation };
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = Network::new(&vs.root(), arch, model_config);
-    load_weights(&mut vs, &opts.checkpoint)?;
-
-    let shape = data.shape;
-    let bare = inference_graph(&model, shape, info.classes.len(), vec![]);
-    let version = opts.version.clone().unwrap_or_else(|| {
-        let digest = Sha256::digest(&bare);
-        format!("{}-{}", info.config.arch, mer_shared::manifest::hex(&digest[..6]))
-    });
-
-    let probe_input = Probe::input(opts.probe_seed, PROBE_BATCH, shape);
-    let probe = Probe::new(opts.probe_seed, PROBE_BATCH, shape, tch_logits(&model, &probe_input, PROBE_BATCH, shape));
-    let evaluation = match &opts.evaluation {
-        Some(dir) => Some(evaluation(dir)?.with_context(|| format!("{} has no results.json", dir.display()))?),
-        None => evaluation(&run)?,
-    };
-    let run_name = run.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT,
-        architecture: info.config.arch.clone(),
-        architecture_options: match arch {
-            Arch::SkdTstsan | Arch::SkdTstsanFlow => format!("amp {}, ablated: {}", info.config.amp, info.config.ablation),
-            Arch::Htnet => "official configuration: patch 7, dim 256, heads 3, blocks 2/2/10; fixed fallback landmarks".into(),
-            Arch::Am3fFlowNet => format!("reconstruction R1 (not the authors' design), logit adjustment tau {}", info.config.loss.tau),
-        },
-        version,
-        classes: info.classes.clone(),
-        taxonomy: data.taxonomy.clone(),
-        input: data.spec.clone(),
-        preprocessing_version: PREPROCESSING_VERSION,
-        inputs: data.inputs,
-        training: TrainingSummary {
+impl Source {
+    /// A checkpoint of a `mer train` run: everything comes from the run; `--classes` and
+    /// `--input`, when given, must be the run's.
+    fn run(opts: &ExportOptions, run: &Path, info: &RunInfo, scope: String) -> Result<Source> {
+        let arch = info.config.arch()?;
+        let here = || format!("{} belongs to the training run {}", opts.checkpoint.display(), run.display());
+        if let Some(taxonomy) = opts.classes
+            && taxonomy.name() != info.data.taxonomy
+        {
+            bail!(
+                "--classes {taxonomy}: {}, whose classes are {} ({}); leave --classes out inside a run (it takes the run's)",
+                here(),
+                info.data.taxonomy,
+                info.classes.join(", ")
+            );
+        }
+        if let Some(layout) = opts.input
+            && layout != arch.input_layout()
+        {
+            bail!(
+                "--input {}: {}, whose {arch} model reads {} inputs; leave --input out inside a run (it takes the run's)",
+                layout.name(),
+                here(),
+                arch.input_layout().name()
+            );
+        }
+        let data_dir = opts.data.clone().unwrap_or_else(|| PathBuf::from(&info.data.path));
+        let data = ExportData::load(arch, info, &data_dir)?;
+        let evaluation = match &opts.evaluation {
+            Some(dir) => Some(evaluation(dir)?.with_context(|| format!("{} has no results.json", dir.display()))?),
+            None => evaluation(run)?,
+        };
+        let run_name = run.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        let training = TrainingSummary {
             run: run_name.unwrap_or_else(|| run.display().to_string()),
-            checkpoint: opts.checkpoint.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            checkpoint: file_name(&opts.checkpoint),
             dataset: data.dataset.clone(),
             data_digest: data.digest.clone(),
             samples: info.samples,
             scope,
             config: serde_json::to_value(&info.config)?,
             evaluation,
-        },
+            weights: WeightsOrigin::MerTrain,
+        };
+        Ok(Source {
+            arch,
+            arch_name: info.config.arch.clone(),
+            model_config: SkdConfig { classes: info.classes.len() as i64, amp: info.config.amp, ablation: info.config.ablation },
+            architecture_options: match arch {
+                Arch::SkdTstsan | Arch::SkdTstsanFlow => format!("amp {}, ablated: {}", info.config.amp, info.config.ablation),
+                Arch::Htnet => "official configuration: patch 7, dim 256, heads 3, blocks 2/2/10; fixed fallback landmarks".into(),
+                Arch::Am3fFlowNet => format!("reconstruction R1 (not the authors' design), logit adjustment tau {}", info.config.loss.tau),
+            },
+            classes: info.classes.clone(),
+            data,
+            training,
+        })
+    }
+
+    /// Weights trained elsewhere: only SKD-TSTSAN's can be imported (`mer import-pytorch`), in
+    /// the official configuration, so those are what the checkpoint must hold.
+    fn imported(opts: &ExportOptions, taxonomy: Taxonomy, weights: &[(String, Tensor)]) -> Result<Source> {
+        let arch = Arch::SkdTstsan;
+        let reads = arch.input_layout();
+        let layout = opts.input.unwrap_or(reads);
+        if layout != reads {
+            bail!(
+                "--input {}: {} is not inside a training run, so it is read as imported {arch} weights (the only architecture \
+                 `mer import-pytorch` reads), and {arch} reads {} inputs; pass --input {} or leave --input out",
+                layout.name(),
+                opts.checkpoint.display(),
+                reads.name(),
+                reads.name()
+            );
+        }
+        let classes = taxonomy.classes();
+        match weights.iter().find(|(name, _)| name == CLASSIFIER_WEIGHT) {
+            Some((_, t)) if t.size().first() != Some(&(classes.len() as i64)) => bail!(
+                "--classes {taxonomy} names {} classes, but the classifier of {} ({CLASSIFIER_WEIGHT} {:?}) has {}: pass the \
+                 taxonomy the weights were trained with",
+                classes.len(),
+                opts.checkpoint.display(),
+                t.size(),
+                t.size().first().map_or("none".to_string(), |k| k.to_string())
+            ),
+            Some(_) => {}
+            None => bail!(
+                "{} has no {CLASSIFIER_WEIGHT}: a checkpoint outside a training run must hold {arch} weights as \
+                 `mer import-pytorch` writes them",
+                opts.checkpoint.display()
+            ),
+        }
+        let bytes = std::fs::read(&opts.checkpoint).with_context(|| format!("reading {}", opts.checkpoint.display()))?;
+        let data = ExportData::imported(arch, layout, taxonomy, opts.data.as_deref())?;
+        let evaluation = match &opts.evaluation {
+            Some(dir) => Some(evaluation(dir)?.with_context(|| format!("{} has no results.json", dir.display()))?),
+            None => None,
+        };
+        let training = TrainingSummary {
+            run: "imported".into(),
+            checkpoint: file_name(&opts.checkpoint),
+            dataset: data.dataset.clone(),
+            data_digest: data.digest.clone(),
+            samples: 0,
+            scope: "imported".into(),
+            config: serde_json::Value::Null,
+            evaluation,
+            weights: WeightsOrigin::Imported {
+                checkpoint: file_name(&opts.checkpoint),
+                sha256: mer_shared::manifest::hex(&Sha256::digest(&bytes)),
+            },
+        };
+        Ok(Source {
+            arch,
+            arch_name: arch.name().to_string(),
+            model_config: SkdConfig::new(classes.len() as i64),
+            architecture_options: "official configuration (amp 2, no ablation); weights imported".into(),
+            classes: classes.iter().map(|c| c.to_string()).collect(),
+            data,
+            training,
+        })
+    }
+}
+
+/// The main classifier's weight in SKD-TSTSAN's state dict: its rows are the classes.
+const CLASSIFIER_WEIGHT: &str = "fc2.weight";
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Builds, checks and returns the export of `opts.checkpoint` (nothing is written).
+pub fn export(opts: &ExportOptions) -> Result<Exported> {
+    let (source, weights) = match find_run(&opts.checkpoint)? {
+        Some((run, info, scope)) => (Source::run(opts, &run, &info, scope)?, read_tensors(&opts.checkpoint)?),
+        None => {
+            let Some(taxonomy) = opts.classes else {
+                bail!(
+                    "{} is not inside a training run (no run.json beside it or up to two levels above): export a model.safetensors \
+                     written by `mer train` from its run, or, for weights trained elsewhere (e.g. written by `mer import-pytorch`), \
+                     pass --classes TAXONOMY (e.g. casme2-5)",
+                    opts.checkpoint.display()
+                )
+            };
+            let weights = read_tensors(&opts.checkpoint).context(
+                "a checkpoint outside a training run must be a safetensors file: convert a PyTorch state dict with \
+                 `mer import-pytorch --classes K STATE_DICT -o CKPT.safetensors` first",
+            )?;
+            (Source::imported(opts, taxonomy, &weights)?, weights)
+        }
+    };
+    let Source { arch, arch_name, model_config, architecture_options, classes, data, training } = source;
+
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let model = Network::new(&vs.root(), arch, model_config);
+    let loaded = copy_into(&mut vs, &weights, |_| true, &opts.checkpoint);
+    if matches!(training.weights, WeightsOrigin::Imported { .. }) {
+        loaded.with_context(|| {
+            format!(
+                "{} is not inside a training run, so it is read as {arch} weights in the official configuration, as \
+                 `mer import-pytorch` writes them",
+                opts.checkpoint.display()
+            )
+        })?;
+    } else {
+        loaded?;
+    }
+
+    let shape = data.shape;
+    let bare = inference_graph(&model, shape, classes.len(), vec![]);
+    let version = opts.version.clone().unwrap_or_else(|| {
+        let digest = Sha256::digest(&bare);
+        format!("{arch_name}-{}", mer_shared::manifest::hex(&digest[..6]))
+    });
+
+    let probe_input = Probe::input(opts.probe_seed, PROBE_BATCH, shape);
+    let probe = Probe::new(opts.probe_seed, PROBE_BATCH, shape, tch_logits(&model, &probe_input, PROBE_BATCH, shape));
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        architecture: arch_name,
+        architecture_options,
+        version,
+        classes,
+        taxonomy: data.taxonomy.clone(),
+        input: data.spec.clone(),
+        preprocessing_version: PREPROCESSING_VERSION,
+        inputs: data.inputs,
+        training,
         probe,
     };
     manifest.validate()?;
-    let onnx = inference_graph(&model, shape, info.classes.len(), vec![(ONNX_METADATA_KEY.to_string(), manifest.to_json())]);
+    let onnx = inference_graph(&model, shape, manifest.classes.len(), vec![(ONNX_METADATA_KEY.to_string(), manifest.to_json())]);
     let checks = check_parity(&model, &onnx, &manifest, &data)?;
     Ok(Exported { manifest, onnx, checks })
 }
@@ -283,7 +495,7 @@ fn check_parity(model: &Network, onnx: &[u8], manifest: &Manifest, data: &Export
         let expected = tch_logits(model, &input, data.samples.len(), shape);
         let got = tract.run(&input, data.samples.len())?;
         checks.push(ParityCheck {
-            what: format!("{} samples of the run's data ({first} …)", data.samples.len()),
+            what: format!("{} samples of {} ({first} …)", data.samples.len(), data.samples_from),
             agreement: LogitAgreement::between(&expected, &got),
         });
     }
