@@ -274,7 +274,8 @@ pub fn check_compatible(manifest: &Manifest, allow_foreign_inputs: bool) -> Resu
     }
     match manifest.inputs.foreign_reason() {
         Some(why) if !allow_foreign_inputs => Err(Error::Model(format!(
-            "model {} is refused: {why}; to run it anyway, with every event marked, set allow_foreign_inputs = true under [model]",
+            "model {} is refused: {why}; to run it anyway, with every event marked, set allow_foreign_inputs = true under [model] \
+             (merd classify-clip: --allow-foreign-inputs)",
             manifest.version
         ))),
         _ => Ok(()),

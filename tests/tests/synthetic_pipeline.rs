@@ -2,8 +2,8 @@
 //! figures of the synthetic task.
 
 use mer_host::learnability::probe;
-use mer_shared::image::load_gray;
-use mer_shared::input::{InputSpec, build_input};
+use mer_shared::frames::FrameFolder;
+use mer_shared::input::{InputSpec, KeyFrames, model_input};
 use mer_shared::labels::Taxonomy;
 use mer_shared::synth::casme2::{Casme2Options, write_casme2};
 
@@ -15,8 +15,9 @@ fn casme2_layout_becomes_model_inputs() {
     let spec = InputSpec::skd_tstsan();
     for s in &samples {
         Taxonomy::Casme2Five.map(s.emotion.name()).unwrap();
-        let frame = |f| load_gray(&s.frame_path(dir.path(), f)).unwrap();
-        let t = build_input(&spec, &frame(s.onset_frame), &frame(s.apex_frame), &frame(s.offset_frame), 1).unwrap();
+        let folder = FrameFolder::open(s.frame_path(dir.path(), s.onset_frame).parent().unwrap()).unwrap();
+        let keys = KeyFrames::new(s.onset_frame as i64, s.apex_frame as i64, s.offset_frame as i64).unwrap();
+        let t = model_input(&spec, &folder, None, keys, 1).unwrap();
         assert_eq!(t.shape(), [38, 48, 48]);
         assert!(t.data.iter().all(|v| v.is_finite() && (0.0..=1.0).contains(v)));
         // both flow maps carry motion (not a constant map)
