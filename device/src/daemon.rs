@@ -101,7 +101,7 @@ pub struct PipelineSwitch {
 impl ModelSwitch for PipelineSwitch {
     fn switch(&self, classifier: Classifier) {
         let version = classifier.manifest().version.clone();
-        if self.models.send(classifier).is_ok() {
+        if self.models.send(classifier) {
             update(&self.status, |s| {
                 s.model_version = version;
                 s.model_path = self.store_dir.clone();

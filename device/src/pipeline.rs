@@ -9,7 +9,7 @@
 //! training input of the same frames and box.
 
 use std::collections::VecDeque;
-use std::sync::mpsc::{Receiver, SendError, Sender, SyncSender, channel, sync_channel};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -404,9 +404,10 @@ pub struct ModelChannel {
 }
 
 impl ModelChannel {
-    pub fn send(&self, classifier: Classifier) -> Result<(), SendError<Classifier>> {
+    /// False when the pipeline has finished and takes no more models.
+    pub fn send(&self, classifier: Classifier) -> bool {
         *self.crop_spec.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(classifier.manifest().input.clone());
-        self.models.send(classifier)
+        self.models.send(classifier).is_ok()
     }
 
     fn crop_spec(&self) -> Arc<InputSpec> {

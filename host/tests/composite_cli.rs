@@ -120,7 +120,7 @@ fn mismatched_architectures_and_options_are_refused() {
     let data = composite(dir.path());
     let run = dir.path().join("run");
     let e = err(&train(&data, &run, "skd-tstsan", &["--iters", "1"]));
-    assert!(e.contains("skd-tstsan takes samples of shape [38, 48, 48]") && e.contains("[3, 28, 28]"), "{e}");
+    assert!(e.contains("skd-tstsan reads skd-tstsan inputs (38×48×48)") && e.contains("flow-strain28 inputs") && e.contains("no face frames"), "{e}");
     assert!(err(&train(&data, &run, "alexnet", &[])).contains("use one of skd-tstsan, skd-tstsan-flow, htnet, am3f-flownet"));
     assert!(err(&train(&data, &run, "skd-tstsan-flow", &["--ablate", "eca"])).contains("no ECA"));
     assert!(err(&train(&data, &run, "am3f-flownet", &["--ablate", "mag"])).contains("has none of them"));

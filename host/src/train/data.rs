@@ -135,11 +135,15 @@ impl TrainData {
         }
         if !(arch == Arch::Htnet && layout == InputLayout::FlowStrain28) {
             let hint = match (kind, wanted) {
+                (DataKind::Composite, InputLayout::SkdTstsan38) => {
+                    "the composite set has no face frames: train on a `mer prepare --input skd-tstsan` cache (--dataset prepared)".to_string()
+                }
                 (_, InputLayout::SkdTstsan38) => format!("prepare it with `mer prepare --input {}`", wanted.name()),
                 (DataKind::Prepared, _) => format!("prepare it with `mer prepare --input {}` (or --arch {arch})", wanted.name()),
                 (DataKind::Composite, _) => "use --dataset composite with the composite flow images".to_string(),
             };
-            bail!("{arch} reads {} inputs; {} holds {} inputs: {hint}", wanted.name(), path.display(), layout.name());
+            let [c, h, w] = arch.input_shape();
+            bail!("{arch} reads {} inputs ({c}×{h}×{w}); {} holds {} inputs: {hint}", wanted.name(), path.display(), layout.name());
         }
         let per = data.x.size()[1..].iter().product::<i64>() as usize;
         let values = Vec::<f32>::try_from(data.x.flatten(0, -1))?;
