@@ -178,8 +178,9 @@ fn main() -> Result<()> {
                 } else {
                     let p = e.classes.iter().position(|c| *c == e.label).and_then(|i| e.probabilities.get(i)).copied().unwrap_or(f32::NAN);
                     println!(
-                        "{}  onset {:.3} s  apex {:.3} s  offset {:.3} s  {:<12} p {:.2}  {:?}  model {}  {:.0} ms",
-                        utc(e.wall_time_ms), e.onset_s, e.apex_s, e.offset_s, e.label, p, e.source, e.model_version, e.latency.total_ms
+                        "{}  onset {:.3} s  apex {:.3} s  offset {:.3} s  {:<12} p {:.2}  {:?}  model {}  {:.0} ms{}",
+                        utc(e.wall_time_ms), e.onset_s, e.apex_s, e.offset_s, e.label, p, e.source, e.model_version, e.latency.total_ms,
+                        if e.foreign_inputs { "  (model trained on foreign inputs)" } else { "" }
                     );
                 }
             }
@@ -248,8 +249,9 @@ fn open_log(config: LogConfig) -> Result<EventLog> {
 fn print_event(e: &Event) {
     let p = e.classes.iter().position(|c| *c == e.label).and_then(|i| e.probabilities.get(i)).copied().unwrap_or(f32::NAN);
     println!(
-        "{:>8.3} s  onset {:.3}  offset {:.3}  {:<11} p {:.2}  {:?}  (spot {:.0} + flows {:.0} + inference {:.0} ms; {:.0} ms after the offset frame)",
-        e.apex_s, e.onset_s, e.offset_s, e.label, p, e.source, e.latency.spotting_ms, e.latency.preprocess_ms, e.latency.inference_ms, e.latency.total_ms
+        "{:>8.3} s  onset {:.3}  offset {:.3}  {:<11} p {:.2}  {:?}  (spot {:.0} + flows {:.0} + inference {:.0} ms; {:.0} ms after the offset frame){}",
+        e.apex_s, e.onset_s, e.offset_s, e.label, p, e.source, e.latency.spotting_ms, e.latency.preprocess_ms, e.latency.inference_ms, e.latency.total_ms,
+        if e.foreign_inputs { "  (model trained on foreign inputs)" } else { "" }
     );
 }
 

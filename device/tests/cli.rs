@@ -69,7 +69,8 @@ fn event(i: u32) -> Event {
         probabilities: vec![0.3, 0.7],
         model_version: "skd-tstsan-synthetic-1".into(),
         latency: LatencyBreakdown { spotting_ms: 300.0, preprocess_ms: 20.0, inference_ms: 30.0, total_ms: 55.0 },
-        foreign_inputs: false,
+        // Every third event comes from a model trained on inputs the device cannot reproduce.
+        foreign_inputs: i % 3 == 2,
     }
 }
 
@@ -87,6 +88,8 @@ fn events_exports_every_complete_record() {
     let table = ok(&merd(&["events", "--log", s(&log_dir)]));
     assert_eq!(table.lines().count(), 5);
     assert!(table.starts_with("2026-11-18T11:06:40") && table.contains("surprise") && table.contains("p 0.70"), "{table}");
+    let marked: Vec<bool> = table.lines().map(|l| l.ends_with("(model trained on foreign inputs)")).collect();
+    assert_eq!(marked, [false, false, true, false, false], "{table}");
 
     // A torn tail is reported, and the records before it still come out.
     let last = std::fs::read_dir(&log_dir).unwrap().flatten().map(|e| e.path()).max().unwrap();
