@@ -140,7 +140,12 @@ fn prepare_classify_clip_and_the_live_pipeline_compute_one_input() {
     let root = dir.path().join("casme2");
     let clips = casme2_clips(&root);
     let keys = mer_shared::input::KeyFrames::new(KEYS.0, KEYS.1, KEYS.2).unwrap();
-    for (layout, arch) in [(InputLayout::SkdTstsan38, Arch::SkdTstsan), (InputLayout::FlowStrain28, Arch::Am3fFlowNet), (InputLayout::HtnetMosaic28, Arch::Htnet)] {
+    for (layout, arch) in [
+        (InputLayout::SkdTstsan38, Arch::SkdTstsan),
+        (InputLayout::FlowStrain28, Arch::Am3fFlowNet),
+        (InputLayout::FlowStrain28, Arch::SkdTstsanFlow),
+        (InputLayout::HtnetMosaic28, Arch::Htnet),
+    ] {
         let cache = dir.path().join(format!("cache-{}", layout.name()));
         let summary = prepare(&PrepareOptions {
             dataset: DatasetKind::Casme2,
@@ -154,19 +159,19 @@ fn prepare_classify_clip_and_the_live_pipeline_compute_one_input() {
         })
         .unwrap();
         assert_eq!((summary.samples, summary.failed.len()), (4, 0), "{}", summary.describe());
+        // HTNet, AM3F-FlowNet and the flow-only SKD-TSTSAN all train and export from the raw-frame cache.
 
-        // Every architecture trains and exports from the raw-frame cache.
         let data = TrainData::load_for(arch, DataKind::Prepared, &cache).unwrap();
         let config = TrainConfig { arch: arch.name().into(), iters: 1, batch: 4, ..TrainConfig::default() };
-        let run = dir.path().join(format!("run-{}", layout.name()));
+        let run = dir.path().join(format!("run-{arch}"));
         let checkpoint = train_all(&data, &config, &run, tch::Device::Cpu).unwrap();
-        let onnx = dir.path().join(format!("{}.onnx", layout.name()));
+        let onnx = dir.path().join(format!("{arch}.onnx"));
         let exported = export_to_file(&ExportOptions {
             checkpoint,
             out: onnx.clone(),
             data: None,
             evaluation: None,
-            version: Some(format!("one-input-{}", layout.name())),
+            version: Some(format!("one-input-{arch}")),
             probe_seed: 7,
             classes: None,
             input: None,
@@ -186,12 +191,12 @@ fn prepare_classify_clip_and_the_live_pipeline_compute_one_input() {
             let host = classifier.classify(prepared, 1).unwrap();
 
             let device = classify_clip(&classifier, clip, keys, Some(FACE), 1).unwrap();
-            assert_eq!(device.input_sha256, meta.input_sha256, "{layout:?} {}: classify-clip computed another input", meta.id);
-            assert_eq!(device.result.logits, host.logits, "{layout:?} {}", meta.id);
+            assert_eq!(device.input_sha256, meta.input_sha256, "{arch} {}: classify-clip computed another input", meta.id);
+            assert_eq!(device.result.logits, host.logits, "{arch} {}", meta.id);
             assert_eq!(device.face, [FACE.x, FACE.y, FACE.width, FACE.height]);
 
             let live = pipeline_probabilities(load(), clip);
-            assert_eq!(live, host.probabilities[0], "{layout:?} {}: the live pipeline computed another input", meta.id);
+            assert_eq!(live, host.probabilities[0], "{arch} {}: the live pipeline computed another input", meta.id);
         }
     }
 }

@@ -127,6 +127,8 @@ mod tests {
             ],
         );
         let d = load(DatasetKind::Casme2, root, None, Taxonomy::Casme2Five).unwrap();
+        // The same tree through `mer prepare`, in every input layout.
+        crate::prepare::pipeline::assert_prepares_in_every_layout(DatasetKind::Casme2, root, Taxonomy::Casme2Five);
         assert_eq!(d.annotations.as_deref(), Some(root.join("CASME2-coding-20140508.xlsx").as_path()));
         let ids: Vec<&str> = d.samples.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(ids, ["sub01_EP02_01f", "sub01_EP03_02", "sub17_EP05_03"]);

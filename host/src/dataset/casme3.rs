@@ -146,6 +146,8 @@ mod tests {
         write_xlsx(&root.join("part_A/annotation/cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx"), &[("label", rows)]);
 
         let d = load(DatasetKind::Casme3, root, None, Taxonomy::Casme3Seven).unwrap();
+        // The same tree through `mer prepare`, in every input layout.
+        crate::prepare::pipeline::assert_prepares_in_every_layout(DatasetKind::Casme3, root, Taxonomy::Casme3Seven);
         let got: Vec<(&str, &str, usize)> =
             d.samples.iter().map(|s| (s.id.as_str(), s.subject.as_str(), s.class)).collect();
         assert_eq!(got, [("spNO.1_a_30", "spNO.1", 1), ("spNO.1_a_80", "spNO.1", 3), ("spNO.10_b_20", "spNO.10", 4)]);

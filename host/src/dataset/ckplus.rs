@@ -150,6 +150,8 @@ mod tests {
         std::fs::create_dir_all(root.join("Emotion/S010/004")).unwrap();
 
         let d = load(DatasetKind::CkPlus, root, None, Taxonomy::CkPlusSeven).unwrap();
+        // The same tree through `mer prepare`, in every input layout.
+        crate::prepare::pipeline::assert_prepares_in_every_layout(DatasetKind::CkPlus, root, Taxonomy::CkPlusSeven);
         assert_eq!(d.annotations.as_deref(), Some(root.join("Emotion").as_path()));
         let got: Vec<(&str, &str, usize)> =
             d.samples.iter().map(|s| (s.id.as_str(), s.subject.as_str(), s.class)).collect();

@@ -131,6 +131,8 @@ mod tests {
         write_xlsx(&base.join("MMEW_Micro_Exp.xlsx"), &[("Sheet1", rows)]);
 
         let d = load(DatasetKind::Mmew, dir.path(), None, Taxonomy::MmewSix).unwrap();
+        // The same tree through `mer prepare`, in every input layout.
+        crate::prepare::pipeline::assert_prepares_in_every_layout(DatasetKind::Mmew, dir.path(), Taxonomy::MmewSix);
         let got: Vec<(&str, &str, usize)> =
             d.samples.iter().map(|s| (s.id.as_str(), s.subject.as_str(), s.class)).collect();
         assert_eq!(got, [("S01-05-001", "S01", 0), ("S02-01-004", "S02", 5), ("S13-07-001", "S13", 2)]);

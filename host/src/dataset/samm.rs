@@ -161,6 +161,8 @@ mod tests {
             ],
         );
         let d = load(DatasetKind::Samm, root, None, Taxonomy::SammThree).unwrap();
+        // The same tree through `mer prepare`, in every input layout.
+        crate::prepare::pipeline::assert_prepares_in_every_layout(DatasetKind::Samm, root, Taxonomy::SammThree);
         let got: Vec<(&str, &str, usize)> =
             d.samples.iter().map(|s| (s.id.as_str(), s.subject.as_str(), s.class)).collect();
         assert_eq!(got, [("006_1_2", "006", 0), ("011_2_3", "011", 1), ("028_4_1", "028", 0)]);

@@ -199,3 +199,32 @@ impl PrepareSummary {
         s
     }
 }
+
+/// Prepares the dataset at `root` (whole frames) in every input layout and checks that every clip
+/// became a sample whose recorded hash is its tensor's: the loaders' own test trees run through
+/// the one preprocessing path.
+#[cfg(test)]
+pub(crate) fn assert_prepares_in_every_layout(kind: DatasetKind, root: &Path, taxonomy: Taxonomy) {
+    use mer_shared::input::InputLayout;
+    let expected = load(kind, root, None, taxonomy).unwrap().samples.len();
+    for (_, layout) in InputLayout::NAMES {
+        let out = tempfile::tempdir().unwrap();
+        let opts = PrepareOptions {
+            dataset: kind,
+            root: root.to_path_buf(),
+            annotations: None,
+            taxonomy,
+            out: out.path().to_path_buf(),
+            crop: CropMode::None,
+            detector: DetectorSettings::default(),
+            spec: layout.spec(),
+        };
+        let summary = prepare(&opts).unwrap();
+        assert!(summary.failed.is_empty() && summary.samples == expected, "{kind} {layout:?}: {}", summary.describe());
+        let set = super::PreparedSet::load(out.path()).unwrap();
+        assert_eq!(set.shape, [layout.spec().channels, layout.spec().height, layout.spec().width]);
+        for (i, sample) in set.samples.iter().enumerate() {
+            assert_eq!(sample.input_sha256, mer_shared::manifest::f32_digest(set.tensor(i)), "{kind} {}", sample.id);
+        }
+    }
+}
