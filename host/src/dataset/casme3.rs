@@ -38,8 +38,8 @@ pub(super) const LAYOUT: &str = "part_A/data/part_A/spNO.1/a/color/<n>.jpg and \
      part_A/annotation/cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx";
 
 const SHEET_NAMES: &[&str] = &["cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx"];
-const SHEET_DIRS: &[&str] = &["", "annotation", "part_A/annotation", "part_A"];
-const FRAME_DIRS: &[&str] = &[
+pub(super) const SHEET_DIRS: &[&str] = &["", "annotation", "part_A/annotation", "part_A"];
+pub(super) const FRAME_DIRS: &[&str] = &[
     "part_A/data/part_A",
     "part_A/data/part_A_split/part_A",
     "part_A/data/Compressed_version1_seperate_compress",
@@ -97,7 +97,7 @@ pub(super) fn load(root: &Path, annotations: Option<&Path>, taxonomy: Taxonomy) 
 }
 
 /// "spNO.1" as written; a bare number n becomes "spNO.n".
-fn subject_name(cell: &Cell) -> Option<String> {
+pub(super) fn subject_name(cell: &Cell) -> Option<String> {
     match cell.integer() {
         Some(n) if n >= 0 => Some(format!("spNO.{n}")),
         Some(_) => None,

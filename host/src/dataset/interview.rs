@@ -89,7 +89,7 @@ pub(super) fn load(root: &Path, annotations: Option<&Path>, taxonomy: Taxonomy) 
 }
 
 /// The clip's name: its folder's name (resolved when the path ends in "." or "..").
-fn clip_name(dir: &Path) -> Result<String> {
+pub(super) fn clip_name(dir: &Path) -> Result<String> {
     let name = match dir.file_name() {
         Some(name) => name.to_os_string(),
         None => dir

@@ -7,6 +7,10 @@
 //! rules (see `keyframes`) and every repair and every left-out row is reported, so a run's inputs
 //! can be audited. Anything that cannot be repaired sensibly (a clip folder that is not there, an
 //! unknown label, a missing column) is an error that names the file, the row and the path.
+//!
+//! [`long_video`] reads whole recordings instead (CAS(ME)^2, SAMM Long Videos, CAS(ME)^3 part A,
+//! interview clips) with every micro- and macro-expression interval marked in them, for
+//! spotting evaluation.
 
 mod annotated;
 mod casme2;
@@ -16,6 +20,7 @@ mod ckplus;
 mod frames;
 mod interview;
 mod keyframes;
+pub mod long_video;
 mod mmew;
 mod samm;
 mod sheet;
@@ -280,6 +285,18 @@ pub fn load(kind: DatasetKind, root: &Path, annotations: Option<&Path>, taxonomy
     Ok(loaded.finish())
 }
 
+/// What a loader's messages say about the kind of dataset it reads: its name (Display) and the
+/// layout its root must hold. Implemented by [`DatasetKind`] and [`long_video::LongVideoKind`].
+trait Layout: fmt::Display + Copy {
+    fn layout(self) -> &'static str;
+}
+
+impl Layout for DatasetKind {
+    fn layout(self) -> &'static str {
+        DatasetKind::layout(self)
+    }
+}
+
 /// Replaces characters that are unsafe in file names with '_'.
 fn safe_id(raw: &str) -> String {
     raw.trim().chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect()
@@ -287,7 +304,7 @@ fn safe_id(raw: &str) -> String {
 
 /// The first of `candidates` (relative to `root`, "" = `root` itself) that is a folder,
 /// descending into a doubled `X/X`. The error says what was expected under `root`.
-fn locate_dir(root: &Path, candidates: &[&str], kind: DatasetKind, what: &str) -> Result<PathBuf> {
+fn locate_dir(root: &Path, candidates: &[&str], kind: impl Layout, what: &str) -> Result<PathBuf> {
     for c in candidates {
         let dir = if c.is_empty() { root.to_path_buf() } else { root.join(c) };
         if dir.is_dir() {
@@ -310,7 +327,7 @@ fn locate_sheet(
     given: Option<&Path>,
     dirs: &[&str],
     names: &[&str],
-    kind: DatasetKind,
+    kind: impl Layout,
 ) -> Result<PathBuf> {
     if let Some(path) = given {
         return Ok(path.to_path_buf());

@@ -166,6 +166,30 @@ impl Sheet {
     }
 }
 
+/// One worksheet read as it is, for sheets without a header row (CAS(ME)^2's coding sheet).
+#[derive(Debug, Clone)]
+pub(super) struct Worksheet {
+    /// The worksheet's name; `None` for a CSV file.
+    pub name: Option<String>,
+    /// Rows holding at least one non-blank cell, with their spreadsheet row numbers.
+    pub rows: Vec<SheetRow>,
+}
+
+/// Every worksheet of the file (a CSV file is one unnamed worksheet), in workbook order.
+pub(super) fn read_worksheets(path: &Path) -> Result<Vec<Worksheet>> {
+    Ok(read_tables(path)?
+        .into_iter()
+        .map(|(name, rows)| Worksheet {
+            name,
+            rows: rows
+                .into_iter()
+                .filter(|(_, cells)| cells.iter().any(|c| !c.is_blank()))
+                .map(|(number, cells)| SheetRow { number, cells })
+                .collect(),
+        })
+        .collect())
+}
+
 fn describe(column: Column) -> String {
     if column.0.len() == 1 {
         format!("{:?}", column.name())
@@ -355,6 +379,21 @@ mod tests {
         assert_eq!(sheet.rows[1].cell(1).text(), "multi\nline");
         assert_eq!(sheet.rows[1].cell(2), &Cell::Empty);
         assert!(parse_csv("a,\"b\n").is_err());
+    }
+
+    #[test]
+    fn worksheets_without_a_header_keep_every_row_and_its_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("book.xlsx");
+        let data = vec![vec![X::N(1.0), X::S("anger1_1")], vec![], vec![X::N(2.0), X::S("happy1_2")]];
+        write_xlsx(&path, &[("code", data), ("naming rule1", vec![vec![X::N(15.0), X::S("s15"), X::N(1.0)]])]);
+        let sheets = read_worksheets(&path).unwrap();
+        let names: Vec<Option<&str>> = sheets.iter().map(|s| s.name.as_deref()).collect();
+        assert_eq!(names, [Some("code"), Some("naming rule1")]);
+        let rows: Vec<(usize, String)> = sheets[0].rows.iter().map(|r| (r.number, r.cell(1).text())).collect();
+        assert_eq!(rows, [(1, "anger1_1".to_string()), (3, "happy1_2".to_string())]);
+        assert_eq!(sheets[1].rows[0].cell(2).integer(), Some(1));
+        assert_eq!(sheets[1].rows[0].cell(7), &Cell::Empty);
     }
 
     #[test]
