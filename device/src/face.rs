@@ -8,9 +8,46 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 
 use mer_shared::face::{DetectorSettings, FaceBox, FaceDetector};
 use mer_shared::{Error, GrayImage, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::pipeline::Roi;
+
+/// A face box in frame pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "[usize; 4]", into = "[usize; 4]")]
+pub struct Roi {
+    pub x: usize,
+    pub y: usize,
+    pub width: usize,
+    pub height: usize,
+}
+
+impl From<[usize; 4]> for Roi {
+    fn from([x, y, width, height]: [usize; 4]) -> Roi {
+        Roi { x, y, width, height }
+    }
+}
+
+impl From<Roi> for [usize; 4] {
+    fn from(r: Roi) -> [usize; 4] {
+        [r.x, r.y, r.width, r.height]
+    }
+}
+
+impl From<Roi> for FaceBox {
+    fn from(r: Roi) -> FaceBox {
+        FaceBox { x: r.x, y: r.y, width: r.width, height: r.height, score: 0.0 }
+    }
+}
+
+/// Where the face crops come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FaceSetting {
+    /// The same box in every frame.
+    Fixed(Roi),
+    /// The face detector, tracked through the stream; `in_line` for sources not paced in real
+    /// time (see [`InlineDetector`]).
+    Detect { tracker: TrackerSettings, in_line: bool },
+}
 
 /// `[face]` settings for a detected face.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -13,6 +13,7 @@ pub mod model_store;
 pub mod pipeline;
 pub mod push_server;
 pub mod source;
+pub mod spot_stream;
 pub mod spotting;
 
 #[cfg(test)]

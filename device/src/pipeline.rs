@@ -16,16 +16,18 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use mer_shared::classifier::Classifier;
 use mer_shared::event::{Event, EventSource, LatencyBreakdown};
-use mer_shared::image::{Interpolation, resize};
 use mer_shared::face::FaceBox;
 use mer_shared::input::{InputSpec, KeyFrames, face_crop, input_from_faces};
 use mer_shared::{Error, GrayImage, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::event_log::EventLog;
-use crate::face::{FaceState, FaceTracker, FaceView, TrackerSettings};
+pub use crate::face::{FaceSetting, Roi};
+use crate::face::FaceState;
 use crate::source::Frame;
-use crate::spotting::{Spotter, SpotterConfig};
+use crate::spot_stream::SpotStream;
+pub use crate::spot_stream::SPOTTING_SIDE;
+use crate::spotting::SpotterConfig;
 
 /// Where classified events go: the event log on a device, anything else in tests.
 pub trait EventSink: Send {
@@ -40,37 +42,6 @@ impl EventSink for EventLog {
 
     fn sync(&mut self) -> Result<()> {
         EventLog::sync(self)
-    }
-}
-
-/// Side of the face crops given to the spotter (area-averaged, whatever the model's crop).
-pub const SPOTTING_SIDE: usize = 128;
-
-/// A face box in frame pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "[usize; 4]", into = "[usize; 4]")]
-pub struct Roi {
-    pub x: usize,
-    pub y: usize,
-    pub width: usize,
-    pub height: usize,
-}
-
-impl From<[usize; 4]> for Roi {
-    fn from([x, y, width, height]: [usize; 4]) -> Roi {
-        Roi { x, y, width, height }
-    }
-}
-
-impl From<Roi> for [usize; 4] {
-    fn from(r: Roi) -> [usize; 4] {
-        [r.x, r.y, r.width, r.height]
-    }
-}
-
-impl From<Roi> for FaceBox {
-    fn from(r: Roi) -> FaceBox {
-        FaceBox { x: r.x, y: r.y, width: r.width, height: r.height, score: 0.0 }
     }
 }
 
@@ -145,22 +116,6 @@ pub struct PipelineConfig {
     pub max_queued: usize,
 }
 
-/// Where the face crops come from.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FaceSetting {
-    /// The same box in every frame.
-    Fixed(Roi),
-    /// The face detector, tracked through the stream; `in_line` for sources not paced in real
-    /// time (see [`crate::face::InlineDetector`]).
-    Detect { tracker: TrackerSettings, in_line: bool },
-}
-
-/// The face box of each frame, as configured.
-enum FaceBoxes {
-    Fixed(Roi),
-    Tracked(Box<FaceTracker>),
-}
-
 /// Counters for `merd status` and the end-of-run summary.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Stats {
@@ -196,13 +151,9 @@ pub struct WorkerReport {
 
 pub struct Pipeline {
     config: PipelineConfig,
-    face: FaceBoxes,
     ring: CropRing,
-    spotter: Spotter,
-    /// Ring sequence number of the spotter's first frame (it restarts after a long gap).
-    spotter_base: usize,
-    next_seq: usize,
-    last_index: Option<u64>,
+    /// Face box and spotter; its `seq` numbers are the ring's.
+    stream: SpotStream,
     jobs: Option<SyncSender<Box<Job>>>,
     /// Models pushed while running, taken by the worker before its next window.
     models: ModelChannel,
@@ -219,9 +170,9 @@ impl Pipeline {
         log: impl EventSink + 'static,
         events: std::sync::mpsc::Sender<Event>,
     ) -> Result<Pipeline> {
-        let spotter = Spotter::new(SpotterConfig { fps: config.fps, ..config.spotting.clone() })?;
+        let stream = SpotStream::new(config.fps, &config.face, &config.spotting)?;
         let capacity = (config.buffer_s * config.fps).ceil() as usize;
-        let needed = spotter.reach_back() + 1;
+        let needed = stream.reach_back() + 1;
         if capacity < needed {
             return Err(Error::InvalidArgument(format!(
                 "buffer.seconds {} holds {capacity} frames at {} fps; the spotter needs at least {needed} ({:.2} s)",
@@ -230,13 +181,6 @@ impl Pipeline {
                 needed as f32 / config.fps
             )));
         }
-        let face = match &config.face {
-            FaceSetting::Fixed(roi) if roi.width < 8 || roi.height < 8 => {
-                return Err(Error::InvalidArgument(format!("face box {roi:?} is too small")));
-            }
-            FaceSetting::Fixed(roi) => FaceBoxes::Fixed(*roi),
-            FaceSetting::Detect { tracker, in_line } => FaceBoxes::Tracked(Box::new(FaceTracker::detecting(tracker.clone(), *in_line)?)),
-        };
         let (tx, rx) = sync_channel(config.max_queued.max(1));
         let (models, new_models) = channel();
         let models = ModelChannel { models, crop_spec: Arc::new(Mutex::new(Arc::new(classifier.manifest().input.clone()))) };
@@ -246,12 +190,8 @@ impl Pipeline {
             .spawn(move || classify_jobs(rx, classifier, new_models, flow_threads, log, events))
             .map_err(|e| Error::InvalidArgument(format!("cannot start the classifier thread: {e}")))?;
         Ok(Pipeline {
-            face,
             ring: CropRing::new(capacity),
-            spotter,
-            spotter_base: 0,
-            next_seq: 0,
-            last_index: None,
+            stream,
             jobs: Some(tx),
             models,
             worker: Some(worker),
@@ -274,60 +214,23 @@ impl Pipeline {
     }
 
     pub fn face_state(&self) -> FaceState {
-        match &self.face {
-            FaceBoxes::Fixed(roi) => FaceState::Fixed(*roi),
-            FaceBoxes::Tracked(tracker) => tracker.state(),
-        }
-    }
-
-    /// The frames before this one are no reference for the ones after it (the camera was gone,
-    /// the face box moved): spotting starts afresh.
-    fn restart_spotting(&mut self) -> Result<()> {
-        self.spotter = Spotter::new(self.spotter.config().clone())?;
-        self.spotter_base = self.next_seq;
-        Ok(())
+        self.stream.face_state()
     }
 
     /// Takes one frame: crop, ring, spotter, and a classification job when a window is spotted.
     pub fn push(&mut self, frame: &Frame) -> Result<()> {
-        let (fw, fh) = (frame.image.width(), frame.image.height());
-        let view = match &mut self.face {
-            FaceBoxes::Fixed(roi) => {
-                if roi.x + roi.width > fw || roi.y + roi.height > fh {
-                    return Err(Error::InvalidArgument(format!("face box {roi:?} lies outside the {fw}×{fh} frame")));
-                }
-                FaceView { roi: Some(*roi), moved: false }
-            }
-            FaceBoxes::Tracked(tracker) => tracker.observe(&frame.image, frame.timestamp),
-        };
-        if let Some(last) = self.last_index {
-            let missed = frame.index.saturating_sub(last + 1);
-            self.stats.dropped_frames += missed;
-            if missed as usize > self.spotter.reach_back() {
-                eprintln!("merd: {missed} frames missing; spotting starts again");
-                self.restart_spotting()?;
-            }
-        }
-        self.last_index = Some(frame.index);
-        self.stats.frames += 1;
-        let Some(Roi { x, y, width, height }) = view.roi else {
-            self.stats.faceless_frames += 1;
-            return Ok(());
-        };
-        if view.moved && self.next_seq > self.spotter_base {
-            self.restart_spotting()?;
-        }
+        let seen = self.stream.push(frame)?;
+        let counts = self.stream.counts();
+        (self.stats.frames, self.stats.dropped_frames, self.stats.faceless_frames) = (counts.frames, counts.dropped_frames, counts.faceless_frames);
+        let (Some(roi), Some(seq)) = (seen.roi, seen.seq) else { return Ok(()) };
         let arrived = Instant::now();
         let wall_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let spec = self.models.crop_spec();
-        let face = face_crop(&spec, &frame.image, Some(&FaceBox::from(Roi { x, y, width, height })))?;
-        let spot = self.spotter.push(&resize(&frame.image.crop(x, y, width, height)?, SPOTTING_SIDE, SPOTTING_SIDE, Interpolation::Area));
-        self.ring.push(Crop { seq: self.next_seq, frame: frame.index, timestamp: frame.timestamp, arrived, wall_ms, image: face, spec });
-        self.next_seq += 1;
-        if let Some(spot) = spot {
+        let face = face_crop(&spec, &frame.image, Some(&FaceBox::from(roi)))?;
+        self.ring.push(Crop { seq, frame: frame.index, timestamp: frame.timestamp, arrived, wall_ms, image: face, spec });
+        if let Some(spot) = seen.spot {
             self.stats.spotted += 1;
-            let base = self.spotter_base;
-            self.submit(EventSource::Spotted, base + spot.onset, base + spot.apex, base + spot.offset);
+            self.submit(EventSource::Spotted, spot.onset, spot.apex, spot.offset);
         }
         Ok(())
     }
@@ -339,7 +242,7 @@ impl Pipeline {
     pub fn trigger(&mut self, window_s: f32) -> bool {
         let Some(newest) = self.ring.newest().map(|c| c.seq) else { return false };
         let span = ((window_s * self.config.fps).round() as usize).clamp(2, self.ring.len().saturating_sub(1).max(2));
-        let span = span.min(newest.saturating_sub(self.spotter_base));
+        let span = span.min(newest.saturating_sub(self.stream.spotting_base()));
         if span < 2 {
             return false;
         }
@@ -362,7 +265,7 @@ impl Pipeline {
         let (Some(onset), Some(apex), Some(offset)) = (seq_of(keys.onset), seq_of(keys.apex), seq_of(keys.offset)) else {
             return false;
         };
-        if onset < self.spotter_base {
+        if onset < self.stream.spotting_base() {
             return false;
         }
         self.stats.triggered += 1;

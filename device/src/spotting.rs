@@ -132,8 +132,19 @@ pub struct Spot {
     pub offset: usize,
 }
 
+/// The spotter's verdict on one frame: its contrast and the threshold it was held against
+/// (what a timeline plots).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Decision {
+    pub frame: usize,
+    pub contrast: f32,
+    pub threshold: f32,
+}
+
 pub struct Spotter {
     config: SpotterConfig,
+    /// The decision made by the last push, if any.
+    decision: Option<Decision>,
     k: usize,
     lbp_bins: [u8; 256],
     /// Unsmoothed features of the last `smooth_frames` frames.
@@ -200,6 +211,7 @@ impl Spotter {
         let k = config.half_interval();
         Ok(Spotter {
             config,
+            decision: None,
             k,
             lbp_bins: uniform_lbp_bins(),
             recent: VecDeque::new(),
@@ -220,6 +232,11 @@ impl Spotter {
 
     pub fn config(&self) -> &SpotterConfig {
         &self.config
+    }
+
+    /// The frame decided about by the last push (frames are numbered from this spotter's first).
+    pub fn last_decision(&self) -> Option<Decision> {
+        self.decision
     }
 
     /// The reduced crop divided by its mean (illumination flicker), laid out block by block;
@@ -378,6 +395,7 @@ impl Spotter {
     /// Takes the next face crop (every crop the same size) and reports an apex found 3k frames
     /// back, if any.
     pub fn push(&mut self, face: &GrayImage) -> Option<Spot> {
+        self.decision = None;
         let k = self.k;
         let features = self.smoothed_features(face);
         self.features.push_back(features);
@@ -416,6 +434,7 @@ impl Spotter {
         let is_peak = neighbourhood.clone().all(|v| v <= value);
         let (median, spread) = robust_spread(self.contrasts.iter().map(|&(_, v)| v));
         let threshold = median + self.config.threshold_z * spread;
+        self.decision = Some(Decision { frame, contrast: value, threshold });
         let apart = self.last_apex.is_none_or(|last| frame > last + 2 * k);
         if is_peak && value > threshold && apart && frame >= k {
             self.last_apex = Some(frame);

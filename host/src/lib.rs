@@ -10,6 +10,7 @@ pub mod import;
 pub mod learnability;
 pub mod metrics;
 pub mod model;
+pub mod photo_clips;
 pub mod plots;
 pub mod prepare;
 pub mod progress;

@@ -27,6 +27,8 @@ use mer_shared::flow::{Tvl1Params, read_flo, save_colour_png, tvl1_flow, write_f
 use mer_shared::image::load_gray;
 use mer_shared::synth::casme2::{Casme2Options, write_casme2};
 use mer_shared::synth::interview::{InterviewOptions, write_interview};
+use mer_shared::synth::photo::PhotoClipOptions;
+use mer_host::photo_clips::write_photo_clips;
 
 #[derive(Parser)]
 #[command(name = "mer", version, about = "Micro-expression recognition: data, flow, training and export on the host")]
@@ -466,6 +468,24 @@ enum Synth {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Interview clips made from real face photographs (one per photo, people in turn), with
+    /// micro-expressions, blinks, head motion, changing light and noise at known times: each
+    /// clip a folder of frames + truth.json, read by `--dataset interview`.
+    Faces {
+        /// Folder of tight face crops, e.g. ../shared/data/faces-casme2 (person = file name up to the first '_').
+        #[arg(long)]
+        photos: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 24)]
+        clips: usize,
+        #[arg(long, default_value_t = 12.0)]
+        seconds: f32,
+        #[arg(long, default_value_t = 100.0)]
+        fps: f32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// A long interview clip with micro-expressions at known times (frames + truth.json).
     Interview {
         #[arg(long)]
@@ -510,6 +530,14 @@ fn main() -> Result<()> {
             let truth = write_interview(&out, &opts, &|| pb.inc(1))?;
             pb.finish();
             println!("wrote {} frames with {} micro-expressions and {} blinks to {}", truth.frames, truth.events.len(), truth.blinks.len(), out.display());
+        }
+        Command::Synth(Synth::Faces { photos, out, clips, seconds, fps, seed }) => {
+            let opts = PhotoClipOptions { seconds, fps, seed, ..PhotoClipOptions::default() };
+            let pb = bar(clips as u64 * (seconds * fps).round() as u64, "frames");
+            let set = write_photo_clips(&photos, &out, clips, &opts, &|| pb.inc(1))?;
+            pb.finish();
+            let events: usize = set.clips.iter().map(|c| c.events.len()).sum();
+            println!("wrote {} clips of {} people with {events} micro-expressions to {}", set.clips.len(), set.people, out.display());
         }
         Command::Flow { from, to, out, threads, png } => {
             let (a, b) = (load_gray(&from)?, load_gray(&to)?);

@@ -8,6 +8,7 @@
 pub mod casme2;
 mod face;
 pub mod interview;
+pub mod photo;
 mod motion;
 mod scene;
 

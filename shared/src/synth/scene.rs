@@ -55,6 +55,11 @@ impl Event {
         }
     }
 
+    /// The displacement field at the apex, in face units.
+    pub(crate) fn deformation(&self) -> &Deformation {
+        &self.deformation
+    }
+
     /// Expression strength in [0, 1]: raised-cosine rise to the apex and fall to the offset.
     pub fn strength(&self, t: f32) -> f32 {
         let (on, ap, off) = (self.onset as f32, self.apex as f32, self.offset as f32);
