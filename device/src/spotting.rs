@@ -44,8 +44,11 @@ pub struct SpotterConfig {
     /// a micro-expression.
     pub smooth_s: f32,
     /// Rows of the face crop (fractions of its height) left out, to ignore blinks; `null` keeps
-    /// every row.
+    /// every row. With `locate_eyes` only the band's height is used.
     pub ignore_band: Option<(f32, f32)>,
+    /// Centre the ignored band on the eyes, found in the first face crop after each start of
+    /// spotting (see [`locate_eyes`]); where none are found, `ignore_band` is used as written.
+    pub locate_eyes: bool,
     /// A peak must exceed the median contrast of the window by this many robust standard
     /// deviations (1.4826 · median absolute deviation).
     pub threshold_z: f32,
@@ -63,8 +66,10 @@ pub struct SpotterConfig {
 pub enum SpotFeature {
     /// Uniform-LBP histograms per block, χ² distance: the published method.
     Lbp,
-    /// Intensities divided by the crop's mean, mean squared difference per block. On synthetic
-    /// interviews it finds more expressions with fewer false alarms than LBP (docs/BENCHMARKS.md).
+    /// Each block's intensities about their mean, over the crop's contrast (unchanged by the
+    /// light's level and exposure); mean squared difference per block. On real-face and
+    /// synthetic interview clips it finds more expressions with fewer false alarms than LBP
+    /// (docs/RESULTS.md).
     Intensity,
 }
 
@@ -84,7 +89,8 @@ impl SpotterConfig {
             grid: 4,
             feature: SpotFeature::Intensity,
             smooth_s: 0.03,
-            ignore_band: Some((0.33, 0.47)),
+            ignore_band: Some((0.3, 0.5)),
+            locate_eyes: true,
             threshold_z: 6.0,
             window_s: 10.0,
             boundary_level: 0.3,
@@ -143,6 +149,8 @@ pub struct Decision {
 
 pub struct Spotter {
     config: SpotterConfig,
+    /// The rows left out, fixed by the first crop.
+    band: Option<Option<(f32, f32)>>,
     /// The decision made by the last push, if any.
     decision: Option<Decision>,
     k: usize,
@@ -191,6 +199,37 @@ fn robust_spread(values: impl Iterator<Item = f32>) -> (f32, f32) {
     (median, 1.4826 * mad)
 }
 
+/// The height of the eyes in an upright face crop, as a fraction of its height: the darkest band
+/// of rows (against the rows around it) in the crop's left and right thirds between 20 % and
+/// 52 % of its height — or, when another dark band lies up to 15 % below that one, the lower:
+/// brows are dark too, and they sit above the eyes. None when the crop shows no such band.
+pub fn locate_eyes(face: &GrayImage) -> Option<f32> {
+    let (w, h) = (face.width(), face.height());
+    let columns: Vec<usize> = (w * 12 / 100..w * 42 / 100).chain(w * 58 / 100..w * 88 / 100).collect();
+    if columns.is_empty() || h < 10 {
+        return None;
+    }
+    let profile: Vec<f32> = (0..h).map(|y| columns.iter().map(|&x| face.get(x, y)).sum::<f32>() / columns.len() as f32).collect();
+    // Each row against the mean of the rows within a tenth of the height (edges repeated).
+    let r = (h / 10).max(2) as isize;
+    let darkness: Vec<f32> = (0..h as isize)
+        .map(|y| {
+            let around: f32 = (-r..=r).map(|d| profile[(y + d).clamp(0, h as isize - 1) as usize]).sum::<f32>() / (2 * r + 1) as f32;
+            profile[y as usize] - around
+        })
+        .collect();
+    let mut minima: Vec<usize> = (h * 20 / 100..h * 52 / 100)
+        .filter(|&y| y > 0 && darkness[y] < 0.0 && darkness[y] <= darkness[y - 1] && darkness[y] <= darkness[y + 1])
+        .collect();
+    minima.sort_by(|&a, &b| darkness[a].total_cmp(&darkness[b]));
+    let darkest = *minima.first()?;
+    let row = match minima.get(1) {
+        Some(&next) if next > darkest && (next - darkest) as f32 <= 0.15 * h as f32 && darkness[next] < 0.1 * darkness[darkest] => next,
+        _ => darkest,
+    };
+    Some((row as f32 + 0.5) / h as f32)
+}
+
 /// χ² distance between two normalised histograms.
 fn chi_square(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
@@ -211,6 +250,7 @@ impl Spotter {
         let k = config.half_interval();
         Ok(Spotter {
             config,
+            band: None,
             decision: None,
             k,
             lbp_bins: uniform_lbp_bins(),
@@ -239,21 +279,38 @@ impl Spotter {
         self.decision
     }
 
-    /// The reduced crop divided by its mean (illumination flicker), laid out block by block;
-    /// ignored rows are zero in every frame.
+    /// The reduced crop's texture, laid out block by block: each block's intensities minus
+    /// the block's mean, all divided by their root mean square over the crop. A change of light
+    /// level (added) or of exposure (multiplied) leaves it unchanged, and so does a gradient of
+    /// light across a block to first order; ignored rows are zero in every frame.
     fn intensity_features(&self, face: &GrayImage, ignored: impl Fn(usize) -> bool) -> Vec<f32> {
         let (side, g) = (self.config.side, self.config.grid);
         let b = side / g;
-        let kept = || {
-            (0..side)
-                .filter(|&y| !ignored(y))
-                .flat_map(|y| (0..side).map(move |x| (x, y)))
-        };
-        let (sum, n) = kept().fold((0.0, 0.0), |(s, n), (x, y)| (s + face.get(x, y), n + 1.0));
-        let mean = if sum > 0.0 { sum / n } else { 1.0 };
         let mut out = vec![0f32; side * side];
-        for (x, y) in kept() {
-            out[((y / b) * g + x / b) * b * b + (y % b) * b + x % b] = face.get(x, y) / mean;
+        let mut kept = vec![false; side * side];
+        for y in (0..side).filter(|&y| !ignored(y)) {
+            for x in 0..side {
+                let i = ((y / b) * g + x / b) * b * b + (y % b) * b + x % b;
+                out[i] = face.get(x, y);
+                kept[i] = true;
+            }
+        }
+        let mut energy = 0.0;
+        for (block, kept) in out.chunks_mut(b * b).zip(kept.chunks(b * b)) {
+            let n = kept.iter().filter(|&&k| k).count();
+            if n == 0 {
+                continue;
+            }
+            let mean = block.iter().zip(kept).filter(|(_, k)| **k).map(|(v, _)| v).sum::<f32>() / n as f32;
+            for (v, _) in block.iter_mut().zip(kept).filter(|(_, k)| **k) {
+                *v -= mean;
+                energy += *v * *v;
+            }
+        }
+        let n = kept.iter().filter(|&&k| k).count().max(1);
+        let rms = (energy / n as f32).sqrt();
+        if rms > 1e-6 {
+            out.iter_mut().for_each(|v| *v /= rms);
         }
         out
     }
@@ -277,11 +334,8 @@ impl Spotter {
             resize(face, side, side, Interpolation::Area)
         };
         let (w, h, g) = (side, side, self.config.grid);
-        let ignored = |y: usize| {
-            self.config
-                .ignore_band
-                .is_some_and(|(a, b)| (a * h as f32..b * h as f32).contains(&(y as f32)))
-        };
+        let band = self.band.flatten();
+        let ignored = |y: usize| band.is_some_and(|(a, b)| (a * h as f32..b * h as f32).contains(&(y as f32)));
         if self.config.feature == SpotFeature::Intensity {
             return self.intensity_features(&face, ignored);
         }
@@ -321,6 +375,15 @@ impl Spotter {
 
     /// The mean of the features of the last `smooth_frames` crops, `face` being the newest.
     fn smoothed_features(&mut self, face: &GrayImage) -> Vec<f32> {
+        if self.band.is_none() {
+            let configured = self.config.ignore_band;
+            let located = configured.filter(|_| self.config.locate_eyes).and_then(|(a, b)| {
+                let side = self.config.side;
+                let row = locate_eyes(&resize(face, side, side, Interpolation::Area))?;
+                Some((row - (b - a) / 2.0, row + (b - a) / 2.0))
+            });
+            self.band = Some(located.or(configured));
+        }
         self.recent.push_back(self.features(face));
         if self.recent.len() > self.config.smooth_frames() {
             self.recent.pop_front();
@@ -365,10 +428,21 @@ impl Spotter {
         if self.config.boundary_level <= 0.0 || self.features.len() < 6 * k + 1 {
             return fixed;
         }
-        let baseline = &self.features[0];
-        // Both distances grow with the square of a small motion; their root is about linear in
-        // the expression's strength, which is what the boundary level is a fraction of.
-        let raw: Vec<f32> = self.features.iter().map(|f| self.distance(f, baseline).sqrt()).collect();
+        // Each frame is compared with the straight line between the frames 3k before and 3k
+        // after the peak, so a slow change of light or pose over the window is not taken for
+        // the expression. The distance grows with the square of a small motion; its root is
+        // about linear in the expression's strength, which is what the level is a fraction of.
+        let (first, last) = (&self.features[0], &self.features[6 * k]);
+        let raw: Vec<f32> = self
+            .features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let w = i as f32 / (6 * k) as f32;
+                let line: Vec<f32> = first.iter().zip(last).map(|(a, b)| a + w * (b - a)).collect();
+                self.distance(f, &line).sqrt()
+            })
+            .collect();
         // A box filter over ±k/4 frames, so one noisy frame neither ends an interval early nor
         // becomes its apex.
         let r = k / 4;
@@ -378,9 +452,11 @@ impl Spotter {
                 raw[lo..=hi].iter().sum::<f32>() / (hi - lo + 1) as f32
             })
             .collect();
-        // Frames p − 3k + 1 ..= p − 2k: before the expression, so distance there is noise.
-        let mut before: Vec<f32> = d[1..=k].to_vec();
-        let noise = *before.select_nth_unstable_by(k / 2, f32::total_cmp).1;
+        // Frames p − 3k + 1 ..= p − 2k and p + 2k ..< p + 3k: outside the expression, so the
+        // distance there is noise.
+        let mut outside: Vec<f32> = d[1..=k].iter().chain(&d[5 * k..6 * k]).copied().collect();
+        let middle = outside.len() / 2;
+        let noise = *outside.select_nth_unstable_by(middle, f32::total_cmp).1;
         let apex = (2 * k..=4 * k).max_by(|&a, &b| d[a].total_cmp(&d[b])).unwrap_or(3 * k);
         let level = noise + self.config.boundary_level * (d[apex] - noise);
         let onset = (1..apex).rev().find(|&t| d[t] <= level).map_or(1, |t| t + 1);
