@@ -89,6 +89,16 @@ pub struct FaceConfig {
 }
 
 impl FaceConfig {
+    /// What the file alone can tell is wrong: a fixed box and detection settings together, or
+    /// unusable detection settings.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        match (&self.roi, &self.detect) {
+            (Some(_), Some(_)) => Err("give either face.roi (a fixed box) or [face.detect] (detection), not both".into()),
+            (None, Some(detect)) => detect.validate().map_err(|e| format!("face.detect: {e}")),
+            _ => Ok(()),
+        }
+    }
+
     /// Detection runs in line for a source that is not paced in real time.
     pub fn setting(&self, realtime_source: bool) -> FaceSetting {
         match self.roi {
@@ -220,11 +230,7 @@ impl DaemonConfig {
         if let SourceConfig::Camera(camera) = &self.source {
             camera.validate().map_err(|e| e.to_string())?;
         }
-        match (&self.face.roi, &self.face.detect) {
-            (Some(_), Some(_)) => return Err("give either face.roi (a fixed box) or [face.detect] (detection), not both".into()),
-            (None, Some(detect)) => detect.validate().map_err(|e| format!("face.detect: {e}"))?,
-            _ => {}
-        }
+        self.face.check()?;
         if self.model.threads == 0 {
             return Err("model.threads must be at least 1".into());
         }

@@ -50,7 +50,7 @@ pub enum FaceSetting {
 }
 
 /// `[face]` settings for a detected face.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrackerSettings {
     /// Seconds between detector runs.

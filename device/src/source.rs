@@ -60,8 +60,10 @@ impl ReplaySource {
 impl FrameSource for ReplaySource {
     fn next_frame(&mut self) -> Result<Option<Frame>> {
         let Some((number, path)) = self.files.get(self.next) else { return Ok(None) };
-        let image = load_gray(path)?;
+        // Past the file before decoding it: a frame that cannot be read is reported once and the
+        // replay goes on with the next, rather than failing on the same file for ever.
         self.next += 1;
+        let image = load_gray(path)?;
         Ok(Some(Frame { index: *number as u64, timestamp: *number as f64 / self.fps, image }))
     }
 }
@@ -202,6 +204,12 @@ mod tests {
         std::fs::write(dir.path().join("000000.jpg"), b"truncated").unwrap();
         let mut src = ReplaySource::open(dir.path(), 30.0).unwrap();
         assert!(src.next_frame().unwrap_err().to_string().contains("000000.jpg"));
+        assert!(src.next_frame().unwrap().is_none(), "a broken frame is passed, not read again");
+        // Between good frames, the replay goes on after it.
+        save_gray_png(&GrayImage::filled(4, 4, 0.5), &dir.path().join("000001.png")).unwrap();
+        let mut src = ReplaySource::open(dir.path(), 30.0).unwrap();
+        assert!(src.next_frame().is_err());
+        assert_eq!(src.next_frame().unwrap().unwrap().index, 1);
         assert!(ReplaySource::open(dir.path(), 0.0).is_err());
     }
 

@@ -546,21 +546,29 @@ pub fn iou(a: (usize, usize), b: (usize, usize)) -> f64 {
 }
 
 pub fn score(spotted: &[(usize, usize)], truth: &[(usize, usize)]) -> SpotScore {
-    let mut matched = vec![false; truth.len()];
-    let mut tp = 0;
-    for &s in spotted {
-        let best = (0..truth.len())
-            .filter(|&j| !matched[j])
-            .map(|j| (j, iou(s, truth[j])))
-            .max_by(|a, b| a.1.total_cmp(&b.1));
-        if let Some((j, overlap)) = best
-            && overlap >= 0.5
-        {
-            matched[j] = true;
-            tp += 1;
-        }
-    }
+    let tp = match_spots(spotted, truth).iter().flatten().count();
     SpotScore::from_counts(tp, spotted.len() - tp, truth.len() - tp)
+}
+
+/// The matching behind [`score`]: for each spotted interval, in order, the index of the true
+/// interval it was matched to (the not yet matched one it overlaps most, if the IoU is at least
+/// 0.5), or None for a false positive.
+pub fn match_spots(spotted: &[(usize, usize)], truth: &[(usize, usize)]) -> Vec<Option<usize>> {
+    let mut matched = vec![false; truth.len()];
+    spotted
+        .iter()
+        .map(|&s| {
+            let best = (0..truth.len())
+                .filter(|&j| !matched[j])
+                .map(|j| (j, iou(s, truth[j])))
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            let (j, overlap) = best?;
+            (overlap >= 0.5).then(|| {
+                matched[j] = true;
+                j
+            })
+        })
+        .collect()
 }
 
 impl SpotScore {
@@ -665,6 +673,11 @@ mod tests {
         // One true interval matches one spot only.
         let s = score(&[(0, 9), (1, 9)], &[(0, 9)]);
         assert_eq!((s.true_positives, s.false_positives), (1, 1));
+        assert_eq!(match_spots(&[(0, 9), (1, 9)], &[(0, 9)]), [Some(0), None]);
+        assert_eq!(
+            match_spots(&[(0, 9), (100, 110), (200, 210)], &[(300, 320), (2, 10)]),
+            [Some(1), None, None]
+        );
     }
 
     /// Seeds 1-4 were used to choose the defaults; these clips were not looked at before.

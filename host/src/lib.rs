@@ -14,5 +14,7 @@ pub mod photo_clips;
 pub mod plots;
 pub mod prepare;
 pub mod progress;
+pub mod spot_eval;
+pub mod spot_timeline;
 pub mod torch_info;
 pub mod train;

@@ -6,6 +6,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use mer_host::import::official::import_skd_tstsan;
 use mer_host::dataset::DatasetKind;
+use mer_host::dataset::long_video::LongVideoKind;
+use mer_host::spot_eval::{SpotEval, SpotEvalOptions};
 use mer_host::export::{ExportOptions, export_to_file};
 use mer_shared::bundle::{Bundle, SecretKey, read_public_key, read_secret_key, write_public_key, write_secret_key};
 use mer_shared::classifier::{Classifier, Origin, Trust, classify_file};
@@ -114,6 +116,32 @@ enum Command {
         /// few where the face detector finds no face.
         #[arg(long)]
         allow_failed: bool,
+    },
+    /// Spotting evaluation on long videos (MEGC protocol) with the device's own spotting: each
+    /// video replayed through merd's frame source, face box and spotter; scores overall, micro
+    /// and macro, OUT/results.json and a timeline picture per video.
+    SpotEval {
+        /// casme2-lv, samm-lv, casme3-lv or interview.
+        #[arg(long)]
+        dataset: LongVideoKind,
+        /// The dataset's root folder, as distributed (interview: `mer synth interview` or
+        /// `mer synth faces` output).
+        #[arg(long)]
+        root: PathBuf,
+        /// The annotation sheet (default: looked up under --root by its distributed name; interview
+        /// takes none).
+        #[arg(long)]
+        annotations: Option<PathBuf>,
+        /// A merd.toml whose [spotting] and [face] tables are used (other tables are ignored);
+        /// default: merd's defaults, the face detected.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Output folder (default: out/spot-eval/<dataset>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Videos evaluated at once (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Train and evaluate with leave-one-subject-out (or one shard of it with --fold i/n).
     Train(TrainArgs),
@@ -582,6 +610,20 @@ fn main() -> Result<()> {
                 );
             }
             println!("wrote {}", out.display());
+        }
+        Command::SpotEval { dataset, root, annotations, config, out, threads } => {
+            let out = out.unwrap_or_else(|| PathBuf::from("out/spot-eval").join(dataset.name()));
+            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let eval = SpotEval::new(SpotEvalOptions { kind: dataset, root, annotations, config, out, threads })?;
+            print!("{}", eval.set().summary());
+            let pb = bar(eval.total_frames(), "frames");
+            let report = eval.run(&|n| pb.inc(n))?;
+            pb.finish();
+            print!("{}", report.table());
+            if !report.failed.is_empty() {
+                let (failed, all) = (report.failed.len(), eval.set().videos.len());
+                bail!("{failed} of {all} videos failed (listed above and in {})", report.results_path().display());
+            }
         }
         Command::Train(args) => {
             let device = resolve_device(&args.device)?;

@@ -27,7 +27,7 @@ const DEFAULT_FONTS: &[&str] = &[
 ];
 
 /// The family every text style here asks for; the loaded font is registered under it.
-const FAMILY: &str = "sans-serif";
+pub(crate) const FAMILY: &str = "sans-serif";
 
 // ------------------------------------------------------------------------------------------------
 // Font loading
@@ -67,7 +67,7 @@ fn looks_like_font(bytes: &[u8]) -> bool {
 
 /// Registers the font once per process and tells whether text can be drawn. Problems are
 /// reported once on stderr, not per chart.
-fn text_enabled() -> bool {
+pub(crate) fn text_enabled() -> bool {
     static READY: OnceLock<bool> = OnceLock::new();
     *READY.get_or_init(|| {
         let override_path = std::env::var_os(FONT_ENV).filter(|v| !v.is_empty()).map(PathBuf::from);
@@ -242,7 +242,7 @@ impl HMetrics {
 }
 
 /// Text width and height in pixels; zero when text is off, so layouts collapse to the margins.
-fn text_size(text: &str, px: f64, enabled: bool) -> (i32, i32) {
+pub(crate) fn text_size(text: &str, px: f64, enabled: bool) -> (i32, i32) {
     if !enabled || text.is_empty() {
         return (0, 0);
     }
@@ -256,7 +256,7 @@ fn text_size(text: &str, px: f64, enabled: bool) -> (i32, i32) {
 /// Shortens `text` with an ellipsis until it fits in `max_w` pixels, so a long class name cannot
 /// push the matrix off the canvas. Widths grow with the prefix length, so a binary search finds
 /// the longest prefix that fits.
-fn fit_text(text: &str, px: f64, max_w: i32, enabled: bool) -> String {
+pub(crate) fn fit_text(text: &str, px: f64, max_w: i32, enabled: bool) -> String {
     if text_size(text, px, enabled).0 <= max_w {
         return text.to_string();
     }
@@ -272,7 +272,7 @@ fn fit_text(text: &str, px: f64, max_w: i32, enabled: bool) -> String {
 
 /// Vertical placement of a line of text relative to its anchor, in the text's own frame.
 #[derive(Debug, Clone, Copy)]
-enum VAlign {
+pub(crate) enum VAlign {
     /// Digits and capitals centred on the anchor.
     Middle,
     /// Top of the capitals on the anchor.
@@ -290,7 +290,7 @@ const CAP: f64 = 0.63;
 /// which leaves `VPos::Center` text visibly high; anchoring at the top and shifting by the cap
 /// height centres digits and capitals where they belong.
 #[allow(clippy::too_many_arguments)]
-fn put_text<DB: DrawingBackend>(
+pub(crate) fn put_text<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     text: &str,
     px: f64,
@@ -351,14 +351,14 @@ fn even_px(px: f64) -> f64 {
     (px / 2.0).round() * 2.0
 }
 
-fn ensure_png_path(path: &Path) -> Result<()> {
+pub(crate) fn ensure_png_path(path: &Path) -> Result<()> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     ensure!(ext.eq_ignore_ascii_case("png"), "{}: plot files must end in .png", path.display());
     Ok(())
 }
 
 /// Turns a plotters error (which borrows nothing) into an anyhow error with the file name.
-fn draw_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> anyhow::Error + '_ {
+pub(crate) fn draw_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> anyhow::Error + '_ {
     move |e| anyhow!("drawing {}: {e}", path.display())
 }
 
@@ -386,10 +386,10 @@ fn ink_for(bg: RGBColor) -> RGBColor {
     if luma < 140.0 { WHITE } else { BLACK }
 }
 
-const PAD: i32 = 16;
-const TITLE_PX: f64 = 22.0;
-const LABEL_PX: f64 = 14.0;
-const DESC_PX: f64 = 16.0;
+pub(crate) const PAD: i32 = 16;
+pub(crate) const TITLE_PX: f64 = 22.0;
+pub(crate) const LABEL_PX: f64 = 14.0;
+pub(crate) const DESC_PX: f64 = 16.0;
 const TICK_PX: f64 = 12.0;
 /// Longest class-name label before it is shortened with an ellipsis.
 const MAX_LABEL_W: i32 = 240;
@@ -736,7 +736,7 @@ fn finite_runs(points: &[(f64, f64)]) -> Vec<Vec<(f64, f64)>> {
 
 /// Data range widened by `frac` on both sides; a degenerate range (one point, a flat line) is
 /// opened up so it still has an extent to draw in.
-fn padded(lo: f64, hi: f64, frac: f64) -> (f64, f64) {
+pub(crate) fn padded(lo: f64, hi: f64, frac: f64) -> (f64, f64) {
     if hi > lo {
         let p = (hi - lo) * frac;
         (lo - p, hi + p)
@@ -890,7 +890,7 @@ fn series_color(i: usize) -> RGBColor {
 
 /// Axis numbers without trailing zeros ("20000", "0.35"), in scientific notation only when
 /// very large or small; plotters' default prints "20000.0".
-fn tick_label(v: &f64) -> String {
+pub(crate) fn tick_label(v: &f64) -> String {
     let v = *v;
     if v == 0.0 {
         return "0".to_string();

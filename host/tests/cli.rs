@@ -41,3 +41,41 @@ fn bad_input_fails_with_the_file_named() {
     let out = mer(&["flow-image", "/no/such.flo", "-o", "/tmp/never.png"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("/no/such.flo"));
 }
+
+#[test]
+fn spot_eval_scores_interview_clips_and_names_a_broken_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let clips = dir.path().join("clips");
+    for (name, seed) in [("one", "2"), ("two", "5")] {
+        ok(&mer(&["synth", "interview", "--out", s(&clips.join(name)), "--seconds", "3", "--fps", "50", "--seed", seed]));
+    }
+    let truth: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(clips.join("one/truth.json")).unwrap()).unwrap();
+    let config = dir.path().join("merd.toml");
+    std::fs::write(&config, format!("[face]\nroi = {}\n[model]\npath = \"unused.merb\"\n", truth["face_box"])).unwrap();
+    let out = dir.path().join("eval");
+    let run = |threads: &str| {
+        mer(&["spot-eval", "--dataset", "interview", "--root", s(&clips), "--config", s(&config), "--out", s(&out), "--threads", threads])
+    };
+
+    let e = err(&run("0"));
+    assert!(e.contains("--threads"), "{e}");
+    assert!(!out.exists(), "nothing written for a run refused");
+
+    let stdout = ok(&run("2"));
+    assert!(stdout.contains("2 videos evaluated, 0 failed") && stdout.contains("overall") && stdout.contains("macro"), "{stdout}");
+    assert!(out.join("timelines/one.png").is_file() && out.join("timelines/two.png").is_file());
+    let results = std::fs::read_to_string(out.join("results.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&results).unwrap();
+    assert_eq!(json["videos"].as_array().unwrap().len(), 2);
+
+    std::fs::write(clips.join("two/frames/000050.jpg"), b"garbage").unwrap();
+    let failed = run("1");
+    let e = err(&failed);
+    assert!(e.contains("1 of 2 videos failed"), "{e}");
+    let stdout = String::from_utf8_lossy(&failed.stdout);
+    assert!(stdout.contains("FAILED two:") && stdout.contains("000050.jpg"), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(json["failed"][0]["id"], "two");
+    assert_eq!(json["videos"][0]["id"], "one");
+    assert!(!out.join("timelines/two.png").exists(), "the failed video's old timeline is gone");
+}
