@@ -200,16 +200,23 @@ fn robust_spread(values: impl Iterator<Item = f32>) -> (f32, f32) {
 }
 
 /// The height of the eyes in an upright face crop, as a fraction of its height: the darkest band
-/// of rows (against the rows around it) in the crop's left and right thirds between 20 % and
-/// 52 % of its height — or, when another dark band lies up to 15 % below that one, the lower:
-/// brows are dark too, and they sit above the eyes. None when the crop shows no such band.
+/// of rows (against the rows around it) between 20 % and 52 % of the crop's height, each row
+/// measured by its darkest pixels (the 10th percentile) in the crop's left and right thirds, so
+/// that small dark pupils count as much as long brows — or, when another dark band lies up to
+/// 15 % below that one, the lower: brows are dark too, and they sit above the eyes. None when the
+/// crop shows no such band.
 pub fn locate_eyes(face: &GrayImage) -> Option<f32> {
     let (w, h) = (face.width(), face.height());
-    let columns: Vec<usize> = (w * 12 / 100..w * 42 / 100).chain(w * 58 / 100..w * 88 / 100).collect();
-    if columns.is_empty() || h < 10 {
+    let sides = [w * 12 / 100..w * 42 / 100, w * 58 / 100..w * 88 / 100];
+    if sides.iter().any(|s| s.is_empty()) || h < 10 {
         return None;
     }
-    let profile: Vec<f32> = (0..h).map(|y| columns.iter().map(|&x| face.get(x, y)).sum::<f32>() / columns.len() as f32).collect();
+    let darkest_tenth = |y: usize, columns: &std::ops::Range<usize>| {
+        let mut v: Vec<f32> = columns.clone().map(|x| face.get(x, y)).collect();
+        let at = v.len() / 10;
+        *v.select_nth_unstable_by(at, f32::total_cmp).1
+    };
+    let profile: Vec<f32> = (0..h).map(|y| sides.iter().map(|s| darkest_tenth(y, s)).sum::<f32>() / 2.0).collect();
     // Each row against the mean of the rows within a tenth of the height (edges repeated).
     let r = (h / 10).max(2) as isize;
     let darkness: Vec<f32> = (0..h as isize)
@@ -454,11 +461,13 @@ impl Spotter {
             .collect();
         // Frames p − 3k + 1 ..= p − 2k and p + 2k ..< p + 3k: outside the expression, so the
         // distance there is noise.
-        let mut outside: Vec<f32> = d[1..=k].iter().chain(&d[5 * k..6 * k]).copied().collect();
-        let middle = outside.len() / 2;
-        let noise = *outside.select_nth_unstable_by(middle, f32::total_cmp).1;
+        let outside: Vec<f32> = d[1..=k].iter().chain(&d[5 * k..6 * k]).copied().collect();
+        let (noise, spread) = robust_spread(outside.iter().copied());
         let apex = (2 * k..=4 * k).max_by(|&a, &b| d[a].total_cmp(&d[b])).unwrap_or(3 * k);
-        let level = noise + self.config.boundary_level * (d[apex] - noise);
+        // For a weak expression that fraction lies within the noise, which would stretch the
+        // interval over every noisy frame around it: the level stays two robust standard
+        // deviations above the noise.
+        let level = (noise + self.config.boundary_level * (d[apex] - noise)).max(noise + 2.0 * spread);
         let onset = (1..apex).rev().find(|&t| d[t] <= level).map_or(1, |t| t + 1);
         let offset = (apex + 1..d.len()).find(|&t| d[t] <= level).map_or(d.len() - 1, |t| t - 1);
         if onset >= apex || offset <= apex {
