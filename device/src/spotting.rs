@@ -32,6 +32,9 @@ pub struct SpotterConfig {
     /// Camera frame rate: taken from the frame source, never from a configuration file.
     #[serde(skip)]
     pub fps: f32,
+    /// Which spotter; `megc-baseline` ignores every setting below except `interval_s`,
+    /// `window_s` and `baseline_p`.
+    pub method: SpotMethod,
     /// Typical micro-expression length; the half-interval k is half of it, in frames.
     pub interval_s: f32,
     /// Face crops are reduced (area average) to this side before LBP: averaging suppresses
@@ -54,10 +57,27 @@ pub struct SpotterConfig {
     pub threshold_z: f32,
     /// Seconds of contrast history behind the threshold.
     pub window_s: f32,
+    /// MEGC baseline only: a peak must exceed mean + p · (max − mean) of the contrasts of the
+    /// last `window_s` seconds.
+    pub baseline_p: f32,
     /// Interval boundaries: around a spotted peak, each frame's distance to the frame 3k before
     /// it is followed out from its maximum (the apex) until it falls below this fraction of the
     /// way from the noise level to that maximum. 0 keeps the fixed interval apex ± k.
     pub boundary_level: f32,
+}
+
+/// The spotting method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SpotMethod {
+    /// The feature-difference method with the departures listed in the module documentation.
+    FeatureDifference,
+    /// The published method as the MEGC long-video challenges run it as their baseline: uniform
+    /// LBP (8 neighbours, radius 1) on 6 × 6 blocks of the face, χ² distance, the mean of the 12
+    /// largest block distances, threshold mean + p · (max − mean) of the contrast, intervals
+    /// [peak − k, peak + k]. The contrasts behind the threshold are those of the last
+    /// `window_s` seconds, not the whole video's: the board decides while the video runs.
+    MegcBaseline,
 }
 
 /// What is compared between frames.
@@ -84,6 +104,7 @@ impl SpotterConfig {
     pub fn for_fps(fps: f32) -> SpotterConfig {
         SpotterConfig {
             fps,
+            method: SpotMethod::FeatureDifference,
             interval_s: 0.3,
             side: 32,
             grid: 4,
@@ -92,6 +113,7 @@ impl SpotterConfig {
             ignore_band: Some((0.3, 0.5)),
             locate_eyes: true,
             threshold_z: 6.0,
+            baseline_p: 0.1,
             window_s: 10.0,
             boundary_level: 0.3,
         }
@@ -105,6 +127,23 @@ impl SpotterConfig {
         ((self.interval_s * self.fps / 2.0).round() as usize).max(1)
     }
 
+    /// The settings the spotter runs with: the baseline's fixed ones for `megc-baseline`.
+    fn effective(&self) -> SpotterConfig {
+        match self.method {
+            SpotMethod::FeatureDifference => self.clone(),
+            SpotMethod::MegcBaseline => SpotterConfig {
+                side: crate::spot_stream::SPOTTING_SIDE,
+                grid: 6,
+                feature: SpotFeature::Lbp,
+                smooth_s: 0.0,
+                ignore_band: None,
+                locate_eyes: false,
+                boundary_level: 0.0,
+                ..self.clone()
+            },
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         let band_ok = self
             .ignore_band
@@ -113,7 +152,8 @@ impl SpotterConfig {
             && self.interval_s > 0.0
             && self.side >= 8
             && (1..=self.side / 3).contains(&self.grid)
-            && self.side.is_multiple_of(self.grid)
+            && (self.feature == SpotFeature::Lbp || self.side.is_multiple_of(self.grid))
+            && (0.0..1.0).contains(&self.baseline_p)
             && self.smooth_s >= 0.0
             && (self.smooth_frames() as f32) < self.interval_s * self.fps / 2.0
             && band_ok
@@ -254,6 +294,7 @@ fn chi_square(a: &[f32], b: &[f32]) -> f32 {
 impl Spotter {
     pub fn new(config: SpotterConfig) -> Result<Spotter> {
         config.validate()?;
+        let config = config.effective();
         let k = config.half_interval();
         Ok(Spotter {
             config,
@@ -517,8 +558,18 @@ impl Spotter {
         let lo = at.saturating_sub(k);
         let neighbourhood = self.contrasts.range(lo..).map(|&(_, v)| v);
         let is_peak = neighbourhood.clone().all(|v| v <= value);
-        let (median, spread) = robust_spread(self.contrasts.iter().map(|&(_, v)| v));
-        let threshold = median + self.config.threshold_z * spread;
+        let threshold = match self.config.method {
+            SpotMethod::FeatureDifference => {
+                let (median, spread) = robust_spread(self.contrasts.iter().map(|&(_, v)| v));
+                median + self.config.threshold_z * spread
+            }
+            SpotMethod::MegcBaseline => {
+                let n = self.contrasts.len() as f32;
+                let mean = self.contrasts.iter().map(|&(_, v)| v).sum::<f32>() / n;
+                let max = self.contrasts.iter().map(|&(_, v)| v).fold(f32::MIN, f32::max);
+                mean + self.config.baseline_p * (max - mean)
+            }
+        };
         self.decision = Some(Decision { frame, contrast: value, threshold });
         let apart = self.last_apex.is_none_or(|last| frame > last + 2 * k);
         if is_peak && value > threshold && apart && frame >= k {
@@ -717,6 +768,78 @@ mod tests {
             })
             .collect();
         SpotScore::pooled(&scores)
+    }
+
+    /// The MEGC baseline written out plainly over a whole clip: LBP histograms of every frame,
+    /// then F, then C, then thresholds and peaks, with none of the streaming bookkeeping.
+    fn baseline_by_hand(crops: &[GrayImage], fps: f32, p: f32, window_s: f32) -> Vec<(usize, usize)> {
+        let k = ((0.3 * fps / 2.0).round() as usize).max(1);
+        let bins = uniform_lbp_bins();
+        let histograms: Vec<Vec<Vec<f32>>> = crops
+            .iter()
+            .map(|img| {
+                let (w, h) = (img.width(), img.height());
+                let mut blocks = vec![vec![0f32; 59]; 36];
+                for y in 1..h - 1 {
+                    for x in 1..w - 1 {
+                        let c = img.get(x, y);
+                        let ring = [(x - 1, y - 1), (x, y - 1), (x + 1, y - 1), (x + 1, y), (x + 1, y + 1), (x, y + 1), (x - 1, y + 1), (x - 1, y)];
+                        let code = ring.iter().enumerate().fold(0u8, |code, (bit, &(nx, ny))| code | (((img.get(nx, ny) >= c) as u8) << bit));
+                        blocks[(y * 6 / h).min(5) * 6 + (x * 6 / w).min(5)][bins[code as usize] as usize] += 1.0;
+                    }
+                }
+                blocks.into_iter().map(|b| { let t: f32 = b.iter().sum(); b.iter().map(|v| v / t).collect() }).collect()
+            })
+            .collect();
+        let n = crops.len();
+        let mut f = vec![0f32; n];
+        for i in k..n - k {
+            let mut d: Vec<f32> = (0..36)
+                .map(|b| {
+                    let mean: Vec<f32> = histograms[i - k][b].iter().zip(&histograms[i + k][b]).map(|(a, c)| 0.5 * (a + c)).collect();
+                    chi_square(&histograms[i][b], &mean)
+                })
+                .collect();
+            d.sort_by(|a, b| b.total_cmp(a));
+            f[i] = d[..12].iter().sum::<f32>() / 12.0;
+        }
+        let c: Vec<f32> = (0..n).map(|i| if i >= 2 * k && i + 2 * k < n { f[i] - 0.5 * (f[i - k] + f[i + k]) } else { f32::NAN }).collect();
+        let window = (window_s * fps).round() as usize;
+        let mut spots = Vec::new();
+        let mut last: Option<usize> = None;
+        for i in 2 * k..n.saturating_sub(3 * k) {
+            // Decided when the contrast of frame i + k is known, over the window ending there.
+            let history = &c[(i + k + 1).saturating_sub(window).max(2 * k)..=i + k];
+            let mean = history.iter().sum::<f32>() / history.len() as f32;
+            let max = history.iter().copied().fold(f32::MIN, f32::max);
+            let peak = c[i.saturating_sub(k).max(2 * k)..=i + k].iter().all(|&v| v <= c[i]);
+            if peak && c[i] > mean + p * (max - mean) && last.is_none_or(|l| i > l + 2 * k) {
+                last = Some(i);
+                spots.push((i - k, i + k));
+            }
+        }
+        spots
+    }
+
+    #[test]
+    fn the_megc_baseline_matches_a_plain_reimplementation() {
+        let clip = InterviewOptions { seconds: 12.0, fps: 50.0, width: 320, height: 240, seed: 12 };
+        let scene = interview_scene(&clip).unwrap();
+        let (cx, cy, rx, ry) = scene.face;
+        let crops: Vec<GrayImage> = (0..scene.frames)
+            .map(|t| {
+                let face = scene.render(t).crop((cx - rx) as usize, (cy - ry) as usize, (2.0 * rx) as usize, (2.0 * ry) as usize).unwrap();
+                resize(&face, 128, 128, Interpolation::Area)
+            })
+            .collect();
+        for (p, window_s) in [(0.1, 10.0), (0.3, 4.0)] {
+            let config = SpotterConfig { method: SpotMethod::MegcBaseline, baseline_p: p, window_s, ..SpotterConfig::for_fps(clip.fps) };
+            let mut spotter = Spotter::new(config).unwrap();
+            let streamed: Vec<(usize, usize)> = crops.iter().filter_map(|c| spotter.push(c)).map(|s| (s.onset, s.offset)).collect();
+            let by_hand = baseline_by_hand(&crops, clip.fps, p, window_s);
+            assert!(!by_hand.is_empty(), "p {p}: nothing spotted, so nothing compared");
+            assert_eq!(streamed, by_hand, "p {p}, window {window_s} s");
+        }
     }
 
     #[test]
