@@ -65,6 +65,7 @@ fn main() {
     let verbose = std::env::var("VERBOSE").is_ok();
     for settings in &args[1..] {
         let mut scores = Vec::new();
+        let (mut spent, mut frames) = (std::time::Duration::ZERO, 0usize);
         let mut fp_blinks = 0;
         let mut touched = 0;
         for clip in &clips {
@@ -75,6 +76,7 @@ fn main() {
             let config = SpotterConfig { fps: clip.fps, ..serde_json::from_value(value).unwrap() };
             let mut spotter = Spotter::new(config).unwrap();
             let mut decisions = Vec::new();
+            let started = std::time::Instant::now();
             let spots: Vec<(usize, usize)> = clip
                 .crops
                 .iter()
@@ -85,6 +87,8 @@ fn main() {
                 })
                 .map(|s| (s.onset, s.offset))
                 .collect();
+            spent += started.elapsed();
+            frames += clip.crops.len();
             if std::env::var("DUMP").is_ok_and(|d| d == clip.name) {
                 for d in &decisions {
                     println!("{} {} {}", d.frame, d.contrast, d.threshold);
@@ -100,6 +104,6 @@ fn main() {
             scores.push(s);
         }
         let p = SpotScore::pooled(&scores);
-        println!("{settings}: TP {} FP {} (at blinks {fp_blinks}) FN {} (touched {touched}) P {:.3} R {:.3} F1 {:.3}", p.true_positives, p.false_positives, p.false_negatives, p.precision, p.recall, p.f1);
+        println!("{settings}: TP {} FP {} (at blinks {fp_blinks}) FN {} (touched {touched}) P {:.3} R {:.3} F1 {:.3}; {:.3} ms per frame", p.true_positives, p.false_positives, p.false_negatives, p.precision, p.recall, p.f1, spent.as_secs_f64() * 1e3 / frames.max(1) as f64);
     }
 }

@@ -15,6 +15,7 @@ pub mod plots;
 pub mod prepare;
 pub mod progress;
 pub mod spot_eval;
+pub mod spot_recognition;
 pub mod spot_timeline;
 pub mod torch_info;
 pub mod train;

@@ -142,6 +142,13 @@ enum Command {
         /// Videos evaluated at once (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Spot-then-recognise: label every true-positive spot with this model (a .merb bundle
+        /// or ONNX export) through the device's preprocessing, and report its UF1 and UAR.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Public key the model's bundle must be signed by (repeatable; default: integrity only).
+        #[arg(long = "pub")]
+        public_keys: Vec<PathBuf>,
     },
     /// Train and evaluate with leave-one-subject-out (or one shard of it with --fold i/n).
     Train(TrainArgs),
@@ -611,10 +618,10 @@ fn main() -> Result<()> {
             }
             println!("wrote {}", out.display());
         }
-        Command::SpotEval { dataset, root, annotations, config, out, threads } => {
+        Command::SpotEval { dataset, root, annotations, config, out, threads, model, public_keys } => {
             let out = out.unwrap_or_else(|| PathBuf::from("out/spot-eval").join(dataset.name()));
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            let eval = SpotEval::new(SpotEvalOptions { kind: dataset, root, annotations, config, out, threads })?;
+            let eval = SpotEval::new(SpotEvalOptions { kind: dataset, root, annotations, config, out, threads, model, public_keys })?;
             print!("{}", eval.set().summary());
             let pb = bar(eval.total_frames(), "frames");
             let report = eval.run(&|n| pb.inc(n))?;

@@ -34,11 +34,13 @@ use mer_device::face::{FaceSetting, Roi, TrackerSettings};
 use mer_device::source::{FrameSource, ReplaySource};
 use mer_device::spot_stream::{SpotStream, StreamCounts};
 use mer_device::spotting::{SpotScore, Spotter, SpotterConfig, match_spots};
+use mer_shared::input::KeyFrames;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::Note;
 use crate::dataset::long_video::{ExpressionKind, LongVideo, LongVideoKind, LongVideoSet, TrueInterval, load_long_videos};
+use crate::spot_recognition::{RecognitionScores, Recogniser, SpotRecognition};
 use crate::spot_timeline::{Timeline, timeline_png};
 use crate::train::checkpoint::write_json_atomic;
 
@@ -139,6 +141,8 @@ pub fn spot_kind(onset: i64, offset: i64, fps: f64) -> ExpressionKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Matching {
     pub spots: Vec<bool>,
+    /// The true interval each spot was matched to.
+    pub spot_truth: Vec<Option<usize>>,
     pub truth: Vec<bool>,
     pub scores: KindScores,
 }
@@ -149,6 +153,7 @@ pub fn score_by_kind(spots: &[Interval], truth: &[Interval]) -> Matching {
     // Frame numbers come from file names, digits only: never negative.
     let frames = |i: &Interval| (usize::try_from(i.0).unwrap_or(0), usize::try_from(i.1).unwrap_or(0));
     let (mut spot_matched, mut truth_matched) = (vec![false; spots.len()], vec![false; truth.len()]);
+    let mut spot_truth = vec![None; spots.len()];
     let mut by_kind = [empty(); 2];
     for (k, kind) in [ExpressionKind::Micro, ExpressionKind::Macro].into_iter().enumerate() {
         let spotted: Vec<usize> = (0..spots.len()).filter(|&i| spots[i].2 == kind).collect();
@@ -161,12 +166,13 @@ pub fn score_by_kind(spots: &[Interval], truth: &[Interval]) -> Matching {
             if let Some(j) = found {
                 spot_matched[i] = true;
                 truth_matched[targets[*j]] = true;
+                spot_truth[i] = Some(targets[*j]);
             }
         }
         let tp = pairs.iter().flatten().count();
         by_kind[k] = SpotScore::from_counts(tp, spotted.len() - tp, targets.len() - tp);
     }
-    Matching { spots: spot_matched, truth: truth_matched, scores: KindScores::of(by_kind[0], by_kind[1]) }
+    Matching { spots: spot_matched, spot_truth, truth: truth_matched, scores: KindScores::of(by_kind[0], by_kind[1]) }
 }
 
 /// "F1 0.67 (TP 2, FP 1, FN 1)", or "none" when there was nothing to find and nothing found.
@@ -219,6 +225,12 @@ pub struct SpotRecord {
     pub matched: bool,
     /// The face box of the apex frame.
     pub face_box: Roi,
+    /// The true interval matched (its index in the video's `truth`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truth: Option<usize>,
+    /// With `--model`, for a true positive: what the model made of the spotted window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recognition: Option<SpotRecognition>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -271,6 +283,9 @@ pub struct SpotEvalReport {
     pub settings: SettingsUsed,
     /// Pooled over the videos evaluated (sorted by id).
     pub scores: KindScores,
+    /// With `--model`: recognition over the true-positive spots (spot-then-recognise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recognition: Option<RecognitionScores>,
     pub videos: Vec<VideoResult>,
     pub failed: Vec<FailedVideo>,
     /// The loader's repairs of the annotations and what it left out.
@@ -304,6 +319,18 @@ impl SpotEvalReport {
                 s.true_positives, s.false_positives, s.false_negatives, s.precision, s.recall, s.f1
             );
         }
+        if let Some(r) = &self.recognition {
+            out += &format!(
+                "spot-then-recognise ({}, {}): {} true-positive spots of its classes, UF1 {:.3}, UAR {:.3}, accuracy {:.3} ({} with labels outside its classes)\n",
+                r.model.display(),
+                r.taxonomy,
+                r.scores.samples,
+                r.scores.uf1,
+                r.scores.uar,
+                r.scores.accuracy,
+                r.excluded
+            );
+        }
         for f in &self.failed {
             out += &format!("FAILED {}: {}\n", f.id, f.error);
         }
@@ -322,6 +349,10 @@ pub struct SpotEvalOptions {
     pub out: PathBuf,
     /// Videos evaluated at once.
     pub threads: usize,
+    /// Spot-then-recognise: this model labels every true-positive spot.
+    pub model: Option<PathBuf>,
+    /// Keys the model's bundle must be signed by (none: its integrity is checked).
+    pub public_keys: Vec<PathBuf>,
 }
 
 /// A checked evaluation, ready to run.
@@ -330,6 +361,7 @@ pub struct SpotEval {
     options: SpotEvalOptions,
     settings: SpotSettings,
     set: LongVideoSet,
+    recogniser: Option<Recogniser>,
 }
 
 impl SpotEval {
@@ -352,8 +384,9 @@ impl SpotEval {
                 None => e,
             })?;
         }
+        let recogniser = options.model.as_deref().map(|m| Recogniser::load(m, &options.public_keys)).transpose()?;
         check_out_dir(&options.out)?;
-        Ok(SpotEval { options, settings, set })
+        Ok(SpotEval { options, settings, set, recogniser })
     }
 
     pub fn set(&self) -> &LongVideoSet {
@@ -382,6 +415,7 @@ impl SpotEval {
         videos.sort_by(|a, b| a.id.cmp(&b.id));
         failed.sort_by(|a, b| a.id.cmp(&b.id));
         let scores = KindScores::pooled(&videos.iter().map(|v| v.scores).collect::<Vec<_>>());
+        let recognition = self.recogniser.as_ref().map(|r| r.scores(videos.iter().flat_map(|v| &v.spots).filter_map(|s| s.recognition.as_ref())));
         let report = SpotEvalReport {
             dataset: self.set.kind,
             root: self.set.root.clone(),
@@ -389,6 +423,7 @@ impl SpotEval {
             config: self.options.config.clone(),
             settings: self.settings.used(),
             scores,
+            recognition,
             videos,
             failed,
             repairs: self.set.repairs.clone(),
@@ -419,6 +454,11 @@ impl SpotEval {
             }
         };
         let mut result = score_video(video, &run);
+        if let Some(recogniser) = &self.recogniser
+            && let Err(e) = recognise_spots(recogniser, video, &mut result)
+        {
+            return (None, Some(failure(format!("recognition: {e:#}"))));
+        }
         let title = format!(
             "{}: {}; micro {}; macro {}",
             video.id,
@@ -494,12 +534,35 @@ pub fn score_video(video: &LongVideo, run: &VideoRun) -> VideoResult {
         spots: run
             .spots
             .iter()
-            .zip(spots.iter().zip(&matching.spots))
-            .map(|(&(onset, apex, offset, face_box), (s, &matched))| SpotRecord { onset, apex, offset, kind: s.2, matched, face_box })
+            .zip(spots.iter().zip(&matching.spot_truth))
+            .map(|(&(onset, apex, offset, face_box), (s, &truth))| SpotRecord {
+                onset,
+                apex,
+                offset,
+                kind: s.2,
+                matched: truth.is_some(),
+                face_box,
+                truth,
+                recognition: None,
+            })
             .collect(),
         scores: matching.scores,
         timeline: None,
     }
+}
+
+/// Labels every true-positive spot of `result` with the model, from the video's own frames.
+fn recognise_spots(recogniser: &Recogniser, video: &LongVideo, result: &mut VideoResult) -> Result<()> {
+    for spot in &mut result.spots {
+        let Some(j) = spot.truth else { continue };
+        let keys = KeyFrames::new(spot.onset, spot.apex, spot.offset)?;
+        let label = &video.intervals[j].label;
+        let recognised = recogniser
+            .recognise(&video.dir, keys, spot.face_box, label)
+            .with_context(|| format!("the spot {}–{} of {}", spot.onset, spot.offset, video.id))?;
+        spot.recognition = Some(recognised);
+    }
+    Ok(())
 }
 
 /// Whether `out` can be made and written in, found out without leaving anything behind.
@@ -529,6 +592,7 @@ mod tests {
     use super::*;
     use ExpressionKind::{Macro, Micro};
     use mer_device::spotting::score;
+    use mer_shared::face::FaceBox;
     use mer_shared::synth::interview::{InterviewOptions, write_interview};
 
     #[test]
@@ -613,7 +677,49 @@ mod tests {
     }
 
     fn options(root: &Path, config: Option<PathBuf>, out: PathBuf, threads: usize) -> SpotEvalOptions {
-        SpotEvalOptions { kind: LongVideoKind::Interview, root: root.to_path_buf(), annotations: None, config, out, threads }
+        SpotEvalOptions {
+            kind: LongVideoKind::Interview,
+            root: root.to_path_buf(),
+            annotations: None,
+            config,
+            out,
+            threads,
+            model: None,
+            public_keys: Vec::new(),
+        }
+    }
+
+    /// With a model, every true-positive spot is classified exactly as `merd classify-clip`
+    /// classifies that window of the recorded frames, and scored against its interval's label.
+    #[test]
+    fn spot_then_recognise_labels_true_positives_through_the_device_preprocessing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("clips");
+        let opts = InterviewOptions { seconds: 8.0, fps: 100.0, width: 320, height: 240, seed: 2 };
+        let face = write_interview(&root.join("a"), &opts, &|| {}).unwrap().face_box;
+        let config = dir.path().join("merd.toml");
+        std::fs::write(&config, format!("[face]\nroi = {face:?}\n")).unwrap();
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/skd-tstsan-synthetic.merb");
+        let key = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo-key.pub");
+        let options = SpotEvalOptions { model: Some(model.clone()), public_keys: vec![key], ..options(&root, Some(config), dir.path().join("out"), 1) };
+        let report = SpotEval::new(options).unwrap().run(&|_| {}).unwrap();
+        let v = &report.videos[0];
+        let hits: Vec<&SpotRecord> = v.spots.iter().filter(|s| s.matched).collect();
+        assert!(!hits.is_empty(), "{v:?}");
+        assert!(v.spots.iter().all(|s| s.matched == s.recognition.is_some()));
+        let classifier = mer_shared::classifier::Classifier::load(&model, mer_shared::classifier::Trust::IntegrityOnly).unwrap();
+        for s in &hits {
+            let keys = KeyFrames::new(s.onset, s.apex, s.offset).unwrap();
+            let by_hand = mer_device::clip::classify_clip(&classifier, &v.dir, keys, Some(FaceBox::from(s.face_box)), 1).unwrap();
+            let r = s.recognition.as_ref().unwrap();
+            assert_eq!(r.probabilities, by_hand.result.probabilities[0]);
+            let label = &v.truth[s.truth.unwrap()].interval.label;
+            assert_eq!(r.truth.is_some(), classifier.manifest().classes.contains(label), "{label}");
+        }
+        let recognition = report.recognition.as_ref().unwrap();
+        let scored = hits.iter().filter(|s| s.recognition.as_ref().unwrap().truth.is_some()).count();
+        assert_eq!((recognition.scores.samples, recognition.excluded), (scored, hits.len() - scored));
+        assert!(report.table().contains("spot-then-recognise"), "{}", report.table());
     }
 
     #[test]
