@@ -571,7 +571,7 @@ fn main() -> Result<()> {
             let pb = bar(clips as u64 * (seconds * fps).round() as u64, "frames");
             let set = write_photo_clips(&photos, &out, clips, &opts, &|| pb.inc(1))?;
             pb.finish();
-            let events: usize = set.clips.iter().map(|c| c.events.len()).sum();
+            let events: usize = set.clips.iter().map(|c| c.clip.events.len()).sum();
             println!("wrote {} clips of {} people with {events} micro-expressions to {}", set.clips.len(), set.people, out.display());
         }
         Command::Flow { from, to, out, threads, png } => {

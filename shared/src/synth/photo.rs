@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::casme2::write_jpeg;
-use super::interview::{Blink, FRAMES_DIR, TRUTH_FILE};
+use super::interview::{Blink, FRAMES_DIR, InterviewTruth, TRUTH_FILE};
 use super::motion::Emotion;
 use super::rng_for;
 use super::scene::Event;
@@ -294,20 +294,13 @@ fn bilinear(img: &GrayImage, u: f32, v: f32) -> f32 {
     top + fy * (bottom - top)
 }
 
-/// What a photo clip's `truth.json` holds: the fields of `mer synth interview`'s (so the
-/// interview loaders read it) plus the photo and the nuisances drawn.
+/// What a photo clip's `truth.json` holds: `mer synth interview`'s fields (so the interview
+/// loaders read it) plus the photo and the nuisances drawn.
 #[derive(Debug, Clone, Serialize)]
 pub struct PhotoClipTruth {
-    pub fps: f32,
-    pub width: usize,
-    pub height: usize,
-    pub frames: usize,
-    /// Nominal face box (x, y, width, height): the photo's place before head motion.
-    pub face_box: [usize; 4],
-    pub events: Vec<Event>,
-    pub blinks: Vec<Blink>,
-    pub seed: u64,
-    pub frame_pattern: String,
+    /// The face box is the photo's place before head motion.
+    #[serde(flatten)]
+    pub clip: InterviewTruth,
     /// The photo's file name.
     pub photo: String,
     /// Largest head displacement from the start, pixels.
@@ -349,15 +342,17 @@ impl PhotoScene {
         let levels: Vec<f32> = self.light.iter().map(|l| l.gain * (128.0 + l.offset + l.gradient.abs())).collect();
         let light_range = levels.iter().cloned().fold(f32::MIN, f32::max) - levels.iter().cloned().fold(f32::MAX, f32::min);
         PhotoClipTruth {
-            fps: self.fps,
-            width: self.width,
-            height: self.height,
-            frames: self.frames,
-            face_box: [x, y, side(self.photo.width()), side(self.photo.height())],
-            events: self.events.clone(),
-            blinks: self.blinks.iter().map(|&(start_frame, frames)| Blink { start_frame, frames }).collect(),
-            seed: self.seed,
-            frame_pattern: format!("{FRAMES_DIR}/{{frame:06}}.jpg"),
+            clip: InterviewTruth {
+                fps: self.fps,
+                width: self.width,
+                height: self.height,
+                frames: self.frames,
+                face_box: [x, y, side(self.photo.width()), side(self.photo.height())],
+                events: self.events.clone(),
+                blinks: self.blinks.iter().map(|&(start_frame, frames)| Blink { start_frame, frames }).collect(),
+                seed: self.seed,
+                frame_pattern: format!("{FRAMES_DIR}/{{frame:06}}.jpg"),
+            },
             photo: photo_name.to_string(),
             head_travel_px,
             light_range,
