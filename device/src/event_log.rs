@@ -76,47 +76,87 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(found)
 }
 
-/// The records of one segment's bytes, and where the valid part ends.
-struct Scan {
-    events: Vec<Event>,
-    valid_len: u64,
-    /// Why the bytes after `valid_len` are not a record, if there are any.
-    problem: Option<String>,
+/// Bytes of a segment that are not records, and why.
+#[derive(Debug, Clone, PartialEq)]
+struct Gap {
+    offset: u64,
+    bytes: u64,
+    reason: String,
 }
 
-fn scan(bytes: &[u8]) -> Scan {
-    let mut events = Vec::new();
-    if bytes.len() < HEADER.len() || &bytes[..HEADER.len()] != HEADER {
-        let problem = if bytes.is_empty() { None } else { Some("no event-log header".to_string()) };
-        return Scan { events, valid_len: 0, problem };
+/// The records of one segment's bytes, the stretches between them that are not records, and
+/// where the last record (or the header) ends.
+struct Scan {
+    events: Vec<Event>,
+    gaps: Vec<Gap>,
+    /// Appending continues here: the bytes after it are a torn or damaged tail.
+    end: u64,
+}
+
+/// The event in the record at the start of `rest`, and the record's length; or why there is
+/// none.
+fn record_at(rest: &[u8]) -> std::result::Result<(Event, usize), String> {
+    if rest.len() < RECORD_HEAD {
+        return Err(format!("a record head cut short after {} bytes", rest.len()));
     }
-    let mut at = HEADER.len();
-    let problem = loop {
-        let rest = &bytes[at..];
-        if rest.is_empty() {
-            break None;
-        }
-        if rest.len() < RECORD_HEAD {
-            break Some(format!("a record head cut short after {} bytes", rest.len()));
-        }
-        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
-        let crc = u32::from_le_bytes(rest[4..8].try_into().unwrap());
-        if len > MAX_RECORD {
-            break Some(format!("a record length of {len} bytes, more than any event"));
-        }
-        let Some(payload) = rest.get(RECORD_HEAD..RECORD_HEAD + len) else {
-            break Some(format!("a record of {len} bytes cut short after {} bytes", rest.len() - RECORD_HEAD));
-        };
-        if crc32fast::hash(payload) != crc {
-            break Some("a record whose checksum does not match".to_string());
-        }
-        match Event::from_record(payload) {
-            Ok(event) => events.push(event),
-            Err(e) => break Some(format!("a record that is not an event ({e})")),
-        }
-        at += RECORD_HEAD + len;
+    let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+    if len > MAX_RECORD {
+        return Err(format!("a record length of {len} bytes, more than any event"));
+    }
+    let Some(payload) = rest.get(RECORD_HEAD..RECORD_HEAD + len) else {
+        return Err(format!("a record of {len} bytes cut short after {} bytes", rest.len() - RECORD_HEAD));
     };
-    Scan { events, valid_len: at as u64, problem }
+    if crc32fast::hash(payload) != crc {
+        return Err("a record whose checksum does not match".to_string());
+    }
+    let event = Event::from_record(payload).map_err(|e| format!("a record that is not an event ({e})"))?;
+    Ok((event, RECORD_HEAD + len))
+}
+
+/// Reads every record of a segment. After bytes that are not a record, reading resumes at the
+/// next offset where a whole record with a matching checksum decodes to an event, so damage
+/// costs the damaged bytes and nothing after them.
+fn scan(bytes: &[u8]) -> Scan {
+    let mut scan = Scan { events: Vec::new(), gaps: Vec::new(), end: 0 };
+    let mut at = if bytes.starts_with(HEADER) {
+        HEADER.len()
+    } else if bytes.is_empty() {
+        return scan;
+    } else {
+        scan.gaps.push(Gap { offset: 0, bytes: 0, reason: "no event-log header".into() });
+        0
+    };
+    scan.end = at as u64;
+    let mut damaged: Option<(usize, String)> = None;
+    while at < bytes.len() {
+        match record_at(&bytes[at..]) {
+            Ok((event, len)) => {
+                if let Some((from, reason)) = damaged.take() {
+                    scan.gaps.push(Gap { offset: from as u64, bytes: (at - from) as u64, reason });
+                }
+                scan.events.push(event);
+                at += len;
+                scan.end = at as u64;
+            }
+            Err(reason) => {
+                damaged.get_or_insert((at, reason));
+                at += 1;
+            }
+        }
+    }
+    if let Some((from, reason)) = damaged {
+        scan.gaps.push(Gap { offset: from as u64, bytes: (bytes.len() - from) as u64, reason });
+    }
+    // A missing header is reported together with whatever follows it up to the first record.
+    if let [first, second, ..] = &scan.gaps[..]
+        && first.bytes == 0
+        && second.offset == 0
+    {
+        scan.gaps.remove(0);
+        scan.gaps[0].reason = format!("no event-log header; {}", scan.gaps[0].reason);
+    }
+    scan
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -151,7 +191,9 @@ impl EventLog {
                 let found = scan(&bytes);
                 recovery.records += found.events.len() as u64;
                 let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| Error::io(path, e))?;
-                let mut len = found.valid_len;
+                // Damage between records stays where it is (reading skips it); only what follows
+                // the last record is moved aside, so appends continue after an intact record.
+                let mut len = found.end;
                 if len < bytes.len() as u64 || len == 0 {
                     if len < bytes.len() as u64 {
                         let aside = path.with_extension(format!("log.torn-{len}"));
@@ -239,24 +281,47 @@ impl Drop for EventLog {
     }
 }
 
-/// Every complete record in `dir`, oldest first, with a line for each stretch of bytes that is
-/// not a record (a torn tail, or damage inside a segment, after which that segment is skipped).
-pub fn read_events(dir: &Path) -> Result<(Vec<Event>, Vec<String>)> {
+/// What reading found wrong in a log directory.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogDamage {
+    /// Bytes of a segment that are not records (a torn tail, or damage between records).
+    Bytes { segment: PathBuf, offset: u64, bytes: u64, reason: String },
+    /// A segment missing from the numbered sequence (deleted, or lost).
+    MissingSegment { segment: PathBuf },
+}
+
+impl std::fmt::Display for LogDamage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogDamage::Bytes { segment, offset, bytes, reason } => {
+                write!(f, "{}: bytes {offset}–{}: {reason}; {bytes} bytes skipped", segment.display(), offset + bytes)
+            }
+            LogDamage::MissingSegment { segment } => {
+                write!(f, "{}: missing from the sequence of segments; its events are lost", segment.display())
+            }
+        }
+    }
+}
+
+/// Every intact record in `dir`, oldest first, and each stretch of bytes that is not a record
+/// and each segment missing from the sequence (the records after damage are still read).
+pub fn read_events(dir: &Path) -> Result<(Vec<Event>, Vec<LogDamage>)> {
     if !dir.is_dir() {
         return Err(Error::Data { path: dir.to_path_buf(), reason: "no event log here (not a directory)".into() });
     }
     let mut events = Vec::new();
-    let mut problems = Vec::new();
-    for (_, path) in segments(dir)? {
-        let bytes = read(&path)?;
-        let found = scan(&bytes);
-        events.extend(found.events);
-        if let Some(problem) = found.problem {
-            let skipped = bytes.len() as u64 - found.valid_len;
-            problems.push(format!("{}: byte {}: {problem}; {skipped} bytes skipped", path.display(), found.valid_len));
+    let mut damage = Vec::new();
+    let mut previous: Option<u64> = None;
+    for (index, path) in segments(dir)? {
+        for missing in previous.map_or(1, |p| p + 1)..index {
+            damage.push(LogDamage::MissingSegment { segment: segment_path(dir, missing) });
         }
+        previous = Some(index);
+        let found = scan(&read(&path)?);
+        events.extend(found.events);
+        damage.extend(found.gaps.into_iter().map(|g| LogDamage::Bytes { segment: path.clone(), offset: g.offset, bytes: g.bytes, reason: g.reason }));
     }
-    Ok((events, problems))
+    Ok((events, damage))
 }
 
 #[cfg(test)]
@@ -322,7 +387,7 @@ mod tests {
         std::fs::write(&path, &full[..full.len() - 5]).unwrap();
         let (_, problems) = read_events(dir.path()).unwrap();
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].contains("cut short"), "{problems:?}");
+        assert!(problems[0].to_string().contains("cut short"), "{problems:?}");
 
         let (mut log, recovery) = EventLog::open(config(dir.path(), 1 << 20)).unwrap();
         assert_eq!(recovery.records, 2);
@@ -361,26 +426,112 @@ mod tests {
     }
 
     #[test]
-    fn damage_inside_an_old_segment_costs_only_that_segment_s_remainder() {
+    fn damage_costs_only_the_damaged_record_and_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = EventLog::open(config(dir.path(), 400)).unwrap();
         (0..8).for_each(|i| log.append(&event(i)).unwrap());
         drop(log);
         let first = segment_path(dir.path(), 1);
         let mut bytes = std::fs::read(&first).unwrap();
-        let at = HEADER.len() + RECORD_HEAD + 2; // inside the first record's payload
-        bytes[at] ^= 0x40;
+        let record_len = RECORD_HEAD + u32::from_le_bytes(bytes[HEADER.len()..HEADER.len() + 4].try_into().unwrap()) as usize;
+        bytes[HEADER.len() + RECORD_HEAD + 2] ^= 0x40; // inside the first record's payload
         std::fs::write(&first, &bytes).unwrap();
-        let (events, problems) = read_events(dir.path()).unwrap();
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].contains("checksum") && problems[0].contains("events-000001.log"), "{problems:?}");
-        let lost = scan(&std::fs::read(&first).unwrap()).events.len();
-        assert_eq!(lost, 0);
-        assert!(!events.is_empty() && events.iter().all(|e| e.wall_time_ms > event(0).wall_time_ms));
+        let (events, damage) = read_events(dir.path()).unwrap();
+        assert_eq!(events, (1..8).map(event).collect::<Vec<_>>());
+        assert_eq!(
+            damage,
+            vec![LogDamage::Bytes { segment: first.clone(), offset: HEADER.len() as u64, bytes: record_len as u64, reason: "a record whose checksum does not match".into() }]
+        );
+        assert!(damage[0].to_string().contains("events-000001.log: bytes 8–"), "{}", damage[0]);
         // Opening for append leaves sealed segments alone.
         let (_, recovery) = EventLog::open(config(dir.path(), 400)).unwrap();
         assert_eq!(recovery.torn_tail, None);
         assert_eq!(std::fs::read(&first).unwrap(), bytes);
+
+        // Lengths of 0 and 0xFFFFFFFF in the newest segment: appends go on after the last intact
+        // record, and the intact records before and after the damage are all read.
+        let newest = last_segment(dir.path());
+        let mut bytes = std::fs::read(&newest).unwrap();
+        bytes[HEADER.len()..HEADER.len() + 4].copy_from_slice(&0u32.to_le_bytes());
+        std::fs::write(&newest, &bytes).unwrap();
+        let (mut log, recovery) = EventLog::open(config(dir.path(), 400)).unwrap();
+        assert_eq!(recovery.torn_tail, None, "damage between records is not a tail");
+        log.append(&event(8)).unwrap();
+        drop(log);
+        let (events, damage) = read_events(dir.path()).unwrap();
+        assert_eq!(events.last(), Some(&event(8)));
+        assert_eq!(damage.len(), 2, "{damage:?}");
+
+        // A deleted middle segment is named.
+        let middle = segment_path(dir.path(), 2);
+        std::fs::remove_file(&middle).unwrap();
+        let (_, damage) = read_events(dir.path()).unwrap();
+        assert!(damage.contains(&LogDamage::MissingSegment { segment: middle }), "{damage:?}");
+    }
+
+    /// A record of a freshly written log: (segment index, start, end, event).
+    type Placed = (u64, usize, usize, Event);
+
+    /// Where each record of a freshly written log lies.
+    fn layout(dir: &Path) -> Vec<Placed> {
+        let mut out = Vec::new();
+        for (index, path) in segments(dir).unwrap() {
+            let bytes = std::fs::read(path).unwrap();
+            let mut at = HEADER.len();
+            while at < bytes.len() {
+                let (event, len) = record_at(&bytes[at..]).unwrap();
+                out.push((index, at, at + len, event));
+                at += len;
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+        /// Random damage — a flipped byte, inserted bytes, a cut, a deleted segment — never hides
+        /// a record that is still intact on disk, and never invents one.
+        #[test]
+        fn damage_never_hides_an_intact_record(kind in 0u8..4, segment in 1u64..4, position in 0usize..400, value in 1u8..=255, count in 1usize..40) {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut log, _) = EventLog::open(config(dir.path(), 400)).unwrap();
+            (0..20).for_each(|i| log.append(&event(i)).unwrap());
+            drop(log);
+            let records = layout(dir.path());
+            proptest::prop_assert!(segments(dir.path()).unwrap().len() > 3);
+            let path = segment_path(dir.path(), segment);
+            let mut bytes = std::fs::read(&path).unwrap();
+            let p = position % bytes.len();
+            // Which records the damage touches.
+            let hit: Box<dyn Fn(&Placed) -> bool> = match kind {
+                0 => {
+                    bytes[p] ^= value;
+                    Box::new(move |r| r.0 == segment && r.1 <= p && p < r.2)
+                }
+                1 => {
+                    bytes.splice(p..p, std::iter::repeat_n(value, count));
+                    Box::new(move |r| r.0 == segment && r.1 < p && p < r.2)
+                }
+                2 => {
+                    bytes.truncate(p);
+                    Box::new(move |r| r.0 == segment && r.2 > p)
+                }
+                _ => Box::new(move |r| r.0 == segment),
+            };
+            if kind == 3 {
+                std::fs::remove_file(&path).unwrap();
+            } else {
+                std::fs::write(&path, &bytes).unwrap();
+            }
+            let intact: Vec<Event> = records.iter().filter(|r| !hit(r)).map(|r| r.3.clone()).collect();
+            let (events, damage) = read_events(dir.path()).unwrap();
+            proptest::prop_assert_eq!(&events, &intact);
+            // A flip, an insertion and a deleted segment (never the newest) always show; a cut at
+            // a record boundary of a sealed segment looks like a shorter segment.
+            if kind != 2 {
+                proptest::prop_assert!(!damage.is_empty());
+            }
+        }
     }
 
     #[test]

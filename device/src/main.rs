@@ -132,6 +132,9 @@ enum Command {
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
+        /// Exit 0 even when part of the log is damaged (the intact records are listed either way).
+        #[arg(long)]
+        allow_damage: bool,
     },
 }
 
@@ -167,10 +170,10 @@ fn main() -> Result<()> {
             }
             println!("{}", serde_json::to_string(&result)?);
         }
-        Command::Events { log, json } => {
-            let (events, problems) = read_events(&log)?;
-            for problem in &problems {
-                eprintln!("warning: {problem}");
+        Command::Events { log, json, allow_damage } => {
+            let (events, damage) = read_events(&log)?;
+            for d in &damage {
+                eprintln!("damaged: {d}");
             }
             for e in &events {
                 if json {
@@ -186,6 +189,9 @@ fn main() -> Result<()> {
             }
             if !json {
                 eprintln!("{} events", events.len());
+            }
+            if !damage.is_empty() && !allow_damage {
+                bail!("{} damaged places in {} (listed above; every intact record was read); --allow-damage accepts them", damage.len(), log.display());
             }
         }
     }

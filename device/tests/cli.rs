@@ -91,13 +91,18 @@ fn events_exports_every_complete_record() {
     let marked: Vec<bool> = table.lines().map(|l| l.ends_with("(model trained on foreign inputs)")).collect();
     assert_eq!(marked, [false, false, true, false, false], "{table}");
 
-    // A torn tail is reported, and the records before it still come out.
+    // A torn tail is reported, the records before it still come out, and the exit status says
+    // the log is damaged unless that is accepted.
     let last = std::fs::read_dir(&log_dir).unwrap().flatten().map(|e| e.path()).max().unwrap();
     let bytes = std::fs::read(&last).unwrap();
     std::fs::write(&last, &bytes[..bytes.len() - 3]).unwrap();
     let out = merd(&["events", "--log", s(&log_dir), "--json"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 4);
+    let e = err(&out);
+    assert!(e.contains("cut short") && e.contains("--allow-damage"), "{e}");
+    let out = merd(&["events", "--log", s(&log_dir), "--json", "--allow-damage"]);
     assert_eq!(ok(&out).lines().count(), 4);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cut short"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("damaged: "));
 
     let e = err(&merd(&["events", "--log", s(&dir.path().join("missing"))]));
     assert!(e.contains("no event log here"), "{e}");
