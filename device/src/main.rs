@@ -19,7 +19,7 @@ use mer_device::push_server::{PushServer, PushSettings};
 use mer_device::event_log::{EventLog, FsyncPolicy, LogConfig, read_events};
 use mer_device::pipeline::{FaceSetting, Pipeline, PipelineConfig, Roi, Stats, WorkerReport};
 use mer_device::source::{FrameSource, RealTime, ReplaySource, SyntheticSource};
-use mer_device::spotting::{SpotterConfig, iou, score};
+use mer_device::spotting::{Spotter, SpotterConfig, iou, score};
 use mer_shared::bundle::read_public_key;
 use mer_shared::classifier::{Classifier, Origin, Trust, classify_file};
 use mer_shared::event::Event;
@@ -359,18 +359,31 @@ enum DemoFace {
     Fixed,
 }
 
+/// Removes the event segments (and torn tails) an earlier demo left in `dir`, and nothing else.
+fn clear_demo_log(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for entry in entries {
+        let path = entry.with_context(|| format!("reading {}", dir.display()))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("events-") && (name.ends_with(".log") || name.contains(".log.torn-")) {
+            std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn demo(seconds: f32, fps: f32, seed: u64, model: &Path, public_key: &Path, out: &Path, face: DemoFace) -> Result<()> {
     if !model.exists() {
         bail!("no model at {} (run from the repository root, or pass --model)", model.display());
     }
     let classifier = load_classifier(model, &[public_key.to_path_buf()], 1)?;
     accept_inputs(classifier.manifest(), false)?;
-    let dir = out.join("events");
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot empty {}", dir.display()))?;
-    }
-    let log = open_log(LogConfig { dir, max_segment_bytes: 16 << 20, fsync: FsyncPolicy::Never })?;
+    // Everything is checked before the previous demo's log is cleared.
     let mut source = SyntheticSource::new(&InterviewOptions { seconds, fps, width: 640, height: 480, seed })?;
+    Spotter::new(SpotterConfig::for_fps(fps))?;
+    let dir = out.join("events");
+    clear_demo_log(&dir)?;
+    let log = open_log(LogConfig { dir, max_segment_bytes: 16 << 20, fsync: FsyncPolicy::Never })?;
     let scene = source.scene().clone();
     let (cx, cy, rx, ry) = scene.face;
     let roi = Roi { x: (cx - rx).max(0.0) as usize, y: (cy - ry).max(0.0) as usize, width: (2.0 * rx) as usize, height: (2.0 * ry) as usize };

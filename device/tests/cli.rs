@@ -249,6 +249,18 @@ fn demo_prints_events_beside_the_ground_truth() {
     let exported = ok(&merd(&["events", "--log", s(&out.join("events")), "--json"]));
     let events = stdout.lines().filter(|l| l.contains(" s  frames ")).count();
     assert!(events >= 1 && exported.lines().count() == events, "{stdout}\n{exported}");
+
+    // A bad argument is refused before the previous log is touched, and a rerun clears only
+    // the demo's own segments.
+    let foreign = out.join("events/notes.txt");
+    std::fs::write(&foreign, "mine").unwrap();
+    let segments = || std::fs::read_dir(out.join("events")).unwrap().count();
+    let before = segments();
+    let e = err(&merd(&["demo", "--fps", "0", "--out", s(&out), "--model", s(&m.join("skd-tstsan-synthetic.merb")), "--pub", s(&m.join("demo-key.pub"))]));
+    assert!(e.contains("fps"), "{e}");
+    assert_eq!(segments(), before, "nothing removed after a refused argument");
+    ok(&merd(&["demo", "--seconds", "3", "--seed", "2", "--out", s(&out), "--model", s(&m.join("skd-tstsan-synthetic.merb")), "--pub", s(&m.join("demo-key.pub"))]));
+    assert_eq!(std::fs::read_to_string(&foreign).unwrap(), "mine");
 }
 
 #[test]
