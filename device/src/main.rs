@@ -19,6 +19,7 @@ use mer_device::push_server::{PushServer, PushSettings};
 use mer_device::event_log::{EventLog, FsyncPolicy, LogConfig, read_events};
 use mer_device::pipeline::{FaceSetting, Pipeline, PipelineConfig, Roi, Stats, WorkerReport};
 use mer_device::source::{FrameSource, RealTime, ReplaySource, SyntheticSource};
+use mer_shared::stdout::end_quietly_when_stdout_closes;
 use mer_device::spotting::{Spotter, SpotterConfig, iou, score};
 use mer_shared::bundle::read_public_key;
 use mer_shared::classifier::{Classifier, Origin, Trust, classify_file};
@@ -141,7 +142,10 @@ enum Command {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Run { config } => run(&config)?,
-        Command::Status { socket } => println!("{}", request(&socket, "status").with_context(|| "is merd running with this control.socket?")?),
+        Command::Status { socket } => {
+            end_quietly_when_stdout_closes();
+            println!("{}", request(&socket, "status").with_context(|| "is merd running with this control.socket?")?)
+        }
         Command::Trigger { socket } => println!("{}", request(&socket, "trigger").with_context(|| "is merd running with this control.socket?")?),
         Command::Demo { seconds, fps, seed, model, public_key, out, face } => demo(seconds, fps, seed, &model, &public_key, &out, face)?,
         Command::Replay { frames, fps } => {
@@ -171,6 +175,7 @@ fn main() -> Result<()> {
             println!("{}", serde_json::to_string(&result)?);
         }
         Command::Events { log, json, allow_damage } => {
+            end_quietly_when_stdout_closes();
             let (events, damage) = read_events(&log)?;
             for d in &damage {
                 eprintln!("damaged: {d}");

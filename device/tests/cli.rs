@@ -106,6 +106,20 @@ fn events_exports_every_complete_record() {
 
     let e = err(&merd(&["events", "--log", s(&dir.path().join("missing"))]));
     assert!(e.contains("no event log here"), "{e}");
+
+    // A reader that has gone (`merd events | head`) ends the listing quietly: SIGPIPE, no panic.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_merd"))
+        .args(["events", "--log", s(&log_dir), "--json", "--allow-damage"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    const SIGPIPE: i32 = 13;
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(SIGPIPE), "{:?}", out.status);
 }
 
 fn write_config(dir: &Path, model: &Path, extra: &str) -> PathBuf {

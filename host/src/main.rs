@@ -27,6 +27,7 @@ use mer_shared::manifest::WeightsOrigin;
 use mer_host::{demo, fleet, flow_bench, progress::bar, torch_info};
 use mer_shared::flow::{Tvl1Params, read_flo, save_colour_png, tvl1_flow, write_flo};
 use mer_shared::image::load_gray;
+use mer_shared::stdout::end_quietly_when_stdout_closes;
 use mer_shared::synth::casme2::{Casme2Options, write_casme2};
 use mer_shared::synth::interview::{InterviewOptions, write_interview};
 use mer_shared::synth::photo::PhotoClipOptions;
@@ -593,6 +594,7 @@ fn main() -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
         Command::Prepare { dataset, root, annotations, classes, crop, input, arch, out, threads, allow_failed } => {
+            end_quietly_when_stdout_closes();
             if let Some(t) = threads {
                 rayon::ThreadPoolBuilder::new().num_threads(t).build_global().context("setting --threads")?;
             }
@@ -770,6 +772,7 @@ fn main() -> Result<()> {
             }
         }
         Command::Infer { model, input, public_keys, threads } => {
+            end_quietly_when_stdout_closes();
             let (result, origin) = classify_file(&model, &input, &public_keys, threads)?;
             if let Origin::Bundle { signer, trusted: false } = origin {
                 eprintln!("note: bundle signed by key {signer}; pass --pub KEY.pub to require a trusted signer");

@@ -19,6 +19,7 @@ pub mod labels;
 pub mod manifest;
 pub mod npy;
 pub mod push;
+pub mod stdout;
 pub mod synth;
 
 pub use error::{Error, Result};
