@@ -34,6 +34,7 @@ use mer_device::face::{FaceSetting, Roi, TrackerSettings};
 use mer_device::source::{FrameSource, ReplaySource};
 use mer_device::spot_stream::{SpotStream, StreamCounts};
 use mer_device::spotting::{SpotScore, Spotter, SpotterConfig, match_spots};
+use mer_shared::frames::FrameFolder;
 use mer_shared::input::KeyFrames;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -553,12 +554,16 @@ pub fn score_video(video: &LongVideo, run: &VideoRun) -> VideoResult {
 
 /// Labels every true-positive spot of `result` with the model, from the video's own frames.
 fn recognise_spots(recogniser: &Recogniser, video: &LongVideo, result: &mut VideoResult) -> Result<()> {
+    if result.spots.iter().all(|s| s.truth.is_none()) {
+        return Ok(());
+    }
+    let frames = FrameFolder::open(&video.dir)?;
     for spot in &mut result.spots {
         let Some(j) = spot.truth else { continue };
         let keys = KeyFrames::new(spot.onset, spot.apex, spot.offset)?;
         let label = &video.intervals[j].label;
         let recognised = recogniser
-            .recognise(&video.dir, keys, spot.face_box, label)
+            .recognise(&frames, keys, spot.face_box, label)
             .with_context(|| format!("the spot {}–{} of {}", spot.onset, spot.offset, video.id))?;
         spot.recognition = Some(recognised);
     }

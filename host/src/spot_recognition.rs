@@ -67,12 +67,11 @@ impl Recogniser {
         }
     }
 
-    /// Classifies the window (onset, apex, offset) of the frames in `dir`, cut at `face`, and
+    /// Classifies the window (onset, apex, offset) of the video's frames, cut at `face`, and
     /// compares it with `label`.
-    pub fn recognise(&self, dir: &Path, keys: KeyFrames, face: Roi, label: &str) -> Result<SpotRecognition> {
-        let folder = FrameFolder::open(dir)?;
+    pub fn recognise(&self, frames: &FrameFolder, keys: KeyFrames, face: Roi, label: &str) -> Result<SpotRecognition> {
         let face = FaceBox::from(face);
-        let input = model_input(&self.classifier.manifest().input, &folder, Some(&face), keys, 1)?;
+        let input = model_input(&self.classifier.manifest().input, frames, Some(&face), keys, 1)?;
         let result = self.classifier.classify(&input.data, 1)?;
         let probabilities = result.probabilities.into_iter().next().unwrap_or_default();
         let best = probabilities.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
