@@ -15,6 +15,14 @@ use crate::pipeline::{FaceSetting, Roi};
 use crate::push_server::PushSettings;
 use crate::spotting::SpotterConfig;
 
+/// Bounds on sizes taken from the file, checked before anything is allocated.
+const MAX_BUFFERED_FRAMES: u64 = 16_384;
+const MAX_QUEUED: usize = 256;
+const MAX_THREADS: usize = 256;
+const MAX_PRERENDER_BYTES: u64 = 8 << 30;
+const MIN_SEGMENT_BYTES: u64 = 4096;
+const MAX_SEGMENT_BYTES: u64 = 1 << 30;
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonConfig {
@@ -227,12 +235,43 @@ impl DaemonConfig {
         if !(self.trigger.window_s > 0.0 && self.trigger.window_s <= self.buffer.seconds) {
             return Err(format!("trigger.window_s must lie in (0, buffer.seconds], got {}", self.trigger.window_s));
         }
-        if let SourceConfig::Camera(camera) = &self.source {
-            camera.validate().map_err(|e| e.to_string())?;
+        // Face crops are held as 128×128 floats (64 KiB) per buffered frame.
+        let buffered = (f64::from(self.buffer.seconds) * fps).ceil();
+        if buffered > MAX_BUFFERED_FRAMES as f64 {
+            return Err(format!(
+                "buffer.seconds × source fps = {buffered} frames of face crops ({} MiB); at most {MAX_BUFFERED_FRAMES} ({} MiB)",
+                (buffered as u64 * 64) >> 10,
+                (MAX_BUFFERED_FRAMES * 64) >> 10
+            ));
+        }
+        if !(1..=MAX_QUEUED).contains(&self.buffer.max_queued) {
+            return Err(format!("buffer.max_queued must lie in 1..={MAX_QUEUED}, got {}", self.buffer.max_queued));
+        }
+        match &self.source {
+            SourceConfig::Camera(camera) => camera.validate().map_err(|e| e.to_string())?,
+            SourceConfig::Synthetic { prerender, .. } => {
+                let options = self.source.interview_options().expect("a synthetic source");
+                options.validate().map_err(|e| format!("source: {e}"))?;
+                let bytes = options.frames() as u64 * options.width as u64 * options.height as u64;
+                if *prerender && bytes > MAX_PRERENDER_BYTES {
+                    return Err(format!(
+                        "source.prerender would hold {} MiB of frames; at most {} MiB (shorten seconds or set prerender = false)",
+                        bytes >> 20,
+                        MAX_PRERENDER_BYTES >> 20
+                    ));
+                }
+            }
+            SourceConfig::Replay { .. } => {}
         }
         self.face.check()?;
-        if self.model.threads == 0 {
-            return Err("model.threads must be at least 1".into());
+        if !(1..=MAX_THREADS).contains(&self.model.threads) {
+            return Err(format!("model.threads must lie in 1..={MAX_THREADS}, got {}", self.model.threads));
+        }
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.log.max_segment_bytes) {
+            return Err(format!(
+                "log.max_segment_bytes must lie in {MIN_SEGMENT_BYTES}..={MAX_SEGMENT_BYTES}, got {}",
+                self.log.max_segment_bytes
+            ));
         }
         if let Some(push) = &self.push {
             if self.model.public_keys.is_empty() {
@@ -240,6 +279,9 @@ impl DaemonConfig {
             }
             if push.max_bundle_mb == 0 || push.timeout_s.is_nan() || push.timeout_s <= 0.0 {
                 return Err("push.max_bundle_mb and push.timeout_s must be positive".into());
+            }
+            if push.max_sessions == 0 {
+                return Err("push.max_sessions must be at least 1".into());
             }
         }
         Ok(())
@@ -352,6 +394,12 @@ mod tests {
             (camera.replace("\"mjpeg\"", "\"h264\""), "h264"),
             (camera.replace("width = 640", "width = 640\nexposure = 3"), "exposure"),
             (camera.replace("width = 640", "width = 0"), "width"),
+            (base.replace("fps = 100", "fps = 100\nwidth = 4294967296"), "4294967296×480"),
+            (base.replace("seconds = 5", "seconds = 86400\nprerender = true"), "source.prerender"),
+            (base.replace("[model]", "[buffer]\nmax_queued = 0\n[model]"), "buffer.max_queued"),
+            (base.replace("[model]", "[buffer]\nseconds = 60\n[model]").replace("fps = 100", "fps = 1000"), "buffer.seconds × source fps"),
+            (base.replace("path = \"m.merb\"", "path = \"m.merb\"\nthreads = 0"), "model.threads"),
+            (base.replace("[log]", "[log]\nmax_segment_bytes = 0"), "log.max_segment_bytes"),
         ] {
             std::fs::write(&path, broken).unwrap();
             let e = DaemonConfig::load(&path).unwrap_err().to_string();

@@ -17,6 +17,7 @@ use crate::control::{ControlSocket, SharedStatus, update};
 use crate::face::FaceState;
 use crate::gpio::{BoardLed, BoardTrigger};
 use crate::push_server::ModelSwitch;
+use crate::repeats::RepeatFilter;
 use crate::pipeline::{ModelChannel, Pipeline, Stats, WorkerReport};
 use crate::source::FrameSource;
 
@@ -35,18 +36,15 @@ pub struct Peripherals {
 }
 
 impl Peripherals {
-    /// Claims the configured GPIO lines and opens the control socket.
-    pub fn open(config: &DaemonConfig, model_path: PathBuf, model_version: String) -> Result<Peripherals> {
+    /// Claims the configured GPIO lines and opens the control socket (the model is added to the
+    /// status once it is loaded).
+    pub fn open(config: &DaemonConfig) -> Result<Peripherals> {
         let (led, trigger) = match &config.gpio {
             Some(gpio) => gpio.open()?,
             None => (None, None),
         };
         let status = SharedStatus::default();
-        update(&status, |s| {
-            s.model_path = model_path;
-            s.model_version = model_version;
-            s.source = config.source.describe();
-        });
+        update(&status, |s| s.source = config.source.describe());
         let control = match &config.control.socket {
             Some(path) => Some(
                 ControlSocket::start(path, status.clone()).with_context(|| format!("cannot open the control socket {}", path.display()))?,
@@ -135,6 +133,7 @@ pub fn drive(
 ) -> Result<(Stats, WorkerReport, f64)> {
     let started = Instant::now();
     let mut source_errors = 0u64;
+    let mut repeats = RepeatFilter::default();
     // Frame rate over the last status interval.
     let (mut rate_since, mut rate_frames) = (started, 0u64);
     loop {
@@ -147,7 +146,7 @@ pub fn drive(
             Ok(None) => break,
             Err(e) => {
                 source_errors += 1;
-                eprintln!("merd: {e}");
+                repeats.report(&e.to_string(), Instant::now()).iter().for_each(|line| eprintln!("merd: {line}"));
             }
         }
         let now = Instant::now();
@@ -166,6 +165,7 @@ pub fn drive(
         {
             let elapsed = now.duration_since(rate_since).as_secs_f64();
             if elapsed >= 1.0 {
+                repeats.flush(now, false).iter().for_each(|line| eprintln!("merd: {line}"));
                 let stats = pipeline.stats().clone();
                 let fps = (stats.frames - rate_frames) as f64 / elapsed;
                 (rate_since, rate_frames) = (now, stats.frames);
@@ -188,6 +188,7 @@ pub fn drive(
     for event in events.try_iter() {
         on_event(&event);
     }
+    repeats.flush(Instant::now(), true).iter().for_each(|line| eprintln!("merd: {line}"));
     if source_errors > 0 {
         eprintln!("merd: the source reported {source_errors} unreadable frames or outages");
     }

@@ -12,6 +12,7 @@ pub mod gpio;
 pub mod model_store;
 pub mod pipeline;
 pub mod push_server;
+pub mod repeats;
 pub mod source;
 pub mod spot_stream;
 pub mod spotting;

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use mer_device::camera::{CameraSource, V4lOpener};
 use mer_device::clip::classify_clip;
 use mer_device::config::{DaemonConfig, SourceConfig};
-use mer_device::control::request;
+use mer_device::control::{request, update};
 use mer_device::face::TrackerSettings;
 use mer_device::daemon::{Peripherals, PipelineSwitch, drive};
 use mer_device::model_store::{ModelStore, check_compatible};
@@ -21,7 +21,7 @@ use mer_device::pipeline::{FaceSetting, Pipeline, PipelineConfig, Roi, Stats, Wo
 use mer_device::source::{FrameSource, RealTime, ReplaySource, SyntheticSource};
 use mer_shared::stdout::end_quietly_when_stdout_closes;
 use mer_device::spotting::{Spotter, SpotterConfig, iou, score};
-use mer_shared::bundle::read_public_key;
+use mer_shared::bundle::{PublicKey, read_public_key};
 use mer_shared::classifier::{Classifier, Origin, Trust, classify_file};
 use mer_shared::event::Event;
 use mer_shared::face::FaceBox;
@@ -160,7 +160,7 @@ fn main() -> Result<()> {
             println!("{n} frames ({last:.2} s of video at {fps} fps) decoded in {secs:.2} s ({:.0} frames/s)", n as f64 / secs);
         }
         Command::ClassifyClip { model, frames, onset, apex, offset, roi, public_keys, threads, allow_foreign_inputs } => {
-            let classifier = load_classifier(&model, &public_keys, threads)?;
+            let classifier = load_classifier(&model, &trusted_keys(&public_keys)?, threads)?;
             accept_inputs(classifier.manifest(), allow_foreign_inputs)?;
             let keys = KeyFrames::new(onset, apex, offset)?;
             let result = classify_clip(&classifier, &frames, keys, roi, threads)
@@ -205,8 +205,7 @@ fn main() -> Result<()> {
 
 /// The model store's active model; on the first start, the configured model becomes the first
 /// active one.
-fn open_store(config: &DaemonConfig, push: &PushSettings) -> Result<(Classifier, ModelStore)> {
-    let keys = trusted_keys(&config.model.public_keys)?;
+fn open_store(config: &DaemonConfig, push: &PushSettings, keys: Vec<PublicKey>) -> Result<(Classifier, ModelStore)> {
     let mut store = ModelStore::open(&push.store, keys, push.keep, config.model.threads)
         .with_context(|| format!("cannot open the model store {}", push.store.display()))?
         .allowing_foreign_inputs(config.model.allow_foreign_inputs);
@@ -234,13 +233,12 @@ fn accept_inputs(manifest: &Manifest, allow_foreign_inputs: bool) -> Result<()> 
     Ok(())
 }
 
-fn trusted_keys(paths: &[PathBuf]) -> Result<Vec<mer_shared::bundle::PublicKey>> {
+fn trusted_keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>> {
     Ok(paths.iter().map(|p| read_public_key(p)).collect::<mer_shared::Result<Vec<_>>>()?)
 }
 
-fn load_classifier(path: &Path, public_keys: &[PathBuf], threads: usize) -> Result<Classifier> {
-    let keys = trusted_keys(public_keys)?;
-    let trust = if keys.is_empty() { Trust::IntegrityOnly } else { Trust::Keys(&keys) };
+fn load_classifier(path: &Path, keys: &[PublicKey], threads: usize) -> Result<Classifier> {
+    let trust = if keys.is_empty() { Trust::IntegrityOnly } else { Trust::Keys(keys) };
     let classifier = Classifier::load(path, trust)?.with_threads(threads);
     let m = classifier.manifest();
     eprintln!("model {} ({}): classes {}", m.version, path.display(), m.classes.join(", "));
@@ -287,55 +285,43 @@ fn summary(stats: &Stats, report: &WorkerReport, seconds: f64) {
     }
 }
 
+/// Everything that can be checked is checked before the first file is created: the
+/// configuration, keys, frame source, pipeline settings and peripherals come first, then the
+/// model store (which may copy the configured bundle into it) and the event log.
 fn run(config_path: &Path) -> Result<()> {
     let config = DaemonConfig::load(config_path)?;
+    let keys = trusted_keys(&config.model.public_keys)?;
+    let fps = config.source.fps();
+    let pipeline_config = PipelineConfig {
+        fps: fps as f32,
+        face: config.face.setting(config.source.realtime()),
+        buffer_s: config.buffer.seconds,
+        spotting: config.spotting.clone(),
+        flow_threads: config.model.threads,
+        max_queued: config.buffer.max_queued,
+    };
+    pipeline_config.check().with_context(|| format!("{}", config_path.display()))?;
+    let mut source = open_source(&config.source)?;
+    let mut peripherals = Peripherals::open(&config)?;
+    peripherals.stop = Some(stop_on_signals()?);
+
     let (classifier, store) = match &config.push {
         Some(push) => {
-            let (classifier, store) = open_store(&config, push)?;
+            let (classifier, store) = open_store(&config, push, keys)?;
             (classifier, Some(store))
         }
-        None => (load_classifier(&config.model.path, &config.model.public_keys, config.model.threads)?, None),
+        None => (load_classifier(&config.model.path, &keys, config.model.threads)?, None),
     };
     accept_inputs(classifier.manifest(), config.model.allow_foreign_inputs)?;
-    let version = classifier.manifest().version.clone();
-    let log = open_log(config.log_config())?;
-    let fps = config.source.fps();
-    let mut source: Box<dyn FrameSource + Send> = match &config.source {
-        SourceConfig::Camera(settings) => {
-            let retry_max = Duration::from_secs_f64(settings.retry_max_s);
-            Box::new(CameraSource::new(V4lOpener { settings: settings.clone() }, fps, retry_max))
-        }
-        SourceConfig::Replay { frames, fps, realtime } => {
-            let replay = ReplaySource::open(frames, *fps)?;
-            if *realtime { Box::new(RealTime::new(replay)) } else { Box::new(replay) }
-        }
-        SourceConfig::Synthetic { realtime, prerender, .. } => {
-            let mut synthetic = SyntheticSource::new(&config.source.interview_options().expect("synthetic"))?;
-            if *prerender {
-                let started = Instant::now();
-                synthetic.prerender();
-                eprintln!("rendered {} frames ahead in {:.1} s", synthetic.scene().frames, started.elapsed().as_secs_f64());
-            }
-            if *realtime { Box::new(RealTime::new(synthetic)) } else { Box::new(synthetic) }
-        }
-    };
-    let (tx, rx) = channel();
-    let pipeline = Pipeline::new(
-        PipelineConfig {
-            fps: fps as f32,
-            face: config.face.setting(config.source.realtime()),
-            buffer_s: config.buffer.seconds,
-            spotting: config.spotting.clone(),
-            flow_threads: config.model.threads,
-            max_queued: config.buffer.max_queued,
-        },
-        classifier,
-        log,
-        tx,
-    )?;
     let model_path = store.as_ref().map_or_else(|| config.model.path.clone(), |s| s.dir().to_path_buf());
-    let mut peripherals = Peripherals::open(&config, model_path.clone(), version)?;
-    peripherals.stop = Some(stop_on_signals()?);
+    let version = classifier.manifest().version.clone();
+    update(&peripherals.status, |s| {
+        s.model_path = model_path.clone();
+        s.model_version = version;
+    });
+    let log = open_log(config.log_config())?;
+    let (tx, rx) = channel();
+    let pipeline = Pipeline::new(pipeline_config, classifier, log, tx)?;
     if let (Some(push), Some(store)) = (&config.push, store) {
         let switch = PipelineSwitch { models: pipeline.model_switch(), status: peripherals.status.clone(), store_dir: model_path };
         let server = PushServer::start(push, store, trusted_keys(&config.model.public_keys)?, Arc::new(switch))?;
@@ -344,6 +330,29 @@ fn run(config_path: &Path) -> Result<()> {
     let (stats, report, seconds) = drive(&mut source, pipeline, rx, &mut peripherals, print_event)?;
     summary(&stats, &report, seconds);
     Ok(())
+}
+
+/// The configured frame source, opened (a camera is opened on its first frame).
+fn open_source(config: &SourceConfig) -> Result<Box<dyn FrameSource + Send>> {
+    Ok(match config {
+        SourceConfig::Camera(settings) => {
+            let retry_max = Duration::from_secs_f64(settings.retry_max_s);
+            Box::new(CameraSource::new(V4lOpener { settings: settings.clone() }, config.fps(), retry_max))
+        }
+        SourceConfig::Replay { frames, fps, realtime } => {
+            let replay = ReplaySource::open(frames, *fps)?;
+            if *realtime { Box::new(RealTime::new(replay)) } else { Box::new(replay) }
+        }
+        SourceConfig::Synthetic { realtime, prerender, .. } => {
+            let mut synthetic = SyntheticSource::new(&config.interview_options().expect("synthetic"))?;
+            if *prerender {
+                let started = Instant::now();
+                synthetic.prerender();
+                eprintln!("rendered {} frames ahead in {:.1} s", synthetic.scene().frames, started.elapsed().as_secs_f64());
+            }
+            if *realtime { Box::new(RealTime::new(synthetic)) } else { Box::new(synthetic) }
+        }
+    })
 }
 
 /// A flag raised by SIGTERM (systemd stopping the service) or SIGINT (Ctrl-C): the loop then
@@ -381,7 +390,7 @@ fn demo(seconds: f32, fps: f32, seed: u64, model: &Path, public_key: &Path, out:
     if !model.exists() {
         bail!("no model at {} (run from the repository root, or pass --model)", model.display());
     }
-    let classifier = load_classifier(model, &[public_key.to_path_buf()], 1)?;
+    let classifier = load_classifier(model, &trusted_keys(&[public_key.to_path_buf()])?, 1)?;
     accept_inputs(classifier.manifest(), false)?;
     // Everything is checked before the previous demo's log is cleared.
     let mut source = SyntheticSource::new(&InterviewOptions { seconds, fps, width: 640, height: 480, seed })?;

@@ -24,6 +24,7 @@ use serde::Serialize;
 use crate::event_log::EventLog;
 pub use crate::face::{FaceSetting, Roi};
 use crate::face::FaceState;
+use crate::repeats::RepeatFilter;
 use crate::source::Frame;
 use crate::spot_stream::SpotStream;
 pub use crate::spot_stream::SPOTTING_SIDE;
@@ -116,6 +117,37 @@ pub struct PipelineConfig {
     pub max_queued: usize,
 }
 
+impl PipelineConfig {
+    /// Checks the settings without starting anything, so that a command can refuse them before
+    /// it opens a log or a store: face and spotting settings, and a buffer that holds what the
+    /// spotter reaches back to.
+    pub fn check(&self) -> Result<()> {
+        self.spot_stream().map(|_| ())
+    }
+
+    /// The face box and spotter, and the ring's capacity in frames.
+    fn spot_stream(&self) -> Result<(SpotStream, usize)> {
+        if self.max_queued == 0 || self.flow_threads == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "buffer.max_queued and the flow threads must be at least 1, got {} and {}",
+                self.max_queued, self.flow_threads
+            )));
+        }
+        let stream = SpotStream::new(self.fps, &self.face, &self.spotting)?;
+        let capacity = (self.buffer_s * self.fps).ceil() as usize;
+        let needed = stream.reach_back() + 1;
+        if capacity < needed {
+            return Err(Error::InvalidArgument(format!(
+                "buffer.seconds {} holds {capacity} frames at {} fps; the spotter needs at least {needed} ({:.2} s)",
+                self.buffer_s,
+                self.fps,
+                needed as f32 / self.fps
+            )));
+        }
+        Ok((stream, capacity))
+    }
+}
+
 /// Counters for `merd status` and the end-of-run summary.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Stats {
@@ -147,6 +179,7 @@ pub struct WorkerReport {
     pub last_failure: Option<String>,
     /// Events classified but not in the log because appends kept failing (e.g. a full disk).
     pub unlogged: Vec<Event>,
+    repeats: RepeatFilter,
 }
 
 pub struct Pipeline {
@@ -170,21 +203,11 @@ impl Pipeline {
         log: impl EventSink + 'static,
         events: std::sync::mpsc::Sender<Event>,
     ) -> Result<Pipeline> {
-        let stream = SpotStream::new(config.fps, &config.face, &config.spotting)?;
-        let capacity = (config.buffer_s * config.fps).ceil() as usize;
-        let needed = stream.reach_back() + 1;
-        if capacity < needed {
-            return Err(Error::InvalidArgument(format!(
-                "buffer.seconds {} holds {capacity} frames at {} fps; the spotter needs at least {needed} ({:.2} s)",
-                config.buffer_s,
-                config.fps,
-                needed as f32 / config.fps
-            )));
-        }
-        let (tx, rx) = sync_channel(config.max_queued.max(1));
+        let (stream, capacity) = config.spot_stream()?;
+        let (tx, rx) = sync_channel(config.max_queued);
         let (models, new_models) = channel();
         let models = ModelChannel { models, crop_spec: Arc::new(Mutex::new(Arc::new(classifier.manifest().input.clone()))) };
-        let flow_threads = config.flow_threads.max(1);
+        let flow_threads = config.flow_threads;
         let worker = std::thread::Builder::new()
             .name("classifier".into())
             .spawn(move || classify_jobs(rx, classifier, new_models, flow_threads, log, events))
@@ -336,7 +359,7 @@ const MAX_UNLOGGED: usize = 10_000;
 
 impl WorkerReport {
     fn fail(&mut self, what: String) {
-        eprintln!("merd: {what}");
+        self.repeats.report(&what, Instant::now()).iter().for_each(|line| eprintln!("merd: {line}"));
         self.failures += 1;
         self.last_failure = Some(what);
     }
@@ -420,6 +443,7 @@ fn classify_jobs(
         report.fail(format!("syncing the event log: {e}"));
     }
     report.unlogged = unlogged.into();
+    report.repeats.flush(Instant::now(), true).iter().for_each(|line| eprintln!("merd: {line}"));
     report
 }
 

@@ -33,6 +33,8 @@ pub struct ReplaySource {
     files: Vec<(i64, PathBuf)>,
     fps: f64,
     next: usize,
+    /// The size of the first frame delivered, which every later frame must have.
+    size: Option<(usize, usize)>,
 }
 
 impl ReplaySource {
@@ -45,7 +47,7 @@ impl ReplaySource {
             return Err(Error::Data { path: dir.to_path_buf(), reason: format!("frame numbers start at {}", folder.first()) });
         }
         let files = folder.iter().map(|(n, p)| (n, p.to_path_buf())).collect();
-        Ok(ReplaySource { files, fps, next: 0 })
+        Ok(ReplaySource { files, fps, next: 0, size: None })
     }
 
     pub fn len(&self) -> usize {
@@ -64,6 +66,12 @@ impl FrameSource for ReplaySource {
         // replay goes on with the next, rather than failing on the same file for ever.
         self.next += 1;
         let image = load_gray(path)?;
+        let (w, h) = (image.width(), image.height());
+        let (fw, fh) = *self.size.get_or_insert((w, h));
+        if (w, h) != (fw, fh) {
+            let reason = format!("is {w}×{h}, the replay's earlier frames {fw}×{fh}; frames of another size are skipped");
+            return Err(Error::Data { path: path.clone(), reason });
+        }
         Ok(Some(Frame { index: *number as u64, timestamp: *number as f64 / self.fps, image }))
     }
 }
@@ -211,6 +219,16 @@ mod tests {
         assert!(src.next_frame().is_err());
         assert_eq!(src.next_frame().unwrap().unwrap().index, 1);
         assert!(ReplaySource::open(dir.path(), 0.0).is_err());
+        // A frame of another size is refused by name, and the replay goes on.
+        save_gray_png(&GrayImage::filled(6, 4, 0.5), &dir.path().join("000002.png")).unwrap();
+        save_gray_png(&GrayImage::filled(4, 4, 0.5), &dir.path().join("000003.png")).unwrap();
+        let mut src = ReplaySource::open(dir.path(), 30.0).unwrap();
+        assert!(src.next_frame().is_err());
+        assert_eq!(src.next_frame().unwrap().unwrap().index, 1);
+        let err = src.next_frame().unwrap_err().to_string();
+        assert!(err.contains("000002.png") && err.contains("6×4") && err.contains("4×4"), "{err}");
+        assert_eq!(src.next_frame().unwrap().unwrap().index, 3);
+        assert!(src.next_frame().unwrap().is_none());
     }
 
     #[test]

@@ -178,6 +178,42 @@ fn run_logs_the_events_it_prints_and_refuses_bad_configuration() {
     assert_eq!(ok(&merd(&["events", "--log", s(&dir.path().join("events")), "--json"])).lines().count(), 2 * printed);
 }
 
+/// What a directory holds, by name.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn run_checks_everything_before_it_creates_a_file() {
+    let model = models().join("skd-tstsan-synthetic.merb");
+    let key = models().join("demo-key.pub");
+    let push = "[push]\nlisten = \"127.0.0.1:0\"\nstore = \"store\"\n";
+    let keys = format!("public_keys = [\"{}\"]", key.display());
+    for (source, extra, expect) in [
+        ("kind = \"replay\"\nframes = \"absent\"", String::new(), "absent"),
+        ("kind = \"synthetic\"\nseconds = 6\nwidth = 4294967296", String::new(), "4294967296"),
+        ("kind = \"synthetic\"\nseconds = 6", "[spotting]\nthreshold_z = -1".to_string(), "threshold_z"),
+        ("kind = \"synthetic\"\nseconds = 6", "[buffer]\nseconds = 0.05".to_string(), "buffer.seconds"),
+        ("kind = \"synthetic\"\nseconds = 6", "[buffer]\nmax_queued = 0".to_string(), "max_queued"),
+        ("kind = \"synthetic\"\nseconds = 6", push.to_string(), "public_keys"),
+        ("kind = \"synthetic\"\nseconds = 6", format!("{push}[gpio]\nchip = \"/dev/absent-gpiochip\"\nled_line = 3"), "absent-gpiochip"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("merd.toml");
+        let text = format!(
+            "[source]\n{source}\nfps = 100\n[face]\nroi = [115, 68, 89, 102]\n[model]\npath = \"{}\"\n{}\n[log]\ndir = \"events\"\n{extra}\n",
+            model.display(),
+            if extra.contains("gpio") { keys.as_str() } else { "" },
+        );
+        std::fs::write(&config, text).unwrap();
+        let stderr = err(&merd(&["run", "--config", s(&config)]));
+        assert!(stderr.contains(expect), "{expect}: {stderr}");
+        assert_eq!(listing(dir.path()), ["merd.toml"], "{expect}: a refused start creates nothing");
+    }
+}
+
 #[path = "../src/test_bundles.rs"]
 mod test_bundles;
 

@@ -304,8 +304,21 @@ pub fn face_crop(spec: &InputSpec, frame: &GrayImage, face: Option<&FaceBox>) ->
 pub fn model_input(spec: &InputSpec, frames: &dyn ClipFrames, face: Option<&FaceBox>, keys: KeyFrames, threads: usize) -> Result<InputTensor> {
     spec.validate()?;
     let keys = KeyFrames::new(keys.onset, keys.apex, keys.offset)?;
-    let crop = |what: &str, number: i64| -> Result<GrayImage> {
+    // One face box is cut from every key frame, so they must share one size: a frame of
+    // another size would silently give another part of the picture.
+    let mut first_size: Option<(i64, usize, usize)> = None;
+    let mut crop = |what: &str, number: i64| -> Result<GrayImage> {
         let frame = frames.frame(number).map_err(|e| Error::InvalidArgument(format!("{what} frame {number}: {e}")))?;
+        let (w, h) = (frame.width(), frame.height());
+        match first_size {
+            Some((n, fw, fh)) if (fw, fh) != (w, h) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{what} frame {number} is {w}×{h}, frame {n} {fw}×{fh}: the frames of one clip must share one size"
+                )));
+            }
+            Some(_) => {}
+            None => first_size = Some((number, w, h)),
+        }
         frame.check_finite(&format!("{what} frame {number}"))?;
         face_crop(spec, &frame, face).map_err(|e| Error::InvalidArgument(format!("{what} frame {number}: {e}")))
     };
@@ -532,6 +545,9 @@ mod tests {
         assert!(err.contains("onset frame 0") && err.contains("does not lie inside the 128×128 frame"), "{err}");
         let err = model_input(&spec, &frames, None, KeyFrames { onset: 0, apex: 9, offset: 9 }, 1).unwrap_err().to_string();
         assert!(err.contains("apex frame 9"), "{err}");
+        let mixed = Frames { first: 0, images: vec![face_like(0.0), GrayImage::filled(128, 120, 0.5), face_like(0.0)] };
+        let err = model_input(&spec, &mixed, None, KeyFrames::new(0, 1, 2).unwrap(), 1).unwrap_err().to_string();
+        assert!(err.contains("apex frame 1 is 128×120, frame 0 128×128") && err.contains("one size"), "{err}");
         let mut bad = face_like(0.0);
         bad.data_mut()[10] = f32::INFINITY;
         let err = input_from_faces(&spec, &face_like(0.0), &bad, Some(&face_like(0.0)), 1).unwrap_err().to_string();

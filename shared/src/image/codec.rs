@@ -20,8 +20,13 @@ pub fn decode_gray(bytes: &[u8], path: &Path) -> Result<GrayImage> {
         return Err(fail("file is empty".into()));
     }
     let reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| fail(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(fail("unrecognised file format".into()));
+    match reader.format() {
+        None => return Err(fail("unrecognised file format".into())),
+        // The JPEG decoder fills a cut-off scan with grey and reports nothing: refuse it here.
+        Some(image::ImageFormat::Jpeg) if !jpeg_is_complete(bytes) => {
+            return Err(fail("the JPEG data is cut off (no end-of-image marker after its scan)".into()));
+        }
+        Some(_) => {}
     }
     let img = reader.decode().map_err(|e| fail(e.to_string()))?;
     let (w, h) = (img.width() as usize, img.height() as usize);
@@ -41,6 +46,35 @@ pub fn decode_gray(bytes: &[u8], path: &Path) -> Result<GrayImage> {
     let img = GrayImage::new(w, h, data)?;
     img.check_finite(&path.display().to_string())?;
     Ok(img)
+}
+
+/// Whether a JPEG's segments are whole up to its first scan and an end-of-image marker follows
+/// that scan. Segments are walked by their lengths, so the end marker of an embedded thumbnail
+/// (inside APP1, before the scan) does not count; the scan's own data never holds 0xFF 0xD9
+/// (0xFF is stuffed), so the first such pair after it is the image's end. Trailing padding
+/// after the marker, as some cameras send, is allowed.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let mut at = 2; // past SOI
+    while at + 4 <= bytes.len() {
+        if bytes[at] != 0xFF {
+            return false;
+        }
+        let marker = bytes[at + 1];
+        match marker {
+            0xFF => at += 1, // fill byte before a marker
+            0x01 | 0xD0..=0xD7 => at += 2,
+            0xD9 => return false, // the image ends before any scan
+            _ => {
+                let length = u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]) as usize;
+                let scan_data = at + 2 + length;
+                if marker == 0xDA {
+                    return scan_data <= bytes.len() && bytes[scan_data..].windows(2).any(|w| w == [0xFF, 0xD9]);
+                }
+                at = scan_data;
+            }
+        }
+    }
+    false
 }
 
 /// `cv2.cvtColor(..., COLOR_RGB2GRAY)` for 8-bit: fixed-point BT.601 weights, rounded.
@@ -109,6 +143,18 @@ mod tests {
         let bytes = encode(DynamicImage::ImageLuma8(g), image::ImageFormat::Jpeg);
         let err = decode_gray(&bytes[..bytes.len() / 2], Path::new("cut.jpg")).unwrap_err().to_string();
         assert!(err.contains("cut.jpg"), "{err}");
+        // A photograph-sized JPEG cut anywhere after its headers decodes "successfully" (the rest
+        // grey) unless the cut is detected.
+        let big = image::GrayImage::from_fn(224, 224, |x, y| image::Luma([((x * 7 + y * 13) % 251) as u8]));
+        let bytes = encode(DynamicImage::ImageLuma8(big), image::ImageFormat::Jpeg);
+        assert!(decode_gray(&bytes, Path::new("whole.jpg")).is_ok());
+        for cut in [bytes.len() / 3, 2 * bytes.len() / 3, bytes.len() - 2] {
+            let err = decode_gray(&bytes[..cut], Path::new("cut.jpg")).unwrap_err().to_string();
+            assert!(err.contains("cut.jpg") && err.contains("cut off"), "{cut}: {err}");
+        }
+        let mut padded = bytes.clone();
+        padded.extend_from_slice(&[0; 64]);
+        assert!(decode_gray(&padded, Path::new("padded.jpg")).is_ok(), "padding after the end marker, as cameras send");
         let err = decode_gray(b"not an image at all", Path::new("x.png")).unwrap_err().to_string();
         assert!(err.contains("x.png"), "{err}");
         assert!(decode_gray(&[], Path::new("empty.png")).unwrap_err().to_string().contains("empty"));

@@ -51,15 +51,41 @@ pub struct InterviewTruth {
     pub frame_pattern: String,
 }
 
+impl InterviewOptions {
+    /// Largest frame side: 8K video. Checked before anything is allocated.
+    pub const MAX_SIDE: usize = 8192;
+    /// Longest interview: a day.
+    pub const MAX_SECONDS: f32 = 86_400.0;
+
+    pub fn validate(&self) -> Result<()> {
+        if !(10.0..=1000.0).contains(&self.fps) {
+            return Err(Error::InvalidArgument(format!("interview fps must lie in 10..=1000, got {}", self.fps)));
+        }
+        if !(self.seconds > 0.0 && self.seconds <= Self::MAX_SECONDS) {
+            return Err(Error::InvalidArgument(format!("interview seconds must lie in (0, {}], got {}", Self::MAX_SECONDS, self.seconds)));
+        }
+        let sides = 160..=Self::MAX_SIDE;
+        if !sides.contains(&self.width) || !sides.contains(&self.height) {
+            return Err(Error::InvalidArgument(format!(
+                "interview frames must be 160 to {} pixels on each side, got {}×{}",
+                Self::MAX_SIDE,
+                self.width,
+                self.height
+            )));
+        }
+        Ok(())
+    }
+
+    /// Frames in the interview.
+    pub fn frames(&self) -> usize {
+        (self.seconds * self.fps).round().max(1.0) as usize
+    }
+}
+
 /// The scene behind a clip (for true flows and tests).
 pub fn interview_scene(opts: &InterviewOptions) -> Result<Scene> {
-    if !(10.0..=1000.0).contains(&opts.fps) || !opts.seconds.is_finite() || opts.seconds <= 0.0 {
-        return Err(Error::InvalidArgument("fps must lie in 10..=1000 and seconds must be positive".into()));
-    }
-    if opts.width < 160 || opts.height < 160 {
-        return Err(Error::InvalidArgument("interview frames must be at least 160x160".into()));
-    }
-    let frames = (opts.seconds * opts.fps).round().max(1.0) as usize;
+    opts.validate()?;
+    let frames = opts.frames();
     let mut rng = rng_for(opts.seed, 20, 0);
     let identity = FaceIdentity::random(&mut rng);
     let (w, h) = (opts.width as f32, opts.height as f32);
@@ -133,5 +159,9 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join(TRUTH_FILE)).unwrap()).unwrap();
         assert_eq!(json["events"][0]["onset"], truth.events[0].onset);
         assert!(interview_scene(&InterviewOptions { fps: 0.0, ..opts }).is_err());
+        let err = interview_scene(&InterviewOptions { width: 4_294_967_296, ..opts }).err().unwrap().to_string();
+        assert!(err.contains("4294967296×240") && err.contains("8192"), "{err}");
+        assert!(interview_scene(&InterviewOptions { seconds: f32::INFINITY, ..opts }).is_err());
+        assert!(interview_scene(&InterviewOptions { seconds: f32::NAN, ..opts }).is_err());
     }
 }
