@@ -110,9 +110,10 @@ fn default_retry_max_s() -> f64 {
 
 impl CameraSettings {
     pub fn validate(&self) -> Result<()> {
-        if self.width == 0 || self.height == 0 || self.fps == 0 {
+        let side = 1..=8192;
+        if !side.contains(&self.width) || !side.contains(&self.height) || !(1..=1000).contains(&self.fps) {
             return Err(Error::InvalidArgument(format!(
-                "camera width, height and fps must be positive, got {}×{} at {} fps",
+                "camera width and height must lie in 1..=8192 and fps in 1..=1000, got {}×{} at {} fps",
                 self.width, self.height, self.fps
             )));
         }

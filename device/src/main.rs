@@ -83,7 +83,7 @@ enum Command {
         /// Public keys a bundle must be signed by (without one, only its integrity is checked).
         #[arg(long = "pub")]
         public_keys: Vec<PathBuf>,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = thread_count())]
         threads: usize,
     },
     /// Classify one recorded window of numbered frames with the device's own preprocessing; prints
@@ -109,7 +109,7 @@ enum Command {
         /// Public keys a bundle must be signed by (without one, only its integrity is checked).
         #[arg(long = "pub")]
         public_keys: Vec<PathBuf>,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = thread_count())]
         threads: usize,
         /// Classify even with a model trained on inputs this device cannot reproduce.
         #[arg(long)]
@@ -283,6 +283,11 @@ fn summary(stats: &Stats, report: &WorkerReport, seconds: f64) {
             eprintln!("{}", serde_json::to_string(e).unwrap_or_default());
         }
     }
+}
+
+/// `--threads`: 1 to 256 (0 is refused rather than read as "all cores" or "none").
+fn thread_count() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..=256)
 }
 
 /// Everything that can be checked is checked before the first file is created: the
