@@ -112,7 +112,8 @@ fn listed(stdout: &str) -> Vec<f64> {
 
 #[test]
 fn damaged_event_logs_cost_only_the_damaged_records() {
-    let damages: [(&str, fn(&mut Vec<u8>, &[usize])); 5] = [
+    type Damage = fn(&mut Vec<u8>, &[usize]);
+    let damages: [(&str, Damage); 5] = [
         ("a flipped payload byte", |b, r| b[r[4] + 12] ^= 0x40),
         ("a flipped CRC byte", |b, r| b[r[4] + 5] ^= 0x01),
         ("a length of zero", |b, r| b[r[4]..r[4] + 4].copy_from_slice(&0u32.to_le_bytes())),
