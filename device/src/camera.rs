@@ -1,4 +1,4 @@
-//! The V4L2 camera source: frames from `/dev/videoN` in GREY, YUYV or MJPEG, converted to
+//! The V4L2 camera source: frames from `/dev/videoN` in GREY, YUYV, MJPEG or raw Bayer, converted to
 //! grayscale, with the camera reopened (after a growing pause, each failure logged with its
 //! reason) whenever it stalls, errors or is unplugged. The reconnect logic works on any
 //! [`CameraOpener`], so it is tested with a scripted camera; [`V4lOpener`] is the real one.
@@ -16,11 +16,13 @@ use v4l::io::traits::CaptureStream;
 use v4l::video::Capture;
 use v4l::{Device, FourCC, Fraction};
 
+use crate::bayer::{BayerFormat, bayer_to_gray};
 use crate::source::{Frame, FrameSource};
 
-/// Pixel formats the camera may be asked for.
+/// Pixel formats the camera may be asked for, by their configuration names: `grey`, `yuyv`,
+/// `mjpeg`, or a raw Bayer format (`rggb8`, `rggb10`, `bggr12`, … see [`crate::bayer`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum PixelFormat {
     /// 8-bit luminance.
     Grey,
@@ -28,6 +30,8 @@ pub enum PixelFormat {
     Yuyv,
     /// Motion JPEG: each buffer is a JPEG picture.
     Mjpeg,
+    /// A raw sensor mosaic, converted to gray at half the width and height.
+    Bayer(BayerFormat),
 }
 
 impl PixelFormat {
@@ -36,6 +40,32 @@ impl PixelFormat {
             PixelFormat::Grey => *b"GREY",
             PixelFormat::Yuyv => *b"YUYV",
             PixelFormat::Mjpeg => *b"MJPG",
+            PixelFormat::Bayer(bayer) => bayer.fourcc(),
+        }
+    }
+
+    /// Bytes per pixel of a raw row, for drivers that report no stride.
+    fn bytes_per_pixel(self) -> usize {
+        match self {
+            PixelFormat::Grey | PixelFormat::Mjpeg => 1,
+            PixelFormat::Yuyv => 2,
+            PixelFormat::Bayer(bayer) => bayer.bytes_per_sample(),
+        }
+    }
+}
+
+impl TryFrom<String> for PixelFormat {
+    type Error = String;
+
+    fn try_from(name: String) -> std::result::Result<PixelFormat, String> {
+        match name.as_str() {
+            "grey" => Ok(PixelFormat::Grey),
+            "yuyv" => Ok(PixelFormat::Yuyv),
+            "mjpeg" => Ok(PixelFormat::Mjpeg),
+            other => other.parse().map(PixelFormat::Bayer).map_err(|()| {
+                let bayer: Vec<String> = BayerFormat::names().collect();
+                format!("unknown pixel format {other:?}; use grey, yuyv, mjpeg or a raw Bayer format ({})", bayer.join(", "))
+            }),
         }
     }
 }
@@ -45,15 +75,17 @@ impl PixelFormat {
 pub struct Layout {
     pub width: usize,
     pub height: usize,
-    /// Bytes from one row to the next (GREY and YUYV).
+    /// Bytes from one row to the next (the raw formats).
     pub stride: usize,
     pub format: PixelFormat,
+    /// Bits a raw Bayer sample is moved down by before use (see [`crate::bayer`]).
+    pub raw_shift: u8,
 }
 
 /// One captured buffer converted to a grayscale frame. A buffer of the wrong size, or a JPEG
 /// that does not decode to the negotiated size, is garbage; the error says why.
 pub fn to_gray(layout: &Layout, bytes: &[u8]) -> std::result::Result<GrayImage, String> {
-    let Layout { width, height, stride, format } = *layout;
+    let Layout { width, height, stride, format, raw_shift } = *layout;
     let garbage = |reason: String| format!("a bad {format:?} frame: {reason}");
     let packed = |bytes_per_pixel: usize| -> std::result::Result<Vec<u8>, String> {
         let row = width * bytes_per_pixel;
@@ -71,6 +103,7 @@ pub fn to_gray(layout: &Layout, bytes: &[u8]) -> std::result::Result<GrayImage, 
     match format {
         PixelFormat::Grey => GrayImage::from_u8(width, height, &packed(1)?).map_err(|e| garbage(e.to_string())),
         PixelFormat::Yuyv => GrayImage::from_u8(width, height, &packed(2)?).map_err(|e| garbage(e.to_string())),
+        PixelFormat::Bayer(bayer) => bayer_to_gray(bayer, width, height, stride, raw_shift, bytes).map_err(garbage),
         PixelFormat::Mjpeg => {
             let img = decode_gray(bytes, std::path::Path::new("<camera MJPEG frame>")).map_err(|e| garbage(e.to_string()))?;
             if (img.width(), img.height()) != (width, height) {
@@ -98,6 +131,10 @@ pub struct CameraSettings {
     /// Longest pause between attempts to reopen a lost camera; pauses start at 0.5 s and double.
     #[serde(default = "default_retry_max_s")]
     pub retry_max_s: f64,
+    /// Raw Bayer formats only: bits each 16-bit sample is moved down by (0 for V4L2's layout,
+    /// the value in the low bits).
+    #[serde(default)]
+    pub raw_shift: u8,
 }
 
 fn default_stall_s() -> f64 {
@@ -116,6 +153,17 @@ impl CameraSettings {
                 "camera width and height must lie in 1..=8192 and fps in 1..=1000, got {}×{} at {} fps",
                 self.width, self.height, self.fps
             )));
+        }
+        if let PixelFormat::Bayer(bayer) = self.format
+            && u32::from(self.raw_shift) + u32::from(bayer.bits) > 16
+        {
+            return Err(Error::InvalidArgument(format!(
+                "camera raw_shift {} leaves fewer than the {} bits of {bayer} in a 16-bit sample",
+                self.raw_shift, bayer.bits
+            )));
+        }
+        if self.raw_shift > 0 && !matches!(self.format, PixelFormat::Bayer(b) if b.bits > 8) {
+            return Err(Error::InvalidArgument("camera raw_shift applies only to the 10- and 12-bit Bayer formats".into()));
         }
         let stall_ok = self.stall_s > 0.0 && self.stall_s.is_finite();
         let retry_ok = self.retry_max_s >= 0.5 && self.retry_max_s.is_finite();
@@ -326,8 +374,8 @@ impl CameraOpener for V4lOpener {
         }
         let mut stream = MmapStream::with_buffers(&device, Type::VideoCapture, 4)?;
         stream.set_timeout(Duration::from_secs_f64(s.stall_s));
-        let stride = if got.stride > 0 { got.stride as usize } else { got.width as usize * if s.format == PixelFormat::Yuyv { 2 } else { 1 } };
-        let layout = Layout { width: got.width as usize, height: got.height as usize, stride, format: s.format };
+        let stride = if got.stride > 0 { got.stride as usize } else { got.width as usize * s.format.bytes_per_pixel() };
+        let layout = Layout { width: got.width as usize, height: got.height as usize, stride, format: s.format, raw_shift: s.raw_shift };
         Ok(V4lCamera { _device: device, stream, layout, fps })
     }
 
@@ -365,23 +413,23 @@ mod tests {
     #[test]
     fn raw_formats_keep_luminance_and_honour_the_stride() {
         // 3×2 GREY with 5-byte rows (2 padding bytes each).
-        let grey = Layout { width: 3, height: 2, stride: 5, format: PixelFormat::Grey };
+        let grey = Layout { width: 3, height: 2, stride: 5, format: PixelFormat::Grey, raw_shift: 0 };
         let img = to_gray(&grey, &[0, 51, 255, 9, 9, 102, 153, 204, 9]).unwrap();
         assert_eq!(img.to_u8(), vec![0, 51, 255, 102, 153, 204]);
         // 2×2 YUYV: Y U Y V per pixel pair; chroma is dropped.
-        let yuyv = Layout { width: 2, height: 2, stride: 4, format: PixelFormat::Yuyv };
+        let yuyv = Layout { width: 2, height: 2, stride: 4, format: PixelFormat::Yuyv, raw_shift: 0 };
         let img = to_gray(&yuyv, &[10, 128, 20, 128, 30, 1, 40, 2]).unwrap();
         assert_eq!(img.to_u8(), vec![10, 20, 30, 40]);
     }
 
     #[test]
     fn garbage_buffers_are_errors_not_frames() {
-        let grey = Layout { width: 4, height: 4, stride: 4, format: PixelFormat::Grey };
+        let grey = Layout { width: 4, height: 4, stride: 4, format: PixelFormat::Grey, raw_shift: 0 };
         let err = to_gray(&grey, &[0; 15]).unwrap_err().to_string();
         assert!(err.contains("15 bytes") && err.contains("needs 16"), "{err}");
         let narrow = Layout { stride: 3, ..grey };
         assert!(to_gray(&narrow, &[0; 64]).unwrap_err().to_string().contains("stride"));
-        let mjpeg = Layout { width: 4, height: 4, stride: 0, format: PixelFormat::Mjpeg };
+        let mjpeg = Layout { width: 4, height: 4, stride: 0, format: PixelFormat::Mjpeg, raw_shift: 0 };
         assert!(to_gray(&mjpeg, b"not a jpeg").is_err());
     }
 
@@ -392,7 +440,7 @@ mod tests {
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95)
             .encode(&img.to_u8(), 16, 8, image::ExtendedColorType::L8)
             .unwrap();
-        let layout = Layout { width: 16, height: 8, stride: 0, format: PixelFormat::Mjpeg };
+        let layout = Layout { width: 16, height: 8, stride: 0, format: PixelFormat::Mjpeg, raw_shift: 0 };
         let decoded = to_gray(&layout, &jpeg).unwrap();
         let worst = decoded.to_u8().iter().zip(img.to_u8()).map(|(a, b)| a.abs_diff(b)).max().unwrap();
         assert!(worst <= 8, "JPEG error {worst}");
@@ -423,7 +471,7 @@ mod tests {
 
     impl Camera for ScriptedCamera {
         fn layout(&self) -> Layout {
-            Layout { width: 4, height: 2, stride: 4, format: PixelFormat::Grey }
+            Layout { width: 4, height: 2, stride: 4, format: PixelFormat::Grey, raw_shift: 0 }
         }
         fn fps(&self) -> f64 {
             100.0
@@ -512,11 +560,30 @@ mod tests {
             format: PixelFormat::Yuyv,
             stall_s: 2.0,
             retry_max_s: 30.0,
+            raw_shift: 0,
         };
         assert!(s.validate().is_ok());
         assert!(CameraSettings { fps: 0, ..s.clone() }.validate().is_err());
         assert!(CameraSettings { stall_s: 0.0, ..s.clone() }.validate().is_err());
-        assert!(CameraSettings { retry_max_s: 0.1, ..s }.validate().is_err());
+        assert!(CameraSettings { retry_max_s: 0.1, ..s.clone() }.validate().is_err());
+        let rggb10 = PixelFormat::try_from("rggb10".to_string()).unwrap();
+        assert_eq!(&rggb10.fourcc(), b"RG10");
+        assert!(CameraSettings { format: rggb10, raw_shift: 6, ..s.clone() }.validate().is_ok());
+        let e = CameraSettings { format: rggb10, raw_shift: 7, ..s.clone() }.validate().unwrap_err().to_string();
+        assert!(e.contains("raw_shift 7") && e.contains("rggb10"), "{e}");
+        assert!(CameraSettings { raw_shift: 2, ..s }.validate().unwrap_err().to_string().contains("only to the 10- and 12-bit"));
+        let e = PixelFormat::try_from("rg10".to_string()).unwrap_err();
+        assert!(e.contains("\"rg10\"") && e.contains("rggb10") && e.contains("gbrg12"), "{e}");
+    }
+
+    #[test]
+    fn raw_bayer_frames_come_out_at_half_size() {
+        // 4×2 RGGB, 8 bits: two cells, the first red, the second green.
+        let layout = Layout { width: 4, height: 2, stride: 4, format: PixelFormat::Bayer("rggb8".parse().unwrap()), raw_shift: 0 };
+        let img = to_gray(&layout, &[255, 0, 0, 255, 0, 0, 255, 0]).unwrap();
+        assert_eq!((img.width(), img.height()), (2, 1));
+        assert!((img.get(0, 0) - 0.299).abs() < 1e-6 && (img.get(1, 0) - 0.587).abs() < 1e-6, "{:?}", img.data());
+        assert!(to_gray(&layout, &[0; 7]).unwrap_err().contains("a bad Bayer"));
     }
 
     #[test]
@@ -529,6 +596,7 @@ mod tests {
             format: PixelFormat::Grey,
             stall_s: 1.0,
             retry_max_s: 1.0,
+            raw_shift: 0,
         };
         let mut source = CameraSource::new(V4lOpener { settings }, 30.0, Duration::from_secs(1));
         source.backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(1));

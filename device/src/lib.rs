@@ -1,6 +1,7 @@
 //! `mer-device`: the runtime on the interview-room board. Hardware sits behind traits so the
 //! whole pipeline runs on replayed or synthetic frames in tests.
 
+pub mod bayer;
 pub mod camera;
 pub mod clip;
 pub mod config;
