@@ -16,7 +16,7 @@ use mer_shared::classifier::Classifier;
 use mer_shared::manifest::InputProvenance;
 use mer_shared::event::{Event, EventSource, LatencyBreakdown};
 use mer_shared::push::client::{Client, push};
-use mer_shared::push::frame::{read_frame, write_frame};
+use mer_shared::push::frame::{self, read_frame, write_frame};
 use mer_shared::push::{Action, CHUNK_BYTES, Health, MAX_FRAME_BYTES, Request, Response, SignedCommand};
 use mer_shared::{Error, Result};
 
@@ -588,6 +588,25 @@ fn a_session_ends_after_session_s_and_its_upload_resumes_in_the_next() {
     assert_eq!(resumed, Response::UploadFrom { offset: CHUNK_BYTES as u64 }, "the upload resumes in a new session");
     drop(next);
     assert_eq!(device.finish().1, "v0");
+}
+
+#[test]
+fn a_connection_lost_before_the_activation_is_answered_is_retried() {
+    let device = device(5.0);
+    let v1 = bundle("v1", &site_key());
+    // Everything the upload sends, then a few bytes of the activation: the connection breaks
+    // inside the command (as when the device closes a session that reached its session_s).
+    let mut upload = frame::encode(&Request::Hello { protocol: mer_shared::push::PROTOCOL }).len();
+    upload += frame::encode(&Request::Upload { sha256: sha(&v1), size: v1.len() as u64 }).len();
+    for (i, data) in v1.chunks(CHUNK_BYTES).enumerate() {
+        upload += frame::encode(&Request::Chunk { offset: (i * CHUNK_BYTES) as u64, data: data.to_vec() }).len();
+    }
+    let relay = breaking_relay(device.address.clone(), upload + 10, 1);
+    let pushed = push(&relay, &v1, &site_key(), TIMEOUT, |_, _| {}).unwrap();
+    assert!(pushed.connections >= 2, "{} connections", pushed.connections);
+    assert_eq!(pushed.status.active.unwrap().version, "v1");
+    assert_eq!(device.switched(), ["v1"]);
+    assert_eq!(device.finish().1, "v1");
 }
 
 #[test]
