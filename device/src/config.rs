@@ -277,8 +277,13 @@ impl DaemonConfig {
             if self.model.public_keys.is_empty() {
                 return Err("[push] needs model.public_keys: the keys allowed to sign bundles and the commands that activate them".into());
             }
-            if push.max_bundle_mb == 0 || push.timeout_s.is_nan() || push.timeout_s <= 0.0 {
-                return Err("push.max_bundle_mb and push.timeout_s must be positive".into());
+            if push.max_bundle_mb == 0 {
+                return Err("push.max_bundle_mb must be positive".into());
+            }
+            for (key, seconds) in [("timeout_s", push.timeout_s), ("session_s", push.session_s)] {
+                if !(seconds > 0.0 && seconds.is_finite()) {
+                    return Err(format!("push.{key} must be a positive number of seconds, got {seconds}"));
+                }
             }
             if push.max_sessions == 0 {
                 return Err("push.max_sessions must be at least 1".into());
@@ -351,6 +356,7 @@ mod tests {
         std::fs::write(&copy, format!("{}{enabled}", &text[..start])).unwrap();
         let push = DaemonConfig::load(&copy).unwrap().push.unwrap();
         assert_eq!((push.listen.as_str(), push.keep, push.max_sessions), ("0.0.0.0:7878", 3, 4));
+        assert_eq!((push.timeout_s, push.session_s), (30.0, 3600.0));
         assert_eq!(push.store, dir.path().join("../out/merd-models"));
     }
 
@@ -382,6 +388,7 @@ mod tests {
         let SourceConfig::Camera(settings) = &config.source else { panic!("{:?}", config.source) };
         assert_eq!((settings.device.as_path(), settings.format, settings.stall_s), (Path::new("/dev/video2"), PixelFormat::Mjpeg, 2.0));
 
+        let with_keys = base.replace("[log]", "public_keys = [\"k.pub\"]\n[log]");
         for (broken, expect) in [
             (base.replace("fps = 100", "fps = 100\nfsp = 3"), "fsp"),
             (base.replace("[log]", "[log]\nfsync = \"sometimes\""), "sometimes"),
@@ -389,6 +396,7 @@ mod tests {
             (base.replace("[model]", "[spotting]\nthreshold = 3\n[model]"), "threshold"),
             (base.replace("roi = [10, 10, 100, 120]", "roi = [10, 10]"), "roi"),
             (format!("{base}\n[push]\nlisten = \"127.0.0.1:0\"\nstore = \"models\""), "model.public_keys"),
+            (format!("{with_keys}\n[push]\nlisten = \"127.0.0.1:0\"\nstore = \"models\"\nsession_s = 0"), "push.session_s must be a positive"),
             (base.replace("[model]", "[face.detect]\nsmoothing = 0.5\n[model]"), "not both"),
             (base.replace("roi = [10, 10, 100, 120]", "[face.detect]\nsmoothing = 2.0"), "face.detect"),
             (camera.replace("\"mjpeg\"", "\"h264\""), "h264"),

@@ -1,14 +1,18 @@
 //! The daemon's local control socket: `merd status` reads what the daemon is doing and
 //! `merd trigger` asks it to classify the last moments, one line of text in, one line of JSON out.
-//! A Unix socket, so only local users with access to its path can reach it.
+//! A Unix socket, so only local users with access to its path can reach it. Each client is
+//! served on its own short-lived thread and must send its line (at most [`MAX_REQUEST_BYTES`])
+//! within [`REQUEST_DEADLINE`], so a slow or stuck client cannot keep `merd status` waiting.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crate::deadline::Deadline;
 
 use mer_shared::event::Event;
 use mer_shared::{Error, Result};
@@ -16,6 +20,14 @@ use serde::{Deserialize, Serialize};
 
 /// Events kept for `merd status`.
 const LAST_EVENTS: usize = 10;
+/// Longest request line, without its newline; longer ones are refused unread.
+pub const MAX_REQUEST_BYTES: usize = 4096;
+/// A request line must be complete this long after the connection, however it trickles in.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// Clients served at once (each for at most the deadline and its reply); more are turned away.
+const MAX_CLIENTS: usize = 16;
+/// How much of an unknown command the reply quotes.
+const QUOTED_CHARS: usize = 32;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -64,8 +76,17 @@ pub struct ControlSocket {
 
 impl ControlSocket {
     /// Listens on `path`, replacing a socket left behind by a previous run (but refusing to
-    /// replace anything else, or a socket another daemon still answers on).
+    /// replace anything else, or a socket another daemon still answers on). The directory must
+    /// exist: under systemd the unit's RuntimeDirectory makes it, and a missing one is a mistake
+    /// in the configuration, not something to paper over.
     pub fn start(path: &Path, status: SharedStatus) -> Result<ControlSocket> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+            return Err(Error::InvalidArgument(format!(
+                "the control socket's directory {} does not exist; create it or change control.socket \
+                 (under systemd, RuntimeDirectory=merd in deploy/merd.service makes /run/merd)",
+                dir.display()
+            )));
+        }
         if let Ok(meta) = std::fs::symlink_metadata(path) {
             use std::os::unix::fs::FileTypeExt;
             if !meta.file_type().is_socket() {
@@ -76,19 +97,26 @@ impl ControlSocket {
             }
             std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
         }
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
         let listener = UnixListener::bind(path).map_err(|e| Error::io(path, e))?;
         let trigger = Arc::new(AtomicBool::new(false));
         let (s, t) = (status.clone(), trigger.clone());
+        let clients = Arc::new(AtomicUsize::new(0));
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
                 for stream in listener.incoming().flatten() {
-                    // A client that connects and says nothing must not hold up the next one.
-                    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                    let _ = answer(stream, &s, &t);
+                    if clients.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_CLIENTS).then_some(n + 1)).is_err() {
+                        eprintln!("merd: control socket: {MAX_CLIENTS} clients already being served, one turned away");
+                        reply(&stream, &error_reply(&format!("{MAX_CLIENTS} clients already being served; try again")));
+                        continue;
+                    }
+                    // Counted until its thread ends, or at once if the thread cannot start.
+                    let client = ClientGuard(Arc::clone(&clients));
+                    let (s, t) = (s.clone(), t.clone());
+                    let _ = std::thread::Builder::new().name("control-client".into()).spawn(move || {
+                        let _client = client;
+                        answer(&stream, &s, &t);
+                    });
                 }
             })
             .map_err(|e| Error::InvalidArgument(format!("cannot start the control thread: {e}")))?;
@@ -108,18 +136,69 @@ impl Drop for ControlSocket {
     }
 }
 
-fn answer(stream: UnixStream, status: &Mutex<StatusReport>, trigger: &AtomicBool) -> std::io::Result<()> {
-    let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line)?;
-    let reply = match line.trim() {
-        "status" => serde_json::to_string(&*status.lock().map_err(|_| std::io::Error::other("status lock poisoned"))?)?,
-        "trigger" => {
-            trigger.store(true, Ordering::Relaxed);
-            r#"{"ok":true}"#.to_string()
+/// One client among those being served.
+struct ClientGuard(Arc<AtomicUsize>);
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn answer(stream: &UnixStream, status: &Mutex<StatusReport>, trigger: &AtomicBool) {
+    let response = match read_request(stream) {
+        Ok(line) => match line.trim() {
+            "status" => {
+                let report = status.lock().unwrap_or_else(|p| p.into_inner());
+                serde_json::to_string(&*report).unwrap_or_else(|e| error_reply(&e.to_string()))
+            }
+            "trigger" => {
+                trigger.store(true, Ordering::Relaxed);
+                r#"{"ok":true}"#.to_string()
+            }
+            other => error_reply(&format!("unknown command {}; use status or trigger", quote(other))),
+        },
+        Err(rule) => {
+            eprintln!("merd: control socket: {rule}, refused");
+            error_reply(&rule)
         }
-        other => serde_json::json!({ "error": format!("unknown command {other:?}; use status or trigger") }).to_string(),
     };
-    (&stream).write_all(format!("{reply}\n").as_bytes())
+    reply(stream, &response);
+}
+
+/// One line of at most [`MAX_REQUEST_BYTES`], complete within [`REQUEST_DEADLINE`]; or the
+/// rule it broke.
+fn read_request(stream: &UnixStream) -> std::result::Result<String, String> {
+    let deadline = Deadline::new(stream, Instant::now() + REQUEST_DEADLINE);
+    let mut line = Vec::new();
+    match BufReader::new(deadline.take(MAX_REQUEST_BYTES as u64 + 1)).read_until(b'\n', &mut line) {
+        Ok(_) => {}
+        Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+            return Err(format!("request not complete within {} s", REQUEST_DEADLINE.as_secs_f64()));
+        }
+        Err(e) => return Err(format!("cannot read the request: {e}")),
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    } else if line.len() > MAX_REQUEST_BYTES {
+        return Err(format!("request longer than {MAX_REQUEST_BYTES} bytes"));
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+/// The start of what a client sent, escaped, for a reply that must not echo it whole.
+fn quote(text: &str) -> String {
+    let start: String = text.chars().take(QUOTED_CHARS).collect();
+    if start.len() < text.len() { format!("{start:?}…") } else { format!("{start:?}") }
+}
+
+fn error_reply(reason: &str) -> String {
+    serde_json::json!({ "error": reason }).to_string()
+}
+
+fn reply(mut stream: &UnixStream, line: &str) {
+    let _ = stream.set_write_timeout(Some(REQUEST_DEADLINE));
+    let _ = stream.write_all(format!("{line}\n").as_bytes());
 }
 
 /// The client side: sends one command and returns the daemon's JSON reply.
@@ -140,7 +219,7 @@ mod tests {
     #[test]
     fn status_and_trigger_over_the_socket() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("run/merd.sock");
+        let path = dir.path().join("merd.sock");
         let status = SharedStatus::default();
         let socket = ControlSocket::start(&path, status.clone()).unwrap();
         update(&status, |s| {
@@ -152,7 +231,7 @@ mod tests {
         assert!(!socket.take_trigger());
         assert_eq!(request(&path, "trigger").unwrap(), r#"{"ok":true}"#);
         assert!(socket.take_trigger() && !socket.take_trigger());
-        assert!(request(&path, "reboot").unwrap().contains("unknown command"));
+        assert_eq!(request(&path, "reboot").unwrap(), r#"{"error":"unknown command \"reboot\"; use status or trigger"}"#);
 
         // A second daemon on the same path is refused; after the first stops, the stale socket
         // file is replaced.
@@ -166,5 +245,81 @@ mod tests {
         assert!(request(&path, "status").is_err());
         std::fs::write(dir.path().join("file"), "x").unwrap();
         assert!(ControlSocket::start(&dir.path().join("file"), status).err().unwrap().to_string().contains("not a socket"));
+    }
+
+    #[test]
+    fn a_missing_directory_is_refused_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("run");
+        let e = ControlSocket::start(&missing.join("merd.sock"), SharedStatus::default()).err().unwrap().to_string();
+        assert!(e.contains(&format!("{} does not exist", missing.display())), "{e}");
+        assert!(!missing.exists());
+    }
+
+    #[test]
+    fn long_requests_are_refused_and_never_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("merd.sock");
+        let _socket = ControlSocket::start(&path, SharedStatus::default()).unwrap();
+
+        // A megabyte on one line: refused after the first 4097 bytes, and none of it comes back.
+        let stream = UnixStream::connect(&path).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let sender = std::thread::spawn(move || {
+            let mut line = vec![b'x'; 1 << 20];
+            line.push(b'\n');
+            // The daemon stops reading and hangs up; the rest of the line then fails to send.
+            writer.write_all(&line).is_err()
+        });
+        let mut reply = String::new();
+        BufReader::new(&stream).read_line(&mut reply).unwrap();
+        assert_eq!(reply, "{\"error\":\"request longer than 4096 bytes\"}\n");
+        drop(stream);
+        assert!(sender.join().unwrap(), "the daemon did not read the whole megabyte");
+
+        // Within the limit but unknown: only its start is quoted.
+        let reply = request(&path, &"y".repeat(MAX_REQUEST_BYTES)).unwrap();
+        assert!(reply.contains("unknown command") && reply.contains(&"y".repeat(QUOTED_CHARS)), "{reply}");
+        assert!(reply.len() < 100, "{reply}");
+        let reply = request(&path, "\u{1b}[2J\u{7}").unwrap();
+        assert!(reply.contains(r#"\\u{1b}[2J\\u{7}"#), "control characters are escaped: {reply}");
+    }
+
+    #[test]
+    fn a_trickling_client_holds_up_nobody_and_is_cut_off_at_its_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("merd.sock");
+        let status = SharedStatus::default();
+        let _socket = ControlSocket::start(&path, status.clone()).unwrap();
+        update(&status, |s| s.frames = 7);
+
+        let started = Instant::now();
+        let mut slow = UnixStream::connect(&path).unwrap();
+        slow.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let trickler = std::thread::spawn(move || {
+            // "status" one byte at a time, never the newline, 100 ms apart.
+            for byte in b"status".iter().cycle() {
+                // A write can fail once the daemon has answered and hung up; the answer is there to read.
+                let sent = slow.write_all(&[*byte]).is_ok();
+                let mut reply = String::new();
+                match BufReader::new(&slow).read_line(&mut reply) {
+                    Ok(_) => return (started.elapsed(), reply),
+                    Err(e) if sent && matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(e) => panic!("{e}"),
+                }
+                assert!(started.elapsed() < Duration::from_secs(6), "the trickling client was never cut off");
+            }
+            unreachable!()
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let asked = Instant::now();
+        let report: StatusReport = serde_json::from_str(&request(&path, "status").unwrap()).unwrap();
+        assert_eq!(report.frames, 7);
+        assert!(asked.elapsed() < Duration::from_millis(500), "status waited {:?} behind the trickling client", asked.elapsed());
+
+        let (cut, reply) = trickler.join().unwrap();
+        assert!(cut >= REQUEST_DEADLINE && cut < REQUEST_DEADLINE + Duration::from_secs(2), "cut off after {cut:?}");
+        assert_eq!(reply, "{\"error\":\"request not complete within 2 s\"}\n");
     }
 }

@@ -7,6 +7,7 @@ pub mod clip;
 pub mod config;
 pub mod control;
 pub mod daemon;
+mod deadline;
 pub mod event_log;
 pub mod face;
 pub mod gpio;

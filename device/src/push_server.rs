@@ -1,15 +1,25 @@
 //! `merd`'s model-push listener (protocol in `mer_shared::push`): uploads are staged in the
 //! [`ModelStore`] and checked; signed commands activate or roll back, and the new model is
 //! handed to the running pipeline without stopping capture.
+//!
+//! Slots: a connection counts as a session only once its `Hello` has arrived. Until then it is
+//! one of at most [`HANDSHAKES_PER_SLOT`] × (`max_sessions` + 1) connections waiting to say
+//! Hello, each for at most `min(timeout_s, 5 s)`; more are turned away as busy at once, so a
+//! flood of silent connections costs a bounded number of threads. After Hello a session takes
+//! one of `max_sessions` slots, or, when they are all taken, the single management slot: it
+//! serves status and signed commands but answers uploads with busy, and lasts at most
+//! `timeout_s` in all, so that slow uploaders cannot lock `mer devices` and `mer rollback` out.
+//! Deadlines are per request and per session, never per byte: each request frame must be
+//! complete within `timeout_s` of the previous answer, and a session ends after `session_s`.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mer_shared::bundle::PublicKey;
 use mer_shared::classifier::Classifier;
@@ -20,7 +30,13 @@ use mer_shared::push::{
 use mer_shared::{Error, Result};
 use serde::Deserialize;
 
+use crate::deadline::{Deadline, clamped_seconds};
 use crate::model_store::{ModelStore, Verified};
+
+/// Connections allowed to wait for their Hello at once, per session slot (management included).
+pub const HANDSHAKES_PER_SLOT: usize = 2;
+/// The longest a connection may take to send its Hello (shorter when `timeout_s` is).
+const HANDSHAKE: Duration = Duration::from_secs(5);
 
 /// `[push]` in the daemon's configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -36,10 +52,15 @@ pub struct PushSettings {
     /// Largest bundle accepted, in MiB.
     #[serde(default = "default_max_bundle_mb")]
     pub max_bundle_mb: u64,
-    /// A client silent for this long is disconnected (its upload can resume later).
+    /// Each request must arrive complete within this many seconds of the previous answer,
+    /// however it trickles in; a client that misses it is disconnected (its upload can resume).
     #[serde(default = "default_timeout_s")]
     pub timeout_s: f64,
-    /// Sessions served at once; more are turned away as busy.
+    /// A session is closed after this many seconds in all; an upload resumes in a new one.
+    #[serde(default = "default_session_s")]
+    pub session_s: f64,
+    /// Sessions that may upload at once. One more is admitted for status and commands only;
+    /// beyond that clients are told the device is busy.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
     /// The name `mer devices` shows (default: the host name).
@@ -54,6 +75,9 @@ fn default_max_bundle_mb() -> u64 {
 }
 fn default_timeout_s() -> f64 {
     30.0
+}
+fn default_session_s() -> f64 {
+    3600.0
 }
 fn default_max_sessions() -> usize {
     4
@@ -71,12 +95,68 @@ struct Shared {
     trusted: Vec<PublicKey>,
     /// Uploads in progress, so two clients never write the same staging file.
     uploads: Mutex<HashSet<Digest>>,
+    /// Sessions in upload slots.
     sessions: AtomicUsize,
+    /// Whether the management slot is taken.
+    management: AtomicBool,
+    /// Connections still waiting for their Hello.
+    handshakes: AtomicUsize,
     switch: Arc<dyn ModelSwitch>,
     device: String,
     max_bundle_bytes: u64,
     max_sessions: usize,
+    max_handshakes: usize,
+    /// Per request (`timeout_s`).
     timeout: Duration,
+    /// Per session (`session_s`).
+    session: Duration,
+    /// For the Hello.
+    handshake: Duration,
+}
+
+impl Shared {
+    /// Takes an upload slot, else the management slot.
+    fn take_slot(&self) -> Option<SlotGuard<'_>> {
+        let upload = self.sessions.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < self.max_sessions).then_some(n + 1));
+        if upload.is_ok() {
+            return Some(SlotGuard { shared: self, slot: Slot::Upload });
+        }
+        let management = self.management.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst);
+        management.is_ok().then_some(SlotGuard { shared: self, slot: Slot::Management })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Upload,
+    /// Status and commands only.
+    Management,
+}
+
+/// A session's slot, given back when the session ends however it ends.
+struct SlotGuard<'a> {
+    shared: &'a Shared,
+    slot: Slot,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        match self.slot {
+            Slot::Upload => {
+                self.shared.sessions.fetch_sub(1, Ordering::SeqCst);
+            }
+            Slot::Management => self.shared.management.store(false, Ordering::SeqCst),
+        }
+    }
+}
+
+/// A connection counted among those waiting for their Hello until this is dropped.
+struct HandshakeGuard(Arc<Shared>);
+
+impl Drop for HandshakeGuard {
+    fn drop(&mut self) {
+        self.0.handshakes.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub struct PushServer {
@@ -90,23 +170,36 @@ impl PushServer {
             .map_err(|e| Error::InvalidArgument(format!("cannot listen for model pushes on {}: {e}", settings.listen)))?;
         let address = listener.local_addr().map_err(|e| Error::InvalidArgument(format!("{}: {e}", settings.listen)))?;
         let device = settings.name.clone().unwrap_or_else(host_name);
+        let max_sessions = settings.max_sessions.max(1);
+        let timeout = clamped_seconds(settings.timeout_s);
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
             trusted,
             uploads: Mutex::new(HashSet::new()),
             sessions: AtomicUsize::new(0),
+            management: AtomicBool::new(false),
+            handshakes: AtomicUsize::new(0),
             switch,
             device,
             max_bundle_bytes: settings.max_bundle_mb << 20,
-            max_sessions: settings.max_sessions.max(1),
-            timeout: Duration::from_secs_f64(settings.timeout_s.max(0.1)),
+            max_sessions,
+            max_handshakes: HANDSHAKES_PER_SLOT * (max_sessions + 1),
+            timeout,
+            session: clamped_seconds(settings.session_s),
+            handshake: timeout.min(HANDSHAKE),
         });
         std::thread::Builder::new()
             .name("push".into())
             .spawn(move || {
                 for stream in listener.incoming().flatten() {
-                    let shared = Arc::clone(&shared);
-                    let _ = std::thread::Builder::new().name("push-session".into()).spawn(move || serve(stream, &shared));
+                    let below_limit = |n: usize| (n < shared.max_handshakes).then_some(n + 1);
+                    if shared.handshakes.fetch_update(Ordering::SeqCst, Ordering::SeqCst, below_limit).is_err() {
+                        turn_away(&stream, &format!("{} connections are already waiting to say Hello", shared.max_handshakes));
+                        continue;
+                    }
+                    // Dropped with the closure if the thread cannot start.
+                    let handshake = HandshakeGuard(Arc::clone(&shared));
+                    let _ = std::thread::Builder::new().name("push-session".into()).spawn(move || serve(stream, handshake));
                 }
             })
             .map_err(|e| Error::InvalidArgument(format!("cannot start the push thread: {e}")))?;
@@ -136,55 +229,105 @@ struct Session<'a> {
     /// The model this session's last upload produced, already checked: activating it need not
     /// load and probe it again.
     staged: Option<(Digest, Verified)>,
+    slot: Slot,
+    /// How long the session may last, and when that is up.
+    lasts: Duration,
+    ends: Instant,
 }
 
-fn serve(mut stream: TcpStream, shared: &Shared) {
-    let peer = stream.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
-    let _ = stream.set_read_timeout(Some(shared.timeout));
+/// Tells a connection the device is busy without reading from it, and closes it.
+fn turn_away(stream: &TcpStream, reason: &str) {
+    eprintln!("merd: push from {}: {reason}, turned away", peer_name(stream));
+    // A few bytes into a fresh socket's buffer: this does not wait on the peer.
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = write_frame(&mut &*stream, &Response::Busy { reason: reason.to_string() });
+}
+
+fn peer_name(stream: &TcpStream) -> String {
+    stream.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string())
+}
+
+fn serve(stream: TcpStream, handshake: HandshakeGuard) {
+    let shared = Arc::clone(&handshake.0);
+    let shared = &*shared;
+    let peer = peer_name(&stream);
     let _ = stream.set_write_timeout(Some(shared.timeout));
-    if shared.sessions.fetch_add(1, Ordering::SeqCst) >= shared.max_sessions {
-        let _ = write_frame(&mut stream, &Response::Busy { reason: format!("{} sessions already open", shared.max_sessions) });
-        shared.sessions.fetch_sub(1, Ordering::SeqCst);
-        return;
-    }
-    let mut session = Session { shared, peer, nonce: fresh_nonce(), upload: None, claimed: None, staged: None };
-    match read_frame::<Request>(&mut stream, MAX_FRAME_BYTES) {
+    let hello = read_frame::<Request>(&mut Deadline::new(&stream, Instant::now() + shared.handshake), MAX_FRAME_BYTES);
+    drop(handshake);
+    let mut writer = &stream;
+    match hello {
         Ok(Request::Hello { protocol }) if protocol == PROTOCOL => {
-            let welcome = Response::Welcome { protocol: PROTOCOL, device: shared.device.clone(), nonce: session.nonce };
-            if write_frame(&mut stream, &welcome).is_ok() {
-                session.run(&mut stream);
+            let Some(taken) = shared.take_slot() else {
+                let reason = format!("all {} upload slots and the management slot are in use", shared.max_sessions);
+                eprintln!("merd: push from {peer}: {reason}, turned away");
+                let _ = write_frame(&mut writer, &Response::Busy { reason });
+                return;
+            };
+            // A management session needs a request or two: it must not hold its slot for long.
+            let lasts = if taken.slot == Slot::Management { shared.session.min(shared.timeout) } else { shared.session };
+            let nonce = fresh_nonce();
+            let ends = Instant::now() + lasts;
+            let mut session = Session { shared, peer, nonce, upload: None, claimed: None, staged: None, slot: taken.slot, lasts, ends };
+            let welcome = Response::Welcome { protocol: PROTOCOL, device: shared.device.clone(), nonce };
+            if write_frame(&mut writer, &welcome).is_ok() {
+                session.run(&stream);
             }
+            session.release();
         }
         Ok(Request::Hello { protocol }) => {
             let reason = format!("this device speaks protocol {PROTOCOL}, the client {protocol}");
-            let _ = write_frame(&mut stream, &Response::Welcome { protocol: PROTOCOL, device: shared.device.clone(), nonce: [0; 32] });
-            eprintln!("merd: push from {}: {reason}", session.peer);
+            let _ = write_frame(&mut writer, &Response::Welcome { protocol: PROTOCOL, device: shared.device.clone(), nonce: [0; 32] });
+            eprintln!("merd: push from {peer}: {reason}");
         }
         Ok(_) => {
-            let _ = write_frame(&mut stream, &Response::Refused { reason: "a session starts with Hello".into(), nonce: None });
+            let reason = "a session starts with Hello";
+            eprintln!("merd: push from {peer}: refused: {reason}");
+            let _ = write_frame(&mut writer, &Response::Refused { reason: reason.into(), nonce: None });
         }
-        Err(e) => session.hang_up(&mut stream, &e),
+        // Connected and left without a word (a port check).
+        Err(FrameError::Closed) => {}
+        Err(e) if e.is_timeout() => {
+            let within = shared.handshake.as_secs_f64();
+            eprintln!("merd: push from {peer}: no Hello within {within:.1} s (push.timeout_s, at most 5 s), disconnected");
+        }
+        Err(e) => hang_up(&peer, &stream, &e),
     }
-    session.release();
-    shared.sessions.fetch_sub(1, Ordering::SeqCst);
 }
 
 impl Session<'_> {
-    fn run(&mut self, stream: &mut TcpStream) {
+    fn run(&mut self, stream: &TcpStream) {
         loop {
-            let request = match read_frame::<Request>(stream, MAX_FRAME_BYTES) {
+            // The whole frame, however it trickles in, by the earlier of the two deadlines.
+            let request_due = Instant::now() + self.shared.timeout;
+            let request = match read_frame::<Request>(&mut Deadline::new(stream, request_due.min(self.ends)), MAX_FRAME_BYTES) {
                 Ok(request) => request,
                 Err(FrameError::Closed) => return,
-                Err(e) => return self.hang_up(stream, &e),
+                Err(e) if e.is_timeout() => return self.out_of_time(request_due),
+                Err(e) => return hang_up(&self.peer, stream, &e),
             };
             let response = self.answer(request);
-            if let Response::Refused { reason, .. } = &response {
-                eprintln!("merd: push from {}: refused: {reason}", self.peer);
+            match &response {
+                Response::Refused { reason, .. } => eprintln!("merd: push from {}: refused: {reason}", self.peer),
+                Response::Busy { reason } => eprintln!("merd: push from {}: busy: {reason}", self.peer),
+                _ => {}
             }
-            if write_frame(stream, &response).is_err() {
+            if write_frame(&mut &*stream, &response).is_err() {
                 return;
             }
         }
+    }
+
+    /// Says which deadline a request missed.
+    fn out_of_time(&self, request_due: Instant) {
+        let secs = |d: Duration| d.as_secs_f64();
+        let rule = if self.ends > request_due {
+            format!("request not complete within {:.1} s (push.timeout_s), disconnected", secs(self.shared.timeout))
+        } else if self.slot == Slot::Management {
+            format!("management session open for {:.1} s, the most it may take (push.timeout_s), closed", secs(self.lasts))
+        } else {
+            format!("session open for {:.1} s (push.session_s), closed; an upload resumes in a new session", secs(self.lasts))
+        };
+        eprintln!("merd: push from {}: {rule}", self.peer);
     }
 
     fn answer(&mut self, request: Request) -> Response {
@@ -192,6 +335,9 @@ impl Session<'_> {
         match request {
             Request::Hello { .. } => refused(Error::Push("the session is already open".into())),
             Request::Status => Response::Status(self.status()),
+            Request::Upload { .. } if self.slot == Slot::Management => Response::Busy {
+                reason: format!("all {} upload slots are in use; this session serves status and commands only", self.shared.max_sessions),
+            },
             Request::Upload { sha256, size } => self.begin_upload(sha256, size).unwrap_or_else(refused),
             Request::Chunk { offset, data } => self.chunk(offset, &data).unwrap_or_else(refused),
             Request::Command(command) => self.command(command),
@@ -314,14 +460,13 @@ impl Session<'_> {
             self.shared.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(&digest);
         }
     }
+}
 
-    /// Ends a session whose frames cannot be read, saying why when the peer can still hear it.
-    fn hang_up(&self, stream: &mut TcpStream, e: &FrameError) {
-        let what = if e.is_timeout() { format!("silent for {:.1} s, disconnected", self.shared.timeout.as_secs_f64()) } else { e.to_string() };
-        eprintln!("merd: push from {}: {what}", self.peer);
-        if matches!(e, FrameError::Oversized { .. } | FrameError::Malformed { .. }) {
-            let _ = write_frame(stream, &Response::Refused { reason: e.to_string(), nonce: None });
-        }
+/// Ends a connection whose frames cannot be read, saying why when the peer can still hear it.
+fn hang_up(peer: &str, stream: &TcpStream, e: &FrameError) {
+    eprintln!("merd: push from {peer}: {e}, disconnected");
+    if matches!(e, FrameError::Oversized { .. } | FrameError::Malformed { .. }) {
+        let _ = write_frame(&mut &*stream, &Response::Refused { reason: e.to_string(), nonce: None });
     }
 }
 

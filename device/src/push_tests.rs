@@ -3,6 +3,7 @@
 //! device, reopened from its disk, has a complete model that verifies, and that every event
 //! written meanwhile reads back.
 
+use std::io::ErrorKind;
 use std::net::TcpStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +16,7 @@ use mer_shared::classifier::Classifier;
 use mer_shared::manifest::InputProvenance;
 use mer_shared::event::{Event, EventSource, LatencyBreakdown};
 use mer_shared::push::client::{Client, push};
-use mer_shared::push::frame::{read_frame, write_frame};
+use mer_shared::push::frame::{self, read_frame, write_frame};
 use mer_shared::push::{Action, CHUNK_BYTES, Health, MAX_FRAME_BYTES, Request, Response, SignedCommand};
 use mer_shared::{Error, Result};
 
@@ -55,6 +56,7 @@ fn settings(dir: &Path, timeout_s: f64) -> PushSettings {
         keep: 2,
         max_bundle_mb: 16,
         timeout_s,
+        session_s: 3600.0,
         max_sessions: 8,
         name: Some("room-1".into()),
     }
@@ -63,8 +65,14 @@ fn settings(dir: &Path, timeout_s: f64) -> PushSettings {
 /// A device running `v0`, listening on a free loopback port, with its classifier logging an
 /// event every few milliseconds.
 fn device(timeout_s: f64) -> TestDevice {
+    device_with(|s| s.timeout_s = timeout_s)
+}
+
+/// [`device`] with settings changed from those of [`settings`].
+fn device_with(change: impl FnOnce(&mut PushSettings)) -> TestDevice {
     let dir = tempfile::tempdir().unwrap();
-    let settings = settings(dir.path(), timeout_s);
+    let mut settings = settings(dir.path(), 5.0);
+    change(&mut settings);
     let trusted = vec![site_key().public()];
     let mut store = ModelStore::open(&settings.store, trusted.clone(), settings.keep, 1).unwrap();
     store.adopt(&bundle("v0", &site_key())).unwrap();
@@ -454,16 +462,176 @@ fn models_with_foreign_inputs_are_refused_unless_allowed() {
 fn clients_beyond_the_session_limit_are_told_the_device_is_busy() {
     let device = device(5.0);
     let open: Vec<_> = (0..8).map(|_| raw_session(&device.address)).collect();
-    let mut extra = TcpStream::connect(&device.address).unwrap();
-    extra.set_read_timeout(Some(TIMEOUT)).unwrap();
-    match read_frame::<Response>(&mut extra, MAX_FRAME_BYTES).unwrap() {
-        Response::Busy { reason } => assert!(reason.contains("8 sessions"), "{reason}"),
-        other => panic!("{other:?}"),
-    }
+    // The ninth gets the management slot: status and commands, but no uploads.
+    let mut manager = Client::connect(&device.address, TIMEOUT).unwrap();
+    assert_eq!(manager.status().unwrap().device, "room-1");
+    let e = manager.upload(&bundle("v1", &site_key()), |_, _| {}).unwrap_err();
+    assert!(matches!(&e, Error::PushBusy(r) if r.contains("all 8 upload slots are in use")), "{e}");
+    // The tenth is turned away.
+    let e = Client::connect(&device.address, TIMEOUT).err().unwrap();
+    assert!(matches!(&e, Error::PushBusy(r) if r.contains("all 8 upload slots and the management slot are in use")), "{e}");
     drop(open);
+    drop(manager);
     // Once they are gone, pushes go through again (the client retries while the device is busy).
     assert_eq!(push_to(&device, &bundle("v1", &site_key())).unwrap().status.active.unwrap().version, "v1");
     assert_eq!(device.finish().1, "v1");
+}
+
+/// A client that starts a frame announcing 1000 bytes on `stream` and sends one byte of it
+/// every `every`, far inside any per-read timeout, until the device hangs up; returns how long
+/// that took.
+fn trickle(mut stream: TcpStream, every: Duration) -> JoinHandle<Duration> {
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        stream.set_read_timeout(Some(every)).unwrap();
+        let _ = std::io::Write::write_all(&mut stream, &1000u32.to_le_bytes());
+        loop {
+            let sent = std::io::Write::write_all(&mut stream, &[0]).is_ok();
+            match std::io::Read::read(&mut stream, &mut [0u8; 1]) {
+                Ok(0) => return started.elapsed(),
+                Ok(_) => panic!("the device answered a request it has not had"),
+                Err(e) if sent && matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                // Reset: the device closed with our bytes unread.
+                Err(_) => return started.elapsed(),
+            }
+            assert!(started.elapsed() < Duration::from_secs(8), "a trickling client was never cut off");
+        }
+    })
+}
+
+fn assert_cut_near(cut: Duration, deadline: Duration) {
+    let fair = cut >= deadline.mul_f64(0.8) && cut < deadline + Duration::from_millis(1500);
+    assert!(fair, "cut off after {cut:?}, the deadline is {deadline:?}");
+}
+
+#[test]
+fn slow_clients_in_every_upload_slot_leave_status_and_commands_to_the_management_slot() {
+    let timeout = Duration::from_millis(1500);
+    let device = device_with(|s| {
+        s.timeout_s = timeout.as_secs_f64();
+        s.max_sessions = 4;
+    });
+    push_to(&device, &bundle("v1", &site_key())).unwrap();
+    // Four sessions holding every upload slot, and two connections still in their Hello, each
+    // sending a byte every 100 ms.
+    let every = Duration::from_millis(100);
+    let slow: Vec<_> = (0..4).map(|_| trickle(raw_session(&device.address).0, every)).collect();
+    let silent: Vec<_> = (0..2).map(|_| trickle(TcpStream::connect(&device.address).unwrap(), every)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // What `mer devices` does: connect, Hello, Status. Answered at once, not when a slot frees.
+    let asked = Instant::now();
+    let mut manager = Client::connect(&device.address, TIMEOUT).unwrap();
+    assert_eq!(manager.status().unwrap().active.unwrap().version, "v1");
+    assert!(asked.elapsed() < timeout / 2, "status took {:?}", asked.elapsed());
+    // The management slot serves one client, signed commands, and no uploads.
+    let e = Client::connect(&device.address, TIMEOUT).err().unwrap();
+    assert!(matches!(&e, Error::PushBusy(r) if r.contains("management slot")), "{e}");
+    let e = manager.upload(&bundle("v2", &site_key()), |_, _| {}).unwrap_err();
+    assert!(matches!(&e, Error::PushBusy(r) if r.contains("upload slots are in use")), "{e}");
+    assert_eq!(manager.rollback(&site_key()).unwrap().active.unwrap().version, "v0");
+    drop(manager);
+
+    // However they trickle, every request (and every Hello) is cut off at its deadline.
+    for handle in slow.into_iter().chain(silent) {
+        assert_cut_near(handle.join().unwrap(), timeout);
+    }
+    assert_eq!(push_to(&device, &bundle("v2", &site_key())).unwrap().status.active.unwrap().version, "v2");
+    assert_eq!(device.switched(), ["v1", "v0", "v2"]);
+    assert_eq!(device.finish().1, "v2");
+}
+
+#[test]
+fn a_trickled_request_is_cut_off_at_its_deadline_and_the_upload_resumes() {
+    let device = device(1.0);
+    let v1 = bundle("v1", &site_key());
+    let (mut stream, _) = raw_session(&device.address);
+    assert_eq!(call(&mut stream, &Request::Upload { sha256: sha(&v1), size: v1.len() as u64 }), Response::UploadFrom { offset: 0 });
+    let data = v1[..CHUNK_BYTES].to_vec();
+    assert_eq!(call(&mut stream, &Request::Chunk { offset: 0, data }), Response::Ack { offset: CHUNK_BYTES as u64 });
+    // The next request comes a byte every tenth of the deadline: the deadline counts from the
+    // last answer, not from the last byte.
+    assert_cut_near(trickle(stream, Duration::from_millis(100)).join().unwrap(), Duration::from_secs(1));
+
+    let mut first = None;
+    push(&device.address, &v1, &site_key(), TIMEOUT, |offset, _| {
+        first.get_or_insert(offset);
+    })
+    .unwrap();
+    assert_eq!(first, Some(CHUNK_BYTES as u64), "the upload resumes after the acknowledged chunk");
+    assert_eq!(device.finish().1, "v1");
+}
+
+#[test]
+fn a_session_ends_after_session_s_and_its_upload_resumes_in_the_next() {
+    let device = device_with(|s| s.session_s = 1.0);
+    let v1 = bundle("v1", &site_key());
+    let (mut stream, _) = raw_session(&device.address);
+    let opened = Instant::now();
+    call(&mut stream, &Request::Upload { sha256: sha(&v1), size: v1.len() as u64 });
+    let first = Request::Chunk { offset: 0, data: v1[..CHUNK_BYTES].to_vec() };
+    assert_eq!(call(&mut stream, &first), Response::Ack { offset: CHUNK_BYTES as u64 });
+    // A client that keeps asking, each request prompt, still has its session closed in time.
+    let closed = loop {
+        let sent = write_frame(&mut stream, &Request::Status).is_ok();
+        let answer = sent.then(|| read_frame::<Response>(&mut stream, MAX_FRAME_BYTES).ok()).flatten();
+        match answer {
+            Some(Response::Status(_)) => std::thread::sleep(Duration::from_millis(100)),
+            Some(other) => panic!("{other:?}"),
+            None => break opened.elapsed(),
+        }
+        assert!(opened.elapsed() < Duration::from_secs(5), "the session was never closed");
+    };
+    assert_cut_near(closed, Duration::from_secs(1));
+    let (mut next, _) = raw_session(&device.address);
+    let resumed = call(&mut next, &Request::Upload { sha256: sha(&v1), size: v1.len() as u64 });
+    assert_eq!(resumed, Response::UploadFrom { offset: CHUNK_BYTES as u64 }, "the upload resumes in a new session");
+    drop(next);
+    assert_eq!(device.finish().1, "v0");
+}
+
+#[test]
+fn a_connection_lost_before_the_activation_is_answered_is_retried() {
+    let device = device(5.0);
+    let v1 = bundle("v1", &site_key());
+    // Everything the upload sends, then a few bytes of the activation: the connection breaks
+    // inside the command (as when the device closes a session that reached its session_s).
+    let mut upload = frame::encode(&Request::Hello { protocol: mer_shared::push::PROTOCOL }).len();
+    upload += frame::encode(&Request::Upload { sha256: sha(&v1), size: v1.len() as u64 }).len();
+    for (i, data) in v1.chunks(CHUNK_BYTES).enumerate() {
+        upload += frame::encode(&Request::Chunk { offset: (i * CHUNK_BYTES) as u64, data: data.to_vec() }).len();
+    }
+    let relay = breaking_relay(device.address.clone(), upload + 10, 1);
+    let pushed = push(&relay, &v1, &site_key(), TIMEOUT, |_, _| {}).unwrap();
+    assert!(pushed.connections >= 2, "{} connections", pushed.connections);
+    assert_eq!(pushed.status.active.unwrap().version, "v1");
+    assert_eq!(device.switched(), ["v1"]);
+    assert_eq!(device.finish().1, "v1");
+}
+
+#[test]
+fn connections_that_never_say_hello_are_bounded_and_cut_off() {
+    let device = device_with(|s| {
+        s.timeout_s = 1.0;
+        s.max_sessions = 2;
+    });
+    // Two per slot, the management slot included, may wait for their Hello at once.
+    let started = Instant::now();
+    let silent: Vec<_> = (0..6).map(|_| TcpStream::connect(&device.address).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = TcpStream::connect(&device.address).unwrap();
+    extra.set_read_timeout(Some(TIMEOUT)).unwrap();
+    match read_frame::<Response>(&mut extra, MAX_FRAME_BYTES).unwrap() {
+        Response::Busy { reason } => assert!(reason.contains("6 connections are already waiting to say Hello"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    for mut stream in silent {
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        assert!(matches!(std::io::Read::read(&mut stream, &mut [0u8; 1]), Ok(0) | Err(_)));
+    }
+    assert_cut_near(started.elapsed(), Duration::from_secs(1));
+    assert_eq!(device.active_version(), "v0");
+    assert_eq!(device.finish().1, "v0");
 }
 
 /// A loopback relay to `target` that cuts each of the first `cuts` connections after

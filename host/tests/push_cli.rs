@@ -36,6 +36,7 @@ fn device(dir: &Path, name: &str) -> String {
         keep: 3,
         max_bundle_mb: 64,
         timeout_s: 10.0,
+        session_s: 3600.0,
         max_sessions: 4,
         name: Some(name.into()),
     };

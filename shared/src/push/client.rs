@@ -136,7 +136,10 @@ pub struct Pushed {
 }
 
 /// Uploads `bundle` to `address`, reconnecting and resuming when the connection breaks (and
-/// waiting while another client uploads the same bundle), then activates it with `key`.
+/// waiting while another client uploads the same bundle), then activates it with `key`. A
+/// connection lost before the activation was answered (the device closes sessions that reach
+/// its `session_s`) is retried too: the upload is then found complete and the activation sent
+/// again, which is harmless if the first one went through.
 pub fn push(address: &str, bundle: &[u8], key: &SecretKey, timeout: Duration, mut progress: impl FnMut(u64, u64)) -> Result<Pushed> {
     let started = Instant::now();
     let mut connections = 0;
@@ -145,14 +148,11 @@ pub fn push(address: &str, bundle: &[u8], key: &SecretKey, timeout: Duration, mu
         connections += 1;
         let attempt = Client::connect(address, timeout).and_then(|mut client| {
             let staged = client.upload(bundle, &mut progress)?;
-            Ok((client, staged))
+            let status = client.activate(parse_digest(&staged.sha256)?, key)?;
+            Ok((client, staged, status))
         });
         match attempt {
-            Ok((mut client, staged)) => {
-                let digest = parse_digest(&staged.sha256)?;
-                let status = client.activate(digest, key)?;
-                return Ok(Pushed { device: client.device, staged, status, connections });
-            }
+            Ok((client, staged, status)) => return Ok(Pushed { device: client.device, staged, status, connections }),
             // A refusal is final; a broken or busy connection is worth another try.
             Err(Error::Push(reason)) if reason.starts_with("refused:") => return Err(Error::Push(reason)),
             Err(e) => {
