@@ -307,6 +307,7 @@ fn run(config_path: &Path) -> Result<()> {
     };
     pipeline_config.check().with_context(|| format!("{}", config_path.display()))?;
     let mut source = open_source(&config.source)?;
+    let push_listener = config.push.as_ref().map(PushServer::bind).transpose()?;
     let mut peripherals = Peripherals::open(&config)?;
     peripherals.stop = Some(stop_on_signals()?);
 
@@ -327,9 +328,9 @@ fn run(config_path: &Path) -> Result<()> {
     let log = open_log(config.log_config())?;
     let (tx, rx) = channel();
     let pipeline = Pipeline::new(pipeline_config, classifier, log, tx)?;
-    if let (Some(push), Some(store)) = (&config.push, store) {
+    if let (Some(listener), Some(store)) = (push_listener, store) {
         let switch = PipelineSwitch { models: pipeline.model_switch(), status: peripherals.status.clone(), store_dir: model_path };
-        let server = PushServer::start(push, store, trusted_keys(&config.model.public_keys)?, Arc::new(switch))?;
+        let server = listener.serve(store, trusted_keys(&config.model.public_keys)?, Arc::new(switch))?;
         eprintln!("listening for model pushes on {}", server.address());
     }
     let (stats, report, seconds) = drive(&mut source, pipeline, rx, &mut peripherals, print_event)?;

@@ -166,8 +166,32 @@ pub struct PushServer {
 impl PushServer {
     /// Listens on `settings.listen` and serves each client on its own thread.
     pub fn start(settings: &PushSettings, store: ModelStore, trusted: Vec<PublicKey>, switch: Arc<dyn ModelSwitch>) -> Result<PushServer> {
+        PushServer::bind(settings)?.serve(store, trusted, switch)
+    }
+
+    /// Takes the listening address without serving anyone yet, so that a daemon finds an
+    /// address in use or mistyped before it creates its model store or event log.
+    pub fn bind(settings: &PushSettings) -> Result<PushListener> {
         let listener = TcpListener::bind(&settings.listen)
-            .map_err(|e| Error::InvalidArgument(format!("cannot listen for model pushes on {}: {e}", settings.listen)))?;
+            .map_err(|e| Error::InvalidArgument(format!("cannot listen for model pushes on {} (push.listen): {e}", settings.listen)))?;
+        Ok(PushListener { listener, settings: settings.clone() })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+}
+
+/// A bound push address, not yet serving.
+pub struct PushListener {
+    listener: TcpListener,
+    settings: PushSettings,
+}
+
+impl PushListener {
+    /// Serves each client on its own thread from now on.
+    pub fn serve(self, store: ModelStore, trusted: Vec<PublicKey>, switch: Arc<dyn ModelSwitch>) -> Result<PushServer> {
+        let PushListener { listener, settings } = self;
         let address = listener.local_addr().map_err(|e| Error::InvalidArgument(format!("{}: {e}", settings.listen)))?;
         let device = settings.name.clone().unwrap_or_else(host_name);
         let max_sessions = settings.max_sessions.max(1);
@@ -204,10 +228,6 @@ impl PushServer {
             })
             .map_err(|e| Error::InvalidArgument(format!("cannot start the push thread: {e}")))?;
         Ok(PushServer { address })
-    }
-
-    pub fn address(&self) -> SocketAddr {
-        self.address
     }
 }
 

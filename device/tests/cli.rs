@@ -199,13 +199,15 @@ fn run_checks_everything_before_it_creates_a_file() {
         ("kind = \"synthetic\"\nseconds = 6", "[buffer]\nmax_queued = 0".to_string(), "max_queued"),
         ("kind = \"synthetic\"\nseconds = 6", push.to_string(), "public_keys"),
         ("kind = \"synthetic\"\nseconds = 6", format!("{push}[gpio]\nchip = \"/dev/absent-gpiochip\"\nled_line = 3"), "absent-gpiochip"),
+        ("kind = \"synthetic\"\nseconds = 6", push.replace("127.0.0.1:0", "no-such-host.invalid:99999"), "push.listen"),
+        ("kind = \"synthetic\"\nseconds = 6", format!("{push}[control]\nsocket = \"run/merd.sock\""), "run"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("merd.toml");
         let text = format!(
             "[source]\n{source}\nfps = 100\n[face]\nroi = [115, 68, 89, 102]\n[model]\npath = \"{}\"\n{}\n[log]\ndir = \"events\"\n{extra}\n",
             model.display(),
-            if extra.contains("gpio") { keys.as_str() } else { "" },
+            if extra.contains("[push]") && !expect.contains("public_keys") { keys.as_str() } else { "" },
         );
         std::fs::write(&config, text).unwrap();
         let stderr = err(&merd(&["run", "--config", s(&config)]));
