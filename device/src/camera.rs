@@ -182,6 +182,18 @@ pub struct Captured<'a> {
     pub bytes: &'a [u8],
     /// The driver's frame counter; a jump means frames were lost.
     pub sequence: u32,
+    /// When the driver captured the frame, in seconds of the monotonic clock
+    /// (`CLOCK_MONOTONIC`); None when the driver does not say.
+    pub timestamp: Option<f64>,
+}
+
+/// Now on the clock drivers stamp buffers with (`CLOCK_MONOTONIC`), in seconds.
+pub fn monotonic_seconds() -> f64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime only writes the timespec it is given, which lives for the call.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    assert_eq!(status, 0, "CLOCK_MONOTONIC is always available on Linux");
+    now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
 }
 
 /// An open, streaming camera.
@@ -239,6 +251,12 @@ pub struct CameraSource<O: CameraOpener> {
     next_index: u64,
     last_sequence: Option<u32>,
     started: Instant,
+    /// `started` on the monotonic clock, which driver timestamps count on.
+    started_monotonic: f64,
+    /// The previous frame's time, to catch timestamps that do not move forward.
+    last_timestamp: Option<f64>,
+    /// Whether the current camera's frames are timed by their arrival; said once per opening.
+    arrival_times: Option<bool>,
     lost_at: Option<Instant>,
     fps: f64,
 }
@@ -252,6 +270,9 @@ impl<O: CameraOpener> CameraSource<O> {
             next_index: 0,
             last_sequence: None,
             started: Instant::now(),
+            started_monotonic: monotonic_seconds(),
+            last_timestamp: None,
+            arrival_times: None,
             lost_at: None,
             fps: nominal_fps,
         }
@@ -292,6 +313,7 @@ impl<O: CameraOpener> CameraSource<O> {
                     eprintln!("merd: camera {} is back after {:.1} s", self.opener.name(), lost.elapsed().as_secs_f64());
                 }
                 self.camera = Some(camera);
+                self.arrival_times = None;
                 Ok(())
             }
             Err(e) => {
@@ -315,8 +337,8 @@ impl<O: CameraOpener> FrameSource for CameraSource<O> {
         }
         let camera = self.camera.as_mut().expect("opened above");
         let layout = camera.layout();
-        let (image, sequence) = match camera.capture() {
-            Ok(captured) => (to_gray(&layout, captured.bytes), captured.sequence),
+        let (image, sequence, driver_time) = match camera.capture() {
+            Ok(captured) => (to_gray(&layout, captured.bytes), captured.sequence, captured.timestamp),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(self.lose("no frame arrived (stalled)".into())),
             Err(e) => return Err(self.lose(e.to_string())),
         };
@@ -328,9 +350,29 @@ impl<O: CameraOpener> FrameSource for CameraSource<O> {
         self.last_sequence = Some(sequence);
         let index = self.next_index + step - 1;
         self.next_index = index + 1;
+        let timestamp = self.frame_time(driver_time);
         let image = image.map_err(|reason| self.error(format!("skipped {reason}")))?;
         self.backoff.reset();
-        Ok(Some(Frame { index, timestamp: self.started.elapsed().as_secs_f64(), image }))
+        Ok(Some(Frame { index, timestamp, image }))
+    }
+}
+
+impl<O: CameraOpener> CameraSource<O> {
+    /// Seconds since the source started: from the driver's timestamp, which does not jitter with
+    /// the load on the reading thread, or from the arrival time when the driver gives none (or
+    /// one that does not move forward); which of the two is said once per opening.
+    fn frame_time(&mut self, driver_time: Option<f64>) -> f64 {
+        let driver = driver_time.map(|t| t - self.started_monotonic).filter(|&t| self.last_timestamp.is_none_or(|last| t > last));
+        let arrival = driver.is_none();
+        if self.arrival_times != Some(arrival) {
+            let how = if arrival { "arrival times (the driver gives no usable timestamps)" } else { "the driver's timestamps" };
+            eprintln!("merd: camera {}: frame times are {how}", self.opener.name());
+            self.arrival_times = Some(arrival);
+        }
+        let time = driver.unwrap_or_else(|| self.started.elapsed().as_secs_f64());
+        let time = self.last_timestamp.map_or(time, |last| time.max(last));
+        self.last_timestamp = Some(time);
+        time
     }
 }
 
@@ -401,7 +443,12 @@ impl Camera for V4lCamera {
         let used = (meta.bytesused as usize).min(bytes.len());
         // MJPEG buffers are only partly filled; the raw formats fill them.
         let bytes = if used > 0 { &bytes[..used] } else { bytes };
-        Ok(Captured { bytes, sequence: meta.sequence })
+        // Only a monotonic capture time is comparable with the clock; a copied one (from an
+        // output stream) or an unknown one is not.
+        let kind = meta.flags & v4l::buffer::Flags::TIMESTAMP_MASK;
+        let stamped = kind == v4l::buffer::Flags::TIMESTAMP_MONOTONIC && (meta.timestamp.sec, meta.timestamp.usec) != (0, 0);
+        let timestamp = stamped.then_some(meta.timestamp.sec as f64 + meta.timestamp.usec as f64 * 1e-6);
+        Ok(Captured { bytes, sequence: meta.sequence, timestamp })
     }
 }
 
@@ -460,6 +507,8 @@ mod tests {
     /// What the scripted camera does on each call.
     enum Step {
         Frame(u32),
+        /// A frame the driver stamped this many seconds after the source started.
+        Timed(u32, f64),
         Garbage(u32),
         Fail(io::ErrorKind),
     }
@@ -467,6 +516,8 @@ mod tests {
     struct ScriptedCamera {
         steps: VecDeque<Step>,
         buffer: Vec<u8>,
+        /// The monotonic clock when the test's source started, for [`Step::Timed`].
+        started_monotonic: f64,
     }
 
     impl Camera for ScriptedCamera {
@@ -480,9 +531,13 @@ mod tests {
             match self.steps.pop_front() {
                 Some(Step::Frame(sequence)) => {
                     self.buffer = vec![sequence as u8; 8];
-                    Ok(Captured { bytes: &self.buffer, sequence })
+                    Ok(Captured { bytes: &self.buffer, sequence, timestamp: None })
                 }
-                Some(Step::Garbage(sequence)) => Ok(Captured { bytes: &[1, 2, 3], sequence }),
+                Some(Step::Timed(sequence, after_start)) => {
+                    self.buffer = vec![sequence as u8; 8];
+                    Ok(Captured { bytes: &self.buffer, sequence, timestamp: Some(self.started_monotonic + after_start) })
+                }
+                Some(Step::Garbage(sequence)) => Ok(Captured { bytes: &[1, 2, 3], sequence, timestamp: None }),
                 Some(Step::Fail(kind)) => Err(io::Error::new(kind, "scripted")),
                 None => Err(io::Error::new(io::ErrorKind::NotFound, "unplugged")),
             }
@@ -493,6 +548,7 @@ mod tests {
     struct ScriptedOpener {
         opens: VecDeque<Option<Vec<Step>>>,
         attempts: usize,
+        started_monotonic: f64,
     }
 
     impl CameraOpener for ScriptedOpener {
@@ -500,7 +556,7 @@ mod tests {
         fn open(&mut self) -> io::Result<ScriptedCamera> {
             self.attempts += 1;
             match self.opens.pop_front().flatten() {
-                Some(steps) => Ok(ScriptedCamera { steps: steps.into(), buffer: Vec::new() }),
+                Some(steps) => Ok(ScriptedCamera { steps: steps.into(), buffer: Vec::new(), started_monotonic: self.started_monotonic }),
                 None => Err(io::Error::new(io::ErrorKind::NotFound, "No such file or directory")),
             }
         }
@@ -521,6 +577,7 @@ mod tests {
                 Some(vec![Frame(0), Frame(1)]),
             ]),
             attempts: 0,
+            started_monotonic: 0.0,
         };
         let mut source = CameraSource::new(opener, 100.0, Duration::from_millis(500));
         source.backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(4));
@@ -548,6 +605,30 @@ mod tests {
         assert!(errors.iter().any(|e| e.contains("skipped a bad Grey frame")), "{errors:?}");
         assert!(errors.iter().any(|e| e.contains("stalled")), "{errors:?}");
         assert!(source.connected());
+    }
+
+    #[test]
+    fn frames_carry_the_driver_s_timestamps_and_fall_back_to_arrival_times() {
+        use Step::*;
+        let started_monotonic = monotonic_seconds();
+        // Stamped every 10 ms by the driver however late they are read; then a driver that stops
+        // stamping, and one whose stamp goes backwards.
+        let script = vec![Timed(0, 0.010), Timed(1, 0.020), Timed(3, 0.040), Frame(4), Timed(5, 0.001)];
+        let opener = ScriptedOpener { opens: VecDeque::from([Some(script)]), attempts: 0, started_monotonic };
+        let mut source = CameraSource::new(opener, 100.0, Duration::from_millis(500));
+        source.started_monotonic = started_monotonic;
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let frame = source.next_frame().unwrap().unwrap();
+            times.push((frame.index, frame.timestamp));
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        for (got, (index, time)) in times.iter().zip([(0, 0.010), (1, 0.020), (3, 0.040)]) {
+            assert!(got.0 == index && (got.1 - time).abs() < 1e-6, "{times:?}");
+        }
+        // Arrival times: after 4 reads 30 ms apart, and never before the frame before.
+        assert!(times[3].1 >= 0.09, "{times:?}");
+        assert!(times[4].1 >= times[3].1, "{times:?}");
     }
 
     #[test]
