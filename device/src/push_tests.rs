@@ -398,7 +398,8 @@ fn an_activation_cut_short_at_any_step_leaves_a_complete_model() {
         drop(store);
 
         let temporaries = || {
-            std::fs::read_dir(dir.path()).unwrap().filter(|e| mer_shared::atomic_file::is_temporary(&e.as_ref().unwrap().file_name())).count()
+            let names = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name());
+            names.filter(|n| mer_shared::atomic_file::is_temporary(n)).count()
         };
         assert_eq!(temporaries(), usize::from(step == Step::StateWritten), "cut after {step:?}");
 

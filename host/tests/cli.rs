@@ -140,3 +140,31 @@ fn outputs_that_cannot_be_written_are_refused_before_anything_is() {
     assert!(e.contains("site.pub") && e.contains("is a folder"), "{e}");
     assert!(!d.join("site").exists());
 }
+
+#[test]
+fn prepare_says_what_it_finds_damaged_and_prepares_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, cache) = (dir.path().join("data"), dir.path().join("cache"));
+    ok(&mer(&["synth", "casme2", "--out", s(&data), "--subjects", "2", "--per-subject", "1", "--seed", "5"]));
+    let prepare = || {
+        mer(&["prepare", "--dataset", "casme2", "--root", s(&data), "--crop", "none", "--out", s(&cache), "--threads", "2"])
+    };
+    ok(&prepare());
+    let npy = listing(&cache.join("samples")).into_iter().find(|n| n.ends_with(".npy")).unwrap();
+    let npy = cache.join("samples").join(npy);
+    let intact = std::fs::read(&npy).unwrap();
+    std::fs::write(&npy, &intact[..1024]).unwrap();
+    std::fs::write(cache.join("index.json"), "{ garbage").unwrap();
+
+    let again = prepare();
+    let stdout = ok(&again);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains(&format!("replacing unreadable {}", s(&cache.join("index.json")))), "{stderr}");
+    let line = stderr.lines().find(|l| l.starts_with("damaged sample")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains(npy.file_name().unwrap().to_str().unwrap()) && line.contains("preparing it again"), "{line}");
+    assert!(stdout.contains("1 prepared now, 1 reused, 1 damaged in the cache"), "{stdout}");
+    assert_eq!(std::fs::read(&npy).unwrap(), intact);
+    let index: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cache.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["summary"]["damaged"], 1);
+    assert_eq!(index["samples"].as_array().unwrap().len(), 2);
+}

@@ -36,7 +36,8 @@ pub fn copy(from: impl AsRef<Path>, to: impl AsRef<Path>) -> Result<u64> {
     let (from, to) = (from.as_ref(), to.as_ref());
     let mut source = File::open(from).map_err(|e| Error::io(from, e))?;
     let mut file = AtomicFile::create(to)?;
-    let n = io::copy(&mut source, &mut file).map_err(|e| Error::io(to, io::Error::new(e.kind(), format!("copying {}: {e}", from.display()))))?;
+    let n = io::copy(&mut source, &mut file)
+        .map_err(|e| Error::io(to, io::Error::new(e.kind(), format!("copying {}: {e}", from.display()))))?;
     file.commit()?;
     Ok(n)
 }
@@ -336,7 +337,9 @@ mod tests {
         for name in [".a.npy.partial-12-0", ".x.partial-y.partial-1-22", ".cache.json.partial-4294967295-18446744073709551615"] {
             assert!(is_temporary(OsStr::new(name)), "{name}");
         }
-        for name in ["a.npy.partial-12-0", ".partial-1-2", ".a.partial-1", ".a.partial-1-", ".a.partial-x-2", ".a.partial-1-2-3", ".hidden", "results.json"] {
+        let others =
+            ["a.npy.partial-12-0", ".partial-1-2", ".a.partial-1", ".a.partial-1-", ".a.partial-x-2", ".a.partial-1-2-3", ".hidden", "x.json"];
+        for name in others {
             assert!(!is_temporary(OsStr::new(name)), "{name}");
         }
     }

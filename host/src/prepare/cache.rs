@@ -241,7 +241,8 @@ impl PreparationCache {
         }
         remove_interrupted_writes(dir)?;
         remove_interrupted_writes(&samples)?;
-        let mut cache = PreparationCache { dir: dir.to_path_buf(), key: key.clone(), digest, _lock: lock, damaged: vec![], unreadable_index: None };
+        let mut cache =
+            PreparationCache { dir: dir.to_path_buf(), key: key.clone(), digest, _lock: lock, damaged: vec![], unreadable_index: None };
         cache.unreadable_index = cache.index_problem(&requested);
         cache.damaged = cache.discard_damaged()?;
         Ok(cache)
@@ -579,7 +580,10 @@ fn check_tensor(path: &Path, bytes: &[u8], shape: [usize; 3], sha256: &str) -> R
     }
     let digest = f32_digest(&values);
     if digest != sha256 {
-        bail!("{}: the tensor's SHA-256 is {digest}, but its sample records input_sha256 {sha256} (changed since it was prepared)", path.display());
+        bail!(
+            "{}: the tensor's SHA-256 is {digest}, but its sample records input_sha256 {sha256} (changed since it was prepared)",
+            path.display()
+        );
     }
     Ok(values)
 }
@@ -659,7 +663,8 @@ mod tests {
         assert_eq!(set.summary["skipped"], 0);
         // Nothing temporary is left behind.
         for d in [dir.path().to_path_buf(), dir.path().join(SAMPLES_DIR)] {
-            let leftovers: Vec<_> = fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().starts_with('.')).collect();
+            let names = fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name());
+            let leftovers: Vec<_> = names.filter(|n| n.to_string_lossy().starts_with('.')).collect();
             assert!(leftovers.is_empty(), "{leftovers:?}");
         }
     }
@@ -690,7 +695,8 @@ mod tests {
         // An interrupted run: temporaries (the helper's, an earlier release's), and a tensor whose
         // metadata never landed.
         let samples = dir.path().join(SAMPLES_DIR);
-        let temporaries = [samples.join(".c.npy.partial-123-0"), samples.join(".c.json.tmp-1-0"), dir.path().join(".index.json.partial-9-4")];
+        let temporaries =
+            [samples.join(".c.npy.partial-123-0"), samples.join(".c.json.tmp-1-0"), dir.path().join(".index.json.partial-9-4")];
         for t in &temporaries {
             fs::write(t, b"partial").unwrap();
         }

@@ -271,7 +271,8 @@ mod tests {
         let set = crate::prepare::PreparedSet::load(&opts.out).unwrap();
 
         // One tensor cut to 1 kB, the index overwritten with garbage.
-        let victim = opts.out.join("samples").read_dir().unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "npy")).unwrap();
+        let mut files = opts.out.join("samples").read_dir().unwrap().map(|e| e.unwrap().path());
+        let victim = files.find(|p| p.extension().is_some_and(|e| e == "npy")).unwrap();
         let bytes = std::fs::read(&victim).unwrap();
         std::fs::write(&victim, &bytes[..1024]).unwrap();
         std::fs::write(opts.out.join("index.json"), "garbage").unwrap();
