@@ -8,16 +8,18 @@
 //! ```
 //!
 //! Every change to what is active is one atomic step: the bundle is fsynced and renamed into
-//! place first, then `state.json` is written to a temporary file, fsynced and renamed over the
-//! old one, and the directory is fsynced. A crash at any point leaves either the old state or
-//! the new one, each naming complete bundles. A temporary state file left by a crash is removed
-//! on open; bundles no state names are removed after the next change of state.
+//! place first, then `state.json` is replaced through `mer_shared::atomic_file` (temporary file,
+//! fsync, rename, fsync of the directory). A crash at any point leaves either the old state or
+//! the new one, each naming complete bundles. Temporaries left by a crash are removed on open;
+//! bundles no state names are removed after the next change of state.
 
 use std::collections::BTreeSet;
-use std::fs::{self, File, OpenOptions};
+use std::ffi::OsStr;
+use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use mer_shared::atomic_file::{self, AtomicFile, is_temporary, sync_dir};
 use mer_shared::bundle::{Bundle, PublicKey};
 use mer_shared::classifier::{Classifier, Trust};
 use mer_shared::manifest::{Manifest, PREPROCESSING_VERSION};
@@ -26,10 +28,13 @@ use mer_shared::{Error, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::event_log::sync_dir;
 
 const STATE: &str = "state.json";
-const STATE_TEMP: &str = "state.json.tmp";
+
+/// A write cut short: the helper's temporaries, and the names earlier releases used.
+fn is_interrupted_write(name: &OsStr) -> bool {
+    is_temporary(name) || name == "state.json.tmp" || name.as_encoded_bytes().ends_with(b".merb.tmp")
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
@@ -71,8 +76,9 @@ impl ModelStore {
     /// Opens (creating) the store in `dir`, removing what an interrupted activation left.
     pub fn open(dir: &Path, trusted: Vec<PublicKey>, keep: usize, threads: usize) -> Result<ModelStore> {
         fs::create_dir_all(dir.join("staging")).map_err(|e| Error::io(dir, e))?;
-        for leftover in [dir.join(STATE_TEMP)] {
-            if leftover.exists() {
+        for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let leftover = entry.map_err(|e| Error::io(dir, e))?.path();
+            if leftover.file_name().is_some_and(is_interrupted_write) && leftover.is_file() {
                 fs::remove_file(&leftover).map_err(|e| Error::io(&leftover, e))?;
             }
         }
@@ -187,11 +193,7 @@ impl ModelStore {
     pub fn adopt(&mut self, bytes: &[u8]) -> Result<Verified> {
         let sha256: Digest = Sha256::digest(bytes).into();
         let verified = verify_bytes(bytes, &sha256, &self.trusted, self.threads, self.allow_foreign_inputs)?;
-        let hex = digest_hex(&sha256);
-        let temp = self.dir.join(format!("{hex}.merb.tmp"));
-        write_synced(&temp, bytes)?;
-        fs::rename(&temp, self.bundle_path(&hex)).map_err(|e| Error::io(&temp, e))?;
-        sync_dir(&self.dir)?;
+        atomic_file::write(self.bundle_path(&digest_hex(&sha256)), bytes)?;
         self.activate(&sha256)?;
         Ok(verified)
     }
@@ -205,12 +207,15 @@ impl ModelStore {
     }
 
     fn write_state(&mut self, state: State) -> Result<()> {
-        let temp = self.dir.join(STATE_TEMP);
-        write_synced(&temp, &serde_json::to_vec_pretty(&state).expect("the state always encodes"))?;
-        self.crash_point_after(Step::StateWritten)?;
         let path = self.dir.join(STATE);
-        fs::rename(&temp, &path).map_err(|e| Error::io(&path, e))?;
-        sync_dir(&self.dir)?;
+        let mut file = AtomicFile::create(&path)?;
+        file.write_all(&serde_json::to_vec_pretty(&state).expect("the state always encodes")).map_err(|e| Error::io(&path, e))?;
+        if let Err(crash) = self.crash_point_after(Step::StateWritten) {
+            // As a real crash would, leave the temporary behind for the next open to clear.
+            std::mem::forget(file);
+            return Err(crash);
+        }
+        file.commit()?;
         self.state = state;
         self.crash_point_after(Step::StateRenamed)
     }
@@ -222,7 +227,7 @@ impl ModelStore {
         let entries = fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if (name.ends_with(".merb") && !named.contains(&name)) || name.ends_with(".merb.tmp") {
+            if (name.ends_with(".merb") && !named.contains(&name)) || is_interrupted_write(entry.file_name().as_os_str()) {
                 let _ = fs::remove_file(entry.path());
             }
         }
@@ -291,9 +296,4 @@ fn model_info(sha256: String, manifest: &Manifest, bundle: &Bundle, bytes: u64) 
         signer: bundle.signer_key_id(),
         bytes,
     }
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(path).map_err(|e| Error::io(path, e))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| Error::io(path, e))
 }

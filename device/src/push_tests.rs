@@ -405,11 +405,17 @@ fn an_activation_cut_short_at_any_step_leaves_a_complete_model() {
         }
         drop(store);
 
+        let temporaries = || {
+            let names = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name());
+            names.filter(|n| mer_shared::atomic_file::is_temporary(n)).count()
+        };
+        assert_eq!(temporaries(), usize::from(step == Step::StateWritten), "cut after {step:?}");
+
         // The restart: leftovers go, the state names a model that verifies.
         let mut store = open();
         let running = store.load_active().unwrap().unwrap();
         assert_eq!(running.info.version, expected, "cut after {step:?}");
-        assert!(!dir.path().join("state.json.tmp").exists());
+        assert_eq!(temporaries(), 0, "cut after {step:?}");
         // And the push can be finished: activation goes through now.
         store.activate(&sha(&v1)).unwrap();
         drop(store);

@@ -81,7 +81,7 @@ pub fn run_demo(out: &Path, seed: u64) -> Result<DemoReport> {
     save_contact_sheet(&input.data, input.channels, input.width, 8, &input_picture)?;
     let report = DemoReport { dataset, samples: report, input_picture };
     let json = out.join("demo.json");
-    std::fs::write(&json, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", json.display()))?;
+    crate::train::checkpoint::write_json_atomic(&json, &report)?;
     Ok(report)
 }
 

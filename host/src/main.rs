@@ -1,6 +1,7 @@
 //! `mer`: the host command line.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -25,7 +26,8 @@ use mer_shared::input::InputLayout;
 use mer_shared::labels::Taxonomy;
 use mer_shared::manifest::WeightsOrigin;
 use mer_host::{demo, fleet, flow_bench, progress::bar, torch_info};
-use mer_shared::flow::{Tvl1Params, read_flo, save_colour_png, tvl1_flow, write_flo};
+use mer_shared::atomic_file::{AtomicFile, check_target};
+use mer_shared::flow::{Tvl1Params, colour_png, encode_flo, read_flo, save_colour_png, tvl1_flow};
 use mer_shared::image::load_gray;
 use mer_shared::stdout::end_quietly_when_stdout_closes;
 use mer_shared::synth::casme2::{Casme2Options, write_casme2};
@@ -397,6 +399,15 @@ impl TrainArgs {
     }
 }
 
+/// Whether two output paths name one file (by folder and name: neither need exist yet).
+fn same_file(a: &Path, b: &Path) -> bool {
+    let key = |p: &Path| {
+        let folder = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Some(folder.canonicalize().ok()?.join(p.file_name()?))
+    };
+    key(a).is_some() && key(a) == key(b)
+}
+
 fn seconds(value: f64) -> Result<std::time::Duration> {
     if !(value > 0.0 && value < 1e6) {
         bail!("--timeout-s must be a positive number of seconds, got {value}");
@@ -576,16 +587,32 @@ fn main() -> Result<()> {
             println!("wrote {} clips of {} people with {events} micro-expressions to {}", set.clips.len(), set.people, out.display());
         }
         Command::Flow { from, to, out, threads, png } => {
+            // Every argument is checked before the first write, so a bad one leaves the old files or nothing.
+            check_target(&out)?;
+            if let Some(png) = &png {
+                check_target(png)?;
+                if same_file(png, &out) {
+                    bail!("--png and -o name the same file {}; give them different paths", out.display());
+                }
+            }
             let (a, b) = (load_gray(&from)?, load_gray(&to)?);
             let flow = tvl1_flow(&a, &b, &Tvl1Params::default(), threads)
                 .with_context(|| format!("flow from {} to {}", from.display(), to.display()))?;
-            write_flo(&flow, &out)?;
-            if let Some(png) = png {
-                save_colour_png(&flow, None, &png)?;
+            // Both files are complete under their temporary names before either is renamed into place.
+            let mut files = vec![(AtomicFile::create(&out)?, encode_flo(&flow))];
+            if let Some(png) = &png {
+                files.push((AtomicFile::create(png)?, colour_png(&flow, None, png)?));
+            }
+            for (file, bytes) in &mut files {
+                file.write_all(bytes).map_err(|e| mer_shared::Error::io(file.target(), e))?;
+            }
+            for (file, _) in files {
+                file.commit()?;
             }
             println!("wrote {}", out.display());
         }
         Command::FlowImage { flo, out, max } => {
+            check_target(&out)?;
             save_colour_png(&read_flo(&flo)?, max, &out)?;
             println!("wrote {}", out.display());
         }
@@ -710,6 +737,7 @@ fn main() -> Result<()> {
         Command::Keys(Keys::Generate { out }) => {
             let key = SecretKey::generate()?;
             let public = out.with_file_name(format!("{}.pub", out.file_name().and_then(|n| n.to_str()).unwrap_or("key")));
+            check_target(&public)?;
             write_secret_key(&out, &key)?;
             write_public_key(&public, &key.public())?;
             println!("key {}: secret {} (keep it private), public {}", key.public().key_id(), out.display(), public.display());
@@ -734,12 +762,13 @@ fn main() -> Result<()> {
         }
         Command::Bundle(BundleArgs { model, key, out, .. }) => {
             let (model, key, out) = (model.expect("required"), key.expect("required"), out.expect("required"));
+            check_target(&out)?;
             let onnx = std::fs::read(&model).with_context(|| format!("reading {}", model.display()))?;
             // Only a model that loads, carries a manifest and passes its probe is worth signing.
             let classifier = Classifier::from_onnx(&onnx).with_context(|| format!("{} cannot be bundled", model.display()))?;
             let secret = read_secret_key(&key)?;
             let bundle = Bundle::sign(classifier.manifest().to_json(), onnx, &secret);
-            mer_host::train::checkpoint::write_bytes_atomic(&out, &bundle.to_bytes())?;
+            mer_shared::atomic_file::write(&out, &bundle.to_bytes())?;
             println!("signed {} version {} with key {}", classifier.manifest().architecture, classifier.manifest().version, secret.public().key_id());
             println!("wrote {}", out.display());
         }

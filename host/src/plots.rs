@@ -351,6 +351,17 @@ fn even_px(px: f64) -> f64 {
     (px / 2.0).round() * 2.0
 }
 
+/// Plots are drawn into memory and written in one atomic step, so a failed or interrupted run
+/// never leaves a torn PNG under the name.
+pub(crate) fn blank_canvas(size: (u32, u32)) -> Vec<u8> {
+    vec![255; size.0 as usize * size.1 as usize * 3]
+}
+
+pub(crate) fn write_png(path: &Path, size: (u32, u32), canvas: Vec<u8>) -> Result<()> {
+    mer_shared::image::save_rgb_png(size.0 as usize, size.1 as usize, canvas, path)?;
+    Ok(())
+}
+
 pub(crate) fn ensure_png_path(path: &Path) -> Result<()> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     ensure!(ext.eq_ignore_ascii_case("png"), "{}: plot files must end in .png", path.display());
@@ -524,12 +535,15 @@ fn render_confusion(
     let totals: Vec<usize> = counts.iter().map(|r| r.iter().sum()).collect();
     let lay = ConfusionLayout::new(title, classes, &totals, text);
     let err = draw_err(path);
+    let size = (lay.width as u32, lay.height as u32);
+    let mut canvas = blank_canvas(size);
     {
-        let root = BitMapBackend::new(path, (lay.width as u32, lay.height as u32)).into_drawing_area();
+        let root = BitMapBackend::with_buffer(&mut canvas, size).into_drawing_area();
         root.fill(&WHITE).map_err(&err)?;
         draw_confusion(&root, &lay, counts, &totals, text).map_err(&err)?;
         root.present().map_err(&err)?;
     }
+    write_png(path, size, canvas)?;
     Ok(lay)
 }
 
@@ -791,97 +805,102 @@ fn render_curves(
     let title_h = if text { PAD + text_size(&title, TITLE_PX, true).1 + 8 } else { 0 };
 
     let err = draw_err(path);
-    let root = BitMapBackend::new(path, CURVES_SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(&err)?;
-    let (head, body) = root.split_vertically(title_h);
-    let (plot_area, legend_area) = body.split_horizontally(CURVES_SIZE.0 as i32 - legend_w);
-    if text {
-        let centre = CURVES_SIZE.0 as i32 / 2;
-        put_text(
-            &head,
-            &title,
-            TITLE_PX,
-            BLACK,
-            HPos::Center,
-            VAlign::Top,
-            FontTransform::None,
-            (centre, PAD),
-        )
-        .map_err(&err)?;
-    }
-
-    let mut builder = ChartBuilder::on(&plot_area);
-    builder.margin(PAD);
-    if text {
-        builder.x_label_area_size(52).y_label_area_size(78);
-    }
-    let mut chart = builder.build_cartesian_2d(x_lo..x_hi, y_lo..y_hi).map_err(&err)?;
-    {
-        let mut mesh = chart.configure_mesh();
-        mesh.light_line_style(TRANSPARENT).bold_line_style(RGBColor(225, 225, 225));
+    let mut canvas = blank_canvas(CURVES_SIZE);
+    let drawn = {
+        let root = BitMapBackend::with_buffer(&mut canvas, CURVES_SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(&err)?;
+        let (head, body) = root.split_vertically(title_h);
+        let (plot_area, legend_area) = body.split_horizontally(CURVES_SIZE.0 as i32 - legend_w);
         if text {
-            mesh.x_label_formatter(&tick_label)
-                .y_label_formatter(&tick_label)
-                .label_style((FAMILY, LABEL_PX));
-        } else {
-            // Grid positions come from label positions, and labels need a font: axes only.
-            mesh.x_labels(0).y_labels(0);
-        }
-        mesh.draw().map_err(&err)?;
-    }
-    let (xs, ys) = chart.plotting_area().get_pixel_range();
-    if text {
-        // Axis titles are drawn here rather than by the mesh so they get the corrected spacing.
-        let (none, up) = (FontTransform::None, FontTransform::Rotate270);
-        let x_label = fit_text(x_label, DESC_PX, xs.end - xs.start, true);
-        let y_label = fit_text(y_label, DESC_PX, ys.end - ys.start, true);
-        let below = ((xs.start + xs.end) / 2, ys.end + 30);
-        put_text(&root, &x_label, DESC_PX, BLACK, HPos::Center, VAlign::Top, none, below).map_err(&err)?;
-        let left = (PAD, (ys.start + ys.end) / 2);
-        put_text(&root, &y_label, DESC_PX, BLACK, HPos::Center, VAlign::Top, up, left).map_err(&err)?;
-    }
-
-    let mut pixels = Vec::with_capacity(series.len());
-    for (i, (s, runs)) in series.iter().zip(&runs).enumerate() {
-        let color = series_color(i);
-        let markers = s.points.len() <= MARKER_MAX_POINTS;
-        for run in runs {
-            chart.draw_series(LineSeries::new(run.iter().copied(), color.stroke_width(2))).map_err(&err)?;
-            // A lone point between gaps has no line to show it, so it always gets a marker.
-            if markers || run.len() == 1 {
-                chart.draw_series(run.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(&err)?;
-            }
-        }
-        pixels.push(runs.iter().flatten().map(|p| chart.backend_coord(p)).collect());
-    }
-
-    if text {
-        // Entries start level with the top of the plotting area.
-        let top = ys.start - title_h;
-        for (i, name) in legend.iter().enumerate() {
-            let y = top + 6 + i as i32 * 22;
-            let color = series_color(i);
-            let line = PathElement::new(vec![(0, y), (LEGEND_SWATCH, y)], color.stroke_width(2));
-            legend_area.draw(&line).map_err(&err)?;
-            if series[i].points.len() <= MARKER_MAX_POINTS {
-                legend_area.draw(&Circle::new((LEGEND_SWATCH / 2, y), 3, color.filled())).map_err(&err)?;
-            }
-            let at = (LEGEND_SWATCH + 8, y);
+            let centre = CURVES_SIZE.0 as i32 / 2;
             put_text(
-                &legend_area,
-                name,
-                LABEL_PX,
+                &head,
+                &title,
+                TITLE_PX,
                 BLACK,
-                HPos::Left,
-                VAlign::Middle,
+                HPos::Center,
+                VAlign::Top,
                 FontTransform::None,
-                at,
+                (centre, PAD),
             )
             .map_err(&err)?;
         }
-    }
-    root.present().map_err(&err)?;
-    Ok(CurvesDrawn { pixels })
+
+        let mut builder = ChartBuilder::on(&plot_area);
+        builder.margin(PAD);
+        if text {
+            builder.x_label_area_size(52).y_label_area_size(78);
+        }
+        let mut chart = builder.build_cartesian_2d(x_lo..x_hi, y_lo..y_hi).map_err(&err)?;
+        {
+            let mut mesh = chart.configure_mesh();
+            mesh.light_line_style(TRANSPARENT).bold_line_style(RGBColor(225, 225, 225));
+            if text {
+                mesh.x_label_formatter(&tick_label)
+                    .y_label_formatter(&tick_label)
+                    .label_style((FAMILY, LABEL_PX));
+            } else {
+                // Grid positions come from label positions, and labels need a font: axes only.
+                mesh.x_labels(0).y_labels(0);
+            }
+            mesh.draw().map_err(&err)?;
+        }
+        let (xs, ys) = chart.plotting_area().get_pixel_range();
+        if text {
+            // Axis titles are drawn here rather than by the mesh so they get the corrected spacing.
+            let (none, up) = (FontTransform::None, FontTransform::Rotate270);
+            let x_label = fit_text(x_label, DESC_PX, xs.end - xs.start, true);
+            let y_label = fit_text(y_label, DESC_PX, ys.end - ys.start, true);
+            let below = ((xs.start + xs.end) / 2, ys.end + 30);
+            put_text(&root, &x_label, DESC_PX, BLACK, HPos::Center, VAlign::Top, none, below).map_err(&err)?;
+            let left = (PAD, (ys.start + ys.end) / 2);
+            put_text(&root, &y_label, DESC_PX, BLACK, HPos::Center, VAlign::Top, up, left).map_err(&err)?;
+        }
+
+        let mut pixels = Vec::with_capacity(series.len());
+        for (i, (s, runs)) in series.iter().zip(&runs).enumerate() {
+            let color = series_color(i);
+            let markers = s.points.len() <= MARKER_MAX_POINTS;
+            for run in runs {
+                chart.draw_series(LineSeries::new(run.iter().copied(), color.stroke_width(2))).map_err(&err)?;
+                // A lone point between gaps has no line to show it, so it always gets a marker.
+                if markers || run.len() == 1 {
+                    chart.draw_series(run.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(&err)?;
+                }
+            }
+            pixels.push(runs.iter().flatten().map(|p| chart.backend_coord(p)).collect());
+        }
+
+        if text {
+            // Entries start level with the top of the plotting area.
+            let top = ys.start - title_h;
+            for (i, name) in legend.iter().enumerate() {
+                let y = top + 6 + i as i32 * 22;
+                let color = series_color(i);
+                let line = PathElement::new(vec![(0, y), (LEGEND_SWATCH, y)], color.stroke_width(2));
+                legend_area.draw(&line).map_err(&err)?;
+                if series[i].points.len() <= MARKER_MAX_POINTS {
+                    legend_area.draw(&Circle::new((LEGEND_SWATCH / 2, y), 3, color.filled())).map_err(&err)?;
+                }
+                let at = (LEGEND_SWATCH + 8, y);
+                put_text(
+                    &legend_area,
+                    name,
+                    LABEL_PX,
+                    BLACK,
+                    HPos::Left,
+                    VAlign::Middle,
+                    FontTransform::None,
+                    at,
+                )
+                .map_err(&err)?;
+            }
+        }
+        root.present().map_err(&err)?;
+        CurvesDrawn { pixels }
+    };
+    write_png(path, CURVES_SIZE, canvas)?;
+    Ok(drawn)
 }
 
 fn series_color(i: usize) -> RGBColor {

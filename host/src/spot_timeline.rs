@@ -11,8 +11,8 @@ use plotters::style::text_anchor::HPos;
 
 use crate::dataset::long_video::ExpressionKind;
 use crate::plots::{
-    DESC_PX, FAMILY, LABEL_PX, PAD, TITLE_PX, VAlign, draw_err, ensure_png_path, fit_text, padded, put_text, text_enabled,
-    text_size, tick_label,
+    DESC_PX, FAMILY, LABEL_PX, PAD, TITLE_PX, VAlign, blank_canvas, draw_err, ensure_png_path, fit_text, padded, put_text,
+    text_enabled, text_size, tick_label, write_png,
 };
 
 const SIZE: (u32, u32) = (1400, 520);
@@ -111,85 +111,90 @@ pub(crate) fn render(path: &Path, t: &Timeline, text: bool) -> Result<TimelineDr
     let title_h = if text { PAD + text_size(&title, TITLE_PX, true).1 + 8 } else { 0 };
 
     let err = draw_err(path);
-    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(&err)?;
-    let (head, body) = root.split_vertically(title_h);
-    let (plot_area, legend_area) = body.split_horizontally(SIZE.0 as i32 - legend_w);
-    if text {
-        put_text(&head, &title, TITLE_PX, BLACK, HPos::Center, VAlign::Top, FontTransform::None, (SIZE.0 as i32 / 2, PAD))
-            .map_err(&err)?;
-    }
-    let mut builder = ChartBuilder::on(&plot_area);
-    builder.margin(PAD);
-    if text {
-        builder.x_label_area_size(52).y_label_area_size(78);
-    }
-    let mut chart = builder.build_cartesian_2d(x_lo..x_hi, y_lo..y_top).map_err(&err)?;
-    {
-        let mut mesh = chart.configure_mesh();
-        mesh.light_line_style(TRANSPARENT).bold_line_style(RGBColor(225, 225, 225));
+    let mut canvas = blank_canvas(SIZE);
+    let drawn = {
+        let root = BitMapBackend::with_buffer(&mut canvas, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(&err)?;
+        let (head, body) = root.split_vertically(title_h);
+        let (plot_area, legend_area) = body.split_horizontally(SIZE.0 as i32 - legend_w);
         if text {
-            mesh.x_label_formatter(&tick_label).y_label_formatter(&y_tick).label_style((FAMILY, LABEL_PX));
-        } else {
-            mesh.x_labels(0).y_labels(0);
-        }
-        mesh.draw().map_err(&err)?;
-    }
-    let (xs, ys) = chart.plotting_area().get_pixel_range();
-    if text {
-        let x_label = fit_text("time (s)", DESC_PX, xs.end - xs.start, true);
-        let y_label = if power == 0 { "spotting contrast".to_string() } else { format!("spotting contrast (×1e{power})") };
-        let y_label = fit_text(&y_label, DESC_PX, ys.end - ys.start, true);
-        put_text(&root, &x_label, DESC_PX, BLACK, HPos::Center, VAlign::Top, FontTransform::None, ((xs.start + xs.end) / 2, ys.end + 30))
-            .map_err(&err)?;
-        put_text(&root, &y_label, DESC_PX, BLACK, HPos::Center, VAlign::Top, FontTransform::Rotate270, (PAD, (ys.start + ys.end) / 2))
-            .map_err(&err)?;
-    }
-
-    let span = |onset: i64, offset: i64| (onset as f64 / fps, (offset + 1) as f64 / fps);
-    for &(onset, offset, kind) in t.truth {
-        let color = if kind == ExpressionKind::Micro { TRUE_MICRO } else { TRUE_MACRO };
-        let (a, b) = span(onset, offset);
-        chart.draw_series([Rectangle::new([(a, y_lo), (b, y_hi)], color.mix(SPAN_ALPHA).filled())]).map_err(&err)?;
-    }
-    for (pick, color) in [(0usize, THRESHOLD), (1, CONTRAST)] {
-        let runs = runs(t.signal, fps, unit, |d| if pick == 0 { d.2 } else { d.1 });
-        for run in runs {
-            if run.len() == 1 {
-                chart.draw_series([Circle::new(run[0], 2, color.filled())]).map_err(&err)?;
-            } else {
-                chart.draw_series(LineSeries::new(run, color.stroke_width(if pick == 0 { 2 } else { 1 }))).map_err(&err)?;
-            }
-        }
-    }
-    let mut spots = Vec::with_capacity(t.spots.len());
-    for &(onset, offset, matched) in t.spots {
-        let (a, b) = span(onset, offset);
-        let color = if matched { SPOT_TP } else { SPOT_FP };
-        let (bottom, top) = (y_hi + 0.15 * band, y_hi + 0.85 * band);
-        chart.draw_series([Rectangle::new([(a, bottom), (b, top)], color.filled())]).map_err(&err)?;
-        // The span's edges down through the plot, so a spot can be read against the true spans.
-        for x in [a, b] {
-            chart.draw_series([PathElement::new(vec![(x, y_lo), (x, bottom)], color.mix(0.6).stroke_width(1))]).map_err(&err)?;
-        }
-        spots.push(chart.backend_coord(&((a + b) / 2.0, (bottom + top) / 2.0)));
-    }
-    if text {
-        let top = ys.start - title_h;
-        for (i, (name, color, line)) in entries.iter().enumerate() {
-            let y = top + 6 + i as i32 * 22;
-            if *line {
-                legend_area.draw(&PathElement::new(vec![(0, y), (SWATCH, y)], color.stroke_width(2))).map_err(&err)?;
-            } else {
-                let fill = if name.starts_with("true") { color.mix(SPAN_ALPHA + 0.2).filled() } else { color.filled() };
-                legend_area.draw(&Rectangle::new([(0, y - 6), (SWATCH, y + 6)], fill)).map_err(&err)?;
-            }
-            put_text(&legend_area, name, LABEL_PX, BLACK, HPos::Left, VAlign::Middle, FontTransform::None, (SWATCH + 8, y))
+            put_text(&head, &title, TITLE_PX, BLACK, HPos::Center, VAlign::Top, FontTransform::None, (SIZE.0 as i32 / 2, PAD))
                 .map_err(&err)?;
         }
-    }
-    root.present().map_err(&err)?;
-    Ok(TimelineDrawn { spots })
+        let mut builder = ChartBuilder::on(&plot_area);
+        builder.margin(PAD);
+        if text {
+            builder.x_label_area_size(52).y_label_area_size(78);
+        }
+        let mut chart = builder.build_cartesian_2d(x_lo..x_hi, y_lo..y_top).map_err(&err)?;
+        {
+            let mut mesh = chart.configure_mesh();
+            mesh.light_line_style(TRANSPARENT).bold_line_style(RGBColor(225, 225, 225));
+            if text {
+                mesh.x_label_formatter(&tick_label).y_label_formatter(&y_tick).label_style((FAMILY, LABEL_PX));
+            } else {
+                mesh.x_labels(0).y_labels(0);
+            }
+            mesh.draw().map_err(&err)?;
+        }
+        let (xs, ys) = chart.plotting_area().get_pixel_range();
+        if text {
+            let x_label = fit_text("time (s)", DESC_PX, xs.end - xs.start, true);
+            let y_label = if power == 0 { "spotting contrast".to_string() } else { format!("spotting contrast (×1e{power})") };
+            let y_label = fit_text(&y_label, DESC_PX, ys.end - ys.start, true);
+            let at = ((xs.start + xs.end) / 2, ys.end + 30);
+            put_text(&root, &x_label, DESC_PX, BLACK, HPos::Center, VAlign::Top, FontTransform::None, at).map_err(&err)?;
+            put_text(&root, &y_label, DESC_PX, BLACK, HPos::Center, VAlign::Top, FontTransform::Rotate270, (PAD, (ys.start + ys.end) / 2))
+                .map_err(&err)?;
+        }
+
+        let span = |onset: i64, offset: i64| (onset as f64 / fps, (offset + 1) as f64 / fps);
+        for &(onset, offset, kind) in t.truth {
+            let color = if kind == ExpressionKind::Micro { TRUE_MICRO } else { TRUE_MACRO };
+            let (a, b) = span(onset, offset);
+            chart.draw_series([Rectangle::new([(a, y_lo), (b, y_hi)], color.mix(SPAN_ALPHA).filled())]).map_err(&err)?;
+        }
+        for (pick, color) in [(0usize, THRESHOLD), (1, CONTRAST)] {
+            let runs = runs(t.signal, fps, unit, |d| if pick == 0 { d.2 } else { d.1 });
+            for run in runs {
+                if run.len() == 1 {
+                    chart.draw_series([Circle::new(run[0], 2, color.filled())]).map_err(&err)?;
+                } else {
+                    chart.draw_series(LineSeries::new(run, color.stroke_width(if pick == 0 { 2 } else { 1 }))).map_err(&err)?;
+                }
+            }
+        }
+        let mut spots = Vec::with_capacity(t.spots.len());
+        for &(onset, offset, matched) in t.spots {
+            let (a, b) = span(onset, offset);
+            let color = if matched { SPOT_TP } else { SPOT_FP };
+            let (bottom, top) = (y_hi + 0.15 * band, y_hi + 0.85 * band);
+            chart.draw_series([Rectangle::new([(a, bottom), (b, top)], color.filled())]).map_err(&err)?;
+            // The span's edges down through the plot, so a spot can be read against the true spans.
+            for x in [a, b] {
+                chart.draw_series([PathElement::new(vec![(x, y_lo), (x, bottom)], color.mix(0.6).stroke_width(1))]).map_err(&err)?;
+            }
+            spots.push(chart.backend_coord(&((a + b) / 2.0, (bottom + top) / 2.0)));
+        }
+        if text {
+            let top = ys.start - title_h;
+            for (i, (name, color, line)) in entries.iter().enumerate() {
+                let y = top + 6 + i as i32 * 22;
+                if *line {
+                    legend_area.draw(&PathElement::new(vec![(0, y), (SWATCH, y)], color.stroke_width(2))).map_err(&err)?;
+                } else {
+                    let fill = if name.starts_with("true") { color.mix(SPAN_ALPHA + 0.2).filled() } else { color.filled() };
+                    legend_area.draw(&Rectangle::new([(0, y - 6), (SWATCH, y + 6)], fill)).map_err(&err)?;
+                }
+                put_text(&legend_area, name, LABEL_PX, BLACK, HPos::Left, VAlign::Middle, FontTransform::None, (SWATCH + 8, y))
+                    .map_err(&err)?;
+            }
+        }
+        root.present().map_err(&err)?;
+        TimelineDrawn { spots }
+    };
+    write_png(path, SIZE, canvas)?;
+    Ok(drawn)
 }
 
 #[cfg(test)]

@@ -79,3 +79,92 @@ fn spot_eval_scores_interview_clips_and_names_a_broken_frame() {
     assert_eq!(json["videos"][0]["id"], "one");
     assert!(!out.join("timelines/two.png").exists(), "the failed video's old timeline is gone");
 }
+
+/// Every file directly in `dir`, sorted: what a failed command must leave unchanged.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn outputs_that_cannot_be_written_are_refused_before_anything_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (a, b) = (d.join("a.png"), d.join("b.png"));
+    mer_shared::image::save_gray_png(&mer_shared::GrayImage::filled(24, 20, 0.25), &a).unwrap();
+    mer_shared::image::save_gray_png(&mer_shared::GrayImage::filled(24, 20, 0.5), &b).unwrap();
+    let folder = d.join("out");
+    std::fs::create_dir(&folder).unwrap();
+    let flow = |extra: &[&str]| mer(&[&["flow", s(&a), s(&b)], extra].concat());
+    let before = listing(d);
+
+    // -o a folder: a clear error, and no .partial beside it or inside it.
+    let e = err(&flow(&["-o", s(&folder)]));
+    assert!(e.contains(s(&folder)) && e.contains("is a folder"), "{e}");
+    assert_eq!(listing(d), before);
+    assert!(listing(&folder).is_empty());
+
+    // A bad --png is found before the .flo is written, whether it is a folder or has none.
+    let flo = d.join("f.flo");
+    for png in [folder.clone(), d.join("no/such/f.png"), d.join("a.png/f.png")] {
+        let e = err(&flow(&["-o", s(&flo), "--png", s(&png)]));
+        assert!(e.contains(s(&png)), "{e}");
+        assert_eq!(listing(d), before, "--png {}", png.display());
+    }
+    let e = err(&flow(&["-o", s(&flo), "--png", s(&d.join(".").join("f.flo"))]));
+    assert!(e.contains("same file"), "{e}");
+
+    // A good run writes both; a refused rerun keeps them as they were.
+    ok(&flow(&["-o", s(&flo), "--png", s(&d.join("f.png"))]));
+    let written = (std::fs::read(&flo).unwrap(), std::fs::read(d.join("f.png")).unwrap());
+    let after = listing(d);
+    err(&flow(&["-o", s(&flo), "--png", s(&folder)]));
+    assert_eq!((std::fs::read(&flo).unwrap(), std::fs::read(d.join("f.png")).unwrap()), written);
+    assert_eq!(listing(d), after);
+
+    // mer bundle -o a folder: refused, no 6.5 MB .partial left.
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let bundle = mer_shared::bundle::Bundle::from_bytes(&std::fs::read(models.join("skd-tstsan-synthetic.merb")).unwrap()).unwrap();
+    let onnx = d.join("model.onnx");
+    std::fs::write(&onnx, bundle.onnx()).unwrap();
+    let after = listing(d);
+    let e = err(&mer(&["bundle", s(&onnx), "--key", s(&models.join("demo-key")), "-o", s(&folder)]));
+    assert!(e.contains(s(&folder)) && e.contains("is a folder"), "{e}");
+    assert_eq!(listing(d), after);
+    assert!(listing(&folder).is_empty());
+
+    // mer keys generate: KEY.pub unusable, so KEY is not written either.
+    std::fs::create_dir(d.join("site.pub")).unwrap();
+    let e = err(&mer(&["keys", "generate", "-o", s(&d.join("site"))]));
+    assert!(e.contains("site.pub") && e.contains("is a folder"), "{e}");
+    assert!(!d.join("site").exists());
+}
+
+#[test]
+fn prepare_says_what_it_finds_damaged_and_prepares_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, cache) = (dir.path().join("data"), dir.path().join("cache"));
+    ok(&mer(&["synth", "casme2", "--out", s(&data), "--subjects", "2", "--per-subject", "1", "--seed", "5"]));
+    let prepare = || {
+        mer(&["prepare", "--dataset", "casme2", "--root", s(&data), "--crop", "none", "--out", s(&cache), "--threads", "2"])
+    };
+    ok(&prepare());
+    let npy = listing(&cache.join("samples")).into_iter().find(|n| n.ends_with(".npy")).unwrap();
+    let npy = cache.join("samples").join(npy);
+    let intact = std::fs::read(&npy).unwrap();
+    std::fs::write(&npy, &intact[..1024]).unwrap();
+    std::fs::write(cache.join("index.json"), "{ garbage").unwrap();
+
+    let again = prepare();
+    let stdout = ok(&again);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains(&format!("replacing unreadable {}", s(&cache.join("index.json")))), "{stderr}");
+    let line = stderr.lines().find(|l| l.starts_with("damaged sample")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains(npy.file_name().unwrap().to_str().unwrap()) && line.contains("preparing it again"), "{line}");
+    assert!(stdout.contains("1 prepared now, 1 reused, 1 damaged in the cache"), "{stdout}");
+    assert_eq!(std::fs::read(&npy).unwrap(), intact);
+    let index: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cache.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["summary"]["damaged"], 1);
+    assert_eq!(index["samples"].as_array().unwrap().len(), 2);
+}

@@ -4,6 +4,7 @@
 //! model always sees the input it was trained on. Nothing in this crate touches libtorch or a
 //! camera; it builds for aarch64.
 
+pub mod atomic_file;
 pub mod bundle;
 pub mod classifier;
 pub mod error;

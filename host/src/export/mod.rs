@@ -25,7 +25,7 @@ use crate::model::{Arch, Network};
 use crate::prepare::cache::read_key;
 use crate::train::data::{DataKind, TrainData};
 use mer_shared::input::InputSpec;
-use crate::train::checkpoint::{copy_into, read_tensors, write_bytes_atomic};
+use crate::train::checkpoint::{copy_into, read_tensors};
 use crate::train::report::RunResults;
 use crate::train::run::RunInfo;
 use onnx_graph::{Dim, OnnxGraph};
@@ -510,9 +510,11 @@ fn check_parity(model: &Network, onnx: &[u8], manifest: &Manifest, data: &Export
     Ok(checks)
 }
 
-/// [`export`], then writes the file atomically.
+/// [`export`], then writes the file atomically. A path that cannot become the file is refused
+/// before the (long) export starts.
 pub fn export_to_file(opts: &ExportOptions) -> Result<Exported> {
+    mer_shared::atomic_file::check_target(&opts.out)?;
     let exported = export(opts)?;
-    write_bytes_atomic(&opts.out, &exported.onnx)?;
+    mer_shared::atomic_file::write(&opts.out, &exported.onnx)?;
     Ok(exported)
 }

@@ -63,6 +63,7 @@ pub fn compare(vs: &nn::VarStore, named: &[(String, Tensor)]) -> KeyReport {
 /// Reads `state_dict` (torch.save archive or safetensors) and writes it as `out` if it matches
 /// SKD-TSTSAN with `classes` classes exactly.
 pub fn import_skd_tstsan(state_dict: &Path, classes: i64, out: &Path) -> Result<KeyReport> {
+    mer_shared::atomic_file::check_target(out)?;
     let mut named = if state_dict.extension().is_some_and(|e| e == "safetensors") {
         Tensor::read_safetensors(state_dict).with_context(|| format!("reading {}", state_dict.display()))?
     } else {

@@ -9,19 +9,25 @@
 //! samples/<id>.json     its PreparedSample metadata; written last, so it marks a sample complete
 //! index.json            key, samples in (subject, id) order and the run's summary (at the end)
 //! ```
-//! Every file is written under a temporary name in its final directory, synced and renamed,
-//! so an interrupted run leaves either a complete sample or none at all.
+//! Every file is written through `mer_shared::atomic_file` (temporary name in its final
+//! directory, synced and renamed), so an interrupted run leaves either a complete sample or none
+//! at all. Nothing stored is trusted on reuse: opening a cache checks every stored sample (its
+//! tensor decodes, has the key's shape, is finite and hashes to the `input_sha256` its metadata
+//! records) and removes those that fail, so they are prepared again; loading for training checks
+//! the same.
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, anyhow, bail};
+use mer_shared::atomic_file::{self, is_temporary};
 use mer_shared::input::{InputSpec, InputTensor, KeyFrames};
 use mer_shared::labels::Taxonomy;
+use mer_shared::manifest::f32_digest;
 use mer_shared::npy;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -37,8 +43,9 @@ const KEY_FILE: &str = "cache.json";
 const INDEX_FILE: &str = "index.json";
 const LOCK_FILE: &str = "cache.lock";
 const SAMPLES_DIR: &str = "samples";
-/// Marks temporary files; anything carrying it is an interrupted write.
-const TMP_MARK: &str = ".tmp-";
+/// Marked the temporary files of caches written before `mer_shared::atomic_file`; such leftovers
+/// are still cleared.
+const LEGACY_TMP_MARK: &str = ".tmp-";
 
 /// Everything that determines the prepared tensors. Two runs with equal keys produce
 /// interchangeable samples; any difference needs a fresh directory.
@@ -155,6 +162,15 @@ pub struct PreparedSample {
     pub notes: Vec<String>,
 }
 
+/// A stored sample that failed its check when the cache was opened; its files were removed so
+/// that it is prepared again.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DamagedSample {
+    /// The sample's id, or its metadata file's name when the metadata cannot be read.
+    pub id: String,
+    pub reason: String,
+}
+
 /// A cache directory open for writing. Shareable between threads: `put` takes `&self`.
 pub struct PreparationCache {
     dir: PathBuf,
@@ -162,7 +178,8 @@ pub struct PreparationCache {
     digest: String,
     /// Held (and locked) for as long as the cache is open.
     _lock: File,
-    tmp_counter: AtomicU64,
+    damaged: Vec<DamagedSample>,
+    unreadable_index: Option<String>,
 }
 
 impl PreparationCache {
@@ -195,10 +212,7 @@ impl PreparationCache {
         let digest = digest_of(&requested);
         let key_path = dir.join(KEY_FILE);
         let key_doc = serde_json::json!({ "digest": digest, "key": requested });
-        let write_key = || -> Result<()> {
-            let tmp = dir.join(format!("{KEY_FILE}{TMP_MARK}0"));
-            write_atomically(&key_path, serde_json::to_string_pretty(&key_doc)?.as_bytes(), &tmp)
-        };
+        let write_key = || -> Result<()> { Ok(atomic_file::write(&key_path, serde_json::to_string_pretty(&key_doc)?.as_bytes())?) };
         if key_path.exists() {
             let text = fs::read_to_string(&key_path).with_context(|| format!("cannot read {}", key_path.display()))?;
             let stored: Value = serde_json::from_str(&text).with_context(|| {
@@ -227,7 +241,96 @@ impl PreparationCache {
         }
         remove_interrupted_writes(dir)?;
         remove_interrupted_writes(&samples)?;
-        Ok(PreparationCache { dir: dir.to_path_buf(), key: key.clone(), digest, _lock: lock, tmp_counter: AtomicU64::new(0) })
+        let mut cache =
+            PreparationCache { dir: dir.to_path_buf(), key: key.clone(), digest, _lock: lock, damaged: vec![], unreadable_index: None };
+        cache.unreadable_index = cache.index_problem(&requested);
+        cache.damaged = cache.discard_damaged()?;
+        Ok(cache)
+    }
+
+    /// Stored samples that failed their check on opening and were removed (to be prepared again).
+    pub fn damaged(&self) -> &[DamagedSample] {
+        &self.damaged
+    }
+
+    /// Why the `index.json` found on opening cannot be read, if it cannot: [`Self::finish`]
+    /// replaces it (it is derived data), and the caller should say so.
+    pub fn unreadable_index(&self) -> Option<&str> {
+        self.unreadable_index.as_deref()
+    }
+
+    fn index_problem(&self, requested: &Value) -> Option<String> {
+        let path = self.dir.join(INDEX_FILE);
+        let text = match fs::read_to_string(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => return Some(e.to_string()),
+            Ok(text) => text,
+        };
+        let index: Value = match serde_json::from_str(&text) {
+            Err(e) => return Some(format!("not valid JSON ({e})")),
+            Ok(index) => index,
+        };
+        let Some(stored) = index.get("key") else { return Some("it has no \"key\"".into()) };
+        let mut differences = Vec::new();
+        key_differences(stored, requested, "", &mut differences);
+        if !differences.is_empty() {
+            return Some(format!("it describes another preparation ({})", differences.join("; ")));
+        }
+        serde_json::from_value::<Vec<PreparedSample>>(index.get("samples").cloned().unwrap_or(Value::Null))
+            .err()
+            .map(|e| format!("its \"samples\" cannot be read ({e})"))
+    }
+
+    /// Checks every stored sample and removes those that fail (metadata first, so that a removal
+    /// cut short leaves the sample absent rather than half there).
+    fn discard_damaged(&self) -> Result<Vec<DamagedSample>> {
+        let dir = self.dir.join(SAMPLES_DIR);
+        let mut metas = Vec::new();
+        for entry in fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+            let path = entry.with_context(|| format!("cannot list {}", dir.display()))?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if !name.starts_with('.') && name.ends_with(".json") {
+                metas.push(path);
+            }
+        }
+        let mut damaged: Vec<(DamagedSample, PathBuf)> =
+            metas.par_iter().filter_map(|meta| self.check_stored(meta).err().map(|d| (d, meta.clone()))).collect();
+        damaged.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        for (_, meta) in &damaged {
+            for path in [meta.clone(), meta.with_extension("npy")] {
+                match fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(e).with_context(|| format!("cannot remove the damaged sample file {}", path.display()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(damaged.into_iter().map(|(d, _)| d).collect())
+    }
+
+    /// One stored sample, from its metadata file: the checks [`PreparedSet::load`] makes too.
+    fn check_stored(&self, meta: &Path) -> Result<(), DamagedSample> {
+        let name = meta.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let fail = |id: &str, reason: String| DamagedSample { id: id.to_string(), reason };
+        // Without readable metadata, the id its file name encodes.
+        let named = name.strip_suffix(".json").and_then(id_of_stem).unwrap_or_else(|| name.clone());
+        let text = fs::read_to_string(meta).map_err(|e| fail(&named, format!("{}: {e}", meta.display())))?;
+        let sample: PreparedSample =
+            serde_json::from_str(&text).map_err(|e| fail(&named, format!("{} is not sample metadata: {e}", meta.display())))?;
+        let id = sample.id.as_str();
+        if file_stem(id).ok().as_deref() != Some(name.trim_end_matches(".json")) {
+            return Err(fail(&name, format!("{} holds sample {id:?}, which belongs in another file", meta.display())));
+        }
+        let classes = self.key.taxonomy.num_classes();
+        if sample.class >= classes {
+            return Err(fail(id, format!("{}: class {} does not exist in {}", meta.display(), sample.class, self.key.taxonomy)));
+        }
+        let npy = meta.with_extension("npy");
+        let bytes = fs::read(&npy).map_err(|e| fail(id, format!("{}: {e}", npy.display())))?;
+        let spec = &self.key.spec;
+        check_tensor(&npy, &bytes, [spec.channels, spec.height, spec.width], &sample.input_sha256).map_err(|e| fail(id, format!("{e:#}")))?;
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -246,7 +349,8 @@ impl PreparationCache {
         Ok((dir.join(format!("{stem}.npy")), dir.join(format!("{stem}.json"))))
     }
 
-    /// Whether sample `id` is completely stored (by this run or an earlier one).
+    /// Whether sample `id` is completely stored: by this run, or by an earlier one and checked
+    /// when the cache was opened.
     pub fn contains(&self, id: &str) -> bool {
         self.paths(id).is_ok_and(|(npy, meta)| meta.is_file() && npy.is_file())
     }
@@ -271,17 +375,15 @@ impl PreparationCache {
         if let Some(i) = tensor.data.iter().position(|v| !v.is_finite()) {
             bail!("sample {}: tensor value {} at index {i} is not finite; refusing to cache it", sample.id, tensor.data[i]);
         }
+        // The recorded hash is what every later reuse is checked against.
+        let digest = tensor.sha256();
+        if sample.input_sha256 != digest {
+            bail!("sample {}: its metadata records input_sha256 {}, the tensor's is {digest}", sample.id, sample.input_sha256);
+        }
         let (npy, meta) = self.paths(&sample.id)?;
-        write_atomically(&npy, &npy::encode(&tensor.shape(), &tensor.data), &self.tmp_path(&npy))?;
-        write_atomically(&meta, serde_json::to_string_pretty(sample)?.as_bytes(), &self.tmp_path(&meta))?;
+        atomic_file::write(&npy, &npy::encode(&tensor.shape(), &tensor.data))?;
+        atomic_file::write(&meta, serde_json::to_string_pretty(sample)?.as_bytes())?;
         Ok(())
-    }
-
-    /// A temporary name unique to this process and call, beside `path`.
-    fn tmp_path(&self, path: &Path) -> PathBuf {
-        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        let name = path.file_name().expect("sample paths have a file name").to_string_lossy();
-        path.with_file_name(format!(".{name}{TMP_MARK}{}-{n}", std::process::id()))
     }
 
     /// Every completely stored sample, in (subject, id) order.
@@ -316,8 +418,7 @@ impl PreparationCache {
             "samples": samples,
             "summary": summary,
         });
-        let path = self.dir.join(INDEX_FILE);
-        write_atomically(&path, serde_json::to_string_pretty(&doc)?.as_bytes(), &self.tmp_path(&path))?;
+        atomic_file::write(self.dir.join(INDEX_FILE), serde_json::to_string_pretty(&doc)?.as_bytes())?;
         Ok(samples)
     }
 }
@@ -337,7 +438,8 @@ pub struct PreparedSet {
 
 impl PreparedSet {
     /// Reads `cache.json`, `index.json` and every tensor of `dir`, checking shapes against
-    /// the key's input spec and that all values are finite.
+    /// the key's input spec, that all values are finite and that each tensor hashes to the
+    /// `input_sha256` its sample records.
     pub fn load(dir: &Path) -> Result<PreparedSet> {
         let (key, key_doc) = read_key_doc(dir)?;
 
@@ -372,16 +474,9 @@ impl PreparedSet {
         for sample in &samples {
             let path = samples_dir.join(format!("{}.npy", file_stem(&sample.id)?));
             let bytes = fs::read(&path).with_context(|| format!("cannot read {} (sample {})", path.display(), sample.id))?;
-            let (file_shape, values) = npy::decode(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-            let file_shape: [usize; 3] = file_shape.as_slice().try_into().map_err(|_| {
-                anyhow!("{}: has shape {file_shape:?}; a C×H×W tensor has three dimensions", path.display())
+            let values = check_tensor(&path, &bytes, shape, &sample.input_sha256).map_err(|e| {
+                anyhow!("{e:#}; run the preparation again with the same settings to repair sample {}", sample.id)
             })?;
-            if file_shape != shape {
-                bail!("{}: tensor shape {file_shape:?} differs from the input spec's {shape:?}", path.display());
-            }
-            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-                bail!("{}: value {} at index {i} is not finite; delete the file and prepare again", path.display(), values[i]);
-            }
             data.extend_from_slice(&values);
         }
         Ok(PreparedSet { key, samples, shape, data, summary })
@@ -452,31 +547,56 @@ fn file_stem(id: &str) -> Result<String> {
     Ok(stem)
 }
 
-/// Writes `bytes` to `tmp`, syncs it, renames it to `path` and syncs the directory, so
-/// `path` either keeps its old content or has the complete new one.
-fn write_atomically(path: &Path, bytes: &[u8], tmp: &Path) -> Result<()> {
-    let result = (|| -> std::io::Result<()> {
-        let mut file = File::create(tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(tmp, path)?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
+/// The sample id a [`file_stem`] came from, if it is one.
+fn id_of_stem(stem: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(stem.len());
+    let mut rest = stem.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(b);
+            rest = tail;
         }
-        Ok(())
-    })();
-    result.map_err(|e| {
-        let _ = fs::remove_file(tmp);
-        anyhow!("cannot write {}: {e}", path.display())
-    })
+    }
+    String::from_utf8(bytes).ok().filter(|id| file_stem(id).ok().as_deref() == Some(stem))
+}
+
+/// Decodes a stored tensor and checks it: C×H×W of `shape`, finite, and hashing to `sha256`
+/// (the sample's recorded `input_sha256`). Errors name `path`.
+fn check_tensor(path: &Path, bytes: &[u8], shape: [usize; 3], sha256: &str) -> Result<Vec<f32>> {
+    let (file_shape, values) = npy::decode(bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let file_shape: [usize; 3] = file_shape
+        .as_slice()
+        .try_into()
+        .map_err(|_| anyhow!("{}: has shape {file_shape:?}; a C×H×W tensor has three dimensions", path.display()))?;
+    if file_shape != shape {
+        bail!("{}: tensor shape {file_shape:?} differs from the input spec's {shape:?}", path.display());
+    }
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        bail!("{}: value {} at index {i} is not finite", path.display(), values[i]);
+    }
+    let digest = f32_digest(&values);
+    if digest != sha256 {
+        bail!(
+            "{}: the tensor's SHA-256 is {digest}, but its sample records input_sha256 {sha256} (changed since it was prepared)",
+            path.display()
+        );
+    }
+    Ok(values)
+}
+
+fn is_interrupted_write(name: &OsStr) -> bool {
+    is_temporary(name) || name.to_string_lossy().contains(LEGACY_TMP_MARK)
 }
 
 /// Deletes temporary files left by an interrupted run (only called under the lock).
 fn remove_interrupted_writes(dir: &Path) -> Result<()> {
     for entry in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
         let path = entry?.path();
-        if path.file_name().is_some_and(|n| n.to_string_lossy().contains(TMP_MARK)) && path.is_file() {
+        if path.file_name().is_some_and(is_interrupted_write) && path.is_file() {
             fs::remove_file(&path).with_context(|| format!("cannot remove the interrupted write {}", path.display()))?;
         }
     }
@@ -486,7 +606,6 @@ fn remove_interrupted_writes(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rayon::prelude::*;
 
     fn key() -> CacheKey {
         // A 1×1 grid gives 2 + 2 + 4 = 8 channels; small planes keep the tests fast.
@@ -499,7 +618,8 @@ mod tests {
         InputTensor { channels: 8, height: 4, width: 5, data }
     }
 
-    fn sample(subject: &str, id: &str) -> PreparedSample {
+    /// Metadata for a sample whose tensor is `tensor(seed)`.
+    fn sample(subject: &str, id: &str, seed: usize) -> PreparedSample {
         PreparedSample {
             id: id.to_string(),
             subject: subject.to_string(),
@@ -508,7 +628,7 @@ mod tests {
             source: format!("CASME2_RAW_selected/sub{subject}/{id}"),
             face: Some(FaceBox { x: 1, y: 2, width: 30, height: 40, score: 7.5 }),
             frames: KeyFrames { onset: 1, apex: 5, offset: 9 },
-            input_sha256: "00".into(),
+            input_sha256: tensor(seed).sha256(),
             notes: vec![],
         }
     }
@@ -524,7 +644,7 @@ mod tests {
         let cache = PreparationCache::open(dir.path(), &key()).unwrap();
         let items = [("02", "sub02/EP01_1"), ("01", "sub01/EP09_2"), ("01", "sub01/EP03_1")];
         for (k, (s, id)) in items.iter().enumerate() {
-            cache.put(&sample(s, id), &tensor(k)).unwrap();
+            cache.put(&sample(s, id, k), &tensor(k)).unwrap();
         }
         let indexed = cache.finish(&serde_json::json!({ "skipped": 0 })).unwrap();
         assert_eq!(indexed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["sub01/EP03_1", "sub01/EP09_2", "sub02/EP01_1"]);
@@ -536,18 +656,17 @@ mod tests {
         assert_eq!(set.shape, [8, 4, 5]);
         assert_eq!(set.data.len(), 3 * 160);
         assert_eq!(set.subjects(), ["01", "02"]);
-        assert_eq!(set.samples[0], sample("01", "sub01/EP03_1"));
+        assert_eq!(set.samples[0], sample("01", "sub01/EP03_1", 2));
         assert_eq!(set.tensor(0), tensor(2).data.as_slice());
         assert_eq!(set.tensor(1), tensor(1).data.as_slice());
         assert_eq!(set.tensor(2), tensor(0).data.as_slice());
         assert_eq!(set.summary["skipped"], 0);
         // Nothing temporary is left behind.
-        let leftovers: Vec<_> = fs::read_dir(dir.path().join(SAMPLES_DIR))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.contains(TMP_MARK))
-            .collect();
-        assert!(leftovers.is_empty(), "{leftovers:?}");
+        for d in [dir.path().to_path_buf(), dir.path().join(SAMPLES_DIR)] {
+            let names = fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name());
+            let leftovers: Vec<_> = names.filter(|n| n.to_string_lossy().starts_with('.')).collect();
+            assert!(leftovers.is_empty(), "{leftovers:?}");
+        }
     }
 
     #[test]
@@ -569,20 +688,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let cache = PreparationCache::open(dir.path(), &key()).unwrap();
-            cache.put(&sample("01", "a"), &tensor(1)).unwrap();
-            cache.put(&sample("01", "b"), &tensor(2)).unwrap();
+            cache.put(&sample("01", "a", 1), &tensor(1)).unwrap();
+            cache.put(&sample("01", "b", 2), &tensor(2)).unwrap();
             assert!(cache.contains("a") && !cache.contains("c"));
         }
-        // An interrupted run: a temporary tensor, and a tensor whose metadata never landed.
+        // An interrupted run: temporaries (the helper's, an earlier release's), and a tensor whose
+        // metadata never landed.
         let samples = dir.path().join(SAMPLES_DIR);
-        fs::write(samples.join(format!(".c.npy{TMP_MARK}1-0")), b"partial").unwrap();
+        let temporaries =
+            [samples.join(".c.npy.partial-123-0"), samples.join(".c.json.tmp-1-0"), dir.path().join(".index.json.partial-9-4")];
+        for t in &temporaries {
+            fs::write(t, b"partial").unwrap();
+        }
         fs::write(samples.join("d.npy"), npy::encode(&[8, 4, 5], &tensor(4).data)).unwrap();
 
         let cache = PreparationCache::open(dir.path(), &key()).unwrap();
         assert!(cache.contains("a") && cache.contains("b"));
         assert!(!cache.contains("c") && !cache.contains("d"));
-        assert!(!samples.join(format!(".c.npy{TMP_MARK}1-0")).exists());
-        cache.put(&sample("01", "c"), &tensor(3)).unwrap();
+        assert!(cache.damaged().is_empty() && cache.unreadable_index().is_none(), "{:?}", cache.damaged());
+        for t in &temporaries {
+            assert!(!t.exists(), "{}", t.display());
+        }
+        cache.put(&sample("01", "c", 3), &tensor(3)).unwrap();
         let indexed = cache.finish(&Value::Null).unwrap();
         assert_eq!(indexed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
         drop(cache);
@@ -621,25 +748,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = PreparationCache::open(dir.path(), &key()).unwrap();
         let wrong = InputTensor { channels: 8, height: 5, width: 4, data: vec![0.0; 160] };
-        let err = cache.put(&sample("01", "x"), &wrong).unwrap_err().to_string();
+        let err = cache.put(&sample("01", "x", 0), &wrong).unwrap_err().to_string();
         assert!(err.contains("sample x") && err.contains("[8, 5, 4]") && err.contains("[8, 4, 5]"), "{err}");
         let mut bad = tensor(0);
         bad.data[17] = f32::NAN;
-        let err = cache.put(&sample("01", "y"), &bad).unwrap_err().to_string();
+        let err = cache.put(&sample("01", "y", 0), &bad).unwrap_err().to_string();
         assert!(err.contains("index 17"), "{err}");
-        let mut unknown = sample("01", "z");
+        let mut unknown = sample("01", "z", 0);
         unknown.class = 5;
         let err = cache.put(&unknown, &tensor(0)).unwrap_err().to_string();
         assert!(err.contains("sample z") && err.contains("class 5") && err.contains("casme2-5"), "{err}");
         assert!(!cache.contains("x") && !cache.contains("y") && !cache.contains("z"));
-        assert!(cache.put(&sample("01", ""), &tensor(0)).is_err());
+        assert!(cache.put(&sample("01", "", 0), &tensor(0)).is_err());
     }
 
     #[test]
     fn an_edited_index_is_checked() {
         let dir = tempfile::tempdir().unwrap();
         let cache = PreparationCache::open(dir.path(), &key()).unwrap();
-        cache.put(&sample("01", "a"), &tensor(0)).unwrap();
+        cache.put(&sample("01", "a", 0), &tensor(0)).unwrap();
         cache.finish(&Value::Null).unwrap();
         drop(cache);
         let index = dir.path().join(INDEX_FILE);
@@ -656,8 +783,8 @@ mod tests {
     fn damaged_tensors_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let cache = PreparationCache::open(dir.path(), &key()).unwrap();
-        cache.put(&sample("01", "sub01/EP01"), &tensor(0)).unwrap();
-        cache.put(&sample("02", "sub02/EP01"), &tensor(1)).unwrap();
+        cache.put(&sample("01", "sub01/EP01", 0), &tensor(0)).unwrap();
+        cache.put(&sample("02", "sub02/EP01", 1), &tensor(1)).unwrap();
         cache.finish(&Value::Null).unwrap();
         drop(cache);
         let file = dir.path().join(SAMPLES_DIR).join("sub02%2FEP01.npy");
@@ -689,9 +816,93 @@ mod tests {
         let err = format!("{:#}", PreparedSet::load(dir.path()).unwrap_err());
         assert!(err.contains("sub02%2FEP01.npy") && err.contains("has shape [8, 20]") && err.contains("three dimensions"), "{err}");
 
+        // Well-formed, right shape, finite, but not the tensor that was prepared.
+        fs::write(&file, npy::encode(&[8, 4, 5], &tensor(7).data)).unwrap();
+        let err = format!("{:#}", PreparedSet::load(dir.path()).unwrap_err());
+        assert!(err.contains("sub02%2FEP01.npy") && err.contains("SHA-256") && err.contains(&tensor(1).sha256()), "{err}");
+
         fs::remove_file(&file).unwrap();
         let err = format!("{:#}", PreparedSet::load(dir.path()).unwrap_err());
         assert!(err.contains("sub02%2FEP01.npy") && err.contains("sub02/EP01"), "{err}");
+    }
+
+    #[test]
+    fn resume_checks_every_stored_sample_and_removes_the_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = PreparationCache::open(dir.path(), &key()).unwrap();
+        for (k, id) in ["sub01/ok", "sub01/cut", "sub01/other", "sub01/garbled", "sub01/gone", "sub01/nan"].iter().enumerate() {
+            cache.put(&sample("01", id, k), &tensor(k)).unwrap();
+        }
+        cache.finish(&Value::Null).unwrap();
+        drop(cache);
+        let samples = dir.path().join(SAMPLES_DIR);
+        let file = |stem: &str, ext: &str| samples.join(format!("sub01%2F{stem}.{ext}"));
+        let bytes = fs::read(file("cut", "npy")).unwrap();
+        fs::write(file("cut", "npy"), &bytes[..bytes.len() / 2]).unwrap();
+        fs::write(file("other", "npy"), npy::encode(&[8, 4, 5], &tensor(9).data)).unwrap();
+        fs::write(file("garbled", "json"), "{ not json").unwrap();
+        fs::remove_file(file("gone", "npy")).unwrap();
+        let mut nan = tensor(5);
+        nan.data[0] = f32::NAN;
+        fs::write(file("nan", "npy"), npy::encode(&[8, 4, 5], &nan.data)).unwrap();
+
+        let cache = PreparationCache::open(dir.path(), &key()).unwrap();
+        let damaged: Vec<(&str, &str)> = cache.damaged().iter().map(|d| (d.id.as_str(), d.reason.as_str())).collect();
+        let ids: Vec<&str> = damaged.iter().map(|d| d.0).collect();
+        assert_eq!(ids, ["sub01/cut", "sub01/garbled", "sub01/gone", "sub01/nan", "sub01/other"], "{damaged:?}");
+        assert!(damaged[0].1.contains("sub01%2Fcut.npy") && damaged[0].1.contains("truncated"), "{damaged:?}");
+        assert!(damaged[1].1.contains("not sample metadata"), "{damaged:?}");
+        assert!(damaged[2].1.contains("sub01%2Fgone.npy"), "{damaged:?}");
+        assert!(damaged[3].1.contains("not finite"), "{damaged:?}");
+        assert!(damaged[4].1.contains("SHA-256"), "{damaged:?}");
+        // The damaged ones are gone, to be prepared again; the intact one is kept.
+        assert!(cache.contains("sub01/ok"));
+        for stem in ["cut", "other", "garbled", "gone", "nan"] {
+            assert!(!cache.contains(&format!("sub01/{stem}")), "{stem}");
+            assert!(!file(stem, "json").exists() && !file(stem, "npy").exists(), "{stem}");
+        }
+        assert!(cache.unreadable_index().is_none());
+        cache.put(&sample("01", "sub01/cut", 1), &tensor(1)).unwrap();
+        assert_eq!(cache.finish(&Value::Null).unwrap().len(), 2);
+        drop(cache);
+        assert_eq!(PreparedSet::load(dir.path()).unwrap().tensor(0), tensor(1).data.as_slice());
+        // Nothing is damaged any more.
+        assert!(PreparationCache::open(dir.path(), &key()).unwrap().damaged().is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_index_is_reported_before_it_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = PreparationCache::open(dir.path(), &key()).unwrap();
+        cache.put(&sample("01", "a", 0), &tensor(0)).unwrap();
+        cache.finish(&Value::Null).unwrap();
+        drop(cache);
+        assert!(PreparationCache::open(dir.path(), &key()).unwrap().unreadable_index().is_none());
+        let index = dir.path().join(INDEX_FILE);
+        let good = fs::read_to_string(&index).unwrap();
+        for (text, expected) in [
+            ("garbage".to_string(), "not valid JSON"),
+            ("{\"samples\": []}".to_string(), "no \"key\""),
+            (good.replace("\"casme2\"", "\"samm\""), "another preparation (dataset: cache has \"samm\""),
+            (good.replace("\"class\": ", "\"klass\": "), "\"samples\" cannot be read"),
+        ] {
+            fs::write(&index, &text).unwrap();
+            let cache = PreparationCache::open(dir.path(), &key()).unwrap();
+            let problem = cache.unreadable_index().unwrap_or_else(|| panic!("{text}"));
+            assert!(problem.contains(expected), "{problem}");
+            cache.finish(&Value::Null).unwrap();
+            drop(cache);
+            assert_eq!(PreparedSet::load(dir.path()).unwrap().len(), 1);
+        }
+    }
+
+    #[test]
+    fn put_refuses_metadata_that_does_not_describe_the_tensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = PreparationCache::open(dir.path(), &key()).unwrap();
+        let err = cache.put(&sample("01", "a", 1), &tensor(2)).unwrap_err().to_string();
+        assert!(err.contains("sample a") && err.contains(&tensor(2).sha256()), "{err}");
+        assert!(!cache.contains("a"));
     }
 
     #[test]
@@ -700,7 +911,7 @@ mod tests {
         let err = format!("{:#}", PreparedSet::load(dir.path()).unwrap_err());
         assert!(err.contains("cache.json") && err.contains("mer prepare"), "{err}");
         let cache = PreparationCache::open(dir.path(), &key()).unwrap();
-        cache.put(&sample("01", "a"), &tensor(0)).unwrap();
+        cache.put(&sample("01", "a", 0), &tensor(0)).unwrap();
         let err = format!("{:#}", PreparedSet::load(dir.path()).unwrap_err());
         assert!(err.contains("index.json") && err.contains("did not finish"), "{err}");
     }
@@ -712,6 +923,13 @@ mod tests {
         assert_eq!(file_stem("..").unwrap(), "%2E%2E");
         assert!(file_stem("").is_err());
         assert!(file_stem(&"x".repeat(201)).is_err());
+        for id in ["sub01/EP02_01f", "..", "a b%c", "é"] {
+            assert_eq!(id_of_stem(&file_stem(id).unwrap()).as_deref(), Some(id));
+        }
+        // Not what file_stem makes: lower-case hex, an encoded safe byte, a cut escape.
+        for stem in ["a%2f", "%41", "a%2"] {
+            assert_eq!(id_of_stem(stem), None, "{stem}");
+        }
     }
 
     #[test]
@@ -719,10 +937,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = PreparationCache::open(dir.path(), &key()).unwrap();
         (0..64usize).into_par_iter().for_each(|k| {
-            cache.put(&sample(&format!("{:02}", k % 7), &format!("s{k:02}")), &tensor(k)).unwrap();
+            cache.put(&sample(&format!("{:02}", k % 7), &format!("s{k:02}"), k), &tensor(k)).unwrap();
         });
         // The same sample written by several threads at once still ends up complete.
-        (0..8usize).into_par_iter().for_each(|_| cache.put(&sample("00", "same"), &tensor(99)).unwrap());
+        (0..8usize).into_par_iter().for_each(|_| cache.put(&sample("00", "same", 99), &tensor(99)).unwrap());
         assert_eq!(cache.finish(&Value::Null).unwrap().len(), 65);
         drop(cache);
         let set = PreparedSet::load(dir.path()).unwrap();

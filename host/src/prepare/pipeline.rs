@@ -49,6 +49,11 @@ pub struct PrepareSummary {
     pub samples: usize,
     pub prepared_now: usize,
     pub reused: usize,
+    /// Stored samples that failed their check on resume (see stderr for which and why); those
+    /// still in the dataset were prepared again.
+    pub damaged: usize,
+    /// Why the `index.json` found at the start could not be read, when it could not.
+    pub replaced_index: Option<String>,
     pub failed: Vec<Failure>,
     /// Samples per class, in class order; per subject, class counts in class order.
     pub per_class: Vec<(String, usize)>,
@@ -121,6 +126,13 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareSummary> {
     eprintln!("{}", dataset.summary());
     let key = CacheKey::new(opts.dataset.name(), opts.taxonomy, opts.spec.clone(), opts.crop, &opts.detector);
     let cache = PreparationCache::open(&opts.out, &key)?;
+    if let Some(problem) = cache.unreadable_index() {
+        eprintln!("replacing unreadable {}: {problem}", opts.out.join("index.json").display());
+    }
+    for d in cache.damaged() {
+        let again = if dataset.samples.iter().any(|s| s.id == d.id) { "preparing it again" } else { "removed from the cache" };
+        eprintln!("damaged sample {} in {}: {}; {again}", d.id, opts.out.display(), d.reason);
+    }
     let todo: Vec<&ClipSample> = dataset.samples.iter().filter(|s| !cache.contains(&s.id)).collect();
     let reused = dataset.samples.len() - todo.len();
     if reused > 0 {
@@ -162,6 +174,8 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareSummary> {
         samples: stored.len(),
         prepared_now: todo.len() - failed.len(),
         reused,
+        damaged: cache.damaged().len(),
+        replaced_index: cache.unreadable_index().map(str::to_string),
         failed,
         per_class,
         per_subject,
@@ -175,8 +189,9 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareSummary> {
 
 impl PrepareSummary {
     pub fn describe(&self) -> String {
+        let damaged = if self.damaged > 0 { format!(", {} damaged in the cache", self.damaged) } else { String::new() };
         let mut s = format!(
-            "{} samples in the cache ({} prepared now, {} reused, {} failed) in {:.1} s\nper class: {}\n",
+            "{} samples in the cache ({} prepared now, {} reused{damaged}, {} failed) in {:.1} s\nper class: {}\n",
             self.samples,
             self.prepared_now,
             self.reused,
@@ -226,5 +241,52 @@ pub(crate) fn assert_prepares_in_every_layout(kind: DatasetKind, root: &Path, ta
         for (i, sample) in set.samples.iter().enumerate() {
             assert_eq!(sample.input_sha256, mer_shared::manifest::f32_digest(set.tensor(i)), "{kind} {}", sample.id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mer_shared::input::InputLayout;
+    use mer_shared::synth::casme2::{Casme2Options, write_casme2};
+
+    #[test]
+    fn a_rerun_prepares_damaged_samples_again_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("casme2");
+        write_casme2(&root, &Casme2Options { subjects: 2, per_subject: 2, width: 64, height: 64, ..Casme2Options::default() }, &|| {})
+            .unwrap();
+        let opts = PrepareOptions {
+            dataset: DatasetKind::Casme2,
+            root,
+            annotations: None,
+            taxonomy: Taxonomy::Casme2Five,
+            out: dir.path().join("prepared"),
+            crop: CropMode::None,
+            detector: DetectorSettings::default(),
+            spec: InputLayout::SkdTstsan38.spec(),
+        };
+        let first = prepare(&opts).unwrap();
+        assert!(first.failed.is_empty() && first.prepared_now == first.samples && first.damaged == 0, "{}", first.describe());
+        let set = crate::prepare::PreparedSet::load(&opts.out).unwrap();
+
+        // One tensor cut to 1 kB, the index overwritten with garbage.
+        let mut files = opts.out.join("samples").read_dir().unwrap().map(|e| e.unwrap().path());
+        let victim = files.find(|p| p.extension().is_some_and(|e| e == "npy")).unwrap();
+        let bytes = std::fs::read(&victim).unwrap();
+        std::fs::write(&victim, &bytes[..1024]).unwrap();
+        std::fs::write(opts.out.join("index.json"), "garbage").unwrap();
+
+        let again = prepare(&opts).unwrap();
+        assert_eq!((again.damaged, again.prepared_now, again.reused), (1, 1, first.samples - 1), "{}", again.describe());
+        assert!(again.describe().contains("1 damaged in the cache"), "{}", again.describe());
+        assert!(again.replaced_index.as_deref().is_some_and(|r| r.contains("not valid JSON")), "{:?}", again.replaced_index);
+        assert_eq!(std::fs::read(&victim).unwrap(), bytes);
+        let repaired = crate::prepare::PreparedSet::load(&opts.out).unwrap();
+        assert_eq!(repaired.data, set.data);
+        assert_eq!(repaired.summary["damaged"], 1);
+
+        let third = prepare(&opts).unwrap();
+        assert_eq!((third.damaged, third.prepared_now, third.replaced_index), (0, 0, None));
     }
 }

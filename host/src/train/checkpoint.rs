@@ -1,41 +1,28 @@
 //! Weights and training state on disk (safetensors, official key names), written atomically so an
 //! interrupted run never leaves a half-written file that looks valid.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use mer_shared::atomic_file;
 use serde::Serialize;
 use tch::{Device, Tensor, nn};
 
 use super::config::TrainConfig;
 use super::optimizer::Adam;
 
-fn temp_beside(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.partial"))
-}
-
 fn write_tensors_atomic(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
-    let tmp = temp_beside(path);
     let cpu: Vec<(String, Tensor)> = named.iter().map(|(n, t)| (n.clone(), t.to_device(Device::Cpu).contiguous())).collect();
-    Tensor::write_safetensors(&cpu, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::File::open(&tmp)?.sync_all()?;
-    fs::rename(&tmp, path).with_context(|| format!("moving {} into place", path.display()))
+    // tch writes safetensors only to a path of its own: the helper's temporary.
+    atomic_file::write_via(path, |tmp| Tensor::write_safetensors(&cpu, tmp))?;
+    Ok(())
 }
 
+/// Pretty JSON plus a newline, written atomically.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
-    write_bytes_atomic(path, (text + "\n").as_bytes())
-}
-
-/// Writes a temporary file beside `path`, syncs it and renames it into place, so `path` is
-/// always either the old or the complete new content.
-pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_beside(path);
-    fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::File::open(&tmp)?.sync_all()?;
-    fs::rename(&tmp, path).with_context(|| format!("moving {} into place", path.display()))
+    atomic_file::write(path, (text + "\n").as_bytes())?;
+    Ok(())
 }
 
 fn sorted_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {

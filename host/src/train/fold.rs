@@ -396,7 +396,8 @@ fn truncate_lines(path: &Path, n: usize) -> Result<()> {
     }
     let text = fs::read_to_string(path)?;
     let kept: String = text.lines().take(n).map(|l| format!("{l}\n")).collect();
-    fs::write(path, kept).with_context(|| format!("rewriting {}", path.display()))
+    // Atomic: a crash while rewriting must not lose the epochs being kept.
+    mer_shared::atomic_file::write(path, kept.as_bytes()).with_context(|| format!("rewriting {}", path.display()))
 }
 
 /// Per-epoch logs of a fold, for curves.

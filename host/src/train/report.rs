@@ -139,7 +139,8 @@ pub fn summarise(runs: &[PathBuf], out: &Path) -> Result<RunResults> {
             fs::create_dir_all(&to)?;
             for name in ["fold.json", "epochs.jsonl", "model.safetensors"] {
                 if from.join(name).exists() {
-                    fs::copy(from.join(name), to.join(name)).with_context(|| format!("copying {} to {}", from.join(name).display(), to.display()))?;
+                    mer_shared::atomic_file::copy(from.join(name), to.join(name))
+                        .with_context(|| format!("copying {} to {}", from.join(name).display(), to.display()))?;
                 }
             }
         }

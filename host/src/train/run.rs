@@ -142,7 +142,8 @@ pub fn train_all(data: &TrainData, config: &TrainConfig, out: &Path, device: Dev
     fold.run(&progress)?;
     progress.finish_and_clear();
     let model = out.join("model.safetensors");
-    fs::copy(out.join("all").join("model.safetensors"), &model).with_context(|| format!("writing {}", model.display()))?;
+    mer_shared::atomic_file::copy(out.join("all").join("model.safetensors"), &model)
+        .with_context(|| format!("writing {}", model.display()))?;
     Ok(model)
 }
 

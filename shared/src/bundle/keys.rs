@@ -12,6 +12,7 @@ use std::path::Path;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
+use crate::atomic_file::{self, AtomicFile};
 use crate::error::{Error, Result};
 
 const SECRET_COMMENT: &str = "# mer signing key (ed25519). Keep it private: anyone holding it can sign models.";
@@ -123,32 +124,28 @@ pub fn key_id(public: &[u8; 32]) -> String {
 }
 
 /// Writes `key` to a new file at `path`, readable by its owner only, and never over an
-/// existing file: a replaced signing key cannot be recovered.
+/// existing file: a replaced signing key cannot be recovered. Atomic: the file appears complete
+/// or not at all.
 pub fn write_secret_key(path: &Path, key: &SecretKey) -> Result<()> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(|e| {
-        let reason = if e.kind() == std::io::ErrorKind::AlreadyExists {
-            "already exists; refusing to overwrite a signing key (move it away first, or choose another path)".to_string()
-        } else {
-            format!("cannot create the secret key file: {e}")
+    let key_file = |e: Error| {
+        let reason = match e {
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                "already exists; refusing to overwrite a signing key (move it away first, or choose another path)".to_string()
+            }
+            Error::Io { source, .. } => format!("cannot create the secret key file: {source}"),
+            other => format!("cannot create the secret key file: {other}"),
         };
         Error::KeyFile { path: path.to_path_buf(), reason }
-    })?;
-    let written = file.write_all(key.to_file_text().as_bytes()).and_then(|()| file.sync_all());
-    if let Err(e) = written {
-        drop(file);
-        let _ = fs::remove_file(path);
-        return Err(Error::KeyFile { path: path.to_path_buf(), reason: format!("cannot write the secret key: {e}") });
-    }
-    Ok(())
+    };
+    let mut file = AtomicFile::options().replace(false).mode(0o600).create(path).map_err(key_file)?;
+    file.write_all(key.to_file_text().as_bytes())
+        .map_err(|e| Error::KeyFile { path: path.to_path_buf(), reason: format!("cannot write the secret key: {e}") })?;
+    file.commit().map_err(key_file)
 }
 
-/// Writes `key` to `path`, replacing any file there (a public key is no secret).
+/// Writes `key` to `path`, atomically replacing any file there (a public key is no secret).
 pub fn write_public_key(path: &Path, key: &PublicKey) -> Result<()> {
-    fs::write(path, key.to_file_text()).map_err(|e| Error::io(path, e))
+    atomic_file::write(path, key.to_file_text().as_bytes())
 }
 
 pub fn read_secret_key(path: &Path) -> Result<SecretKey> {

@@ -56,6 +56,12 @@ pub fn save_colour_png(flow: &Flow, max_magnitude: Option<f32>, path: &Path) -> 
     crate::image::save_rgb_png(flow.width(), flow.height(), colour_wheel_rgb(flow, max_magnitude), path)
 }
 
+/// The PNG bytes [`save_colour_png`] writes, for callers that write several files together;
+/// `path` only names errors.
+pub fn colour_png(flow: &Flow, max_magnitude: Option<f32>, path: &Path) -> Result<Vec<u8>> {
+    crate::image::encode_rgb_png(flow.width(), flow.height(), colour_wheel_rgb(flow, max_magnitude), path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,11 +4,13 @@
 use std::path::Path;
 
 use super::Flow;
+use crate::atomic_file;
 use crate::error::{Error, Result};
 
 const TAG: f32 = 202021.25;
 
-pub fn write_flo(flow: &Flow, path: &Path) -> Result<()> {
+/// The bytes of a `.flo` file holding `flow`.
+pub fn encode_flo(flow: &Flow) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(12 + 8 * flow.u().len());
     bytes.extend_from_slice(&TAG.to_le_bytes());
     bytes.extend_from_slice(&(flow.width() as i32).to_le_bytes());
@@ -17,10 +19,12 @@ pub fn write_flo(flow: &Flow, path: &Path) -> Result<()> {
         bytes.extend_from_slice(&u.to_le_bytes());
         bytes.extend_from_slice(&v.to_le_bytes());
     }
-    // Write beside the target and rename, so a crash never leaves a torn file under the name.
-    let tmp = path.with_extension("flo.partial");
-    std::fs::write(&tmp, &bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    bytes
+}
+
+/// Writes `flow` to `path` atomically: a crash never leaves a torn file under the name.
+pub fn write_flo(flow: &Flow, path: &Path) -> Result<()> {
+    atomic_file::write(path, &encode_flo(flow))
 }
 
 pub fn read_flo(path: &Path) -> Result<Flow> {
@@ -69,5 +73,17 @@ mod tests {
         assert!(err.contains("a.flo") && err.contains("needs 60 bytes"), "{err}");
         std::fs::write(&path, b"garbage-garbage-garbage").unwrap();
         assert!(read_flo(&path).unwrap_err().to_string().contains("PIEH"));
+    }
+
+    #[test]
+    fn a_folder_target_is_refused_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.flo");
+        std::fs::create_dir(&target).unwrap();
+        let err = write_flo(&Flow::zeros(2, 2), &target).unwrap_err().to_string();
+        assert!(err.contains("out.flo") && err.contains("is a folder"), "{err}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["out.flo"]);
+        assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0);
     }
 }

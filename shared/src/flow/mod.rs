@@ -7,8 +7,8 @@ mod median;
 mod strain;
 pub mod tvl1;
 
-pub use colour::{colour_wheel_rgb, save_colour_png};
-pub use flo::{read_flo, write_flo};
+pub use colour::{colour_png, colour_wheel_rgb, save_colour_png};
+pub use flo::{encode_flo, read_flo, write_flo};
 pub use strain::optical_strain;
 pub use tvl1::{Tvl1Params, tvl1_flow};
 

@@ -5,6 +5,7 @@ use std::path::Path;
 use image::{DynamicImage, ImageReader};
 
 use super::GrayImage;
+use crate::atomic_file;
 use crate::error::{Error, Result};
 
 /// Loads an image file as gray in [0, 1]; colour is converted with OpenCV's BT.601 weights.
@@ -85,20 +86,34 @@ fn gray_from_rgb8([r, g, b]: [u8; 3]) -> u8 {
     ((r as u32 * R + g as u32 * G + b as u32 * B + (1 << 13)) >> 14) as u8
 }
 
-/// Writes an 8-bit gray PNG (values clamped to [0, 1] and rounded).
+/// Writes an 8-bit gray PNG (values clamped to [0, 1] and rounded), atomically.
 pub fn save_gray_png(img: &GrayImage, path: &Path) -> Result<()> {
     let buf = image::GrayImage::from_raw(img.width() as u32, img.height() as u32, img.to_u8())
         .expect("buffer length matches dimensions");
-    buf.save_with_format(path, image::ImageFormat::Png)
-        .map_err(|e| Error::Encode { path: path.to_path_buf(), reason: e.to_string() })
+    let bytes = encode_png(&buf).map_err(|reason| Error::Encode { path: path.to_path_buf(), reason })?;
+    atomic_file::write(path, &bytes)
 }
 
-/// Writes interleaved 8-bit RGB pixels as a PNG.
+/// Writes interleaved 8-bit RGB pixels as a PNG, atomically.
 pub fn save_rgb_png(width: usize, height: usize, rgb: Vec<u8>, path: &Path) -> Result<()> {
+    atomic_file::write(path, &encode_rgb_png(width, height, rgb, path)?)
+}
+
+/// Interleaved 8-bit RGB pixels as PNG bytes; `path` (where they will go) only names errors.
+pub fn encode_rgb_png(width: usize, height: usize, rgb: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
     let buf = image::RgbImage::from_raw(width as u32, height as u32, rgb)
         .ok_or_else(|| Error::size("RGB buffer length", width * height * 3, "a different length"))?;
-    buf.save_with_format(path, image::ImageFormat::Png)
-        .map_err(|e| Error::Encode { path: path.to_path_buf(), reason: e.to_string() })
+    encode_png(&buf).map_err(|reason| Error::Encode { path: path.to_path_buf(), reason })
+}
+
+/// Encoded in memory, so that the file is written in one atomic step.
+fn encode_png<P: image::PixelWithColorType>(buf: &image::ImageBuffer<P, Vec<P::Subpixel>>) -> std::result::Result<Vec<u8>, String>
+where
+    [P::Subpixel]: image::EncodableLayout,
+{
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    buf.write_to(&mut bytes, image::ImageFormat::Png).map_err(|e| e.to_string())?;
+    Ok(bytes.into_inner())
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 mod codec;
 mod resize;
 
-pub use codec::{decode_gray, load_gray, save_gray_png, save_rgb_png};
+pub use codec::{decode_gray, encode_rgb_png, load_gray, save_gray_png, save_rgb_png};
 pub use resize::{Interpolation, resize, resize_by_factor};
 
 use crate::error::{Error, Result};

@@ -137,19 +137,22 @@ pub fn write_casme2(out: &Path, opts: &Casme2Options, progress: &(dyn Fn() + Syn
         );
     }
     let sheet = out.join(CODING_SHEET);
-    std::fs::write(&sheet, csv).map_err(|e| Error::io(&sheet, e))?;
+    crate::atomic_file::write(&sheet, csv.as_bytes())?;
     let meta = out.join("synth.json");
     let json = serde_json::json!({ "generator": "mer synth casme2", "options": opts, "fps": FPS, "samples": samples });
-    std::fs::write(&meta, serde_json::to_string_pretty(&json).unwrap()).map_err(|e| Error::io(&meta, e))?;
+    crate::atomic_file::write(&meta, serde_json::to_string_pretty(&json).expect("plain data").as_bytes())?;
     Ok(samples)
 }
 
-/// Writes an 8-bit gray JPEG at `quality`.
+/// Writes an 8-bit gray JPEG at `quality`. Not atomic: synthetic frames are many and cheap to
+/// make again, and the sheet or truth file written after them marks a dataset complete. Encoded
+/// in memory first so that a failed write is reported, not lost in a buffer's drop.
 pub fn write_jpeg(img: &GrayImage, path: &Path, quality: u8) -> Result<()> {
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(std::io::BufWriter::new(file), quality);
-    enc.encode(&img.to_u8(), img.width() as u32, img.height() as u32, image::ExtendedColorType::L8)
-        .map_err(|e| Error::Encode { path: path.to_path_buf(), reason: e.to_string() })
+    let mut bytes = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, quality)
+        .encode(&img.to_u8(), img.width() as u32, img.height() as u32, image::ExtendedColorType::L8)
+        .map_err(|e| Error::Encode { path: path.to_path_buf(), reason: e.to_string() })?;
+    std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
 }
 
 #[cfg(test)]

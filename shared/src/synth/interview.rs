@@ -137,7 +137,7 @@ pub fn write_interview(out: &Path, opts: &InterviewOptions, progress: &(dyn Fn()
         frame_pattern: format!("{FRAMES_DIR}/{{frame:06}}.jpg"),
     };
     let path = out.join(TRUTH_FILE);
-    std::fs::write(&path, serde_json::to_string_pretty(&truth).unwrap()).map_err(|e| Error::io(&path, e))?;
+    crate::atomic_file::write(&path, serde_json::to_string_pretty(&truth).expect("plain data").as_bytes())?;
     Ok(truth)
 }
 

@@ -329,7 +329,7 @@ pub fn write_photo_clip(
     }
     let truth = scene.truth(photo_name);
     let path = out.join(TRUTH_FILE);
-    std::fs::write(&path, serde_json::to_string_pretty(&truth).expect("plain data")).map_err(|e| Error::io(&path, e))?;
+    crate::atomic_file::write(&path, serde_json::to_string_pretty(&truth).expect("plain data").as_bytes())?;
     Ok(truth)
 }
 
