@@ -361,6 +361,20 @@ mod tests {
     }
 
     #[test]
+    fn the_deployment_configurations_parse() {
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let usb = DaemonConfig::load(&deploy.join("merd.jetson.toml")).unwrap();
+        assert!(matches!(&usb.source, SourceConfig::Camera(c) if c.format == PixelFormat::Mjpeg));
+        let csi = DaemonConfig::load(&deploy.join("merd.jetson-csi.toml")).unwrap();
+        let SourceConfig::Camera(camera) = &csi.source else { panic!("{:?}", csi.source) };
+        assert_eq!(camera.format, PixelFormat::try_from("rggb10".to_string()).unwrap());
+        assert_eq!((camera.width, camera.height, camera.raw_shift), (1280, 720, 0));
+        // The face box is in the half-size frame.
+        let roi = csi.face.roi.unwrap();
+        assert!(roi.x + roi.width <= 640 && roi.y + roi.height <= 360, "{roi:?}");
+    }
+
+    #[test]
     fn mistakes_are_reported_with_the_file_and_field() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("merd.toml");

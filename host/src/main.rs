@@ -61,7 +61,7 @@ enum Command {
         #[arg(short, long)]
         out: PathBuf,
         /// Worker threads (1 = single-threaded).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = count(256))]
         threads: usize,
         /// Also write a colour-wheel picture of the flow.
         #[arg(long)]
@@ -78,7 +78,7 @@ enum Command {
     },
     /// Compare TV-L1 with OpenCV's DualTVL1 (accuracy and single-thread speed).
     BenchFlow {
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, value_parser = count(100_000))]
         pairs: usize,
         #[arg(long, default_value = "out/bench-flow")]
         dir: PathBuf,
@@ -113,7 +113,7 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// Worker threads (default: all cores).
-        #[arg(long)]
+        #[arg(long, value_parser = count(256))]
         threads: Option<usize>,
         /// Exit 0 even when some clips could not be prepared (they are still listed), e.g. the
         /// few where the face detector finds no face.
@@ -143,7 +143,7 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Videos evaluated at once (default: all cores).
-        #[arg(long)]
+        #[arg(long, value_parser = count(256))]
         threads: Option<usize>,
         /// Spot-then-recognise: label every true-positive spot with this model (a .merb bundle
         /// or ONNX export) through the device's preprocessing, and report its UF1 and UAR.
@@ -186,9 +186,9 @@ enum Command {
         /// Adam L2 weight decay (0 skips its term, as HTNet's recipe does).
         #[arg(long, default_value_t = 5e-4)]
         weight_decay: f64,
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 16, value_parser = count(4096))]
         batch: usize,
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, value_parser = count(1_000_000))]
         iters: usize,
         #[arg(long, default_value_t = 2)]
         warmup: usize,
@@ -238,7 +238,7 @@ enum Command {
         /// Public keys a bundle must be signed by (without one, only its integrity is checked).
         #[arg(long = "pub")]
         public_keys: Vec<PathBuf>,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = count(256))]
         threads: usize,
     },
     /// Latency of an exported model in tract, onnxruntime and tch at the same thread count.
@@ -246,11 +246,11 @@ enum Command {
         /// An exported .onnx file or a .merb bundle.
         model: PathBuf,
         /// Batch sizes, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "1,16")]
+        #[arg(long, value_delimiter = ',', default_value = "1,16", value_parser = count(4096))]
         batches: Vec<usize>,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = count(256))]
         threads: usize,
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, value_parser = count(1_000_000))]
         iters: usize,
         #[arg(long, default_value_t = 3)]
         warmup: usize,
@@ -399,6 +399,11 @@ impl TrainArgs {
     }
 }
 
+/// A count argument from 1 to `max`: 0 is refused rather than read as "all" or "none".
+fn count(max: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..=max)
+}
+
 /// Whether two output paths name one file (by folder and name: neither need exist yet).
 fn same_file(a: &Path, b: &Path) -> bool {
     let key = |p: &Path| {
@@ -494,9 +499,9 @@ enum Synth {
     Casme2 {
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = count(1000))]
         subjects: usize,
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = count(1000))]
         per_subject: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -508,9 +513,9 @@ enum Synth {
     Check {
         #[arg(long, default_value = "out/synth-check")]
         out: PathBuf,
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = count(1000))]
         subjects: usize,
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, value_parser = count(1000))]
         per_subject: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -524,7 +529,7 @@ enum Synth {
         photos: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, default_value_t = 24)]
+        #[arg(long, default_value_t = 24, value_parser = count(10_000))]
         clips: usize,
         #[arg(long, default_value_t = 12.0)]
         seconds: f32,
