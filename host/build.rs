@@ -12,8 +12,7 @@ fn main() {
 }
 
 fn link_libtorch() {
-    let lib = env::var("DEP_TCH_LIBTORCH_LIB")
-        .expect("torch-sys must be a direct dependency so that DEP_TCH_LIBTORCH_LIB is set");
+    let lib = env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys must be a direct dependency so that DEP_TCH_LIBTORCH_LIB is set");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
     if Path::new(&lib).join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");

@@ -32,6 +32,14 @@ if ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
   rustup target add aarch64-unknown-linux-gnu
 fi
 
+# --- rustfmt and clippy, which the tests run -------------------------------------------------
+for component in rustfmt clippy; do
+  if ! rustup component list --installed | grep -q "^$component"; then
+    say "adding Rust component $component"
+    rustup component add "$component"
+  fi
+done
+
 # --- Python venv: libtorch for tch, OpenCV/ONNX for reference tests ---------------------------
 req="scripts/requirements-reference.txt"
 stamp=".venv/.installed-$(sha256sum "$req" | cut -c1-16)"

@@ -10,6 +10,10 @@ bash scripts/bootstrap.sh
 export MER_REQUIRE_REFERENCE=1
 step() { printf '\n=== %s\n' "$*"; }
 
+step "formatting and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 step "native tests (all crates)"
 cargo test --workspace --locked
 

@@ -34,7 +34,11 @@ fn load_clip(dir: &Path) -> Clip {
     if std::env::var("BOXES").is_ok() {
         // Where the photo's eyes (26 % of its height) fall in the detected box.
         let eyes = fb[1] as f32 + 0.26 * fb[3] as f32;
-        eprintln!("{}: detected {face:?}, photo {fb:?}, eyes at {:.2} of the box", dir.display(), (eyes - face.y as f32) / face.height as f32);
+        eprintln!(
+            "{}: detected {face:?}, photo {fb:?}, eyes at {:.2} of the box",
+            dir.display(),
+            (eyes - face.y as f32) / face.height as f32
+        );
     }
     let crops = (0..frames)
         .map(|t| {
@@ -46,7 +50,15 @@ fn load_clip(dir: &Path) -> Clip {
         name: dir.file_name().unwrap().to_string_lossy().into_owned(),
         fps,
         crops,
-        blinks: truth["blinks"].as_array().unwrap().iter().map(|b| { let s = b["start_frame"].as_u64().unwrap() as usize; (s, s + b["frames"].as_u64().unwrap() as usize) }).collect(),
+        blinks: truth["blinks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                let s = b["start_frame"].as_u64().unwrap() as usize;
+                (s, s + b["frames"].as_u64().unwrap() as usize)
+            })
+            .collect(),
         truth: events.iter().map(|e| (e["onset"].as_u64().unwrap() as usize, e["offset"].as_u64().unwrap() as usize)).collect(),
     }
 }
@@ -54,7 +66,8 @@ fn load_clip(dir: &Path) -> Clip {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = PathBuf::from(&args[0]);
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("truth.json").is_file()).collect();
+    let mut dirs: Vec<PathBuf> =
+        std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("truth.json").is_file()).collect();
     dirs.sort();
     let clips: Vec<Clip> = std::thread::scope(|s| {
         let chunks: Vec<Vec<PathBuf>> = dirs.chunks(dirs.len().div_ceil(2).max(1)).map(|c| c.to_vec()).collect();
@@ -97,13 +110,25 @@ fn main() {
             let s = score(&spots, &clip.truth);
             let overlaps = |a: (usize, usize), b: &(usize, usize)| a.0 <= b.1 && b.0 <= a.1;
             touched += clip.truth.iter().filter(|t| spots.iter().any(|s| overlaps(*s, t))).count();
-            fp_blinks += spots.iter().filter(|s| !clip.truth.iter().any(|t| overlaps(**s, t)) && clip.blinks.iter().any(|b| overlaps(**s, b))).count();
+            fp_blinks += spots
+                .iter()
+                .filter(|s| !clip.truth.iter().any(|t| overlaps(**s, t)) && clip.blinks.iter().any(|b| overlaps(**s, b)))
+                .count();
             if verbose {
                 eprintln!("  {}: {s:?}\n    spots {spots:?}\n    truth {:?}", clip.name, clip.truth);
             }
             scores.push(s);
         }
         let p = SpotScore::pooled(&scores);
-        println!("{settings}: TP {} FP {} (at blinks {fp_blinks}) FN {} (touched {touched}) P {:.3} R {:.3} F1 {:.3}; {:.3} ms per frame", p.true_positives, p.false_positives, p.false_negatives, p.precision, p.recall, p.f1, spent.as_secs_f64() * 1e3 / frames.max(1) as f64);
+        println!(
+            "{settings}: TP {} FP {} (at blinks {fp_blinks}) FN {} (touched {touched}) P {:.3} R {:.3} F1 {:.3}; {:.3} ms per frame",
+            p.true_positives,
+            p.false_positives,
+            p.false_negatives,
+            p.precision,
+            p.recall,
+            p.f1,
+            spent.as_secs_f64() * 1e3 / frames.max(1) as f64
+        );
     }
 }

@@ -109,7 +109,14 @@ impl FromStr for BayerFormat {
 
 /// One raw frame of `width`×`height` samples with rows `stride` bytes apart, to a gray image of
 /// `width / 2`×`height / 2` (an odd last row or column is dropped).
-pub fn bayer_to_gray(format: BayerFormat, width: usize, height: usize, stride: usize, raw_shift: u8, bytes: &[u8]) -> Result<GrayImage, String> {
+pub fn bayer_to_gray(
+    format: BayerFormat,
+    width: usize,
+    height: usize,
+    stride: usize,
+    raw_shift: u8,
+    bytes: &[u8],
+) -> Result<GrayImage, String> {
     let size = format.bytes_per_sample();
     let row = width * size;
     if width < 2 || height < 2 {
@@ -156,7 +163,13 @@ mod tests {
             for cx in 0..w {
                 let [r, g, b] = rgb(cx, cy);
                 for pos in 0..4 {
-                    let value = (if pos == red { r } else if pos == blue { b } else { g }) << shift;
+                    let value = (if pos == red {
+                        r
+                    } else if pos == blue {
+                        b
+                    } else {
+                        g
+                    }) << shift;
                     let (x, y) = (2 * cx + pos % 2, 2 * cy + pos / 2);
                     let at = y * stride + x * size;
                     if size == 1 {

@@ -96,9 +96,7 @@ pub fn to_gray(layout: &Layout, bytes: &[u8]) -> std::result::Result<GrayImage, 
         if bytes.len() < needed {
             return Err(garbage(format!("{} bytes, {width}×{height} needs {needed}", bytes.len())));
         }
-        Ok((0..height)
-            .flat_map(|y| bytes[y * stride..y * stride + row].iter().step_by(bytes_per_pixel).copied())
-            .collect())
+        Ok((0..height).flat_map(|y| bytes[y * stride..y * stride + row].iter().step_by(bytes_per_pixel).copied()).collect())
     };
     match format {
         PixelFormat::Grey => GrayImage::from_u8(width, height, &packed(1)?).map_err(|e| garbage(e.to_string())),
@@ -572,7 +570,7 @@ mod tests {
             opens: VecDeque::from([
                 None, // not plugged in at start
                 Some(vec![Frame(7), Frame(8), Frame(10), Garbage(11), Frame(12), Fail(io::ErrorKind::TimedOut)]),
-                None, // unplugged
+                None,                                   // unplugged
                 Some(vec![Fail(io::ErrorKind::Other)]), // opens, then fails at once
                 Some(vec![Frame(0), Frame(1)]),
             ]),

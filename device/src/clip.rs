@@ -28,13 +28,24 @@ pub struct ClipClassification {
 /// Classifies the window `keys` of the numbered frames in `dir`. Without `roi` the face box is
 /// found on the folder's first frame, by the same detector and margin as `mer prepare --crop
 /// detect` and `merd run`'s tracker, and used for every key frame.
-pub fn classify_clip(classifier: &Classifier, dir: &Path, keys: KeyFrames, roi: Option<FaceBox>, threads: usize) -> Result<ClipClassification> {
+pub fn classify_clip(
+    classifier: &Classifier,
+    dir: &Path,
+    keys: KeyFrames,
+    roi: Option<FaceBox>,
+    threads: usize,
+) -> Result<ClipClassification> {
     let folder = FrameFolder::open(dir)?;
     for (what, n) in [("onset", keys.onset), ("apex", keys.apex), ("offset", keys.offset)] {
         if !folder.contains(n) {
             return Err(Error::Data {
                 path: dir.to_path_buf(),
-                reason: format!("no {what} frame {n}: the folder holds {} frames numbered {}…{}", folder.len(), folder.first(), folder.last()),
+                reason: format!(
+                    "no {what} frame {n}: the folder holds {} frames numbered {}…{}",
+                    folder.len(),
+                    folder.first(),
+                    folder.last()
+                ),
             });
         }
     }

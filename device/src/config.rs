@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use crate::camera::CameraSettings;
 use crate::event_log::{FsyncPolicy, LogConfig};
-use crate::gpio::GpioConfig;
 use crate::face::TrackerSettings;
+use crate::gpio::GpioConfig;
 use crate::pipeline::{FaceSetting, Roi};
 use crate::push_server::PushSettings;
 use crate::spotting::SpotterConfig;
@@ -197,7 +197,8 @@ impl DaemonConfig {
     /// Reads and checks a configuration file; errors name the file and the offending field.
     pub fn load(path: &Path) -> Result<DaemonConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut config: DaemonConfig = toml::from_str(&text).map_err(|e| Error::Data { path: path.to_path_buf(), reason: e.to_string() })?;
+        let mut config: DaemonConfig =
+            toml::from_str(&text).map_err(|e| Error::Data { path: path.to_path_buf(), reason: e.to_string() })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         config.check().map_err(|reason| Error::Data { path: path.to_path_buf(), reason })?;
@@ -327,7 +328,9 @@ impl SourceConfig {
 
     pub fn interview_options(&self) -> Option<InterviewOptions> {
         match *self {
-            SourceConfig::Synthetic { seconds, fps, width, height, seed, .. } => Some(InterviewOptions { seconds, fps, width, height, seed }),
+            SourceConfig::Synthetic { seconds, fps, width, height, seed, .. } => {
+                Some(InterviewOptions { seconds, fps, width, height, seed })
+            }
             SourceConfig::Replay { .. } | SourceConfig::Camera(_) => None,
         }
     }
@@ -396,7 +399,10 @@ mod tests {
         assert_eq!(config.face.setting(true), FaceSetting::Fixed(Roi { x: 10, y: 10, width: 100, height: 120 }));
         assert_eq!(config.buffer, BufferConfig::default());
 
-        let camera = base.replace("kind = \"synthetic\"\n            seconds = 5", "kind = \"camera\"\ndevice = \"/dev/video2\"\nwidth = 640\nheight = 480\nformat = \"mjpeg\"");
+        let camera = base.replace(
+            "kind = \"synthetic\"\n            seconds = 5",
+            "kind = \"camera\"\ndevice = \"/dev/video2\"\nwidth = 640\nheight = 480\nformat = \"mjpeg\"",
+        );
         std::fs::write(&path, &camera).unwrap();
         let config = DaemonConfig::load(&path).unwrap();
         let SourceConfig::Camera(settings) = &config.source else { panic!("{:?}", config.source) };
@@ -410,7 +416,10 @@ mod tests {
             (base.replace("[model]", "[spotting]\nthreshold = 3\n[model]"), "threshold"),
             (base.replace("roi = [10, 10, 100, 120]", "roi = [10, 10]"), "roi"),
             (format!("{base}\n[push]\nlisten = \"127.0.0.1:0\"\nstore = \"models\""), "model.public_keys"),
-            (format!("{with_keys}\n[push]\nlisten = \"127.0.0.1:0\"\nstore = \"models\"\nsession_s = 0"), "push.session_s must be a positive"),
+            (
+                format!("{with_keys}\n[push]\nlisten = \"127.0.0.1:0\"\nstore = \"models\"\nsession_s = 0"),
+                "push.session_s must be a positive",
+            ),
             (base.replace("[model]", "[face.detect]\nsmoothing = 0.5\n[model]"), "not both"),
             (base.replace("roi = [10, 10, 100, 120]", "[face.detect]\nsmoothing = 2.0"), "face.detect"),
             (camera.replace("\"mjpeg\"", "\"h264\""), "h264"),

@@ -127,7 +127,6 @@ impl ControlSocket {
     pub fn take_trigger(&self) -> bool {
         self.trigger.swap(false, Ordering::Relaxed)
     }
-
 }
 
 impl Drop for ControlSocket {

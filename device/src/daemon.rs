@@ -16,9 +16,9 @@ use crate::config::DaemonConfig;
 use crate::control::{ControlSocket, SharedStatus, update};
 use crate::face::FaceState;
 use crate::gpio::{BoardLed, BoardTrigger};
+use crate::pipeline::{ModelChannel, Pipeline, Stats, WorkerReport};
 use crate::push_server::ModelSwitch;
 use crate::repeats::RepeatFilter;
-use crate::pipeline::{ModelChannel, Pipeline, Stats, WorkerReport};
 use crate::source::FrameSource;
 
 /// What the loop services besides the pipeline; all optional.

@@ -319,7 +319,12 @@ pub fn read_events(dir: &Path) -> Result<(Vec<Event>, Vec<LogDamage>)> {
         previous = Some(index);
         let found = scan(&read(&path)?);
         events.extend(found.events);
-        damage.extend(found.gaps.into_iter().map(|g| LogDamage::Bytes { segment: path.clone(), offset: g.offset, bytes: g.bytes, reason: g.reason }));
+        damage.extend(found.gaps.into_iter().map(|g| LogDamage::Bytes {
+            segment: path.clone(),
+            offset: g.offset,
+            bytes: g.bytes,
+            reason: g.reason,
+        }));
     }
     Ok((events, damage))
 }
@@ -440,7 +445,12 @@ mod tests {
         assert_eq!(events, (1..8).map(event).collect::<Vec<_>>());
         assert_eq!(
             damage,
-            vec![LogDamage::Bytes { segment: first.clone(), offset: HEADER.len() as u64, bytes: record_len as u64, reason: "a record whose checksum does not match".into() }]
+            vec![LogDamage::Bytes {
+                segment: first.clone(),
+                offset: HEADER.len() as u64,
+                bytes: record_len as u64,
+                reason: "a record whose checksum does not match".into()
+            }]
         );
         assert!(damage[0].to_string().contains("events-000001.log: bytes 8–"), "{}", damage[0]);
         // Opening for append leaves sealed segments alone.

@@ -10,7 +10,6 @@ use mer_shared::face::{DetectorSettings, FaceBox, FaceDetector};
 use mer_shared::{Error, GrayImage, Result};
 use serde::{Deserialize, Serialize};
 
-
 /// A face box in frame pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "[usize; 4]", into = "[usize; 4]")]
@@ -327,7 +326,14 @@ mod tests {
 
     #[test]
     fn the_box_holds_still_through_jitter_follows_real_moves_and_is_lost() {
-        let answers = vec![face(100, 100, 200), face(104, 98, 202), face(97, 103, 199), face(200, 100, 200), face(200, 100, 200), face(200, 100, 200)];
+        let answers = vec![
+            face(100, 100, 200),
+            face(104, 98, 202),
+            face(97, 103, 199),
+            face(200, 100, 200),
+            face(200, 100, 200),
+            face(200, 100, 200),
+        ];
         let submitted = Arc::new(Mutex::new(0));
         let finder = Scripted { answers: Arc::new(Mutex::new(answers)), pending: None, submitted: submitted.clone() };
         let settings = TrackerSettings { detect_every_s: 0.5, lost_after_s: 1.0, ..TrackerSettings::default() };

@@ -173,11 +173,11 @@ mod tests {
     #[test]
     fn the_led_is_steady_when_idle_and_blinks_for_faces_lost_and_events() {
         let pin = Mock::new(&[
-            T::set(State::High),  // idle
-            T::set(State::Low),   // face lost, second half of the 1 s period
-            T::set(State::High),  // event: first half of a 200 ms period
-            T::set(State::Low),   // event: second half
-            T::set(State::High),  // event over, face back: steady again
+            T::set(State::High), // idle
+            T::set(State::Low),  // face lost, second half of the 1 s period
+            T::set(State::High), // event: first half of a 200 ms period
+            T::set(State::Low),  // event: second half
+            T::set(State::High), // event over, face back: steady again
         ]);
         let start = Instant::now();
         let mut led = StatusLed::new(pin);
@@ -212,7 +212,13 @@ mod tests {
 
     #[test]
     fn a_missing_chip_is_a_clear_error() {
-        let config = GpioConfig { chip: "/dev/no-such-gpiochip".into(), led_line: Some(3), trigger_line: None, trigger_active_low: true, debounce_ms: 20 };
+        let config = GpioConfig {
+            chip: "/dev/no-such-gpiochip".into(),
+            led_line: Some(3),
+            trigger_line: None,
+            trigger_active_low: true,
+            debounce_ms: 20,
+        };
         let e = format!("{:#}", config.open().err().unwrap());
         assert!(e.contains("/dev/no-such-gpiochip") && e.contains("status LED"), "{e}");
     }

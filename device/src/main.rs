@@ -12,14 +12,13 @@ use mer_device::camera::{CameraSource, V4lOpener};
 use mer_device::clip::classify_clip;
 use mer_device::config::{DaemonConfig, SourceConfig};
 use mer_device::control::{request, update};
-use mer_device::face::TrackerSettings;
 use mer_device::daemon::{Peripherals, PipelineSwitch, drive};
-use mer_device::model_store::{ModelStore, check_compatible};
-use mer_device::push_server::{PushServer, PushSettings};
 use mer_device::event_log::{EventLog, FsyncPolicy, LogConfig, read_events};
+use mer_device::face::TrackerSettings;
+use mer_device::model_store::{ModelStore, check_compatible};
 use mer_device::pipeline::{FaceSetting, Pipeline, PipelineConfig, Roi, Stats, WorkerReport};
+use mer_device::push_server::{PushServer, PushSettings};
 use mer_device::source::{FrameSource, RealTime, ReplaySource, SyntheticSource};
-use mer_shared::stdout::end_quietly_when_stdout_closes;
 use mer_device::spotting::{Spotter, SpotterConfig, iou, score};
 use mer_shared::bundle::{PublicKey, read_public_key};
 use mer_shared::classifier::{Classifier, Origin, Trust, classify_file};
@@ -27,6 +26,7 @@ use mer_shared::event::Event;
 use mer_shared::face::FaceBox;
 use mer_shared::input::KeyFrames;
 use mer_shared::manifest::Manifest;
+use mer_shared::stdout::end_quietly_when_stdout_closes;
 use mer_shared::synth::interview::InterviewOptions;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
@@ -146,7 +146,9 @@ fn main() -> Result<()> {
             end_quietly_when_stdout_closes();
             println!("{}", request(&socket, "status").with_context(|| "is merd running with this control.socket?")?)
         }
-        Command::Trigger { socket } => println!("{}", request(&socket, "trigger").with_context(|| "is merd running with this control.socket?")?),
+        Command::Trigger { socket } => {
+            println!("{}", request(&socket, "trigger").with_context(|| "is merd running with this control.socket?")?)
+        }
         Command::Demo { seconds, fps, seed, model, public_key, out, face } => demo(seconds, fps, seed, &model, &public_key, &out, face)?,
         Command::Replay { frames, fps } => {
             let mut src = ReplaySource::open(&frames, fps)?;
@@ -187,7 +189,15 @@ fn main() -> Result<()> {
                     let p = e.classes.iter().position(|c| *c == e.label).and_then(|i| e.probabilities.get(i)).copied().unwrap_or(f32::NAN);
                     println!(
                         "{}  onset {:.3} s  apex {:.3} s  offset {:.3} s  {:<12} p {:.2}  {:?}  model {}  {:.0} ms{}",
-                        utc(e.wall_time_ms), e.onset_s, e.apex_s, e.offset_s, e.label, p, e.source, e.model_version, e.latency.total_ms,
+                        utc(e.wall_time_ms),
+                        e.onset_s,
+                        e.apex_s,
+                        e.offset_s,
+                        e.label,
+                        p,
+                        e.source,
+                        e.model_version,
+                        e.latency.total_ms,
                         if e.foreign_inputs { "  (model trained on foreign inputs)" } else { "" }
                     );
                 }
@@ -196,7 +206,11 @@ fn main() -> Result<()> {
                 eprintln!("{} events", events.len());
             }
             if !damage.is_empty() && !allow_damage {
-                bail!("{} damaged places in {} (listed above; every intact record was read); --allow-damage accepts them", damage.len(), log.display());
+                bail!(
+                    "{} damaged places in {} (listed above; every intact record was read); --allow-damage accepts them",
+                    damage.len(),
+                    log.display()
+                );
             }
         }
     }
@@ -228,7 +242,10 @@ fn open_store(config: &DaemonConfig, push: &PushSettings, keys: Vec<PublicKey>) 
 fn accept_inputs(manifest: &Manifest, allow_foreign_inputs: bool) -> Result<()> {
     check_compatible(manifest, allow_foreign_inputs)?;
     if let Some(why) = manifest.inputs.foreign_reason() {
-        eprintln!("merd: WARNING: model {}: {why}; running it because allow_foreign_inputs is set, and marking every event", manifest.version);
+        eprintln!(
+            "merd: WARNING: model {}: {why}; running it because allow_foreign_inputs is set, and marking every event",
+            manifest.version
+        );
     }
     Ok(())
 }
@@ -259,7 +276,16 @@ fn print_event(e: &Event) {
     let p = e.classes.iter().position(|c| *c == e.label).and_then(|i| e.probabilities.get(i)).copied().unwrap_or(f32::NAN);
     println!(
         "{:>8.3} s  onset {:.3}  offset {:.3}  {:<11} p {:.2}  {:?}  (spot {:.0} + flows {:.0} + inference {:.0} ms; {:.0} ms after the offset frame){}",
-        e.apex_s, e.onset_s, e.offset_s, e.label, p, e.source, e.latency.spotting_ms, e.latency.preprocess_ms, e.latency.inference_ms, e.latency.total_ms,
+        e.apex_s,
+        e.onset_s,
+        e.offset_s,
+        e.label,
+        p,
+        e.source,
+        e.latency.spotting_ms,
+        e.latency.preprocess_ms,
+        e.latency.inference_ms,
+        e.latency.total_ms,
         if e.foreign_inputs { "  (model trained on foreign inputs)" } else { "" }
     );
 }
@@ -406,10 +432,13 @@ fn demo(seconds: f32, fps: f32, seed: u64, model: &Path, public_key: &Path, out:
     let log = open_log(LogConfig { dir, max_segment_bytes: 16 << 20, fsync: FsyncPolicy::Never })?;
     let scene = source.scene().clone();
     let (cx, cy, rx, ry) = scene.face;
-    let roi = Roi { x: (cx - rx).max(0.0) as usize, y: (cy - ry).max(0.0) as usize, width: (2.0 * rx) as usize, height: (2.0 * ry) as usize };
+    let roi =
+        Roi { x: (cx - rx).max(0.0) as usize, y: (cy - ry).max(0.0) as usize, width: (2.0 * rx) as usize, height: (2.0 * ry) as usize };
     let (face, face_text) = match face {
         // The demo runs as fast as it can: detection in line keeps its output independent of load.
-        DemoFace::Detect => (FaceSetting::Detect { tracker: TrackerSettings::default(), in_line: true }, "face detected and tracked".to_string()),
+        DemoFace::Detect => {
+            (FaceSetting::Detect { tracker: TrackerSettings::default(), in_line: true }, "face detected and tracked".to_string())
+        }
         DemoFace::Fixed => (FaceSetting::Fixed(roi), format!("fixed face box {:?}", <[usize; 4]>::from(roi))),
     };
     eprintln!(
@@ -459,7 +488,12 @@ fn demo(seconds: f32, fps: f32, seed: u64, model: &Path, public_key: &Path, out:
     let s = score(&found, &truth);
     println!(
         "spotting (IoU >= 0.5): {} of {} micro-expressions found, {} false alarms; precision {:.2}, recall {:.2}, F1 {:.2}",
-        s.true_positives, truth.len(), s.false_positives, s.precision, s.recall, s.f1
+        s.true_positives,
+        truth.len(),
+        s.false_positives,
+        s.precision,
+        s.recall,
+        s.f1
     );
     if classifiable > 0 {
         println!(

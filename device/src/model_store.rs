@@ -28,7 +28,6 @@ use mer_shared::{Error, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-
 const STATE: &str = "state.json";
 
 /// A write cut short: the helper's temporaries, and the names earlier releases used.

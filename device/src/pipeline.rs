@@ -22,12 +22,12 @@ use mer_shared::{Error, GrayImage, Result};
 use serde::Serialize;
 
 use crate::event_log::EventLog;
-pub use crate::face::{FaceSetting, Roi};
 use crate::face::FaceState;
+pub use crate::face::{FaceSetting, Roi};
 use crate::repeats::RepeatFilter;
 use crate::source::Frame;
-use crate::spot_stream::SpotStream;
 pub use crate::spot_stream::SPOTTING_SIDE;
+use crate::spot_stream::SpotStream;
 use crate::spotting::SpotterConfig;
 
 /// Where classified events go: the event log on a device, anything else in tests.
@@ -244,7 +244,8 @@ impl Pipeline {
     pub fn push(&mut self, frame: &Frame) -> Result<()> {
         let seen = self.stream.push(frame)?;
         let counts = self.stream.counts();
-        (self.stats.frames, self.stats.dropped_frames, self.stats.faceless_frames) = (counts.frames, counts.dropped_frames, counts.faceless_frames);
+        (self.stats.frames, self.stats.dropped_frames, self.stats.faceless_frames) =
+            (counts.frames, counts.dropped_frames, counts.faceless_frames);
         let (Some(roi), Some(seq)) = (seen.roi, seen.seq) else { return Ok(()) };
         let arrived = Instant::now();
         let wall_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
@@ -468,7 +469,15 @@ mod tests {
 
     fn crop(seq: usize) -> Crop {
         let spec = Arc::new(InputSpec::skd_tstsan());
-        Crop { seq, frame: seq as u64, timestamp: seq as f64, arrived: Instant::now(), wall_ms: 0, image: GrayImage::filled(2, 2, seq as f32), spec }
+        Crop {
+            seq,
+            frame: seq as u64,
+            timestamp: seq as f64,
+            arrived: Instant::now(),
+            wall_ms: 0,
+            image: GrayImage::filled(2, 2, seq as f32),
+            spec,
+        }
     }
 
     #[test]
@@ -577,7 +586,8 @@ mod tests {
         let e = Pipeline::new(short, default_model(), log(), std::sync::mpsc::channel().0).err().unwrap().to_string();
         assert!(e.contains("buffer.seconds") && e.contains("at least"), "{e}");
 
-        let mut pipeline = Pipeline::new(config(100.0, FaceSetting::Fixed(roi)), default_model(), log(), std::sync::mpsc::channel().0).unwrap();
+        let mut pipeline =
+            Pipeline::new(config(100.0, FaceSetting::Fixed(roi)), default_model(), log(), std::sync::mpsc::channel().0).unwrap();
         let frame = Frame { index: 0, timestamp: 0.0, image: GrayImage::filled(160, 120, 0.5) };
         let e = pipeline.push(&frame).unwrap_err().to_string();
         assert!(e.contains("outside the 160×120 frame"), "{e}");

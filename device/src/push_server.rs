@@ -25,7 +25,7 @@ use mer_shared::bundle::PublicKey;
 use mer_shared::classifier::Classifier;
 use mer_shared::push::frame::{FrameError, read_frame, write_frame};
 use mer_shared::push::{
-    Action, Digest, DeviceStatus, Health, MAX_FRAME_BYTES, ModelInfo, Nonce, PROTOCOL, Request, Response, SignedCommand, digest_hex,
+    Action, DeviceStatus, Digest, Health, MAX_FRAME_BYTES, ModelInfo, Nonce, PROTOCOL, Request, Response, SignedCommand, digest_hex,
 };
 use mer_shared::{Error, Result};
 use serde::Deserialize;
@@ -389,7 +389,8 @@ impl Session<'_> {
             remove_abandoned_uploads(&store, &uploads);
             self.claimed = Some(sha256);
             let path = store.staging_path(&hex);
-            let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
+            let file =
+                OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
             let mut offset = file.metadata().map_err(|e| Error::io(&path, e))?.len();
             if offset > size {
                 file.set_len(0).map_err(|e| Error::io(&path, e))?;
@@ -414,9 +415,11 @@ impl Session<'_> {
         if data.is_empty() || end > upload.size {
             return Err(Error::Push(format!("a chunk of {} bytes at {offset} does not fit a {}-byte bundle", data.len(), upload.size)));
         }
-        upload.file.seek(SeekFrom::Start(offset)).and_then(|_| upload.file.write_all(data)).map_err(|e| {
-            Error::Push(format!("cannot write the upload on the device ({e}); is its disk full?"))
-        })?;
+        upload
+            .file
+            .seek(SeekFrom::Start(offset))
+            .and_then(|_| upload.file.write_all(data))
+            .map_err(|e| Error::Push(format!("cannot write the upload on the device ({e}); is its disk full?")))?;
         upload.offset = end;
         if end == upload.size { self.finish_upload() } else { Ok(Response::Ack { offset: end }) }
     }

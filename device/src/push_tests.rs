@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use mer_shared::bundle::SecretKey;
 use mer_shared::classifier::Classifier;
-use mer_shared::manifest::InputProvenance;
 use mer_shared::event::{Event, EventSource, LatencyBreakdown};
+use mer_shared::manifest::InputProvenance;
 use mer_shared::push::client::{Client, push};
 use mer_shared::push::frame::{self, read_frame, write_frame};
 use mer_shared::push::{Action, CHUNK_BYTES, Health, MAX_FRAME_BYTES, Request, Response, SignedCommand};
@@ -194,7 +194,10 @@ fn only_the_newest_earlier_models_are_kept() {
     }
     let status = Client::connect(&device.address, TIMEOUT).unwrap().status().unwrap();
     assert_eq!(status.previous.iter().map(|m| m.version.as_str()).collect::<Vec<_>>(), ["v2", "v1"]);
-    let kept = std::fs::read_dir(device.dir.path().join("models")).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "merb")).count();
+    let kept = std::fs::read_dir(device.dir.path().join("models"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "merb"))
+        .count();
     assert_eq!(kept, 3);
     assert_eq!(device.finish().1, "v3");
 }
@@ -211,7 +214,10 @@ fn an_interrupted_transfer_resumes_from_the_last_acknowledged_offset() {
         assert_eq!(call(&mut stream, &Request::Chunk { offset, data }), Response::Ack { offset: offset + CHUNK_BYTES as u64 });
     }
     // Half of the fourth chunk, then the connection drops.
-    let mut frame = mer_shared::push::frame::encode(&Request::Chunk { offset: 3 * CHUNK_BYTES as u64, data: v1[3 * CHUNK_BYTES..4 * CHUNK_BYTES].to_vec() });
+    let mut frame = mer_shared::push::frame::encode(&Request::Chunk {
+        offset: 3 * CHUNK_BYTES as u64,
+        data: v1[3 * CHUNK_BYTES..4 * CHUNK_BYTES].to_vec(),
+    });
     frame.truncate(frame.len() / 2);
     std::io::Write::write_all(&mut stream, &frame).unwrap();
     drop(stream);
@@ -286,7 +292,8 @@ fn commands_need_a_trusted_key_and_the_current_nonce() {
     let reason = refusal(call(&mut stream, &Request::Command(SignedCommand::sign(Action::Activate { sha256: digest }, nonce, &stranger))));
     assert!(reason.contains("does not trust"), "{reason}");
     // The refusal used up the nonce: a correctly signed command with it is now stale.
-    let reason = refusal(call(&mut stream, &Request::Command(SignedCommand::sign(Action::Activate { sha256: digest }, nonce, &site_key()))));
+    let reason =
+        refusal(call(&mut stream, &Request::Command(SignedCommand::sign(Action::Activate { sha256: digest }, nonce, &site_key()))));
     assert!(reason.contains("stale nonce"), "{reason}");
 
     let (mut stream, nonce) = raw_session(&device.address);

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use mer_shared::frames::FrameFolder;
 use mer_shared::image::load_gray;
-use mer_shared::synth::interview::{InterviewOptions, interview_scene};
 use mer_shared::synth::Scene;
+use mer_shared::synth::interview::{InterviewOptions, interview_scene};
 use mer_shared::{Error, GrayImage, Result};
 
 /// One captured frame.

@@ -145,9 +145,7 @@ impl SpotterConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        let band_ok = self
-            .ignore_band
-            .is_none_or(|(a, b)| 0.0 <= a && a < b && b <= 1.0);
+        let band_ok = self.ignore_band.is_none_or(|(a, b)| 0.0 <= a && a < b && b <= 1.0);
         let ok = self.fps > 0.0
             && self.interval_s > 0.0
             && self.side >= 8
@@ -160,13 +158,7 @@ impl SpotterConfig {
             && self.threshold_z > 0.0
             && self.window_s > self.interval_s
             && (0.0..1.0).contains(&self.boundary_level);
-        if ok {
-            Ok(())
-        } else {
-            Err(Error::InvalidArgument(format!(
-                "unusable spotting settings: {self:?}"
-            )))
-        }
+        if ok { Ok(()) } else { Err(Error::InvalidArgument(format!("unusable spotting settings: {self:?}"))) }
     }
 }
 
@@ -279,16 +271,7 @@ pub fn locate_eyes(face: &GrayImage) -> Option<f32> {
 
 /// χ² distance between two normalised histograms.
 fn chi_square(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            if x + y > 0.0 {
-                (x - y) * (x - y) / (x + y)
-            } else {
-                0.0
-            }
-        })
-        .sum()
+    a.iter().zip(b).map(|(x, y)| if x + y > 0.0 { (x - y) * (x - y) / (x + y) } else { 0.0 }).sum()
 }
 
 impl Spotter {
@@ -316,7 +299,6 @@ impl Spotter {
     pub fn reach_back(&self) -> usize {
         6 * self.k + self.config.smooth_frames() / 2
     }
-
 
     pub fn config(&self) -> &SpotterConfig {
         &self.config
@@ -376,11 +358,7 @@ impl Spotter {
     /// ignored band are left out.
     fn features(&self, face: &GrayImage) -> Vec<f32> {
         let side = self.config.side;
-        let face = if (face.width(), face.height()) == (side, side) {
-            face.clone()
-        } else {
-            resize(face, side, side, Interpolation::Area)
-        };
+        let face = if (face.width(), face.height()) == (side, side) { face.clone() } else { resize(face, side, side, Interpolation::Area) };
         let (w, h, g) = (side, side, self.config.grid);
         let band = self.band.flatten();
         let ignored = |y: usize| band.is_some_and(|(a, b)| (a * h as f32..b * h as f32).contains(&(y as f32)));
@@ -388,16 +366,7 @@ impl Spotter {
             return self.intensity_features(&face, ignored);
         }
         let mut hist = vec![0f32; g * g * UNIFORM_BINS];
-        const RING: [(isize, isize); 8] = [
-            (-1, -1),
-            (0, -1),
-            (1, -1),
-            (1, 0),
-            (1, 1),
-            (0, 1),
-            (-1, 1),
-            (-1, 0),
-        ];
+        const RING: [(isize, isize); 8] = [(-1, -1), (0, -1), (1, -1), (1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0)];
         for y in (1..h.saturating_sub(1)).filter(|&y| !ignored(y)) {
             let by = (y * g / h).min(g - 1);
             for x in 1..w.saturating_sub(1) {
@@ -618,10 +587,7 @@ pub fn match_spots(spotted: &[(usize, usize)], truth: &[(usize, usize)]) -> Vec<
     spotted
         .iter()
         .map(|&s| {
-            let best = (0..truth.len())
-                .filter(|&j| !matched[j])
-                .map(|j| (j, iou(s, truth[j])))
-                .max_by(|a, b| a.1.total_cmp(&b.1));
+            let best = (0..truth.len()).filter(|&j| !matched[j]).map(|j| (j, iou(s, truth[j]))).max_by(|a, b| a.1.total_cmp(&b.1));
             let (j, overlap) = best?;
             (overlap >= 0.5).then(|| {
                 matched[j] = true;
@@ -635,63 +601,35 @@ impl SpotScore {
     pub fn from_counts(tp: usize, fp: usize, fn_: usize) -> SpotScore {
         let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
         let (precision, recall) = (ratio(tp, tp + fp), ratio(tp, tp + fn_));
-        let f1 = if precision + recall > 0.0 {
-            2.0 * precision * recall / (precision + recall)
-        } else {
-            0.0
-        };
-        SpotScore {
-            true_positives: tp,
-            false_positives: fp,
-            false_negatives: fn_,
-            precision,
-            recall,
-            f1,
-        }
+        let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
+        SpotScore { true_positives: tp, false_positives: fp, false_negatives: fn_, precision, recall, f1 }
     }
 
     /// The score of several clips taken together.
     pub fn pooled(scores: &[SpotScore]) -> SpotScore {
         let sum = |f: fn(&SpotScore) -> usize| scores.iter().map(f).sum();
-        SpotScore::from_counts(
-            sum(|s| s.true_positives),
-            sum(|s| s.false_positives),
-            sum(|s| s.false_negatives),
-        )
+        SpotScore::from_counts(sum(|s| s.true_positives), sum(|s| s.false_positives), sum(|s| s.false_negatives))
     }
 }
 
 /// Runs the spotter over a synthetic interview clip rendered in memory (the face box taken from
 /// the scene, crops resized to 128×128) and scores it against the clip's true intervals.
-pub fn evaluate_synthetic(
-    clip: &InterviewOptions,
-    config: &SpotterConfig,
-) -> Result<SyntheticEvaluation> {
+pub fn evaluate_synthetic(clip: &InterviewOptions, config: &SpotterConfig) -> Result<SyntheticEvaluation> {
     let scene = interview_scene(clip)?;
     let (cx, cy, rx, ry) = scene.face;
     let (x, y) = ((cx - rx).max(0.0) as usize, (cy - ry).max(0.0) as usize);
     let (w, h) = ((2.0 * rx) as usize, (2.0 * ry) as usize);
-    let mut spotter = Spotter::new(SpotterConfig {
-        fps: clip.fps,
-        ..config.clone()
-    })?;
+    let mut spotter = Spotter::new(SpotterConfig { fps: clip.fps, ..config.clone() })?;
     let mut spots = Vec::new();
     for t in 0..scene.frames {
-        let face = scene
-            .render(t)
-            .crop(x, y, w.min(clip.width - x), h.min(clip.height - y))?;
+        let face = scene.render(t).crop(x, y, w.min(clip.width - x), h.min(clip.height - y))?;
         if let Some(spot) = spotter.push(&resize(&face, 128, 128, Interpolation::Area)) {
             spots.push(spot);
         }
     }
     let truth: Vec<(usize, usize)> = scene.events.iter().map(|e| (e.onset, e.offset)).collect();
     let found: Vec<(usize, usize)> = spots.iter().map(|s| (s.onset, s.offset)).collect();
-    Ok(SyntheticEvaluation {
-        score: score(&found, &truth),
-        spots,
-        truth,
-        blinks: scene.blinks.len(),
-    })
+    Ok(SyntheticEvaluation { score: score(&found, &truth), spots, truth, blinks: scene.blinks.len() })
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -711,12 +649,7 @@ mod tests {
     fn uniform_lbp_has_59_bins() {
         let bins = uniform_lbp_bins();
         assert_eq!(*bins.iter().max().unwrap() as usize, UNIFORM_BINS - 1);
-        assert_eq!(
-            bins.iter()
-                .filter(|&&b| (b as usize) < UNIFORM_BINS - 1)
-                .count(),
-            58
-        );
+        assert_eq!(bins.iter().filter(|&&b| (b as usize) < UNIFORM_BINS - 1).count(), 58);
     }
 
     #[test]
@@ -725,43 +658,25 @@ mod tests {
         assert_eq!(iou((0, 9), (5, 14)), 5.0 / 15.0);
         assert_eq!(iou((0, 9), (10, 19)), 0.0);
         let s = score(&[(0, 9), (100, 110), (200, 210)], &[(2, 10), (300, 320)]);
-        assert_eq!(
-            (s.true_positives, s.false_positives, s.false_negatives),
-            (1, 2, 1)
-        );
+        assert_eq!((s.true_positives, s.false_positives, s.false_negatives), (1, 2, 1));
         assert!((s.precision - 1.0 / 3.0).abs() < 1e-12 && (s.recall - 0.5).abs() < 1e-12);
         // One true interval matches one spot only.
         let s = score(&[(0, 9), (1, 9)], &[(0, 9)]);
         assert_eq!((s.true_positives, s.false_positives), (1, 1));
         assert_eq!(match_spots(&[(0, 9), (1, 9)], &[(0, 9)]), [Some(0), None]);
-        assert_eq!(
-            match_spots(&[(0, 9), (100, 110), (200, 210)], &[(300, 320), (2, 10)]),
-            [Some(1), None, None]
-        );
+        assert_eq!(match_spots(&[(0, 9), (100, 110), (200, 210)], &[(300, 320), (2, 10)]), [Some(1), None, None]);
     }
 
     /// Seeds 1-4 were used to choose the defaults; these clips were not looked at before.
     fn held_out_score(fps: f32, feature: SpotFeature) -> SpotScore {
         let scores: Vec<SpotScore> = (11..=14u64)
             .map(|seed| {
-                let clip = InterviewOptions {
-                    seconds: 15.0,
-                    fps,
-                    width: 320,
-                    height: 240,
-                    seed,
-                };
-                let config = SpotterConfig {
-                    feature,
-                    ..SpotterConfig::for_fps(fps)
-                };
+                let clip = InterviewOptions { seconds: 15.0, fps, width: 320, height: 240, seed };
+                let config = SpotterConfig { feature, ..SpotterConfig::for_fps(fps) };
                 let e = evaluate_synthetic(&clip, &config).unwrap();
                 eprintln!(
                     "{fps} fps seed {seed} {feature:?}: spotted {:?}, truth {:?}",
-                    e.spots
-                        .iter()
-                        .map(|s| (s.onset, s.offset))
-                        .collect::<Vec<_>>(),
+                    e.spots.iter().map(|s| (s.onset, s.offset)).collect::<Vec<_>>(),
                     e.truth
                 );
                 e.score
@@ -783,12 +698,28 @@ mod tests {
                 for y in 1..h - 1 {
                     for x in 1..w - 1 {
                         let c = img.get(x, y);
-                        let ring = [(x - 1, y - 1), (x, y - 1), (x + 1, y - 1), (x + 1, y), (x + 1, y + 1), (x, y + 1), (x - 1, y + 1), (x - 1, y)];
-                        let code = ring.iter().enumerate().fold(0u8, |code, (bit, &(nx, ny))| code | (((img.get(nx, ny) >= c) as u8) << bit));
+                        let ring = [
+                            (x - 1, y - 1),
+                            (x, y - 1),
+                            (x + 1, y - 1),
+                            (x + 1, y),
+                            (x + 1, y + 1),
+                            (x, y + 1),
+                            (x - 1, y + 1),
+                            (x - 1, y),
+                        ];
+                        let code =
+                            ring.iter().enumerate().fold(0u8, |code, (bit, &(nx, ny))| code | (((img.get(nx, ny) >= c) as u8) << bit));
                         blocks[(y * 6 / h).min(5) * 6 + (x * 6 / w).min(5)][bins[code as usize] as usize] += 1.0;
                     }
                 }
-                blocks.into_iter().map(|b| { let t: f32 = b.iter().sum(); b.iter().map(|v| v / t).collect() }).collect()
+                blocks
+                    .into_iter()
+                    .map(|b| {
+                        let t: f32 = b.iter().sum();
+                        b.iter().map(|v| v / t).collect()
+                    })
+                    .collect()
             })
             .collect();
         let n = crops.len();
@@ -847,10 +778,7 @@ mod tests {
         for fps in [100.0, 200.0] {
             let s = held_out_score(fps, SpotFeature::Intensity);
             eprintln!("{fps} fps: {s:?}");
-            assert!(
-                s.f1 >= 0.6 && s.precision >= 0.5 && s.recall >= 0.5,
-                "{fps} fps: {s:?}"
-            );
+            assert!(s.f1 >= 0.6 && s.precision >= 0.5 && s.recall >= 0.5, "{fps} fps: {s:?}");
         }
     }
 }

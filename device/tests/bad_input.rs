@@ -135,7 +135,8 @@ fn damaged_event_logs_cost_only_the_damaged_records() {
 
         let out = merd(dir.path(), &["events", "--log", s(&log), "--json"]);
         let stdout = expect(&out, false, dir.path(), &["events-000001.log", "--allow-damage"]);
-        let expected: Vec<f64> = if what.starts_with("garbage") { (0..9).map(f64::from).collect() } else { [0, 1, 2, 3, 5, 6, 7, 8].map(f64::from).to_vec() };
+        let expected: Vec<f64> =
+            if what.starts_with("garbage") { (0..9).map(f64::from).collect() } else { [0, 1, 2, 3, 5, 6, 7, 8].map(f64::from).to_vec() };
         assert_eq!(listed(&stdout), expected, "{what}");
         let out = merd(dir.path(), &["events", "--log", s(&log), "--json", "--allow-damage"]);
         assert_eq!(listed(&expect(&out, true, dir.path(), &["damaged"])), expected, "{what}");
@@ -188,7 +189,9 @@ fn truncated_and_foreign_files_are_refused_by_name() {
     let good = d.join("good.merb");
     std::fs::write(&good, &bundle).unwrap();
     let npy = std::fs::read(&input).unwrap();
-    for (name, bytes) in [("cut.npy", npy[..npy.len() / 2].to_vec()), ("foreign.npy", std::fs::read(&png).unwrap()), ("empty.npy", Vec::new())] {
+    for (name, bytes) in
+        [("cut.npy", npy[..npy.len() / 2].to_vec()), ("foreign.npy", std::fs::read(&png).unwrap()), ("empty.npy", Vec::new())]
+    {
         let path = d.join(name);
         std::fs::write(&path, bytes).unwrap();
         let out = merd(d, &["classify", "--model", s(&good), "--pub", s(&key), "--input", s(&path)]);
@@ -230,7 +233,26 @@ fn cut_frames_and_frames_of_another_size_are_refused_or_skipped_by_name() {
     let model = models().join("skd-tstsan-synthetic.merb");
     let key = models().join("demo-key.pub");
     let classify = |apex: &str| {
-        merd(d, &["classify-clip", "--model", s(&model), "--pub", s(&key), "--frames", s(&frames), "--onset", "0", "--apex", apex, "--offset", "10", "--roi", "10,10,150,150"])
+        merd(
+            d,
+            &[
+                "classify-clip",
+                "--model",
+                s(&model),
+                "--pub",
+                s(&key),
+                "--frames",
+                s(&frames),
+                "--onset",
+                "0",
+                "--apex",
+                apex,
+                "--offset",
+                "10",
+                "--roi",
+                "10,10,150,150",
+            ],
+        )
     };
     expect(&classify("4"), false, d, &["000004.jpg", "cut off"]);
     mer_shared::image::save_gray_png(&GrayImage::filled(100, 90, 0.5), &frames.join("000005.png")).unwrap();
@@ -289,7 +311,10 @@ fn hostile_configurations_are_refused_before_anything_is_created() {
         ("[source]\nkind = \"synthetic\"\nseconds = 5\nfps = 100\n[buffer]\nseconds = 1e9", "buffer.seconds"),
         ("[source]\nkind = \"synthetic\"\nseconds = 5\nfps = 100\n[log]\ndir = \"e\"\nmax_segment_bytes = 0", "log.max_segment_bytes"),
         ("[source]\nkind = \"camera\"\ndevice = \"/dev/video0\"\nwidth = 4294967296\nheight = 480\nformat = \"grey\"", "4294967296"),
-        ("[source]\nkind = \"camera\"\ndevice = \"/dev/video0\"\nwidth = 100000\nheight = 480\nformat = \"grey\"\nfps = 30", "camera width"),
+        (
+            "[source]\nkind = \"camera\"\ndevice = \"/dev/video0\"\nwidth = 100000\nheight = 480\nformat = \"grey\"\nfps = 30",
+            "camera width",
+        ),
         ("[source]\nkind = \"synthetic\"\nseconds = 5\nfps = 100\n[model]\npath = \"m\"\nthreads = 0", "model.threads"),
     ] {
         let dir = tempfile::tempdir().unwrap();

@@ -44,7 +44,8 @@ fn classify_prints_the_classifier_s_json_and_refuses_bad_input() {
     let npy = dir.path().join("two.npy");
     std::fs::write(&npy, mer_shared::npy::encode(&[2, shape[0], shape[1], shape[2]], &input)).unwrap();
 
-    let printed: Classification = serde_json::from_str(&ok(&merd(&["classify", "--model", s(&bundle), "--input", s(&npy), "--pub", s(&key)]))).unwrap();
+    let printed: Classification =
+        serde_json::from_str(&ok(&merd(&["classify", "--model", s(&bundle), "--input", s(&npy), "--pub", s(&key)]))).unwrap();
     assert_eq!(printed, classifier.classify(&input, 2).unwrap());
 
     let other = dir.path().join("other.pub");
@@ -272,7 +273,8 @@ fn classify_clip_preprocesses_a_window_and_names_what_is_wrong() {
     // A model trained on inputs the device cannot reproduce is refused, unless allowed.
     let foreign = dir.path().join("foreign.merb");
     let site = test_bundles::site_key();
-    std::fs::write(&foreign, test_bundles::bundle_with("png-1", &site, |m| m.inputs = mer_shared::manifest::InputProvenance::StstnetPng)).unwrap();
+    std::fs::write(&foreign, test_bundles::bundle_with("png-1", &site, |m| m.inputs = mer_shared::manifest::InputProvenance::StstnetPng))
+        .unwrap();
     let refuse = |extra: &[&str]| {
         let mut args = vec!["classify-clip", "--model", s(&foreign), "--frames", s(&frames)];
         args.extend_from_slice(&window);
@@ -293,8 +295,17 @@ fn demo_prints_events_beside_the_ground_truth() {
     let out = dir.path().join("demo");
     let m = models();
     let stdout = ok(&merd(&[
-        "demo", "--seconds", "8", "--seed", "2", "--out", s(&out),
-        "--model", s(&m.join("skd-tstsan-synthetic.merb")), "--pub", s(&m.join("demo-key.pub")),
+        "demo",
+        "--seconds",
+        "8",
+        "--seed",
+        "2",
+        "--out",
+        s(&out),
+        "--model",
+        s(&m.join("skd-tstsan-synthetic.merb")),
+        "--pub",
+        s(&m.join("demo-key.pub")),
     ]));
     assert!(stdout.contains("spotting (IoU >= 0.5)") && stdout.contains("frames"), "{stdout}");
     assert!(stdout.lines().any(|l| l.starts_with("labels: ")), "the demo scores its labels: {stdout}");
@@ -308,10 +319,32 @@ fn demo_prints_events_beside_the_ground_truth() {
     std::fs::write(&foreign, "mine").unwrap();
     let segments = || std::fs::read_dir(out.join("events")).unwrap().count();
     let before = segments();
-    let e = err(&merd(&["demo", "--fps", "0", "--out", s(&out), "--model", s(&m.join("skd-tstsan-synthetic.merb")), "--pub", s(&m.join("demo-key.pub"))]));
+    let e = err(&merd(&[
+        "demo",
+        "--fps",
+        "0",
+        "--out",
+        s(&out),
+        "--model",
+        s(&m.join("skd-tstsan-synthetic.merb")),
+        "--pub",
+        s(&m.join("demo-key.pub")),
+    ]));
     assert!(e.contains("fps"), "{e}");
     assert_eq!(segments(), before, "nothing removed after a refused argument");
-    ok(&merd(&["demo", "--seconds", "3", "--seed", "2", "--out", s(&out), "--model", s(&m.join("skd-tstsan-synthetic.merb")), "--pub", s(&m.join("demo-key.pub"))]));
+    ok(&merd(&[
+        "demo",
+        "--seconds",
+        "3",
+        "--seed",
+        "2",
+        "--out",
+        s(&out),
+        "--model",
+        s(&m.join("skd-tstsan-synthetic.merb")),
+        "--pub",
+        s(&m.join("demo-key.pub")),
+    ]));
     assert_eq!(std::fs::read_to_string(&foreign).unwrap(), "mine");
 }
 

@@ -38,11 +38,18 @@ fn staged_install_puts_every_file_in_place() {
     let mode = |p: &str| std::fs::metadata(at(p)).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode("usr/local/bin/merd"), 0o755);
     assert_eq!(mode("var/lib/merd"), 0o750);
-    for file in ["var/lib/merd/model.merb", "etc/merd/keys/site.pub", "etc/systemd/system/merd.service", "etc/udev/rules.d/99-merd-gpio.rules"] {
+    for file in
+        ["var/lib/merd/model.merb", "etc/merd/keys/site.pub", "etc/systemd/system/merd.service", "etc/udev/rules.d/99-merd-gpio.rules"]
+    {
         assert!(at(file).is_file(), "{file} missing");
     }
     let unit = std::fs::read_to_string(at("etc/systemd/system/merd.service")).unwrap();
-    for line in ["User=merd", "SupplementaryGroups=video gpio", "Restart=on-failure", "ExecStart=/usr/local/bin/merd run --config /etc/merd/merd.toml"] {
+    for line in [
+        "User=merd",
+        "SupplementaryGroups=video gpio",
+        "Restart=on-failure",
+        "ExecStart=/usr/local/bin/merd run --config /etc/merd/merd.toml",
+    ] {
         assert!(unit.lines().any(|l| l == line), "unit lacks {line}");
     }
 
@@ -55,7 +62,10 @@ fn staged_install_puts_every_file_in_place() {
     assert_eq!(config.log.dir, Path::new("/var/lib/merd/events"));
     let push = config.push.expect("the installed configuration takes model pushes");
     assert_eq!(push.store, Path::new("/var/lib/merd/models"));
-    assert!(unit.lines().any(|l| l.starts_with("RestrictAddressFamilies=") && l.contains("AF_INET")), "the unit lets merd listen for pushes");
+    assert!(
+        unit.lines().any(|l| l.starts_with("RestrictAddressFamilies=") && l.contains("AF_INET")),
+        "the unit lets merd listen for pushes"
+    );
 
     // Running again keeps a configuration edited on the device.
     let edited = std::fs::read_to_string(at("etc/merd/merd.toml")).unwrap().replace("fps = 120", "fps = 100");

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use mer_shared::flow::{colour_wheel_rgb, optical_strain, tvl1_flow};
-use mer_shared::image::{Interpolation, load_gray, resize, save_gray_png, save_rgb_png};
 use mer_shared::frames::FrameFolder;
+use mer_shared::image::{Interpolation, load_gray, resize, save_gray_png, save_rgb_png};
 use mer_shared::input::{InputSpec, KeyFrames, model_input};
 use mer_shared::synth::casme2::{Casme2Options, sample_scene, write_casme2};
 use mer_shared::{Flow, GrayImage};
@@ -99,7 +99,8 @@ fn save_strip(onset: &GrayImage, apex: &GrayImage, truth: &Flow, est: &Flow, sca
     let diff = GrayImage::new(w, h, onset.data().iter().zip(apex.data()).map(|(a, b)| 10.0 * (b - a).abs()).collect())?;
     let strain = optical_strain(est).min_max_normalized();
     let gray = |g: &GrayImage| g.to_u8().into_iter().flat_map(|v| [v, v, v]).collect::<Vec<u8>>();
-    let panels = [gray(onset), gray(apex), gray(&diff), colour_wheel_rgb(truth, Some(scale)), colour_wheel_rgb(est, Some(scale)), gray(&strain)];
+    let panels =
+        [gray(onset), gray(apex), gray(&diff), colour_wheel_rgb(truth, Some(scale)), colour_wheel_rgb(est, Some(scale)), gray(&strain)];
     let gap = 4;
     let total_w = panels.len() * w + (panels.len() - 1) * gap;
     let mut rgb = vec![255u8; total_w * h * 3];

@@ -6,10 +6,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use mer_shared::Flow;
 use mer_shared::flow::{Tvl1Params, read_flo, tvl1_flow};
 use mer_shared::image::{load_gray, save_gray_png};
 use mer_shared::synth::{Emotion, Event, FaceIdentity, Scene};
-use mer_shared::Flow;
 use serde::Serialize;
 
 /// A frame pair on disk and its true flow.
@@ -41,9 +41,7 @@ pub fn make_pairs(dir: &Path, n: usize, seed: u64) -> Result<Vec<Pair>> {
 
 /// The Python interpreter with OpenCV: `MER_PYTHON`, else the repo-local venv.
 pub fn reference_python() -> PathBuf {
-    std::env::var_os("MER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"))
+    std::env::var_os("MER_PYTHON").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"))
 }
 
 fn reference_script(name: &str) -> PathBuf {

@@ -35,10 +35,8 @@ fn features(dataset: &Path, s: &mer_shared::synth::casme2::Casme2Sample) -> Resu
         Ok(resize(&img, spec.face_size, spec.face_size, Interpolation::Bilinear).quantized_u8())
     };
     let flow = tvl1_flow(&read(s.onset_frame)?, &read(s.apex_frame)?, &spec.tvl1, 1)?;
-    let mut v: Vec<f32> = [flow.u_image(), flow.v_image()]
-        .iter()
-        .flat_map(|c| resize(c, POOL, POOL, Interpolation::Area).into_data())
-        .collect();
+    let mut v: Vec<f32> =
+        [flow.u_image(), flow.v_image()].iter().flat_map(|c| resize(c, POOL, POOL, Interpolation::Area).into_data()).collect();
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
     v.iter_mut().for_each(|x| *x /= norm);
     Ok(v)

@@ -5,35 +5,35 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use mer_host::import::official::import_skd_tstsan;
 use mer_host::dataset::DatasetKind;
 use mer_host::dataset::long_video::LongVideoKind;
-use mer_host::spot_eval::{SpotEval, SpotEvalOptions};
 use mer_host::export::{ExportOptions, export_to_file};
-use mer_shared::bundle::{Bundle, SecretKey, read_public_key, read_secret_key, write_public_key, write_secret_key};
-use mer_shared::classifier::{Classifier, Origin, Trust, classify_file};
+use mer_host::import::official::import_skd_tstsan;
+use mer_host::model::Arch;
 use mer_host::model::skd_tstsan::Ablation;
+use mer_host::photo_clips::write_photo_clips;
 use mer_host::prepare::pipeline::{PrepareOptions, prepare};
 use mer_host::prepare::{CropMode, DetectorSettings};
+use mer_host::spot_eval::{SpotEval, SpotEvalOptions};
 use mer_host::train::config::{MagnetMode, Protocol, Shard, TrainConfig};
 use mer_host::train::data::{DataKind, TrainData};
 use mer_host::train::losses::LossConfig;
 use mer_host::train::optimizer::{AdamConfig, Cosine};
 use mer_host::train::report::summarise;
 use mer_host::train::run::{resolve_device, train_all, train_loso};
-use mer_host::model::Arch;
+use mer_host::{demo, fleet, flow_bench, progress::bar, torch_info};
+use mer_shared::atomic_file::{AtomicFile, check_target};
+use mer_shared::bundle::{Bundle, SecretKey, read_public_key, read_secret_key, write_public_key, write_secret_key};
+use mer_shared::classifier::{Classifier, Origin, Trust, classify_file};
+use mer_shared::flow::{Tvl1Params, colour_png, encode_flo, read_flo, save_colour_png, tvl1_flow};
+use mer_shared::image::load_gray;
 use mer_shared::input::InputLayout;
 use mer_shared::labels::Taxonomy;
 use mer_shared::manifest::WeightsOrigin;
-use mer_host::{demo, fleet, flow_bench, progress::bar, torch_info};
-use mer_shared::atomic_file::{AtomicFile, check_target};
-use mer_shared::flow::{Tvl1Params, colour_png, encode_flo, read_flo, save_colour_png, tvl1_flow};
-use mer_shared::image::load_gray;
 use mer_shared::stdout::end_quietly_when_stdout_closes;
 use mer_shared::synth::casme2::{Casme2Options, write_casme2};
 use mer_shared::synth::interview::{InterviewOptions, write_interview};
 use mer_shared::synth::photo::PhotoClipOptions;
-use mer_host::photo_clips::write_photo_clips;
 
 #[derive(Parser)]
 #[command(name = "mer", version, about = "Micro-expression recognition: data, flow, training and export on the host")]
@@ -581,7 +581,13 @@ fn main() -> Result<()> {
             let pb = bar((seconds * fps).round() as u64, "frames");
             let truth = write_interview(&out, &opts, &|| pb.inc(1))?;
             pb.finish();
-            println!("wrote {} frames with {} micro-expressions and {} blinks to {}", truth.frames, truth.events.len(), truth.blinks.len(), out.display());
+            println!(
+                "wrote {} frames with {} micro-expressions and {} blinks to {}",
+                truth.frames,
+                truth.events.len(),
+                truth.blinks.len(),
+                out.display()
+            );
         }
         Command::Synth(Synth::Faces { photos, out, clips, seconds, fps, seed }) => {
             let opts = PhotoClipOptions { seconds, fps, seed, ..PhotoClipOptions::default() };
@@ -718,7 +724,14 @@ fn main() -> Result<()> {
             let opts = ExportOptions { checkpoint, out: out.clone(), data, evaluation, version: model_version, probe_seed, classes, input };
             let exported = export_to_file(&opts)?;
             let m = &exported.manifest;
-            println!("{} version {}: {} classes ({}), input {:?}", m.architecture, m.version, m.classes.len(), m.classes.join(", "), m.input_shape());
+            println!(
+                "{} version {}: {} classes ({}), input {:?}",
+                m.architecture,
+                m.version,
+                m.classes.len(),
+                m.classes.join(", "),
+                m.input_shape()
+            );
             for check in &exported.checks {
                 println!(
                     "parity tch vs tract, {}: max |diff| {:.2e}, arg-max {}",
@@ -774,7 +787,12 @@ fn main() -> Result<()> {
             let secret = read_secret_key(&key)?;
             let bundle = Bundle::sign(classifier.manifest().to_json(), onnx, &secret);
             mer_shared::atomic_file::write(&out, &bundle.to_bytes())?;
-            println!("signed {} version {} with key {}", classifier.manifest().architecture, classifier.manifest().version, secret.public().key_id());
+            println!(
+                "signed {} version {} with key {}",
+                classifier.manifest().architecture,
+                classifier.manifest().version,
+                secret.public().key_id()
+            );
             println!("wrote {}", out.display());
         }
         Command::Push { bundle, devices: Targets { to, timeout_s }, key } => {

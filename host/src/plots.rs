@@ -42,17 +42,14 @@ struct FontSearch {
 /// accepted, so a wrong `MER_FONT` is reported instead of silently producing blank text.
 fn locate_font(override_path: Option<&Path>, defaults: &[&str]) -> FontSearch {
     let mut problems = Vec::new();
-    let candidates =
-        override_path.map(Path::to_path_buf).into_iter().chain(defaults.iter().map(PathBuf::from));
+    let candidates = override_path.map(Path::to_path_buf).into_iter().chain(defaults.iter().map(PathBuf::from));
     for path in candidates {
         match std::fs::read(&path) {
             Ok(bytes) if looks_like_font(&bytes) => {
                 return FontSearch { found: Some((path, bytes)), problems };
             }
             Ok(_) => problems.push(format!("{} is not a TrueType/OpenType font", path.display())),
-            Err(e) if override_path == Some(path.as_path()) => {
-                problems.push(format!("{} (from {FONT_ENV}): {e}", path.display()))
-            }
+            Err(e) if override_path == Some(path.as_path()) => problems.push(format!("{} (from {FONT_ENV}): {e}", path.display())),
             // Missing default locations are normal on other distributions; not worth a line each.
             Err(_) => {}
         }
@@ -81,10 +78,7 @@ pub(crate) fn text_enabled() -> bool {
                 Ok(()) => {
                     let metrics = HMetrics::parse(bytes);
                     if metrics.is_none() {
-                        problems.push(format!(
-                            "{}: no horizontal metrics found, letters may crowd",
-                            path.display()
-                        ));
+                        problems.push(format!("{}: no horizontal metrics found, letters may crowd", path.display()));
                     }
                     let _ = METRICS.set(metrics);
                     Some(path)
@@ -204,8 +198,7 @@ impl HMetrics {
         } else {
             let t = with_format(4)?;
             let segs = u16_at(t + 6)? as usize / 2;
-            let (ends, starts, deltas, ranges) =
-                (t + 14, t + 16 + 2 * segs, t + 16 + 4 * segs, t + 16 + 6 * segs);
+            let (ends, starts, deltas, ranges) = (t + 14, t + 16 + 2 * segs, t + 16 + 4 * segs, t + 16 + 6 * segs);
             for k in 0..segs {
                 let (end, start) = (u16_at(ends + 2 * k)?, u16_at(starts + 2 * k)?);
                 let (delta, range) = (u16_at(deltas + 2 * k)?, u16_at(ranges + 2 * k)?);
@@ -442,10 +435,8 @@ impl ConfusionLayout {
                 fit_text(c, LABEL_PX, room, text) + &total
             })
             .collect();
-        let col_labels: Vec<String> =
-            classes.iter().map(|c| fit_text(c, LABEL_PX, MAX_LABEL_W, text)).collect();
-        let widest =
-            |labels: &[String]| labels.iter().map(|l| text_size(l, LABEL_PX, text).0).max().unwrap_or(0);
+        let col_labels: Vec<String> = classes.iter().map(|c| fit_text(c, LABEL_PX, MAX_LABEL_W, text)).collect();
+        let widest = |labels: &[String]| labels.iter().map(|l| text_size(l, LABEL_PX, text).0).max().unwrap_or(0);
         let row_label_w = widest(&row_labels);
         let col_label_w = widest(&col_labels);
         let col_rotated = col_label_w > cell - 8;
@@ -494,12 +485,7 @@ impl ConfusionLayout {
 
 fn validate_confusion(classes: &[String], counts: &[Vec<usize>]) -> Result<()> {
     ensure!(!classes.is_empty(), "confusion matrix needs at least one class");
-    ensure!(
-        counts.len() == classes.len(),
-        "confusion matrix has {} rows but {} classes",
-        counts.len(),
-        classes.len()
-    );
+    ensure!(counts.len() == classes.len(), "confusion matrix has {} rows but {} classes", counts.len(), classes.len());
     for (i, row) in counts.iter().enumerate() {
         ensure!(
             row.len() == classes.len(),
@@ -523,13 +509,7 @@ pub fn confusion_png(path: &Path, title: &str, classes: &[String], counts: &[Vec
     render_confusion(path, title, classes, counts, text_enabled()).map(|_| ())
 }
 
-fn render_confusion(
-    path: &Path,
-    title: &str,
-    classes: &[String],
-    counts: &[Vec<usize>],
-    text: bool,
-) -> Result<ConfusionLayout> {
+fn render_confusion(path: &Path, title: &str, classes: &[String], counts: &[Vec<usize>], text: bool) -> Result<ConfusionLayout> {
     validate_confusion(classes, counts)?;
     ensure_png_path(path)?;
     let totals: Vec<usize> = counts.iter().map(|r| r.iter().sum()).collect();
@@ -576,38 +556,11 @@ fn draw_confusion<DB: DrawingBackend>(
             if show_rate {
                 let rate_text = rate.map_or("–".to_string(), |v| format!("{:.1}%", 100.0 * v));
                 let count_text = count.to_string();
-                put_text(
-                    root,
-                    &count_text,
-                    count_px,
-                    ink,
-                    HPos::Center,
-                    VAlign::Baseline,
-                    FontTransform::None,
-                    (cx, cy - 2),
-                )?;
-                put_text(
-                    root,
-                    &rate_text,
-                    rate_px,
-                    ink,
-                    HPos::Center,
-                    VAlign::Top,
-                    FontTransform::None,
-                    (cx, cy + 6),
-                )?;
+                put_text(root, &count_text, count_px, ink, HPos::Center, VAlign::Baseline, FontTransform::None, (cx, cy - 2))?;
+                put_text(root, &rate_text, rate_px, ink, HPos::Center, VAlign::Top, FontTransform::None, (cx, cy + 6))?;
             } else {
                 let count_text = count.to_string();
-                put_text(
-                    root,
-                    &count_text,
-                    count_px,
-                    ink,
-                    HPos::Center,
-                    VAlign::Middle,
-                    FontTransform::None,
-                    (cx, cy),
-                )?;
+                put_text(root, &count_text, count_px, ink, HPos::Center, VAlign::Middle, FontTransform::None, (cx, cy))?;
             }
         }
     }
@@ -649,16 +602,7 @@ fn draw_confusion<DB: DrawingBackend>(
         }
     }
     let desc_y = labels_top + lay.col_label_h + 10;
-    put_text(
-        root,
-        "Predicted class",
-        DESC_PX,
-        BLACK,
-        HPos::Center,
-        VAlign::Top,
-        none(),
-        (gx + side / 2, desc_y),
-    )?;
+    put_text(root, "Predicted class", DESC_PX, BLACK, HPos::Center, VAlign::Top, none(), (gx + side / 2, desc_y))?;
     put_text(root, "True class", DESC_PX, BLACK, HPos::Center, VAlign::Top, up(), (PAD, gy + side / 2))?;
 
     for k in 0..=4 {
@@ -670,16 +614,7 @@ fn draw_confusion<DB: DrawingBackend>(
     }
     // Reads bottom-to-top like the other vertical labels, its top facing the tick labels.
     let desc_x = bx + BAR_W + 6 + lay.tick_w + 10;
-    put_text(
-        root,
-        "share of true class",
-        TICK_PX,
-        BLACK,
-        HPos::Center,
-        VAlign::Top,
-        up(),
-        (desc_x, gy + side / 2),
-    )?;
+    put_text(root, "share of true class", TICK_PX, BLACK, HPos::Center, VAlign::Top, up(), (desc_x, gy + side / 2))?;
     Ok(())
 }
 
@@ -768,14 +703,7 @@ pub fn curves_png(path: &Path, title: &str, x_label: &str, y_label: &str, series
     render_curves(path, title, x_label, y_label, series, text_enabled()).map(|_| ())
 }
 
-fn render_curves(
-    path: &Path,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[Series],
-    text: bool,
-) -> Result<CurvesDrawn> {
+fn render_curves(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series], text: bool) -> Result<CurvesDrawn> {
     validate_series(series)?;
     ensure_png_path(path)?;
     let finite = || series.iter().flat_map(|s| &s.points).filter(|(x, y)| x.is_finite() && y.is_finite());
@@ -796,11 +724,8 @@ fn render_curves(
         })
         .collect();
     // The legend sits beside the plot rather than on it, so it never hides a curve.
-    let legend_w = if text {
-        LEGEND_SWATCH + 8 + legend.iter().map(|l| text_size(l, LABEL_PX, true).0).max().unwrap_or(0) + PAD
-    } else {
-        0
-    };
+    let legend_w =
+        if text { LEGEND_SWATCH + 8 + legend.iter().map(|l| text_size(l, LABEL_PX, true).0).max().unwrap_or(0) + PAD } else { 0 };
     let title = fit_text(title, TITLE_PX, CURVES_SIZE.0 as i32 - 2 * PAD, text);
     let title_h = if text { PAD + text_size(&title, TITLE_PX, true).1 + 8 } else { 0 };
 
@@ -813,17 +738,7 @@ fn render_curves(
         let (plot_area, legend_area) = body.split_horizontally(CURVES_SIZE.0 as i32 - legend_w);
         if text {
             let centre = CURVES_SIZE.0 as i32 / 2;
-            put_text(
-                &head,
-                &title,
-                TITLE_PX,
-                BLACK,
-                HPos::Center,
-                VAlign::Top,
-                FontTransform::None,
-                (centre, PAD),
-            )
-            .map_err(&err)?;
+            put_text(&head, &title, TITLE_PX, BLACK, HPos::Center, VAlign::Top, FontTransform::None, (centre, PAD)).map_err(&err)?;
         }
 
         let mut builder = ChartBuilder::on(&plot_area);
@@ -836,9 +751,7 @@ fn render_curves(
             let mut mesh = chart.configure_mesh();
             mesh.light_line_style(TRANSPARENT).bold_line_style(RGBColor(225, 225, 225));
             if text {
-                mesh.x_label_formatter(&tick_label)
-                    .y_label_formatter(&tick_label)
-                    .label_style((FAMILY, LABEL_PX));
+                mesh.x_label_formatter(&tick_label).y_label_formatter(&tick_label).label_style((FAMILY, LABEL_PX));
             } else {
                 // Grid positions come from label positions, and labels need a font: axes only.
                 mesh.x_labels(0).y_labels(0);
@@ -883,17 +796,7 @@ fn render_curves(
                     legend_area.draw(&Circle::new((LEGEND_SWATCH / 2, y), 3, color.filled())).map_err(&err)?;
                 }
                 let at = (LEGEND_SWATCH + 8, y);
-                put_text(
-                    &legend_area,
-                    name,
-                    LABEL_PX,
-                    BLACK,
-                    HPos::Left,
-                    VAlign::Middle,
-                    FontTransform::None,
-                    at,
-                )
-                .map_err(&err)?;
+                put_text(&legend_area, name, LABEL_PX, BLACK, HPos::Left, VAlign::Middle, FontTransform::None, at).map_err(&err)?;
             }
         }
         root.present().map_err(&err)?;
@@ -947,15 +850,7 @@ mod tests {
     }
 
     fn seven_classes() -> Vec<String> {
-        names(&[
-            "happiness",
-            "surprise",
-            "disgust",
-            "repression",
-            "fear",
-            "sadness",
-            "others (ambiguous, not otherwise specified)",
-        ])
+        names(&["happiness", "surprise", "disgust", "repression", "fear", "sadness", "others (ambiguous, not otherwise specified)"])
     }
 
     #[test]
@@ -964,8 +859,7 @@ mod tests {
         let path = dir.path().join("cm.png");
         let classes = seven_classes();
         let n = classes.len();
-        let counts: Vec<Vec<usize>> =
-            (0..n).map(|r| (0..n).map(|c| if r == c { 3 + 10 * r } else { 0 }).collect()).collect();
+        let counts: Vec<Vec<usize>> = (0..n).map(|r| (0..n).map(|c| if r == c { 3 + 10 * r } else { 0 }).collect()).collect();
         let text = text_enabled();
         let lay = render_confusion(&path, "LOSO, 7 classes", &classes, &counts, text).unwrap();
         assert_eq!(png_size(&path), (lay.width as u32, lay.height as u32));
@@ -1049,8 +943,7 @@ mod tests {
         let img = load_gray(&path).unwrap();
         let ((x0, y0), _) = lay.cell_rect(1, 1);
         let ((x1, y1), _) = lay.cell_rect(0, 1);
-        let (dark, light) =
-            (img.get(x0 as usize + 4, y0 as usize + 4), img.get(x1 as usize + 4, y1 as usize + 4));
+        let (dark, light) = (img.get(x0 as usize + 4, y0 as usize + 4), img.get(x1 as usize + 4, y1 as usize + 4));
         assert!(dark < 0.3 && light > 0.9, "diagonal {dark}, off-diagonal {light}");
     }
 
@@ -1062,14 +955,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let long = "fold results for a very long run description ".repeat(10);
-        let lay = render_confusion(
-            &dir.path().join("cm.png"),
-            &long,
-            &names(&["a", "b"]),
-            &[vec![1, 0], vec![0, 1]],
-            true,
-        )
-        .unwrap();
+        let lay = render_confusion(&dir.path().join("cm.png"), &long, &names(&["a", "b"]), &[vec![1, 0], vec![0, 1]], true).unwrap();
         assert!(lay.title.ends_with('…') && lay.width <= MAX_TITLE_W + 2 * PAD, "{} px", lay.width);
         let series = [Series { name: long.clone(), points: vec![(0.0, 1.0), (1.0, 0.5)] }];
         let path = dir.path().join("c.png");
@@ -1085,9 +971,7 @@ mod tests {
         let msg = |r: Result<()>| r.unwrap_err().to_string();
         assert!(msg(confusion_png(&path, "t", &[], &[])).contains("at least one class"));
         assert!(msg(confusion_png(&path, "t", &two, &[vec![1, 2]])).contains("1 rows but 2 classes"));
-        assert!(
-            msg(confusion_png(&path, "t", &two, &[vec![1, 2], vec![3]])).contains("row 1 (b) has 1 columns")
-        );
+        assert!(msg(confusion_png(&path, "t", &two, &[vec![1, 2], vec![3]])).contains("row 1 (b) has 1 columns"));
         let jpg = dir.path().join("cm.jpg");
         assert!(msg(confusion_png(&jpg, "t", &two, &[vec![1, 0], vec![0, 1]])).contains(".png"));
         assert!(!path.exists() && !jpg.exists(), "nothing written for invalid input");
@@ -1097,12 +981,8 @@ mod tests {
     fn curves_draw_each_series_in_its_colour_with_gaps_at_nan() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("curves.png");
-        let loss = Series {
-            name: "train loss".into(),
-            points: vec![(0.0, 2.0), (1.0, 1.6), (2.0, f64::NAN), (3.0, 1.2), (4.0, 1.0)],
-        };
-        let uf1 =
-            Series { name: "UF1".into(), points: vec![(0.0, 0.2), (1.0, 0.3), (2.0, 0.35), (4.0, 0.5)] };
+        let loss = Series { name: "train loss".into(), points: vec![(0.0, 2.0), (1.0, 1.6), (2.0, f64::NAN), (3.0, 1.2), (4.0, 1.0)] };
+        let uf1 = Series { name: "UF1".into(), points: vec![(0.0, 0.2), (1.0, 0.3), (2.0, 0.35), (4.0, 0.5)] };
         let single = Series { name: "best epoch".into(), points: vec![(3.0, 0.7)] };
         let series = [loss, uf1, single];
         let drawn = render_curves(&path, "training", "epoch", "value", &series, text_enabled()).unwrap();

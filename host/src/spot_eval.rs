@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::Note;
 use crate::dataset::long_video::{ExpressionKind, LongVideo, LongVideoKind, LongVideoSet, TrueInterval, load_long_videos};
-use crate::spot_recognition::{RecognitionScores, Recogniser, SpotRecognition};
+use crate::spot_recognition::{Recogniser, RecognitionScores, SpotRecognition};
 use crate::spot_timeline::{Timeline, timeline_png};
 use crate::train::checkpoint::write_json_atomic;
 
@@ -416,7 +416,8 @@ impl SpotEval {
         videos.sort_by(|a, b| a.id.cmp(&b.id));
         failed.sort_by(|a, b| a.id.cmp(&b.id));
         let scores = KindScores::pooled(&videos.iter().map(|v| v.scores).collect::<Vec<_>>());
-        let recognition = self.recogniser.as_ref().map(|r| r.scores(videos.iter().flat_map(|v| &v.spots).filter_map(|s| s.recognition.as_ref())));
+        let recognition =
+            self.recogniser.as_ref().map(|r| r.scores(videos.iter().flat_map(|v| &v.spots).filter_map(|s| s.recognition.as_ref())));
         let report = SpotEvalReport {
             dataset: self.set.kind,
             root: self.set.root.clone(),
@@ -706,7 +707,11 @@ mod tests {
         std::fs::write(&config, format!("[face]\nroi = {face:?}\n")).unwrap();
         let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/skd-tstsan-synthetic.merb");
         let key = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo-key.pub");
-        let options = SpotEvalOptions { model: Some(model.clone()), public_keys: vec![key], ..options(&root, Some(config), dir.path().join("out"), 1) };
+        let options = SpotEvalOptions {
+            model: Some(model.clone()),
+            public_keys: vec![key],
+            ..options(&root, Some(config), dir.path().join("out"), 1)
+        };
         let report = SpotEval::new(options).unwrap().run(&|_| {}).unwrap();
         let v = &report.videos[0];
         let hits: Vec<&SpotRecord> = v.spots.iter().filter(|s| s.matched).collect();

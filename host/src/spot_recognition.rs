@@ -52,7 +52,8 @@ pub struct RecognitionScores {
 impl Recogniser {
     /// Loads a bundle (or ONNX export); with `keys`, the bundle must be signed by one of them.
     pub fn load(path: &Path, keys: &[PathBuf]) -> Result<Recogniser> {
-        let keys = keys.iter().map(|k| read_public_key(k).with_context(|| format!("public key {}", k.display()))).collect::<Result<Vec<_>>>()?;
+        let keys =
+            keys.iter().map(|k| read_public_key(k).with_context(|| format!("public key {}", k.display()))).collect::<Result<Vec<_>>>()?;
         let trust = if keys.is_empty() { Trust::IntegrityOnly } else { Trust::Keys(&keys) };
         let classifier = Classifier::load(path, trust)?;
         let taxonomy: Taxonomy = classifier.manifest().taxonomy.parse().map_err(|e| anyhow!("{}: {e}", path.display()))?;

@@ -11,8 +11,8 @@ use plotters::style::text_anchor::HPos;
 
 use crate::dataset::long_video::ExpressionKind;
 use crate::plots::{
-    DESC_PX, FAMILY, LABEL_PX, PAD, TITLE_PX, VAlign, blank_canvas, draw_err, ensure_png_path, fit_text, padded, put_text,
-    text_enabled, text_size, tick_label, write_png,
+    DESC_PX, FAMILY, LABEL_PX, PAD, TITLE_PX, VAlign, blank_canvas, draw_err, ensure_png_path, fit_text, padded, put_text, text_enabled,
+    text_size, tick_label, write_png,
 };
 
 const SIZE: (u32, u32) = (1400, 520);
@@ -204,8 +204,7 @@ mod tests {
 
     #[test]
     fn spots_are_coloured_by_whether_they_matched_and_lines_break_at_gaps() {
-        let signal: Vec<(i64, f32, f32)> =
-            (10..200).filter(|f| !(90..95).contains(f)).map(|f| (f, (f as f32 * 0.1).sin(), 0.8)).collect();
+        let signal: Vec<(i64, f32, f32)> = (10..200).filter(|f| !(90..95).contains(f)).map(|f| (f, (f as f32 * 0.1).sin(), 0.8)).collect();
         let r = runs(&signal, 50.0, 1.0, |d| d.1);
         assert_eq!(r.len(), 2, "faceless frames 90..95 split the line");
         assert_eq!((r[0].len(), r[1].len()), (80, 105));

@@ -95,7 +95,12 @@ fn a_dataset_with_a_cut_frame_is_prepared_without_it_and_names_it() {
     let run = mer(&args);
     let stdout = String::from_utf8_lossy(&run.stdout);
     let stderr = err(&run);
-    assert!(stdout.contains(&format!("FAILED sub01_{}", row[1])) && stdout.contains(&format!("img{}.jpg", row[3])) && stdout.contains("cut off"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("FAILED sub01_{}", row[1]))
+            && stdout.contains(&format!("img{}.jpg", row[3]))
+            && stdout.contains("cut off"),
+        "{stdout}"
+    );
     assert!(stderr.contains("could not be prepared"), "{stderr}");
     let mut threads = args.to_vec();
     threads.extend(["--threads", "0"]);

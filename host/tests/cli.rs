@@ -18,7 +18,17 @@ fn synth_then_flow_then_picture() {
     let (onset, apex) = (frames.join(format!("img{}.jpg", row[2])), frames.join(format!("img{}.jpg", row[3])));
     let flo = dir.path().join("f.flo");
     let png = dir.path().join("f.png");
-    ok(&mer(&["flow", onset.to_str().unwrap(), apex.to_str().unwrap(), "-o", flo.to_str().unwrap(), "--threads", "2", "--png", png.to_str().unwrap()]));
+    ok(&mer(&[
+        "flow",
+        onset.to_str().unwrap(),
+        apex.to_str().unwrap(),
+        "-o",
+        flo.to_str().unwrap(),
+        "--threads",
+        "2",
+        "--png",
+        png.to_str().unwrap(),
+    ]));
     let flow = mer_shared::flow::read_flo(&flo).unwrap();
     assert_eq!((flow.width(), flow.height()), (140, 170));
     let peak = flow.u().iter().zip(flow.v()).map(|(u, v)| (u * u + v * v).sqrt()).fold(0f32, f32::max);
@@ -146,9 +156,7 @@ fn prepare_says_what_it_finds_damaged_and_prepares_it_again() {
     let dir = tempfile::tempdir().unwrap();
     let (data, cache) = (dir.path().join("data"), dir.path().join("cache"));
     ok(&mer(&["synth", "casme2", "--out", s(&data), "--subjects", "2", "--per-subject", "1", "--seed", "5"]));
-    let prepare = || {
-        mer(&["prepare", "--dataset", "casme2", "--root", s(&data), "--crop", "none", "--out", s(&cache), "--threads", "2"])
-    };
+    let prepare = || mer(&["prepare", "--dataset", "casme2", "--root", s(&data), "--crop", "none", "--out", s(&cache), "--threads", "2"]);
     ok(&prepare());
     let npy = listing(&cache.join("samples")).into_iter().find(|n| n.ends_with(".npy")).unwrap();
     let npy = cache.join("samples").join(npy);

@@ -29,7 +29,8 @@ fn composite(dir: &Path) -> PathBuf {
 }
 
 fn train(data: &Path, out: &Path, arch: &str, extra: &[&str]) -> std::process::Output {
-    let mut args = vec!["train", "--arch", arch, "--dataset", "composite", "--data", s(data), "--out", s(out), "--device", "cpu", "--batch", "4"];
+    let mut args =
+        vec!["train", "--arch", arch, "--dataset", "composite", "--data", s(data), "--out", s(out), "--device", "cpu", "--batch", "4"];
     args.extend_from_slice(extra);
     mer(&args)
 }
@@ -98,7 +99,14 @@ fn a_composite_model_exports_and_runs_in_the_device_pipeline() {
     let mut source = SyntheticSource::new(&InterviewOptions { seconds: 1.0, fps: 50.0, width: 320, height: 240, seed: 4 }).unwrap();
     let (cx, cy, rx, ry) = source.scene().face;
     let roi = Roi { x: (cx - rx) as usize, y: (cy - ry) as usize, width: (2.0 * rx) as usize, height: (2.0 * ry) as usize };
-    let config = PipelineConfig { fps: 50.0, face: FaceSetting::Fixed(roi), buffer_s: 2.0, spotting: SpotterConfig::for_fps(50.0), flow_threads: 1, max_queued: 4 };
+    let config = PipelineConfig {
+        fps: 50.0,
+        face: FaceSetting::Fixed(roi),
+        buffer_s: 2.0,
+        spotting: SpotterConfig::for_fps(50.0),
+        flow_threads: 1,
+        max_queued: 4,
+    };
     let log = EventLog::open(LogConfig { dir: d.join("events"), max_segment_bytes: 1 << 20, fsync: FsyncPolicy::Never }).unwrap().0;
     let (tx, rx) = std::sync::mpsc::channel();
     let mut pipeline = Pipeline::new(config, classifier, log, tx).unwrap();
@@ -120,7 +128,10 @@ fn mismatched_architectures_and_options_are_refused() {
     let data = composite(dir.path());
     let run = dir.path().join("run");
     let e = err(&train(&data, &run, "skd-tstsan", &["--iters", "1"]));
-    assert!(e.contains("skd-tstsan reads skd-tstsan inputs (38×48×48)") && e.contains("flow-strain28 inputs") && e.contains("no face frames"), "{e}");
+    assert!(
+        e.contains("skd-tstsan reads skd-tstsan inputs (38×48×48)") && e.contains("flow-strain28 inputs") && e.contains("no face frames"),
+        "{e}"
+    );
     assert!(err(&train(&data, &run, "alexnet", &[])).contains("use one of skd-tstsan, skd-tstsan-flow, htnet, am3f-flownet"));
     assert!(err(&train(&data, &run, "skd-tstsan-flow", &["--ablate", "eca"])).contains("no ECA"));
     assert!(err(&train(&data, &run, "am3f-flownet", &["--ablate", "mag"])).contains("has none of them"));

@@ -149,7 +149,19 @@ fn imported_weights_export_with_their_classes(d: &Path, cache: &Path, checkpoint
     // Parity data must hold the layout's inputs, exactly as the project prepares them.
     let flow_cache = d.join("cache-flow");
     let root = d.join("data");
-    ok(&mer(&["prepare", "--dataset", "casme2", "--root", s(&root), "--crop", "none", "--input", "flow-strain28", "--out", s(&flow_cache)]));
+    ok(&mer(&[
+        "prepare",
+        "--dataset",
+        "casme2",
+        "--root",
+        s(&root),
+        "--crop",
+        "none",
+        "--input",
+        "flow-strain28",
+        "--out",
+        s(&flow_cache),
+    ]));
     let e = err(&export(&["--classes", "casme2-5", "--data", s(&flow_cache)]));
     assert!(e.contains("another input spec") && e.contains("layout: \"flow_strain28\" ≠ \"skd_tstsan38\""), "{e}");
     assert!(!onnx.exists(), "a refused export wrote {}", onnx.display());

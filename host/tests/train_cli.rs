@@ -30,9 +30,7 @@ fn train(cache: &Path, out: &Path) -> Command {
 }
 
 fn any_checkpoint(run: &Path) -> bool {
-    std::fs::read_dir(run.join("folds"))
-        .map(|entries| entries.flatten().any(|e| e.path().join("progress.json").exists()))
-        .unwrap_or(false)
+    std::fs::read_dir(run.join("folds")).map(|entries| entries.flatten().any(|e| e.path().join("progress.json").exists())).unwrap_or(false)
 }
 
 /// Trains `extra` twice, once killed at its first checkpoint and resumed; both runs must end
@@ -106,7 +104,17 @@ fn shards_report_and_mistakes() {
     assert!(e.contains("colour"), "{e}");
     let e = err(&mer(&["train", "--data", s(&cache), "--out", s(&a), "--iters", "11", "--batch", "4", "--fold", "1/2"]));
     assert!(e.contains("already holds another run"), "{e}");
-    let e = err(&mer(&["prepare", "--dataset", "casme2", "--root", s(&dir.path().join("data")), "--classes", "4", "--out", s(&dir.path().join("c4"))]));
+    let e = err(&mer(&[
+        "prepare",
+        "--dataset",
+        "casme2",
+        "--root",
+        s(&dir.path().join("data")),
+        "--classes",
+        "4",
+        "--out",
+        s(&dir.path().join("c4")),
+    ]));
     assert!(e.contains("casme2-5") && e.contains("casme2-3"), "{e}");
     let e = err(&mer(&["report", s(&a), s(&a), "--out", s(&dir.path().join("m2"))]));
     assert!(e.contains("has a fold in both"), "{e}");

@@ -20,7 +20,13 @@ fn main() {
     let windows: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20);
     let scene = interview_scene(&InterviewOptions { seconds: 20.0, fps: 100.0, width: 640, height: 480, seed: 1 }).unwrap();
     let (cx, cy, rx, ry) = scene.face;
-    let face = FaceBox { x: (cx - 1.1 * rx) as usize, y: (cy - 1.2 * ry) as usize, width: (2.2 * rx) as usize, height: (2.4 * ry) as usize, score: 0.0 };
+    let face = FaceBox {
+        x: (cx - 1.1 * rx) as usize,
+        y: (cy - 1.2 * ry) as usize,
+        width: (2.2 * rx) as usize,
+        height: (2.4 * ry) as usize,
+        score: 0.0,
+    };
     let events: Vec<(usize, usize, usize)> = scene.events.iter().map(|e| (e.onset, e.apex, e.offset)).collect();
     println!("{windows} windows per layout, face box {face}, 1 thread");
     for layout in [InputLayout::SkdTstsan38, InputLayout::FlowStrain28, InputLayout::HtnetMosaic28] {

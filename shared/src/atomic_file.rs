@@ -337,8 +337,16 @@ mod tests {
         for name in [".a.npy.partial-12-0", ".x.partial-y.partial-1-22", ".cache.json.partial-4294967295-18446744073709551615"] {
             assert!(is_temporary(OsStr::new(name)), "{name}");
         }
-        let others =
-            ["a.npy.partial-12-0", ".partial-1-2", ".a.partial-1", ".a.partial-1-", ".a.partial-x-2", ".a.partial-1-2-3", ".hidden", "x.json"];
+        let others = [
+            "a.npy.partial-12-0",
+            ".partial-1-2",
+            ".a.partial-1",
+            ".a.partial-1-",
+            ".a.partial-x-2",
+            ".a.partial-1-2-3",
+            ".hidden",
+            "x.json",
+        ];
         for name in others {
             assert!(!is_temporary(OsStr::new(name)), "{name}");
         }

@@ -144,9 +144,8 @@ pub fn classify_file(model: &Path, input: &Path, public_keys: &[PathBuf], thread
 
 fn open_onnx(bytes: &[u8]) -> Result<(OnnxModel, Manifest)> {
     let model = OnnxModel::from_bytes(bytes)?;
-    let manifest = model
-        .manifest()
-        .ok_or_else(|| Error::Model("the ONNX model has no mer manifest (was it written by `mer export`?)".into()))??;
+    let manifest =
+        model.manifest().ok_or_else(|| Error::Model("the ONNX model has no mer manifest (was it written by `mer export`?)".into()))??;
     Ok((model, manifest))
 }
 

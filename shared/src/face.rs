@@ -144,7 +144,10 @@ impl DetectorSettings {
             return Err(Error::InvalidArgument(format!("detector min_face_fraction must lie in [0, 1], got {}", self.min_face_fraction)));
         }
         if self.min_face_px < 20 {
-            return Err(Error::InvalidArgument(format!("detector min_face_px must be at least 20 (SeetaFace's limit), got {}", self.min_face_px)));
+            return Err(Error::InvalidArgument(format!(
+                "detector min_face_px must be at least 20 (SeetaFace's limit), got {}",
+                self.min_face_px
+            )));
         }
         if !(self.score_threshold > 0.0 && self.score_threshold.is_finite()) {
             return Err(Error::InvalidArgument(format!("detector score_threshold must be positive, got {}", self.score_threshold)));

@@ -112,7 +112,9 @@ impl FrameFolder {
     pub fn load(&self, n: i64) -> Result<GrayImage> {
         match self.frames.get(&n) {
             Some(path) => load_gray(path),
-            None if self.is_empty() => Err(Error::Data { path: self.dir.clone(), reason: format!("no frame {n}: the folder holds no frames") }),
+            None if self.is_empty() => {
+                Err(Error::Data { path: self.dir.clone(), reason: format!("no frame {n}: the folder holds no frames") })
+            }
             None => Err(Error::Data {
                 path: self.dir.clone(),
                 reason: format!("no frame {n}: the folder holds {} frames numbered {}…{}", self.len(), self.first(), self.last()),

@@ -114,8 +114,8 @@ impl OnnxModel {
 
     fn run_one(&self, sample: &[f32]) -> Result<Vec<f32>> {
         let [c, h, w] = self.input_shape;
-        let tensor = tract_ndarray::Array4::from_shape_vec((1, c, h, w), sample.to_vec())
-            .map_err(|e| model_error("cannot shape the input", e))?;
+        let tensor =
+            tract_ndarray::Array4::from_shape_vec((1, c, h, w), sample.to_vec()).map_err(|e| model_error("cannot shape the input", e))?;
         let outputs = self.plan.run(tvec!(Tensor::from(tensor).into())).map_err(|e| model_error("inference failed", e))?;
         let view = outputs[0].to_plain_array_view::<f32>().map_err(|e| model_error("the model's output is not float32", e))?;
         if view.shape().first() != Some(&1) {
@@ -217,9 +217,6 @@ fn sample_shape(input: &tract_onnx::pb::ValueInfoProto) -> Result<[usize; 3]> {
     };
     match dims.as_deref() {
         Some([_, Some(c), Some(h), Some(w)]) => Ok([*c as usize, *h as usize, *w as usize]),
-        _ => Err(Error::Model(format!(
-            "the ONNX input {:?} is not declared as (N, C, H, W) with fixed C, H and W: {dims:?}",
-            input.name
-        ))),
+        _ => Err(Error::Model(format!("the ONNX input {:?} is not declared as (N, C, H, W) with fixed C, H and W: {dims:?}", input.name))),
     }
 }

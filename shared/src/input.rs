@@ -37,8 +37,11 @@ pub enum InputLayout {
 
 impl InputLayout {
     /// The names `mer prepare --input` takes.
-    pub const NAMES: [(&'static str, InputLayout); 3] =
-        [("skd-tstsan", InputLayout::SkdTstsan38), ("flow-strain28", InputLayout::FlowStrain28), ("htnet-mosaic28", InputLayout::HtnetMosaic28)];
+    pub const NAMES: [(&'static str, InputLayout); 3] = [
+        ("skd-tstsan", InputLayout::SkdTstsan38),
+        ("flow-strain28", InputLayout::FlowStrain28),
+        ("htnet-mosaic28", InputLayout::HtnetMosaic28),
+    ];
 
     pub fn name(self) -> &'static str {
         InputLayout::NAMES.iter().find(|(_, l)| *l == self).map(|(n, _)| *n).expect("every layout has a name")
@@ -301,7 +304,13 @@ pub fn face_crop(spec: &InputSpec, frame: &GrayImage, face: Option<&FaceBox>) ->
 
 /// Frames, face box and key frames in, model input out: the whole preprocessing of one window.
 /// Only the frames the layout needs are decoded (the flow images do not use the offset).
-pub fn model_input(spec: &InputSpec, frames: &dyn ClipFrames, face: Option<&FaceBox>, keys: KeyFrames, threads: usize) -> Result<InputTensor> {
+pub fn model_input(
+    spec: &InputSpec,
+    frames: &dyn ClipFrames,
+    face: Option<&FaceBox>,
+    keys: KeyFrames,
+    threads: usize,
+) -> Result<InputTensor> {
     spec.validate()?;
     let keys = KeyFrames::new(keys.onset, keys.apex, keys.offset)?;
     // One face box is cut from every key frame, so they must share one size: a frame of
@@ -330,13 +339,23 @@ pub fn model_input(spec: &InputSpec, frames: &dyn ClipFrames, face: Option<&Face
 
 /// From the key frames' face crops ([`face_crop`]'s output) to the model input: TV-L1 flows,
 /// optical strain and the layout. `offset` is needed by the layouts that use it.
-pub fn input_from_faces(spec: &InputSpec, onset: &GrayImage, apex: &GrayImage, offset: Option<&GrayImage>, threads: usize) -> Result<InputTensor> {
+pub fn input_from_faces(
+    spec: &InputSpec,
+    onset: &GrayImage,
+    apex: &GrayImage,
+    offset: Option<&GrayImage>,
+    threads: usize,
+) -> Result<InputTensor> {
     spec.validate()?;
     let side = spec.face_size;
     for (what, img) in [("onset", Some(onset)), ("apex", Some(apex)), ("offset", offset)] {
         if let Some(img) = img {
             if (img.width(), img.height()) != (side, side) {
-                return Err(Error::size(format!("{what} face crop"), format!("{side}x{side}"), format!("{}x{}", img.width(), img.height())));
+                return Err(Error::size(
+                    format!("{what} face crop"),
+                    format!("{side}x{side}"),
+                    format!("{}x{}", img.width(), img.height()),
+                ));
             }
             img.check_finite(&format!("{what} face crop"))?;
         }

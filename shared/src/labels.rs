@@ -109,11 +109,8 @@ impl Taxonomy {
 
     /// Maps a raw dataset label to a class, an explicit exclusion, or an error.
     pub fn map(self, raw: &str) -> Result<LabelMapping> {
-        let unknown = || Error::UnknownLabel {
-            label: raw.to_string(),
-            taxonomy: self.name().to_string(),
-            known: self.known_raw_labels().join(", "),
-        };
+        let unknown =
+            || Error::UnknownLabel { label: raw.to_string(), taxonomy: self.name().to_string(), known: self.known_raw_labels().join(", ") };
         let trimmed = raw.trim().to_ascii_lowercase();
         if self == Taxonomy::CompositeThree {
             // The composite CSV stores the class index itself.

@@ -92,9 +92,9 @@ impl InputProvenance {
                  preprocessing follows but cannot reproduce bit for bit: train a model from raw frames with `mer prepare` and \
                  `mer train` for device-faithful inputs",
             ),
-            InputProvenance::Unknown => {
-                Some("its manifest does not say where its training inputs came from (a model exported before this was recorded): export it again")
-            }
+            InputProvenance::Unknown => Some(
+                "its manifest does not say where its training inputs came from (a model exported before this was recorded): export it again",
+            ),
         }
     }
 }
@@ -207,9 +207,8 @@ impl Manifest {
     }
 
     pub fn from_json(text: &str) -> Result<Manifest> {
-        let manifest: Manifest = serde_json::from_str(text).map_err(|e| {
-            Error::Model(format!("the model manifest is not valid ({e}); was it written by an incompatible mer version?"))
-        })?;
+        let manifest: Manifest = serde_json::from_str(text)
+            .map_err(|e| Error::Model(format!("the model manifest is not valid ({e}); was it written by an incompatible mer version?")))?;
         manifest.validate()?;
         Ok(manifest)
     }

@@ -24,7 +24,12 @@ fn magnet_weights_reach_every_stream() {
     let report = apply(&mut vs, &magnet, MagnetMode::Transfer).unwrap();
     // Per stream: 11 encoder convs and 4 manipulator convs copied, the first conv adapted,
     // motion_cba fresh; the texture branch (5) and the decoder (21) are unused.
-    assert_eq!((report.copied.len(), report.adapted.len(), report.fresh.len(), report.unused.len()), (45, 3, 3, 26), "{}", report.summary());
+    assert_eq!(
+        (report.copied.len(), report.adapted.len(), report.fresh.len(), report.unused.len()),
+        (45, 3, 3, 26),
+        "{}",
+        report.summary()
+    );
     let vars = vs.variables();
     for stream in ["L", "S", "T"] {
         let copied = &vars[&format!("Aug_Manipulator_{stream}.h_resblk.cba_2.conv2d.weight")];

@@ -74,10 +74,14 @@ fn frame(photo: &GrayImage, n: i64, amplitude: f32) -> GrayImage {
 fn casme2_clips(root: &Path) -> Vec<PathBuf> {
     let mut csv = String::from("Subject,Filename,OnsetFrame,ApexFrame,OffsetFrame,Action Units,Estimated Emotion\n");
     let mut clips = Vec::new();
-    for (k, (subject, clip, emotion, amplitude)) in
-        [("01", "EP01_01", "happiness", 1.5f32), ("01", "EP02_03", "surprise", -1.0), ("02", "EP03_02", "disgust", 2.0), ("02", "EP07_01", "others", 0.7)]
-            .into_iter()
-            .enumerate()
+    for (k, (subject, clip, emotion, amplitude)) in [
+        ("01", "EP01_01", "happiness", 1.5f32),
+        ("01", "EP02_03", "surprise", -1.0),
+        ("02", "EP03_02", "disgust", 2.0),
+        ("02", "EP07_01", "others", 0.7),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let dir = root.join("CASME2_RAW_selected").join(format!("sub{subject}")).join(clip);
         std::fs::create_dir_all(&dir).unwrap();

@@ -11,9 +11,9 @@ use mer_host::export::{graph_bytes, inference_graph, tch_logits};
 use mer_host::model::htnet::{Htnet, HtnetConfig};
 use mer_host::model::skd_tstsan::{Ablation, SkdConfig};
 use mer_host::model::{Arch, Network};
-use mer_tests::reference_python_with;
 use mer_shared::inference::OnnxModel;
 use mer_shared::manifest::{LogitAgreement, Probe};
+use mer_tests::reference_python_with;
 use tch::{Device, Kind, Tensor, nn};
 
 const SHAPE: [usize; 3] = [38, 48, 48];

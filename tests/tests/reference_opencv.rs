@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::Command;
 
 use mer_host::flow_bench::{make_pairs, mean_epe, opencv_flows, own_flows, reference_python};
+use mer_shared::GrayImage;
 use mer_shared::flow::Tvl1Params;
 use mer_shared::image::{Interpolation, resize};
-use mer_shared::GrayImage;
 use mer_tests::reference_python_with;
 
 fn write_f32(path: &Path, values: &[f32]) {

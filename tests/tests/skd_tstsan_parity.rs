@@ -8,7 +8,6 @@
 use std::path::Path;
 use std::process::Command;
 
-use mer_tests::reference_python_with;
 use mer_host::export::{ExportOptions, export_to_file};
 use mer_host::import::official::import_skd_tstsan;
 use mer_host::model::skd_tstsan::{SkdConfig, SkdTstsan};
@@ -18,6 +17,7 @@ use mer_shared::classifier::{Classifier, Trust, classify_file};
 use mer_shared::input::InputLayout;
 use mer_shared::labels::Taxonomy;
 use mer_shared::manifest::{InputProvenance, LogitAgreement, WeightsOrigin};
+use mer_tests::reference_python_with;
 use tch::{Device, Tensor, nn};
 
 #[test]

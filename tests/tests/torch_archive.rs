@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
-use mer_tests::reference_python_with;
 use mer_host::import::{Kind, Tensor, describe, read_checkpoint, read_state_dict};
+use mer_tests::reference_python_with;
 
 fn run_python(python: &Path, args: &[&str]) -> String {
     let out = Command::new(python).args(args).output().unwrap();
@@ -193,13 +193,16 @@ fn magnet_checkpoint_reads_like_python() {
     let Some(python) = reference_python_with(&["torch", "safetensors"], "PyTorch") else { return };
     let dir = tempfile::tempdir().unwrap();
     let twin = dir.path().join("magnet.safetensors");
-    run_python(&python, &[
-        "-c",
-        "import sys, torch; from safetensors.torch import save_file; \
+    run_python(
+        &python,
+        &[
+            "-c",
+            "import sys, torch; from safetensors.torch import save_file; \
          save_file({k: v.contiguous() for k, v in torch.load(sys.argv[1], weights_only=True).items()}, sys.argv[2])",
-        path.to_str().unwrap(),
-        twin.to_str().unwrap(),
-    ]);
+            path.to_str().unwrap(),
+            twin.to_str().unwrap(),
+        ],
+    );
     let twin = by_name(Tensor::read_safetensors(&twin).unwrap());
     assert_eq!(twin.len(), entries.len());
     for (name, ours) in &entries {

@@ -35,11 +35,7 @@ pub(super) struct PlannedClip {
 }
 
 /// Adds the samples, repairs and skips of every row of `sheet` to `dataset`.
-pub(super) fn load_rows(
-    dataset: &mut LoadedDataset,
-    sheet: &Sheet,
-    mut plan: impl FnMut(&SheetRow) -> Result<RowPlan>,
-) -> Result<()> {
+pub(super) fn load_rows(dataset: &mut LoadedDataset, sheet: &Sheet, mut plan: impl FnMut(&SheetRow) -> Result<RowPlan>) -> Result<()> {
     let taxonomy = dataset.taxonomy;
     let mut folders: HashMap<PathBuf, FrameFolder> = HashMap::new();
     for row in &sheet.rows {
@@ -70,11 +66,7 @@ pub(super) fn load_rows(
             }
         };
         if folder.is_empty() {
-            bail!(
-                "{}: clip folder {} holds no numbered frame images (.jpg, .jpeg, .png, .bmp)",
-                sheet.at(row),
-                folder.dir().display()
-            );
+            bail!("{}: clip folder {} holds no numbered frame images (.jpg, .jpeg, .png, .bmp)", sheet.at(row), folder.dir().display());
         }
         match keyframes::resolve(&clip.marks, folder, clip.extent) {
             Ok((frames, repairs)) => {

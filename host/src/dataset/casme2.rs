@@ -200,8 +200,7 @@ mod tests {
         let d = load(DatasetKind::Casme2, dir.path(), None, Taxonomy::Casme2Five).unwrap();
         assert_eq!(d.annotations.as_deref(), Some(dir.path().join("CASME2-coding.csv").as_path()));
         assert!(d.repairs.is_empty(), "{:?}", d.repairs);
-        let kept: Vec<_> =
-            truth.iter().filter(|t| Taxonomy::Casme2Five.class_index(t.emotion.name()).is_ok()).collect();
+        let kept: Vec<_> = truth.iter().filter(|t| Taxonomy::Casme2Five.class_index(t.emotion.name()).is_ok()).collect();
         assert_eq!(d.samples.len(), kept.len());
         assert_eq!(d.skipped.len(), truth.len() - kept.len());
         for t in kept {

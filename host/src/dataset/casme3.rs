@@ -86,11 +86,7 @@ pub(super) fn load(root: &Path, annotations: Option<&Path>, taxonomy: Taxonomy) 
             subject,
             raw_label: row.cell(emotion).text(),
             extent: Extent::Video,
-            marks: Marks {
-                onset: Mark::of(row.cell(onset)),
-                apex: Mark::of(row.cell(apex)),
-                offset: Mark::of(row.cell(offset)),
-            },
+            marks: Marks { onset: Mark::of(row.cell(onset)), apex: Mark::of(row.cell(apex)), offset: Mark::of(row.cell(offset)) },
         }))
     })?;
     Ok(dataset)
@@ -148,8 +144,7 @@ mod tests {
         let d = load(DatasetKind::Casme3, root, None, Taxonomy::Casme3Seven).unwrap();
         // The same tree through `mer prepare`, in every input layout.
         crate::prepare::pipeline::assert_prepares_in_every_layout(DatasetKind::Casme3, root, Taxonomy::Casme3Seven);
-        let got: Vec<(&str, &str, usize)> =
-            d.samples.iter().map(|s| (s.id.as_str(), s.subject.as_str(), s.class)).collect();
+        let got: Vec<(&str, &str, usize)> = d.samples.iter().map(|s| (s.id.as_str(), s.subject.as_str(), s.class)).collect();
         assert_eq!(got, [("spNO.1_a_30", "spNO.1", 1), ("spNO.1_a_80", "spNO.1", 3), ("spNO.10_b_20", "spNO.10", 4)]);
         assert_eq!(d.subjects(), ["spNO.1", "spNO.10"]);
         let s = &d.samples[0];
@@ -171,10 +166,7 @@ mod tests {
         assert_eq!(
             skipped,
             [
-                (
-                    "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx row 4",
-                    "offset before onset in a whole-video folder: offset 95 < onset 100"
-                ),
+                ("cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx row 4", "offset before onset in a whole-video folder: offset 95 < onset 100"),
                 (
                     "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx row 6",
                     "clip outside the video's frames: onset..offset 70..80, video frames 1..60"
@@ -202,10 +194,7 @@ mod tests {
         micro.push(X::S("Micro-expression"));
         let mut macro_row = row("spNO.2", "e", X::N(10.0), X::N(14.0), X::N(29.0), "anger");
         macro_row.push(X::S("Macro-expression"));
-        write_xlsx(
-            &part_a.join("annotation/cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx"),
-            &[("label", vec![header, micro, macro_row])],
-        );
+        write_xlsx(&part_a.join("annotation/cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx"), &[("label", vec![header, micro, macro_row])]);
         let d = load(DatasetKind::Casme3, &part_a, None, Taxonomy::Casme3Seven).unwrap();
         assert_eq!(d.samples.len(), 1);
         assert_eq!(d.samples[0].onset, color.join("0.jpg"));
@@ -219,15 +208,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         video(dir.path(), "spNO.1", "a", &(1..=20).collect::<Vec<_>>());
         let sheet = dir.path().join("cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx");
-        write_xlsx(
-            &sheet,
-            &[("label", vec![header(), row("spNO.1", "a", X::N(2.0), X::N(4.0), X::N(6.0), "contempt?")])],
-        );
+        write_xlsx(&sheet, &[("label", vec![header(), row("spNO.1", "a", X::N(2.0), X::N(4.0), X::N(6.0), "contempt?")])]);
         let err = load(DatasetKind::Casme3, dir.path(), None, Taxonomy::Casme3Seven).unwrap_err().to_string();
-        assert!(
-            err.contains("cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx row 2") && err.contains("\"contempt?\""),
-            "{err}"
-        );
+        assert!(err.contains("cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx row 2") && err.contains("\"contempt?\""), "{err}");
         assert!(err.contains("happy") && err.contains("others"), "{err}");
     }
 

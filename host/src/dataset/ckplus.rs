@@ -28,8 +28,7 @@ use mer_shared::labels::{LabelMapping, Taxonomy};
 use super::frames::{FrameFolder, subdirectories};
 use super::{ClipSample, DatasetKind, LoadedDataset, locate_dir, safe_id};
 
-pub(super) const LAYOUT: &str =
-    "cohn-kanade-images/S005/001/S005_001_00000001.png and Emotion/S005/001/S005_001_00000011_emotion.txt";
+pub(super) const LAYOUT: &str = "cohn-kanade-images/S005/001/S005_001_00000001.png and Emotion/S005/001/S005_001_00000011_emotion.txt";
 
 const IMAGE_DIRS: &[&str] = &["cohn-kanade-images", "extended-cohn-kanade-images/cohn-kanade-images"];
 const EMOTION_DIRS: &[&str] = &["Emotion", "Emotion_labels/Emotion"];
@@ -75,11 +74,7 @@ pub(super) fn load(root: &Path, annotations: Option<&Path>, taxonomy: Taxonomy) 
             }
             let folder = FrameFolder::list(&frames_dir)?;
             if folder.is_empty() {
-                bail!(
-                    "{}: image sequence folder {} holds no numbered frame images",
-                    file.display(),
-                    frames_dir.display()
-                );
+                bail!("{}: image sequence folder {} holds no numbered frame images", file.display(), frames_dir.display());
             }
             let first = folder.path(folder.first()).to_path_buf();
             dataset.tally.record(taxonomy, &raw)?;
@@ -153,8 +148,7 @@ mod tests {
         // The same tree through `mer prepare`, in every input layout.
         crate::prepare::pipeline::assert_prepares_in_every_layout(DatasetKind::CkPlus, root, Taxonomy::CkPlusSeven);
         assert_eq!(d.annotations.as_deref(), Some(root.join("Emotion").as_path()));
-        let got: Vec<(&str, &str, usize)> =
-            d.samples.iter().map(|s| (s.id.as_str(), s.subject.as_str(), s.class)).collect();
+        let got: Vec<(&str, &str, usize)> = d.samples.iter().map(|s| (s.id.as_str(), s.subject.as_str(), s.class)).collect();
         assert_eq!(got, [("S005_001", "S005", 2), ("S010_002", "S010", 4)]);
         let s = &d.samples[0];
         assert_eq!(s.raw_label, "3.0000000e+00");

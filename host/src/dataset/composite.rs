@@ -13,9 +13,9 @@ use anyhow::{Context, Result, bail};
 
 use super::sheet::{Column, Sheet};
 use crate::train::data::{DataSource, TrainData};
-use mer_shared::manifest::InputProvenance;
 use mer_shared::flow_image::SIDE;
 use mer_shared::labels::{LabelMapping, Taxonomy};
+use mer_shared::manifest::InputProvenance;
 
 pub const CSV_NAME: &str = "combined_3_class2_for_optical_flow.csv";
 pub const FLOW_DIR: &str = "STSNet_whole_norm_u_v_os";
@@ -137,7 +137,10 @@ mod tests {
     #[test]
     fn reads_the_published_layout_with_its_quirks() {
         let dir = tempfile::tempdir().unwrap();
-        write_layout(dir.path(), &[("casme2", "sub01", "EP02_01f", "1"), ("samm", "006", "006_1_2", "0"), ("smic", "s01", "s01_ne_01", "2")]);
+        write_layout(
+            dir.path(),
+            &[("casme2", "sub01", "EP02_01f", "1"), ("samm", "006", "006_1_2", "0"), ("smic", "s01", "s01_ne_01", "2")],
+        );
         let data = load(dir.path()).unwrap();
         assert_eq!(data.x.size(), [3, 3, 28, 28]);
         assert_eq!(data.labels, [1, 0, 2]);

@@ -59,10 +59,7 @@ struct TruthEvent {
 pub(super) fn load(root: &Path, annotations: Option<&Path>, taxonomy: Taxonomy) -> Result<LoadedDataset> {
     let kind = DatasetKind::Interview;
     if let Some(given) = annotations {
-        bail!(
-            "{}: {kind} takes no annotation sheet; each clip's {TRUTH_FILE} is its annotation (leave it out)",
-            given.display()
-        );
+        bail!("{}: {kind} takes no annotation sheet; each clip's {TRUTH_FILE} is its annotation (leave it out)", given.display());
     }
     let mut dataset = LoadedDataset::new(kind, taxonomy, root, None);
     if root.join(TRUTH_FILE).is_file() {
@@ -80,10 +77,7 @@ pub(super) fn load(root: &Path, annotations: Option<&Path>, taxonomy: Taxonomy) 
         }
     }
     if clips == 0 {
-        bail!(
-            "{}: no {TRUTH_FILE} in it or in any of its sub-folders; the {kind} root must hold {LAYOUT}",
-            root.display()
-        );
+        bail!("{}: no {TRUTH_FILE} in it or in any of its sub-folders; the {kind} root must hold {LAYOUT}", root.display());
     }
     Ok(dataset)
 }
@@ -107,8 +101,7 @@ fn load_clip(dataset: &mut LoadedDataset, name: &str, dir: &Path) -> Result<()> 
     let taxonomy = dataset.taxonomy;
     let path = dir.join(TRUTH_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let truth: Truth = serde_json::from_str(&text)
-        .map_err(|e| anyhow!("{}: not a valid interview truth file: {e}", path.display()))?;
+    let truth: Truth = serde_json::from_str(&text).map_err(|e| anyhow!("{}: not a valid interview truth file: {e}", path.display()))?;
     let frames_dir = dir.join(FRAMES_DIR);
     if !frames_dir.is_dir() {
         bail!("{}: frame folder {} does not exist", path.display(), frames_dir.display());
@@ -209,10 +202,7 @@ mod tests {
         assert_eq!(d.subjects(), ["take1"]);
         assert_eq!(d.samples.len(), 1);
         let (s, e) = (&d.samples[0], &truth.events[1]);
-        assert_eq!(
-            (s.id.as_str(), s.subject.as_str(), s.raw_label.as_str(), s.class),
-            ("take1_e01", "take1", "happiness", 0)
-        );
+        assert_eq!((s.id.as_str(), s.subject.as_str(), s.raw_label.as_str(), s.class), ("take1_e01", "take1", "happiness", 0));
         assert_eq!(s.first, frame(&root, e.onset));
         assert_eq!(s.onset, frame(&root, e.onset));
         assert_eq!(s.apex, frame(&root, e.apex));
@@ -248,14 +238,7 @@ mod tests {
         assert_eq!(d.subjects(), ["b", "clip a"]);
         let got: Vec<(&str, &str, &str, usize)> =
             d.samples.iter().map(|s| (s.id.as_str(), s.subject.as_str(), s.raw_label.as_str(), s.class)).collect();
-        assert_eq!(
-            got,
-            [
-                ("b_e01", "b", "others", 4),
-                ("clip_a_e00", "clip a", "happiness", 0),
-                ("clip_a_e01", "clip a", "surprise", 1),
-            ]
-        );
+        assert_eq!(got, [("b_e01", "b", "others", 4), ("clip_a_e00", "clip a", "happiness", 0), ("clip_a_e01", "clip a", "surprise", 1),]);
         let s = &d.samples[2];
         assert_eq!(s.first, frame(&a, truth_a.events[1].onset));
         assert_eq!(s.apex, frame(&a, truth_a.events[1].apex));
@@ -299,10 +282,7 @@ mod tests {
         std::fs::write(root.join("empty/truth.json"), "{\"frames\": 10, \"events\": []}").unwrap();
         let err = load(DatasetKind::Interview, root, None, Taxonomy::Casme2Five).unwrap_err().to_string();
         assert!(err.contains(&root.join("empty/truth.json").display().to_string()), "{err}");
-        assert!(
-            err.contains(&root.join("empty/frames").display().to_string()) && err.contains("does not exist"),
-            "{err}"
-        );
+        assert!(err.contains(&root.join("empty/frames").display().to_string()) && err.contains("does not exist"), "{err}");
 
         let given = root.join("empty/truth.json");
         let err = load(DatasetKind::Interview, root, Some(&given), Taxonomy::Casme2Five).unwrap_err().to_string();
@@ -339,10 +319,7 @@ mod tests {
         edit_event(&root, 0, "offset", truth.frames.into());
         let err = load_err();
         assert!(err.contains(&at), "{err}");
-        assert!(
-            err.contains(&format!("offset frame {} is beyond the clip's {} frames", truth.frames, truth.frames)),
-            "{err}"
-        );
+        assert!(err.contains(&format!("offset frame {} is beyond the clip's {} frames", truth.frames, truth.frames)), "{err}");
 
         edit_event(&root, 0, "offset", e.offset.into());
         edit_event(&root, 0, "emotion", "hapiness".into());

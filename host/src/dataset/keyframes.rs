@@ -102,9 +102,7 @@ pub(super) fn resolve(marks: &Marks, folder: &FrameFolder, extent: Extent) -> Re
     let offset = match &marks.offset {
         Mark::Frame(n) if *n >= onset => *n,
         Mark::Frame(n) if clip => {
-            repairs.push(format!(
-                "offset before onset → last frame of the clip folder: offset {n} < onset {onset} → {last}"
-            ));
+            repairs.push(format!("offset before onset → last frame of the clip folder: offset {n} < onset {onset} → {last}"));
             last
         }
         Mark::Frame(n) => {
@@ -117,9 +115,7 @@ pub(super) fn resolve(marks: &Marks, folder: &FrameFolder, extent: Extent) -> Re
         Mark::Missing(raw) => return Err(format!("offset missing in a whole-video folder: {raw:?}")),
     };
     if !clip && (onset > last || offset < first) {
-        return Err(format!(
-            "clip outside the video's frames: onset..offset {onset}..{offset}, video frames {first}..{last}"
-        ));
+        return Err(format!("clip outside the video's frames: onset..offset {onset}..{offset}, video frames {first}..{last}"));
     }
 
     let onset = snap("onset", onset, folder, &mut repairs);
@@ -128,9 +124,7 @@ pub(super) fn resolve(marks: &Marks, folder: &FrameFolder, extent: Extent) -> Re
     let apex = match &marks.apex {
         Mark::Frame(n) if (onset..=offset).contains(n) => *n,
         Mark::Frame(n) => {
-            repairs.push(format!(
-                "apex outside onset..offset → middle frame: apex {n} not in {onset}..{offset} → {middle}"
-            ));
+            repairs.push(format!("apex outside onset..offset → middle frame: apex {n} not in {onset}..{offset} → {middle}"));
             middle
         }
         Mark::Missing(raw) => {
@@ -161,9 +155,7 @@ fn snap(what: &str, n: i64, folder: &FrameFolder, repairs: &mut Vec<String>) -> 
     let m = folder.nearest(n);
     let (first, last) = (folder.first(), folder.last());
     if n < first || n > last {
-        repairs.push(format!(
-            "frame outside the folder → nearest end frame: {what} {n} → {m} (folder holds {first}..{last})"
-        ));
+        repairs.push(format!("frame outside the folder → nearest end frame: {what} {n} → {m} (folder holds {first}..{last})"));
     } else {
         repairs.push(format!("frame file missing → nearest existing frame: {what} {n} → {m}"));
     }
@@ -232,10 +224,7 @@ mod tests {
             let (k, repairs) = resolve(&m, &f, Extent::Clip).unwrap();
             assert_eq!(k.offset, 30);
             assert!(repairs[0].starts_with("offset missing → last frame of the clip folder"), "{repairs:?}");
-            assert_eq!(
-                resolve(&m, &f, Extent::Video).unwrap_err().split(':').next(),
-                Some("offset missing in a whole-video folder")
-            );
+            assert_eq!(resolve(&m, &f, Extent::Video).unwrap_err().split(':').next(), Some("offset missing in a whole-video folder"));
         }
         assert_eq!(Mark::of(&Cell::Number(0.0)), F(0));
     }

@@ -29,7 +29,8 @@ use super::keyframes::{Extent, Marks};
 use super::sheet::{Cell, Column, Sheet};
 use super::{DatasetKind, LoadedDataset, locate_dir, locate_sheet, safe_id};
 
-pub(super) const LAYOUT: &str = "Micro_Expression/<emotion>/<Filename>/<n>.jpg and the coding sheet MMEW_Micro_Exp.xlsx (or both inside MMEW_Final/ or MMEW/)";
+pub(super) const LAYOUT: &str =
+    "Micro_Expression/<emotion>/<Filename>/<n>.jpg and the coding sheet MMEW_Micro_Exp.xlsx (or both inside MMEW_Final/ or MMEW/)";
 
 const SHEET_NAMES: &[&str] = &["MMEW_Micro_Exp.xlsx"];
 const SHEET_DIRS: &[&str] = &["", "MMEW_Final", "MMEW"];
@@ -88,18 +89,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn header() -> Vec<X> {
-        [
-            "Subject",
-            "Filename",
-            "OnsetFrame",
-            "ApexFrame",
-            "OffsetFrame",
-            "Action Units",
-            "Estimated Emotion",
-            "remarks",
-        ]
-        .map(X::S)
-        .to_vec()
+        ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Action Units", "Estimated Emotion", "remarks"].map(X::S).to_vec()
     }
 
     fn row(subject: f64, clip: &'static str, onset: f64, apex: f64, offset: f64, emotion: &'static str) -> Vec<X> {
@@ -133,8 +123,7 @@ mod tests {
         let d = load(DatasetKind::Mmew, dir.path(), None, Taxonomy::MmewSix).unwrap();
         // The same tree through `mer prepare`, in every input layout.
         crate::prepare::pipeline::assert_prepares_in_every_layout(DatasetKind::Mmew, dir.path(), Taxonomy::MmewSix);
-        let got: Vec<(&str, &str, usize)> =
-            d.samples.iter().map(|s| (s.id.as_str(), s.subject.as_str(), s.class)).collect();
+        let got: Vec<(&str, &str, usize)> = d.samples.iter().map(|s| (s.id.as_str(), s.subject.as_str(), s.class)).collect();
         assert_eq!(got, [("S01-05-001", "S01", 0), ("S02-01-004", "S02", 5), ("S13-07-001", "S13", 2)]);
         assert_eq!(d.samples[0].first, a.join("1.jpg"));
         assert_eq!(d.samples[0].apex, a.join("11.jpg"));

@@ -14,9 +14,9 @@
 
 mod annotated;
 mod casme2;
-pub mod composite;
 mod casme3;
 mod ckplus;
+pub mod composite;
 mod frames;
 mod interview;
 mod keyframes;
@@ -50,14 +50,8 @@ pub enum DatasetKind {
 }
 
 impl DatasetKind {
-    pub const ALL: [DatasetKind; 6] = [
-        DatasetKind::Casme2,
-        DatasetKind::Samm,
-        DatasetKind::Mmew,
-        DatasetKind::Casme3,
-        DatasetKind::CkPlus,
-        DatasetKind::Interview,
-    ];
+    pub const ALL: [DatasetKind; 6] =
+        [DatasetKind::Casme2, DatasetKind::Samm, DatasetKind::Mmew, DatasetKind::Casme3, DatasetKind::CkPlus, DatasetKind::Interview];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -199,8 +193,7 @@ impl LoadedDataset {
         for s in &self.samples {
             per_class[s.class] += 1;
         }
-        let classes: Vec<String> =
-            self.taxonomy.classes().iter().zip(&per_class).map(|(c, n)| format!("{c} {n}")).collect();
+        let classes: Vec<String> = self.taxonomy.classes().iter().zip(&per_class).map(|(c, n)| format!("{c} {n}")).collect();
         out += &format!("  per class: {}\n", classes.join(", "));
         let mut per_subject: BTreeMap<&str, usize> = BTreeMap::new();
         for s in &self.samples {
@@ -243,8 +236,7 @@ impl LoadedDataset {
             if used.insert(s.id.clone()) {
                 continue;
             }
-            let new =
-                (2..).map(|n| format!("{}-{n}", s.id)).find(|c| !used.contains(c) && !originals.contains(c)).unwrap();
+            let new = (2..).map(|n| format!("{}-{n}", s.id)).find(|c| !used.contains(c) && !originals.contains(c)).unwrap();
             used.insert(new.clone());
             renamed.push((std::mem::replace(&mut s.id, new.clone()), new, s.source.clone()));
         }
@@ -312,44 +304,29 @@ fn locate_dir(root: &Path, candidates: &[&str], kind: impl Layout, what: &str) -
         }
     }
     let names: Vec<String> = candidates.iter().map(|c| format!("{c:?}")).collect();
-    bail!(
-        "{}: no {what} folder; looked for {} under it. The {kind} root must hold {}",
-        root.display(),
-        names.join(", "),
-        kind.layout()
-    )
+    bail!("{}: no {what} folder; looked for {} under it. The {kind} root must hold {}", root.display(), names.join(", "), kind.layout())
 }
 
 /// The annotation sheet: `given`, or the first of `names` found in one of `dirs` under `root`
 /// (file names compared ignoring case).
-fn locate_sheet(
-    root: &Path,
-    given: Option<&Path>,
-    dirs: &[&str],
-    names: &[&str],
-    kind: impl Layout,
-) -> Result<PathBuf> {
+fn locate_sheet(root: &Path, given: Option<&Path>, dirs: &[&str], names: &[&str], kind: impl Layout) -> Result<PathBuf> {
     if let Some(path) = given {
         return Ok(path.to_path_buf());
     }
     for dir in dirs {
         let dir = if dir.is_empty() { root.to_path_buf() } else { root.join(dir) };
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        let mut files: Vec<PathBuf> =
-            entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file()).collect();
+        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file()).collect();
         files.sort();
         for name in names {
-            if let Some(found) = files
-                .iter()
-                .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.eq_ignore_ascii_case(name)))
+            if let Some(found) = files.iter().find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.eq_ignore_ascii_case(name)))
             {
                 return Ok(found.clone());
             }
         }
     }
     let names: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
-    let dirs: Vec<String> =
-        dirs.iter().map(|d| if d.is_empty() { "the root".to_string() } else { format!("{d:?}") }).collect();
+    let dirs: Vec<String> = dirs.iter().map(|d| if d.is_empty() { "the root".to_string() } else { format!("{d:?}") }).collect();
     bail!(
         "{}: no {kind} annotation sheet found; looked for {} in {}. Pass the sheet's path explicitly if it is elsewhere",
         root.display(),
@@ -395,9 +372,7 @@ mod tests {
         std::fs::write(dir.path().join("CASME2-coding-20140508.xlsx"), "").unwrap();
         let err = load(DatasetKind::Casme2, dir.path(), None, Taxonomy::Casme2Five).unwrap_err().to_string();
         assert!(err.contains("CASME2_RAW_selected") && err.contains("no frame folder"), "{err}");
-        let err = load(DatasetKind::Casme2, dir.path(), Some(&dir.path().join("x.xlsx")), Taxonomy::Casme2Five)
-            .unwrap_err()
-            .to_string();
+        let err = load(DatasetKind::Casme2, dir.path(), Some(&dir.path().join("x.xlsx")), Taxonomy::Casme2Five).unwrap_err().to_string();
         assert!(err.contains("x.xlsx") && err.contains("does not exist"), "{err}");
     }
 
@@ -410,17 +385,7 @@ mod tests {
         }
         let mut rows = vec![casme2_xlsx_header()];
         for (s, clip) in [(2.0, "EP01_01"), (1.0, "EP03_02"), (2.0, "EP01_01")] {
-            rows.push(vec![
-                X::N(s),
-                X::S(clip),
-                X::B,
-                X::N(1.0),
-                X::N(2.0),
-                X::N(3.0),
-                X::B,
-                X::S("4"),
-                X::S("happiness"),
-            ]);
+            rows.push(vec![X::N(s), X::S(clip), X::B, X::N(1.0), X::N(2.0), X::N(3.0), X::B, X::S("4"), X::S("happiness")]);
         }
         write_xlsx(&root.join("CASME2-coding-20140508.xlsx"), &[("Sheet1", rows)]);
         let d = load(DatasetKind::Casme2, root, None, Taxonomy::Casme2Five).unwrap();
@@ -436,22 +401,10 @@ mod tests {
     fn summary_counts_classes_subjects_and_rules() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        write_frames(&root.join("CASME2_RAW_selected/sub01/EP01_01"), &(1..=9).collect::<Vec<_>>(), |n| {
-            format!("img{n}.jpg")
-        });
+        write_frames(&root.join("CASME2_RAW_selected/sub01/EP01_01"), &(1..=9).collect::<Vec<_>>(), |n| format!("img{n}.jpg"));
         let mut rows = vec![casme2_xlsx_header()];
         for (apex, emotion) in [(X::S("/"), "happiness"), (X::N(4.0), "others"), (X::S("/"), "fear")] {
-            rows.push(vec![
-                X::N(1.0),
-                X::S("EP01_01"),
-                X::B,
-                X::N(2.0),
-                apex,
-                X::N(8.0),
-                X::B,
-                X::S("4"),
-                X::S(emotion),
-            ]);
+            rows.push(vec![X::N(1.0), X::S("EP01_01"), X::B, X::N(2.0), apex, X::N(8.0), X::B, X::S("4"), X::S(emotion)]);
         }
         write_xlsx(&root.join("CASME2-coding-20140508.xlsx"), &[("Sheet1", rows)]);
         let d = load(DatasetKind::Casme2, root, None, Taxonomy::Casme2Five).unwrap();

@@ -110,19 +110,7 @@ mod tests {
 
     fn row(subject: f64, clip: &'static str, onset: f64, apex: f64, offset: f64, emotion: &'static str) -> Vec<X> {
         use X::*;
-        vec![
-            N(subject),
-            S(clip),
-            N(1.0),
-            N(onset),
-            N(apex),
-            N(offset),
-            N(offset - onset + 1.0),
-            S("Micro - 1/2"),
-            S("R12"),
-            B,
-            S(emotion),
-        ]
+        vec![N(subject), S(clip), N(1.0), N(onset), N(apex), N(offset), N(offset - onset + 1.0), S("Micro - 1/2"), S("R12"), B, S(emotion)]
     }
 
     /// The v2 sheet: 13 rows of description before the header in row 14.
@@ -163,8 +151,7 @@ mod tests {
         let d = load(DatasetKind::Samm, root, None, Taxonomy::SammThree).unwrap();
         // The same tree through `mer prepare`, in every input layout.
         crate::prepare::pipeline::assert_prepares_in_every_layout(DatasetKind::Samm, root, Taxonomy::SammThree);
-        let got: Vec<(&str, &str, usize)> =
-            d.samples.iter().map(|s| (s.id.as_str(), s.subject.as_str(), s.class)).collect();
+        let got: Vec<(&str, &str, usize)> = d.samples.iter().map(|s| (s.id.as_str(), s.subject.as_str(), s.class)).collect();
         assert_eq!(got, [("006_1_2", "006", 0), ("011_2_3", "011", 1), ("028_4_1", "028", 0)]);
         assert_eq!(d.samples[0].first, a.join("006_05562.jpg"));
         assert_eq!(d.samples[0].apex, a.join("006_05588.jpg"));
@@ -193,10 +180,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let samm = dir.path().join("SAMM");
         let a = clip(dir.path(), "006", "006_1_2", 5562..=5570);
-        sheet(
-            &samm.join("SAMM_Micro_FACS_Codes_v2.xlsx"),
-            vec![row(6.0, "006_1_2", 5562.0, 5566.0, 5570.0, "Surprise")],
-        );
+        sheet(&samm.join("SAMM_Micro_FACS_Codes_v2.xlsx"), vec![row(6.0, "006_1_2", 5562.0, 5566.0, 5570.0, "Surprise")]);
         let d = load(DatasetKind::Samm, &samm, None, Taxonomy::SammThree).unwrap();
         assert_eq!(d.samples[0].apex, a.join("006_05566.jpg"));
         assert_eq!(d.samples[0].class, 2);
@@ -211,10 +195,7 @@ mod tests {
         let root = dir.path();
         clip(root, "006", "006_1_2", 1..=9);
         let sheet_path = root.join("codes/my_samm.xlsx");
-        sheet(
-            &sheet_path,
-            vec![row(6.0, "006_1_2", 1.0, 5.0, 9.0, "Fear"), row(9.0, "009_3_4", 1.0, 5.0, 9.0, "Fear")],
-        );
+        sheet(&sheet_path, vec![row(6.0, "006_1_2", 1.0, 5.0, 9.0, "Fear"), row(9.0, "009_3_4", 1.0, 5.0, 9.0, "Fear")]);
         let err = load(DatasetKind::Samm, root, Some(&sheet_path), Taxonomy::SammThree).unwrap_err().to_string();
         assert!(err.contains("my_samm.xlsx row 16"), "{err}");
         assert!(err.contains(&root.join("SAMM/009/009_3_4").display().to_string()), "{err}");

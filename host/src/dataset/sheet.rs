@@ -120,8 +120,7 @@ impl Sheet {
             Some((_, name, number, cells)) => (number, name, cells),
             None => bail!("{}: the sheet is empty", path.display()),
         };
-        let missing: Vec<String> =
-            required.iter().filter(|c| !cells.iter().any(|h| c.matches(&h.text()))).map(|c| describe(*c)).collect();
+        let missing: Vec<String> = required.iter().filter(|c| !cells.iter().any(|h| c.matches(&h.text()))).map(|c| describe(*c)).collect();
         let found: Vec<String> = cells.iter().map(Cell::text).filter(|t| !t.is_empty()).collect();
         let place = if sheet_name.is_empty() { String::new() } else { format!(" of worksheet {sheet_name:?}") };
         bail!(
@@ -216,14 +215,11 @@ fn read_tables(path: &Path) -> Result<Vec<Table>> {
             .with_context(|| format!("{}: not a readable CSV file", path.display()))?;
         return Ok(vec![(None, rows)]);
     }
-    let mut workbook = open_workbook_auto(path).with_context(|| {
-        format!("cannot open {} as a spreadsheet (.xlsx, .xlsm, .xls, .ods or .csv)", path.display())
-    })?;
+    let mut workbook = open_workbook_auto(path)
+        .with_context(|| format!("cannot open {} as a spreadsheet (.xlsx, .xlsm, .xls, .ods or .csv)", path.display()))?;
     let mut tables = Vec::new();
     for name in workbook.sheet_names() {
-        let range = workbook
-            .worksheet_range(&name)
-            .with_context(|| format!("{}: cannot read worksheet {name:?}", path.display()))?;
+        let range = workbook.worksheet_range(&name).with_context(|| format!("{}: cannot read worksheet {name:?}", path.display()))?;
         let (row0, col0) = range.start().unwrap_or((0, 0));
         let rows = range
             .rows()

@@ -40,17 +40,7 @@ pub(crate) fn write_xlsx(path: &Path, sheets: &[(&str, Vec<Vec<X>>)]) {
 /// The CASME II coding sheet header, blank columns included as in the official .xlsx.
 pub(crate) fn casme2_xlsx_header() -> Vec<X> {
     use X::*;
-    vec![
-        S("Subject"),
-        S("Filename"),
-        B,
-        S("OnsetFrame"),
-        S("ApexFrame"),
-        S("OffsetFrame"),
-        B,
-        S("Action Units"),
-        S("Estimated Emotion"),
-    ]
+    vec![S("Subject"), S("Filename"), B, S("OnsetFrame"), S("ApexFrame"), S("OffsetFrame"), B, S("Action Units"), S("Estimated Emotion")]
 }
 
 /// Writes tiny 8×8 gray frames `name(n)` into `dir` (JPEG or PNG by the name's extension).

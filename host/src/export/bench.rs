@@ -58,8 +58,8 @@ fn tch_model(manifest: &Manifest, vs: &nn::VarStore) -> Result<Network> {
     let skd = match manifest.training.weights {
         WeightsOrigin::Imported { .. } => SkdConfig::new(classes),
         WeightsOrigin::MerTrain => {
-            let config: TrainConfig = serde_json::from_value(manifest.training.config.clone())
-                .context("the manifest's training configuration cannot be read")?;
+            let config: TrainConfig =
+                serde_json::from_value(manifest.training.config.clone()).context("the manifest's training configuration cannot be read")?;
             SkdConfig { classes, amp: config.amp, ablation: config.ablation }
         }
     };
@@ -131,4 +131,3 @@ pub fn measure(model_path: &Path, batches: &[usize], threads: usize, iters: usiz
     }
     Ok(rows)
 }
-

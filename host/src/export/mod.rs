@@ -23,11 +23,11 @@ use tch::{Device, Kind, Tensor, nn};
 use crate::model::skd_tstsan::SkdConfig;
 use crate::model::{Arch, Network};
 use crate::prepare::cache::read_key;
-use crate::train::data::{DataKind, TrainData};
-use mer_shared::input::InputSpec;
 use crate::train::checkpoint::{copy_into, read_tensors};
+use crate::train::data::{DataKind, TrainData};
 use crate::train::report::RunResults;
 use crate::train::run::RunInfo;
+use mer_shared::input::InputSpec;
 use onnx_graph::{Dim, OnnxGraph};
 
 pub const INPUT_NAME: &str = "input";

@@ -10,8 +10,8 @@ use tract_onnx::pb::attribute_proto::AttributeType;
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::tensor_shape_proto::{Dimension, dimension};
 use tract_onnx::pb::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto,
+    TypeProto, ValueInfoProto, type_proto,
 };
 
 /// ONNX opset the graph is written for (tract reads 9–18; onnxruntime all of them).
@@ -118,11 +118,11 @@ impl OnnxGraph {
         if let Some(b) = &b {
             inputs.push(b);
         }
-        self.node("Conv", &inputs, vec![
-            ("kernel_shape", Attr::Ints(k)),
-            ("strides", Attr::Ints(vec![stride; 2])),
-            ("pads", Attr::Ints(vec![padding; 4])),
-        ])
+        self.node(
+            "Conv",
+            &inputs,
+            vec![("kernel_shape", Attr::Ints(k)), ("strides", Attr::Ints(vec![stride; 2])), ("pads", Attr::Ints(vec![padding; 4]))],
+        )
     }
 
     /// PyTorch's `padding_mode="reflect"` on the two spatial axes of an NCHW tensor, as slices
@@ -189,11 +189,15 @@ impl OnnxGraph {
     }
 
     pub fn max_pool(&mut self, x: &str, kernel: i64, stride: i64, pad: i64) -> String {
-        self.node("MaxPool", &[x], vec![
-            ("kernel_shape", Attr::Ints(vec![kernel; 2])),
-            ("strides", Attr::Ints(vec![stride; 2])),
-            ("pads", Attr::Ints(vec![pad; 4])),
-        ])
+        self.node(
+            "MaxPool",
+            &[x],
+            vec![
+                ("kernel_shape", Attr::Ints(vec![kernel; 2])),
+                ("strides", Attr::Ints(vec![stride; 2])),
+                ("pads", Attr::Ints(vec![pad; 4])),
+            ],
+        )
     }
 
     pub fn concat(&mut self, parts: &[String], axis: i64) -> String {

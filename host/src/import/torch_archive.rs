@@ -842,10 +842,8 @@ fn check_format(label: &str, head: &[u8]) -> Result<()> {
 impl<R: Read + Seek> Archive<R> {
     fn new(label: String, reader: R) -> Result<Self> {
         let zip = zip::ZipArchive::new(reader).map_err(|e| anyhow!("{label}: not a readable zip archive: {e}"))?;
-        let pickles: Vec<&str> = zip
-            .file_names()
-            .filter(|n| *n == "data.pkl" || n.strip_suffix("/data.pkl").is_some_and(|p| !p.contains('/')))
-            .collect();
+        let pickles: Vec<&str> =
+            zip.file_names().filter(|n| *n == "data.pkl" || n.strip_suffix("/data.pkl").is_some_and(|p| !p.contains('/'))).collect();
         let prefix = match pickles.as_slice() {
             [one] => one.strip_suffix("data.pkl").unwrap_or_default().to_string(),
             [] => bail!("{label}: zip archive without a data.pkl member, so not written by torch.save"),
@@ -853,10 +851,7 @@ impl<R: Read + Seek> Archive<R> {
         };
         let constants = format!("{prefix}constants.pkl");
         let code = format!("{prefix}code/");
-        let torchscript = zip
-            .file_names()
-            .find(|n| *n == constants)
-            .or_else(|| zip.file_names().find(|n| n.starts_with(&code)));
+        let torchscript = zip.file_names().find(|n| *n == constants).or_else(|| zip.file_names().find(|n| n.starts_with(&code)));
         if let Some(member) = torchscript {
             bail!(
                 "{label}: a TorchScript archive (torch.jit.save; it has {member}), not a torch.save checkpoint; \
@@ -910,10 +905,7 @@ impl<R: Read + Seek> Archive<R> {
         let bytes = self.member(&name, None)?;
         match String::from_utf8_lossy(&bytes).trim() {
             "little" => Ok(()),
-            "big" => bail!(
-                "{}: stores big-endian data ({name} says \"big\"); load and re-save it on a little-endian machine",
-                self.label
-            ),
+            "big" => bail!("{}: stores big-endian data ({name} says \"big\"); load and re-save it on a little-endian machine", self.label),
             other => bail!("{}: {name} says {other:?}, expected \"little\"", self.label),
         }
     }
@@ -953,8 +945,7 @@ impl<R: Read + Seek> Archive<R> {
                 // libtorch assumes bool bytes are 0 or 1.
                 bytes.iter_mut().for_each(|b| *b = u8::from(*b != 0));
             }
-            let storage =
-                Tensor::f_from_data_size(&bytes, &[t.storage.numel], dtype.kind).map_err(|e| fail(e.to_string()))?;
+            let storage = Tensor::f_from_data_size(&bytes, &[t.storage.numel], dtype.kind).map_err(|e| fail(e.to_string()))?;
             storages.insert(t.storage.key.clone(), storage);
         }
         let storage = &storages[&t.storage.key];
@@ -974,11 +965,8 @@ impl<R: Read + Seek> Archive<R> {
             return Tensor::f_zeros(t.shape.as_slice(), (dtype.kind, Device::Cpu)).map_err(|e| fail(e.to_string()));
         }
         // Largest element index the view touches, which must lie inside the storage.
-        let last = t
-            .shape
-            .iter()
-            .zip(&t.stride)
-            .try_fold(t.offset, |acc, (&d, &s)| (d - 1).checked_mul(s).and_then(|x| acc.checked_add(x)));
+        let last =
+            t.shape.iter().zip(&t.stride).try_fold(t.offset, |acc, (&d, &s)| (d - 1).checked_mul(s).and_then(|x| acc.checked_add(x)));
         match last {
             Some(last) if last < t.storage.numel => {}
             _ => {

@@ -124,7 +124,10 @@ struct Branch {
 
 impl Branch {
     fn new(path: &nn::Path) -> Branch {
-        Branch { stem: ConvBn::new(&(path / "stem"), 1, 16, 3), msff: [MultiScaleBlock::new(&(path / "msff1"), 16, 32), MultiScaleBlock::new(&(path / "msff2"), 32, 64)] }
+        Branch {
+            stem: ConvBn::new(&(path / "stem"), 1, 16, 3),
+            msff: [MultiScaleBlock::new(&(path / "msff1"), 16, 32), MultiScaleBlock::new(&(path / "msff2"), 32, 64)],
+        }
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
@@ -239,7 +242,8 @@ mod tests {
         let plain = f64::try_from(logits.cross_entropy_for_logits(&targets)).unwrap();
         assert!((plain - 3f64.ln()).abs() < 1e-6);
         // Priors 0.6 / 0.3 / 0.1: the adjusted loss of class c is -log(π_c) at zero logits.
-        let adjusted = |t: &[i64]| f64::try_from(logit_adjusted_loss(&logits.narrow(0, 0, 1), &Tensor::from_slice(t), &[6, 3, 1], 1.0)).unwrap();
+        let adjusted =
+            |t: &[i64]| f64::try_from(logit_adjusted_loss(&logits.narrow(0, 0, 1), &Tensor::from_slice(t), &[6, 3, 1], 1.0)).unwrap();
         assert!((adjusted(&[0]) - -(0.6f64.ln())).abs() < 1e-5);
         assert!((adjusted(&[2]) - -(0.1f64.ln())).abs() < 1e-5);
         assert!((f64::try_from(logit_adjusted_loss(&logits, &targets, &[6, 3, 1], 0.0)).unwrap() - plain).abs() < 1e-6);

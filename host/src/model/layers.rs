@@ -331,8 +331,7 @@ mod tests {
     #[test]
     fn temporal_shift_moves_one_eighth_each_way() {
         // Two samples, 16 channels (fold 2), 1×1 spatial; value = 1000·row + channel + 1.
-        let x = Tensor::from_slice(&(0..64).map(|i| (1000 * (i / 16) + i % 16 + 1) as f32).collect::<Vec<_>>())
-            .view([4, 16, 1, 1]);
+        let x = Tensor::from_slice(&(0..64).map(|i| (1000 * (i / 16) + i % 16 + 1) as f32).collect::<Vec<_>>()).view([4, 16, 1, 1]);
         let y = temporal_shift(&x).view([4, 16]);
         let at = |r: i64, c: i64| y.double_value(&[r, c]);
         // Segment 0 of sample 0 (row 0): channels 0,1 from row 1; 2,3 zero; 4.. unchanged.

@@ -326,9 +326,8 @@ impl SkdTstsan {
         let flows = xs.narrow(1, 34, 4).reshape([2 * b, 2, INPUT_SIZE, INPUT_SIZE]);
         let Some(mags) = &self.magnifiers else { return [local_apex, static_apex, flows] };
         let amp = self.config.amp;
-        let magnify = |m: &Magnifier, onset: &Tensor, apex: &Tensor| {
-            m.manipulator.forward(&m.encoder.forward(onset), &m.encoder.forward(apex), amp)
-        };
+        let magnify =
+            |m: &Magnifier, onset: &Tensor, apex: &Tensor| m.manipulator.forward(&m.encoder.forward(onset), &m.encoder.forward(apex), amp);
         let local = magnify(&mags[0], &local_onset, &local_apex);
         let stat = magnify(&mags[1], &static_onset, &static_apex);
         // The T stream's reference is motionless flow; the bias-free encoder maps zeros to exactly
@@ -567,7 +566,10 @@ mod tests {
         let model = SkdFlow::new(&vs.root(), SkdConfig::new(3));
         let vars = vs.variables();
         assert!(vars.contains_key("Aug_Encoder_T.cba_1.conv2d.weight") && vars.contains_key("conv5_T.weight"));
-        assert!(!vars.keys().any(|k| k.ends_with("_L.weight") || k.ends_with("_S.weight") || k.contains(".net.")), "only the T stream, unshifted");
+        assert!(
+            !vars.keys().any(|k| k.ends_with("_L.weight") || k.ends_with("_S.weight") || k.contains(".net.")),
+            "only the T stream, unshifted"
+        );
         let x = Tensor::rand([4, 3, 28, 28], (Kind::Float, Device::Cpu));
         let out = model.forward_t(&x, true);
         assert_eq!((out.logits.size(), out.final_feature.size()), (vec![4, 3], vec![4, 128]));

@@ -201,10 +201,9 @@ impl PreparationCache {
             Ok(()) => {}
             // Some network file systems cannot lock; one writer at a time is then up to the user.
             Err(fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {}
-            Err(fs::TryLockError::WouldBlock) => bail!(
-                "{} is in use by another preparation run; wait for it to finish or choose another output directory",
-                dir.display()
-            ),
+            Err(fs::TryLockError::WouldBlock) => {
+                bail!("{} is in use by another preparation run; wait for it to finish or choose another output directory", dir.display())
+            }
             Err(fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("cannot lock {}", lock_path.display())),
         }
 
@@ -329,7 +328,8 @@ impl PreparationCache {
         let npy = meta.with_extension("npy");
         let bytes = fs::read(&npy).map_err(|e| fail(id, format!("{}: {e}", npy.display())))?;
         let spec = &self.key.spec;
-        check_tensor(&npy, &bytes, [spec.channels, spec.height, spec.width], &sample.input_sha256).map_err(|e| fail(id, format!("{e:#}")))?;
+        check_tensor(&npy, &bytes, [spec.channels, spec.height, spec.width], &sample.input_sha256)
+            .map_err(|e| fail(id, format!("{e:#}")))?;
         Ok(())
     }
 
@@ -397,10 +397,15 @@ impl PreparationCache {
                 continue;
             }
             let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            let sample: PreparedSample = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not sample metadata; delete it (and its .npy) to prepare that sample again", path.display()))?;
+            let sample: PreparedSample = serde_json::from_str(&text).with_context(|| {
+                format!("{} is not sample metadata; delete it (and its .npy) to prepare that sample again", path.display())
+            })?;
             if file_stem(&sample.id)? != name.trim_end_matches(".json") {
-                bail!("{} holds sample {:?}, which belongs in another file; delete it to prepare that sample again", path.display(), sample.id);
+                bail!(
+                    "{} holds sample {:?}, which belongs in another file; delete it to prepare that sample again",
+                    path.display(),
+                    sample.id
+                );
             }
             samples.push(sample);
         }
@@ -474,9 +479,8 @@ impl PreparedSet {
         for sample in &samples {
             let path = samples_dir.join(format!("{}.npy", file_stem(&sample.id)?));
             let bytes = fs::read(&path).with_context(|| format!("cannot read {} (sample {})", path.display(), sample.id))?;
-            let values = check_tensor(&path, &bytes, shape, &sample.input_sha256).map_err(|e| {
-                anyhow!("{e:#}; run the preparation again with the same settings to repair sample {}", sample.id)
-            })?;
+            let values = check_tensor(&path, &bytes, shape, &sample.input_sha256)
+                .map_err(|e| anyhow!("{e:#}; run the preparation again with the same settings to repair sample {}", sample.id))?;
             data.extend_from_slice(&values);
         }
         Ok(PreparedSet { key, samples, shape, data, summary })

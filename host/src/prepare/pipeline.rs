@@ -82,9 +82,7 @@ struct ClipFiles(Vec<(i64, PathBuf)>);
 impl ClipFiles {
     /// The clip's key frames as frame numbers (from the file names) and the files behind them.
     fn of(clip: &ClipSample) -> Result<(ClipFiles, KeyFrames)> {
-        let number = |path: &Path| {
-            frame_number(path).with_context(|| format!("{} carries no frame number in its name", path.display()))
-        };
+        let number = |path: &Path| frame_number(path).with_context(|| format!("{} carries no frame number in its name", path.display()));
         let files = [&clip.onset, &clip.apex, &clip.offset].map(|p| p.to_path_buf());
         let [onset, apex, offset] = [number(&files[0])?, number(&files[1])?, number(&files[2])?];
         let keys = KeyFrames::new(onset, apex, offset).with_context(|| format!("the key frames of {}", clip.id))?;
@@ -99,7 +97,13 @@ impl ClipFrames for ClipFiles {
     }
 }
 
-fn prepare_clip(clip: &ClipSample, opts: &PrepareOptions, cache: &PreparationCache, detector: &mut FaceDetector, dataset: &LoadedDataset) -> Result<()> {
+fn prepare_clip(
+    clip: &ClipSample,
+    opts: &PrepareOptions,
+    cache: &PreparationCache,
+    detector: &mut FaceDetector,
+    dataset: &LoadedDataset,
+) -> Result<()> {
     let first = load_gray(&clip.first).with_context(|| format!("reading the first frame {}", clip.first.display()))?;
     let face = opts.crop.region(&first, detector).with_context(|| format!("face box on {}", clip.first.display()))?;
     let (files, keys) = ClipFiles::of(clip)?;

@@ -1,10 +1,10 @@
 //! The prepared samples of one dataset as tensors, with their labels and subjects.
 
 use anyhow::{Result, bail};
-use serde::{Deserialize, Serialize};
 use mer_shared::flow_image::{HTNET_FALLBACK_LANDMARKS, htnet_mosaic};
 use mer_shared::input::InputLayout;
 use mer_shared::manifest::InputProvenance;
+use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::model::Arch;
@@ -44,7 +44,12 @@ impl TrainData {
         let n = labels.len();
         let per = shape.iter().product::<usize>();
         if values.len() != n * per || subjects.len() != n || ids.len() != n {
-            bail!("inconsistent training data: {n} labels, {} subjects, {} ids, {} values for shape {shape:?}", subjects.len(), ids.len(), values.len());
+            bail!(
+                "inconsistent training data: {n} labels, {} subjects, {} ids, {} values for shape {shape:?}",
+                subjects.len(),
+                ids.len(),
+                values.len()
+            );
         }
         if let Some((i, l)) = labels.iter().enumerate().find(|(_, l)| **l < 0 || **l as usize >= classes.len()) {
             bail!("sample {} has class {l}, outside the {} classes", ids[i], classes.len());
@@ -136,7 +141,8 @@ impl TrainData {
         if !(arch == Arch::Htnet && layout == InputLayout::FlowStrain28) {
             let hint = match (kind, wanted) {
                 (DataKind::Composite, InputLayout::SkdTstsan38) => {
-                    "the composite set has no face frames: train on a `mer prepare --input skd-tstsan` cache (--dataset prepared)".to_string()
+                    "the composite set has no face frames: train on a `mer prepare --input skd-tstsan` cache (--dataset prepared)"
+                        .to_string()
                 }
                 (_, InputLayout::SkdTstsan38) => format!("prepare it with `mer prepare --input {}`", wanted.name()),
                 (DataKind::Prepared, _) => format!("prepare it with `mer prepare --input {}` (or --arch {arch})", wanted.name()),
@@ -147,8 +153,7 @@ impl TrainData {
         }
         let per = data.x.size()[1..].iter().product::<i64>() as usize;
         let values = Vec::<f32>::try_from(data.x.flatten(0, -1))?;
-        let mosaics: Vec<f32> =
-            values.chunks(per).flat_map(|sample| htnet_mosaic(sample, &HTNET_FALLBACK_LANDMARKS)).collect();
+        let mosaics: Vec<f32> = values.chunks(per).flat_map(|sample| htnet_mosaic(sample, &HTNET_FALLBACK_LANDMARKS)).collect();
         let source = DataSource { digest: format!("{}+htnet-mosaic", data.source.digest), ..data.source };
         TrainData::new(arch.input_shape(), &mosaics, data.labels, data.subjects, data.ids, data.classes, source)
     }

@@ -186,7 +186,8 @@ impl Fold<'_> {
         let mut last_test: Option<Vec<Prediction>> = None;
         let mut best_weights = self.dir.join("best.safetensors");
         // The best weights so far live in memory; the file is rewritten only with a checkpoint.
-        let mut best = state.best.as_ref().map(|_| Snapshot::read(&best_weights).context("resuming the fold's best weights")).transpose()?;
+        let mut best =
+            state.best.as_ref().map(|_| Snapshot::read(&best_weights).context("resuming the fold's best weights")).transpose()?;
         let mut best_unsaved = false;
         for epoch in state.epochs_done..epochs {
             if state.iteration >= config.iters {
@@ -202,9 +203,15 @@ impl Fold<'_> {
                     break;
                 }
                 let (x, y) = self.data.batch(chunk, self.device);
-                let (loss, terms, logits) = training_loss(&model, arch, &x, &y, &Targets { weights: &weight_tensor, counts: &train_counts }, config);
+                let (loss, terms, logits) =
+                    training_loss(&model, arch, &x, &y, &Targets { weights: &weight_tensor, counts: &train_counts }, config);
                 if !terms.total.is_finite() {
-                    bail!("fold {}: the loss became {} at iteration {}; lower --lr or check the data", self.subject, terms.total, state.iteration + 1);
+                    bail!(
+                        "fold {}: the loss became {} at iteration {}; lower --lr or check the data",
+                        self.subject,
+                        terms.total,
+                        state.iteration + 1
+                    );
                 }
                 opt.zero_grad();
                 loss.backward();
@@ -259,7 +266,10 @@ impl Fold<'_> {
                     weights.save(&best_weights)?;
                     best_unsaved = false;
                 }
-                write_json_atomic(&progress_path, &Progress { seconds: seconds_before + started.elapsed().as_secs_f64(), ..state.clone() })?;
+                write_json_atomic(
+                    &progress_path,
+                    &Progress { seconds: seconds_before + started.elapsed().as_secs_f64(), ..state.clone() },
+                )?;
                 last_checkpoint = state.iteration;
             }
         }
@@ -319,7 +329,14 @@ pub(crate) struct Targets<'a> {
 /// alone when ablated) for both its variants, the official unweighted cross-entropy for HTNet,
 /// the logit-adjusted cross-entropy for AM3F-FlowNet. Returns the loss, its terms for the log
 /// and the main logits.
-pub(crate) fn training_loss(model: &Network, arch: Arch, x: &Tensor, y: &Tensor, targets: &Targets, config: &TrainConfig) -> (Tensor, LossTerms, Tensor) {
+pub(crate) fn training_loss(
+    model: &Network,
+    arch: Arch,
+    x: &Tensor,
+    y: &Tensor,
+    targets: &Targets,
+    config: &TrainConfig,
+) -> (Tensor, LossTerms, Tensor) {
     let single = |loss: Tensor, logits: Tensor| {
         let v = loss.double_value(&[]);
         (loss, LossTerms { total: v, focal_main: v, ..Default::default() }, logits)
@@ -404,10 +421,7 @@ fn truncate_lines(path: &Path, n: usize) -> Result<()> {
 pub fn read_epoch_log(dir: &Path) -> Result<Vec<EpochLog>> {
     let path = dir.join("epochs.jsonl");
     let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{} line {}", path.display(), i + 1)))
-        .collect()
+    text.lines().enumerate().map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{} line {}", path.display(), i + 1))).collect()
 }
 
 /// Class counts per subject, for summaries.

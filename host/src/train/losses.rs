@@ -81,10 +81,9 @@ pub struct LossTerms {
 /// L = FL(main) + (1−α)(FL(AC1)+FL(AC2)) + α(KD1+KD2) + β(F1+F2).
 pub fn skd_loss(out: &SkdOutputs, targets: &Tensor, weights: &Tensor, cfg: &LossConfig) -> (Tensor, LossTerms) {
     let focal_main = focal_loss(&out.logits, targets, weights, cfg.gamma);
-    let focal_aux = focal_loss(&out.ac1_logits, targets, weights, cfg.gamma)
-        + focal_loss(&out.ac2_logits, targets, weights, cfg.gamma);
-    let kd = distillation_loss(&out.ac1_logits, &out.logits, cfg.temperature)
-        + distillation_loss(&out.ac2_logits, &out.logits, cfg.temperature);
+    let focal_aux = focal_loss(&out.ac1_logits, targets, weights, cfg.gamma) + focal_loss(&out.ac2_logits, targets, weights, cfg.gamma);
+    let kd =
+        distillation_loss(&out.ac1_logits, &out.logits, cfg.temperature) + distillation_loss(&out.ac2_logits, &out.logits, cfg.temperature);
     let feat = feature_loss(&out.ac1_feature, &out.final_feature) + feature_loss(&out.ac2_feature, &out.final_feature);
     let total = &focal_main + &focal_aux * (1.0 - cfg.alpha) + &kd * cfg.alpha + &feat * cfg.beta;
     let terms = LossTerms {

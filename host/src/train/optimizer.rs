@@ -55,8 +55,7 @@ pub struct Adam {
 
 impl Adam {
     pub fn new(vs: &nn::VarStore, config: AdamConfig) -> Adam {
-        let mut params: Vec<(String, Tensor)> =
-            vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let zeros = |p: &Vec<(String, Tensor)>| p.iter().map(|(_, t)| t.zeros_like().detach()).collect();
         Adam { config, step: 0, exp_avg: zeros(&params), exp_avg_sq: zeros(&params), params }

@@ -215,10 +215,7 @@ fn draw(out: &Path, results: &RunResults) -> Result<()> {
     for fold in &results.folds {
         let logs = read_epoch_log(&fold_dir(out, &fold.subject)).unwrap_or_default();
         loss.push(Series { name: fold.subject.clone(), points: logs.iter().map(|l| (l.iteration as f64, l.loss.total)).collect() });
-        let metric: Vec<(f64, f64)> = logs
-            .iter()
-            .filter_map(|l| l.test.or(l.validation).map(|s| (l.epoch as f64, s.accuracy)))
-            .collect();
+        let metric: Vec<(f64, f64)> = logs.iter().filter_map(|l| l.test.or(l.validation).map(|s| (l.epoch as f64, s.accuracy))).collect();
         if !metric.is_empty() {
             chosen.push(Series { name: fold.subject.clone(), points: metric });
         }
@@ -228,7 +225,11 @@ fn draw(out: &Path, results: &RunResults) -> Result<()> {
         curves_png(&out.join("loss.png"), "training loss per fold (epoch means)", "iteration", "loss", &loss)?;
     }
     if !chosen.is_empty() {
-        let what = if results.protocol == Protocol::Paper { "test-subject accuracy per epoch (paper protocol)" } else { "validation accuracy per epoch" };
+        let what = if results.protocol == Protocol::Paper {
+            "test-subject accuracy per epoch (paper protocol)"
+        } else {
+            "validation accuracy per epoch"
+        };
         curves_png(&out.join("selection.png"), what, "epoch", "accuracy", &chosen)?;
     }
     Ok(())

@@ -33,7 +33,8 @@ pub struct RunInfo {
 impl RunInfo {
     pub fn read(dir: &Path) -> Result<RunInfo> {
         let path = dir.join("run.json");
-        let text = fs::read_to_string(&path).with_context(|| format!("reading {} (is {} a training run?)", path.display(), dir.display()))?;
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {} (is {} a training run?)", path.display(), dir.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
@@ -57,7 +58,9 @@ pub fn resolve_device(name: &str) -> Result<Device> {
         "auto" => Ok(Device::cuda_if_available()),
         "cpu" => Ok(Device::Cpu),
         "cuda" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-        "cuda" => bail!("--device cuda: libtorch sees no usable CUDA GPU here (try --device auto or cpu; `mer info` shows what libtorch finds)"),
+        "cuda" => {
+            bail!("--device cuda: libtorch sees no usable CUDA GPU here (try --device auto or cpu; `mer info` shows what libtorch finds)")
+        }
         other => bail!("unknown device {other:?}; use auto, cpu or cuda"),
     }
 }
@@ -97,7 +100,12 @@ pub fn train_loso(data: &TrainData, config: &TrainConfig, shard: Option<Shard>, 
         None => subjects.clone(),
     };
     if mine.is_empty() {
-        bail!("shard {} of {} subjects is empty; use at most {} shards", shard.map(|s| s.to_string()).unwrap_or_default(), subjects.len(), subjects.len());
+        bail!(
+            "shard {} of {} subjects is empty; use at most {} shards",
+            shard.map(|s| s.to_string()).unwrap_or_default(),
+            subjects.len(),
+            subjects.len()
+        );
     }
     eprintln!(
         "training {} on {} samples, {} classes; {} folds here ({} protocol, {} iterations each, device {:?})",
@@ -171,11 +179,6 @@ fn fold_line(r: &FoldResult, classes: usize) -> String {
     let correct = r.predictions.iter().filter(|p| p.truth == p.predicted).count();
     format!(
         "{:>10}: {correct}/{} correct, accuracy {:.3} ({} epoch {}, {:.0} s)",
-        r.subject,
-        r.test_samples,
-        s.accuracy,
-        r.selection,
-        r.selected_epoch,
-        r.seconds
+        r.subject, r.test_samples, s.accuracy, r.selection, r.selected_epoch, r.seconds
     )
 }

@@ -63,11 +63,7 @@ impl Flow {
     /// Mean end-point error against `truth`, optionally ignoring a border of `margin` pixels.
     pub fn mean_endpoint_error(&self, truth: &Flow, margin: usize) -> Result<f32> {
         if (self.width, self.height) != (truth.width, truth.height) {
-            return Err(Error::size(
-                "flow size",
-                format!("{}x{}", truth.width, truth.height),
-                format!("{}x{}", self.width, self.height),
-            ));
+            return Err(Error::size("flow size", format!("{}x{}", truth.width, truth.height), format!("{}x{}", self.width, self.height)));
         }
         if 2 * margin >= self.width || 2 * margin >= self.height {
             return Err(Error::InvalidArgument(format!("margin {margin} leaves no pixels")));

@@ -83,11 +83,7 @@ impl Tvl1Params {
 pub fn tvl1_flow(i0: &GrayImage, i1: &GrayImage, params: &Tvl1Params, threads: usize) -> Result<Flow> {
     params.validate()?;
     if (i0.width(), i0.height()) != (i1.width(), i1.height()) {
-        return Err(Error::size(
-            "second frame size",
-            format!("{}x{}", i0.width(), i0.height()),
-            format!("{}x{}", i1.width(), i1.height()),
-        ));
+        return Err(Error::size("second frame size", format!("{}x{}", i0.width(), i0.height()), format!("{}x{}", i1.width(), i1.height())));
     }
     if i0.width() < 3 || i0.height() < 3 {
         return Err(Error::InvalidArgument(format!("frames of {}x{} are too small for flow", i0.width(), i0.height())));
@@ -106,9 +102,7 @@ pub fn tvl1_flow(i0: &GrayImage, i1: &GrayImage, params: &Tvl1Params, threads: u
 
 fn solve(i0: &GrayImage, i1: &GrayImage, p: &Tvl1Params, threads: Option<usize>) -> Flow {
     // OpenCV works on 0..255 intensities; lambda is tuned for that range.
-    let to255 = |img: &GrayImage| {
-        GrayImage::new(img.width(), img.height(), img.data().iter().map(|v| v * 255.0).collect()).unwrap()
-    };
+    let to255 = |img: &GrayImage| GrayImage::new(img.width(), img.height(), img.data().iter().map(|v| v * 255.0).collect()).unwrap();
     let mut pyr0 = vec![to255(i0)];
     let mut pyr1 = vec![to255(i1)];
     for _ in 1..p.scales {
@@ -446,8 +440,7 @@ mod tests {
     fn texture(w: usize, h: usize, dx: f32, dy: f32) -> GrayImage {
         GrayImage::from_fn(w, h, |x, y| {
             let (x, y) = (x as f32 - dx, y as f32 - dy);
-            0.5 + 0.2 * (x * 0.31).sin() * (y * 0.27).cos() + 0.15 * ((x + 2.0 * y) * 0.13).sin()
-                + 0.1 * ((x * 0.71 - y * 0.45).cos())
+            0.5 + 0.2 * (x * 0.31).sin() * (y * 0.27).cos() + 0.15 * ((x + 2.0 * y) * 0.13).sin() + 0.1 * ((x * 0.71 - y * 0.45).cos())
         })
     }
 

@@ -88,8 +88,7 @@ fn gray_from_rgb8([r, g, b]: [u8; 3]) -> u8 {
 
 /// Writes an 8-bit gray PNG (values clamped to [0, 1] and rounded), atomically.
 pub fn save_gray_png(img: &GrayImage, path: &Path) -> Result<()> {
-    let buf = image::GrayImage::from_raw(img.width() as u32, img.height() as u32, img.to_u8())
-        .expect("buffer length matches dimensions");
+    let buf = image::GrayImage::from_raw(img.width() as u32, img.height() as u32, img.to_u8()).expect("buffer length matches dimensions");
     let bytes = encode_png(&buf).map_err(|reason| Error::Encode { path: path.to_path_buf(), reason })?;
     atomic_file::write(path, &bytes)
 }

@@ -102,10 +102,7 @@ impl GrayImage {
     /// official loader: trailing pixels of a size not divisible by n are dropped).
     pub fn grid(&self, n: usize) -> Result<Vec<GrayImage>> {
         if n == 0 || self.width < n || self.height < n {
-            return Err(Error::InvalidArgument(format!(
-                "cannot split a {}x{} image into a {n}x{n} grid",
-                self.width, self.height
-            )));
+            return Err(Error::InvalidArgument(format!("cannot split a {}x{} image into a {n}x{n} grid", self.width, self.height)));
         }
         let (bw, bh) = (self.width / n, self.height / n);
         let mut blocks = Vec::with_capacity(n * n);

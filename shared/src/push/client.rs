@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 use sha2::{Digest as _, Sha256};
 
 use super::frame::{read_frame, write_frame};
-use super::{Action, CHUNK_BYTES, DEFAULT_PORT, DeviceStatus, MAX_FRAME_BYTES, ModelInfo, Nonce, PROTOCOL, parse_digest, Request, Response, SignedCommand};
+use super::{
+    Action, CHUNK_BYTES, DEFAULT_PORT, DeviceStatus, MAX_FRAME_BYTES, ModelInfo, Nonce, PROTOCOL, Request, Response, SignedCommand,
+    parse_digest,
+};
 use crate::bundle::keys::SecretKey;
 use crate::error::{Error, Result};
 
@@ -156,13 +159,20 @@ pub fn push(address: &str, bundle: &[u8], key: &SecretKey, timeout: Duration, mu
             // A refusal is final; a broken or busy connection is worth another try.
             Err(Error::Push(reason)) if reason.starts_with("refused:") => return Err(Error::Push(reason)),
             Err(e) => {
-                let pause = if matches!(e, Error::PushBusy(_)) { Duration::from_millis(500) } else { Duration::from_millis(200 << connections.min(4)) };
+                let pause = if matches!(e, Error::PushBusy(_)) {
+                    Duration::from_millis(500)
+                } else {
+                    Duration::from_millis(200 << connections.min(4))
+                };
                 last_error = Some(e);
                 std::thread::sleep(pause);
             }
         }
     }
-    Err(last_error.map_or_else(|| Error::Push("no attempt was made".into()), |e| Error::Push(format!("gave up after {connections} connections: {e}"))))
+    Err(last_error.map_or_else(
+        || Error::Push("no attempt was made".into()),
+        |e| Error::Push(format!("gave up after {connections} connections: {e}")),
+    ))
 }
 
 /// `host` alone means the default port.

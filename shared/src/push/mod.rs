@@ -35,31 +35,55 @@ pub type Digest = [u8; 32];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
-    Hello { protocol: u32 },
+    Hello {
+        protocol: u32,
+    },
     Status,
     /// Starts or resumes the upload of a bundle of `size` bytes with SHA-256 `sha256`.
-    Upload { sha256: Digest, size: u64 },
+    Upload {
+        sha256: Digest,
+        size: u64,
+    },
     /// Bytes of the upload in progress, starting at `offset`.
-    Chunk { offset: u64, data: Vec<u8> },
+    Chunk {
+        offset: u64,
+        data: Vec<u8>,
+    },
     Command(SignedCommand),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
-    Welcome { protocol: u32, device: String, nonce: Nonce },
+    Welcome {
+        protocol: u32,
+        device: String,
+        nonce: Nonce,
+    },
     Status(DeviceStatus),
     /// Send the upload from this offset (bytes before it are already on the device).
-    UploadFrom { offset: u64 },
+    UploadFrom {
+        offset: u64,
+    },
     /// The chunk is written; the upload continues at `offset`.
-    Ack { offset: u64 },
+    Ack {
+        offset: u64,
+    },
     /// The whole bundle arrived and passed every check; it can be activated.
     Staged(ModelInfo),
     /// A command was carried out; `nonce` signs the next one.
-    Done { status: DeviceStatus, nonce: Nonce },
+    Done {
+        status: DeviceStatus,
+        nonce: Nonce,
+    },
     /// The request was refused and nothing changed; with a nonce when a command used one up.
-    Refused { reason: String, nonce: Option<Nonce> },
+    Refused {
+        reason: String,
+        nonce: Option<Nonce>,
+    },
     /// Another client is uploading the same bundle; try again shortly.
-    Busy { reason: String },
+    Busy {
+        reason: String,
+    },
 }
 
 /// A state-changing request, signed together with the nonce the device issued.

@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use super::face::FaceIdentity;
 use super::motion::Emotion;
-use super::scene::{Event, Scene};
 use super::rng_for;
+use super::scene::{Event, Scene};
 use crate::error::{Error, Result};
 use crate::flow::write_flo;
 use crate::image::GrayImage;
@@ -73,7 +73,8 @@ pub fn sample_scene(opts: &Casme2Options, s: usize, k: usize) -> (Scene, Casme2S
     let frames = rise + fall + 1;
     let (w, h) = (opts.width as f32, opts.height as f32);
     let face = (w / 2.0 + rng.random_range(-2.0..2.0), h / 2.0 + rng.random_range(-2.0..2.0), 0.55 * w, 0.47 * h);
-    let mut scene = Scene::new(opts.seed ^ ((s as u64) << 32 | k as u64), opts.width, opts.height, FPS, frames, subject_identity(opts.seed, s), face);
+    let mut scene =
+        Scene::new(opts.seed ^ ((s as u64) << 32 | k as u64), opts.width, opts.height, FPS, frames, subject_identity(opts.seed, s), face);
     let amplitude = (rng.random_range(0.6..2.0f32) * expressivity).min(2.2);
     scene.events.push(Event::new(&mut rng, emotion, (0, rise, frames - 1), amplitude, face.2));
     if rng.random_bool(0.25) {

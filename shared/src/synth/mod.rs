@@ -8,8 +8,8 @@
 pub mod casme2;
 mod face;
 pub mod interview;
-pub mod photo;
 mod motion;
+pub mod photo;
 mod scene;
 
 pub use face::FaceIdentity;

@@ -46,9 +46,7 @@ impl ActionUnit {
     /// Gaussian bumps (centre, radius, direction) in face units; mirrored ones come in pairs.
     fn bumps(self) -> Vec<Bump> {
         use ActionUnit::*;
-        let pair = |x: f32, y: f32, s: f32, dx: f32, dy: f32| {
-            vec![Bump::new(x, y, s, dx, dy), Bump::new(-x, y, s, -dx, dy)]
-        };
+        let pair = |x: f32, y: f32, s: f32, dx: f32, dy: f32| vec![Bump::new(x, y, s, dx, dy), Bump::new(-x, y, s, -dx, dy)];
         match self {
             Au1InnerBrowRaiser => pair(0.2, -0.42, 0.13, 0.0, -1.0),
             Au2OuterBrowRaiser => pair(0.46, -0.44, 0.13, 0.0, -1.0),

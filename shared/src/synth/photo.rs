@@ -120,12 +120,7 @@ impl PhotoScene {
         let scale = side / photo.height() as f32;
         let (pw, ph) = (photo.width() as f32 * scale, photo.height() as f32 * scale);
         let origin = ((w - pw) / 2.0 + rng.random_range(-0.08..0.08) * w, (h - ph) / 2.0 + rng.random_range(-0.06..0.06) * h);
-        let face = (
-            origin.0 + FACE_CENTRE.0 * pw,
-            origin.1 + FACE_CENTRE.1 * ph,
-            FACE_HALF.0 * pw,
-            FACE_HALF.1 * ph,
-        );
+        let face = (origin.0 + FACE_CENTRE.0 * pw, origin.1 + FACE_CENTRE.1 * ph, FACE_HALF.0 * pw, FACE_HALF.1 * ph);
 
         let mut events = Vec::new();
         let mut t = secs(rng.random_range(0.6..1.5));
@@ -181,8 +176,7 @@ impl PhotoScene {
         let light = (0..frames)
             .map(|t| {
                 let s = t as f32 / opts.fps;
-                let gain = 1.0
-                    + exposure_step.map_or(0.0, |(at, ramp, size)| size * ((t as f32 - at) / ramp).clamp(0.0, 1.0));
+                let gain = 1.0 + exposure_step.map_or(0.0, |(at, ramp, size)| size * ((t as f32 - at) / ramp).clamp(0.0, 1.0));
                 Light { gain, offset: level.at(s) + flicker.at(s), gradient: gradient.at(s) }
             })
             .collect();
@@ -249,8 +243,7 @@ impl PhotoScene {
         let (cx, cy, rx, ry) = self.face;
         let (pw, ph) = (self.photo.width() as f32, self.photo.height() as f32);
         let closure = self.closure(t);
-        let active: Vec<(f32, &Event)> =
-            self.events.iter().map(|e| (e.strength(t as f32), e)).filter(|(s, _)| *s > 0.0).collect();
+        let active: Vec<(f32, &Event)> = self.events.iter().map(|e| (e.strength(t as f32), e)).filter(|(s, _)| *s > 0.0).collect();
         let (hx, hy) = self.head[t];
         let light = self.light[t];
         let noise = Normal::new(0.0f32, self.noise_sigma.max(1e-9)).unwrap();
@@ -395,8 +388,7 @@ mod tests {
         scene.noise_sigma = 0.0;
         let e = scene.events[0].clone();
         let (before, apex) = (scene.render(e.onset - 1), scene.render(e.apex));
-        let changed: Vec<usize> =
-            (0..before.data().len()).filter(|&i| (before.data()[i] - apex.data()[i]).abs() > 1e-4).collect();
+        let changed: Vec<usize> = (0..before.data().len()).filter(|&i| (before.data()[i] - apex.data()[i]).abs() > 1e-4).collect();
         assert!(!changed.is_empty());
         let (cx, cy, rx, ry) = scene.face;
         for i in changed {

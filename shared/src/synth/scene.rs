@@ -39,11 +39,8 @@ impl Event {
         assert!(onset < apex && apex < offset, "event timing must satisfy onset < apex < offset");
         let units = emotion.action_units(rng);
         let gain = amplitude_px / face_half_width;
-        let weighted: Vec<(ActionUnit, f32)> = units
-            .iter()
-            .enumerate()
-            .map(|(k, &au)| (au, if k == 0 { gain } else { gain * rng.random_range(0.6..1.0) }))
-            .collect();
+        let weighted: Vec<(ActionUnit, f32)> =
+            units.iter().enumerate().map(|(k, &au)| (au, if k == 0 { gain } else { gain * rng.random_range(0.6..1.0) })).collect();
         Event {
             onset,
             apex,
@@ -98,7 +95,15 @@ pub struct Scene {
 impl Scene {
     /// A scene with random distractor tracks (jitter random walk, flicker); events and blinks
     /// are added by the caller.
-    pub fn new(seed: u64, width: usize, height: usize, fps: f32, frames: usize, identity: FaceIdentity, face: (f32, f32, f32, f32)) -> Scene {
+    pub fn new(
+        seed: u64,
+        width: usize,
+        height: usize,
+        fps: f32,
+        frames: usize,
+        identity: FaceIdentity,
+        face: (f32, f32, f32, f32),
+    ) -> Scene {
         let mut rng = rng_for(seed, 11, 0);
         let step = Normal::new(0.0f32, 0.02).unwrap();
         let mut jitter = Vec::with_capacity(frames);

@@ -199,8 +199,7 @@ fn code_of(cell: &Cell) -> Option<String> {
 /// The coding worksheet: `CASFEcode_final` (also spelt `CASMEcode_final`), else the first that
 /// is not a naming worksheet.
 fn coding_worksheet(book: &[Worksheet]) -> Option<&Worksheet> {
-    let named =
-        |w: &&Worksheet, names: &[&str]| w.name.as_deref().is_some_and(|n| names.contains(&normalise(n).as_str()));
+    let named = |w: &&Worksheet, names: &[&str]| w.name.as_deref().is_some_and(|n| names.contains(&normalise(n).as_str()));
     book.iter()
         .find(|w| named(w, &["casfecodefinal", "casmecodefinal"]))
         .or_else(|| book.iter().find(|w| !named(w, &["namingrule1", "namingrule2"])))
@@ -231,8 +230,7 @@ impl Naming {
                         _ => b.skip(
                             "",
                             &format!("{file} worksheet \"naming rule1\" row {}", row.number),
-                            "naming row unreadable → ignored: expected folder number, sNN, participant number"
-                                .to_string(),
+                            "naming row unreadable → ignored: expected folder number, sNN, participant number".to_string(),
                         ),
                     }
                 }
@@ -242,8 +240,7 @@ impl Naming {
                 b.repair(
                     "",
                     file,
-                    "naming worksheet missing → the official table: \"naming rule1\" (participant → sNN folder)"
-                        .to_string(),
+                    "naming worksheet missing → the official table: \"naming rule1\" (participant → sNN folder)".to_string(),
                 );
             }
         }
@@ -269,8 +266,7 @@ impl Naming {
                 b.repair(
                     "",
                     file,
-                    "naming worksheet missing → the official table: \"naming rule2\" (video name → folder code)"
-                        .to_string(),
+                    "naming worksheet missing → the official table: \"naming rule2\" (video name → folder code)".to_string(),
                 );
             }
         }
@@ -280,14 +276,9 @@ impl Naming {
     /// The subject folder number of a participant cell (a participant number, or "s15").
     fn folder_number(&self, cell: &Cell) -> Result<i64, String> {
         if let Some(p) = cell.integer() {
-            return self
-                .participants
-                .get(&p)
-                .copied()
-                .ok_or_else(|| format!("participant not in naming rule1 → row skipped: {p}"));
+            return self.participants.get(&p).copied().ok_or_else(|| format!("participant not in naming rule1 → row skipped: {p}"));
         }
-        subject_number(&cell.text())
-            .ok_or_else(|| format!("row without a participant number → skipped: column 1 holds {:?}", cell.text()))
+        subject_number(&cell.text()).ok_or_else(|| format!("row without a participant number → skipped: column 1 holds {:?}", cell.text()))
     }
 
     /// The folder code of a video name ("anger1"), or of a code written as the name.
@@ -326,12 +317,7 @@ mod tests {
 
     fn naming_rule2() -> Vec<Vec<X>> {
         use X::*;
-        vec![
-            vec![N(101.0), S("disgust1")],
-            vec![S("0401"), S("anger1")],
-            vec![N(502.0), S("happy1")],
-            vec![N(102.0), S("disgust2")],
-        ]
+        vec![vec![N(101.0), S("disgust1")], vec![S("0401"), S("anger1")], vec![N(502.0), S("happy1")], vec![N(102.0), S("disgust2")]]
     }
 
     #[test]
@@ -355,19 +341,12 @@ mod tests {
             code(1.0, "sadness1_1", 2.0, 3.0, 4.0, "micro-expression"),
         ];
         let sheet = root.join("CAS(ME)^2code_final.xlsx");
-        write_xlsx(
-            &sheet,
-            &[("CASFEcode_final", coding), ("naming rule1", naming_rule1()), ("naming rule2", naming_rule2())],
-        );
+        write_xlsx(&sheet, &[("CASFEcode_final", coding), ("naming rule1", naming_rule1()), ("naming rule2", naming_rule2())]);
 
         let set = load_long_videos(LongVideoKind::Casme2Lv, root, None).unwrap();
         assert_eq!(set.annotations.as_deref(), Some(sheet.as_path()));
-        let ids: Vec<(&str, &str, usize)> =
-            set.videos.iter().map(|v| (v.id.as_str(), v.subject.as_str(), v.intervals.len())).collect();
-        assert_eq!(
-            ids,
-            [("15_0101disgustingteeth", "s15", 3), ("15_0401girlcrashing", "s15", 2), ("16_0102eatingworms", "s16", 0)]
-        );
+        let ids: Vec<(&str, &str, usize)> = set.videos.iter().map(|v| (v.id.as_str(), v.subject.as_str(), v.intervals.len())).collect();
+        assert_eq!(ids, [("15_0101disgustingteeth", "s15", 3), ("15_0401girlcrashing", "s15", 2), ("16_0102eatingworms", "s16", 0)]);
         assert_eq!(set.subjects(), ["s15", "s16"]);
         let (d, a) = (&set.videos[0], &set.videos[1]);
         assert_eq!((d.dir.as_path(), a.dir.as_path(), set.videos[2].dir.as_path()), (&*disgust, &*anger, &*quiet));
@@ -379,10 +358,7 @@ mod tests {
         assert_eq!(spans(d), [(5, Some(8), 10, Micro), (9, Some(9), 14, Micro), (12, None, 30, Macro)]);
         // offset 0 → the apex; type blank and 16 frames at 30 fps → macro, clipped to frame 30
         assert_eq!(spans(a), [(3, Some(6), 6, Micro), (25, Some(28), 30, Macro)]);
-        assert_eq!(
-            (d.intervals[0].label.as_str(), d.intervals[0].source.as_str()),
-            ("disgust", "CAS(ME)^2code_final.xlsx row 1")
-        );
+        assert_eq!((d.intervals[0].label.as_str(), d.intervals[0].source.as_str()), ("disgust", "CAS(ME)^2code_final.xlsx row 1"));
 
         let repairs: Vec<(&str, &str, &str)> =
             set.repairs.iter().map(|n| (n.sample.as_str(), n.source.as_str(), n.message.as_str())).collect();
@@ -395,11 +371,7 @@ mod tests {
                     "frame gaps → frames left missing: 2 frames in 1 gap: 20..21"
                 ),
                 ("15_0101disgustingteeth", "CAS(ME)^2code_final.xlsx row 2", "apex missing → none: \"0\""),
-                (
-                    "15_0401girlcrashing",
-                    "CAS(ME)^2code_final.xlsx row 3",
-                    "offset missing → the apex (MEGC): \"0\" → 6"
-                ),
+                ("15_0401girlcrashing", "CAS(ME)^2code_final.xlsx row 3", "offset missing → the apex (MEGC): \"0\" → 6"),
                 (
                     "15_0401girlcrashing",
                     "CAS(ME)^2code_final.xlsx row 4",
@@ -437,16 +409,10 @@ mod tests {
                     .as_str()
                 ),
                 ("CAS(ME)^2code_final.xlsx row 5", format!("video folder missing → row skipped: {missing}").as_str()),
-                (
-                    "CAS(ME)^2code_final.xlsx row 7",
-                    "interval outside the video → row skipped: 50..55, video frames 1..40"
-                ),
+                ("CAS(ME)^2code_final.xlsx row 7", "interval outside the video → row skipped: 50..55, video frames 1..40"),
                 ("CAS(ME)^2code_final.xlsx row 8", "onset after offset → row skipped: onset 20 > offset 15"),
                 ("CAS(ME)^2code_final.xlsx row 9", "participant not in naming rule1 → row skipped: 3"),
-                (
-                    "CAS(ME)^2code_final.xlsx row 10",
-                    "video name not in naming rule2 → row skipped: \"sadness1\" (from \"sadness1_1\")"
-                ),
+                ("CAS(ME)^2code_final.xlsx row 10", "video name not in naming rule2 → row skipped: \"sadness1\" (from \"sadness1_1\")"),
             ]
         );
         let s = set.summary();
@@ -492,10 +458,7 @@ mod tests {
         );
         assert_eq!(set.skipped.len(), 1);
         assert_eq!(set.skipped[0].source, "CAS(ME)^2code_final.csv row 4");
-        assert_eq!(
-            set.skipped[0].message,
-            "row without a participant number → skipped: column 1 holds \"participant\""
-        );
+        assert_eq!(set.skipped[0].message, "row without a participant number → skipped: column 1 holds \"participant\"");
     }
 
     #[test]
@@ -507,10 +470,7 @@ mod tests {
 
         let sheet = root.join("CAS(ME)^2code_final.xlsx");
         let coding = vec![code(2.0, "happy1_1", 2.0, 3.0, 4.0, "micro-expression")];
-        write_xlsx(
-            &sheet,
-            &[("CASFEcode_final", coding), ("naming rule1", naming_rule1()), ("naming rule2", naming_rule2())],
-        );
+        write_xlsx(&sheet, &[("CASFEcode_final", coding), ("naming rule1", naming_rule1()), ("naming rule2", naming_rule2())]);
         let err = load_long_videos(LongVideoKind::Casme2Lv, root, None).unwrap_err().to_string();
         assert!(err.contains("\"rawpic\"") && err.contains("no frame folder"), "{err}");
 

@@ -46,8 +46,7 @@ pub(super) const LAYOUT: &str = "part_A/data/part_A/spNO.1/a/color/<n>.jpg and, 
 pub(super) const FPS: f64 = 30.0;
 
 const ME_SHEETS: &[&str] = &["cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx"];
-const MAE_SHEETS: &[&str] =
-    &["cas(me)3_part_A_MaE_label_JpgIndex_v2_emotion.xlsx", "cas(me)3_part_A_MaE_label_JpgIndex_v2.xlsx"];
+const MAE_SHEETS: &[&str] = &["cas(me)3_part_A_MaE_label_JpgIndex_v2_emotion.xlsx", "cas(me)3_part_A_MaE_label_JpgIndex_v2.xlsx"];
 const COMBINED_SHEETS: &[&str] = &["CAS(ME)3_part_A_v1.xls", "CAS(ME)3_part_A_v1.xlsx"];
 
 const SUBJECT: Column = Column(&["Subject", "sub"]);
@@ -90,8 +89,7 @@ pub(super) fn load(root: &Path, annotations: Option<&Path>) -> Result<LongVideoS
 
     for path in &sheets {
         let sheet = Sheet::read(path, &[SUBJECT, FILENAME, ONSET, OFFSET])?;
-        let [subject, filename, onset, offset] =
-            [SUBJECT, FILENAME, ONSET, OFFSET].map(|c| sheet.column(c).expect("header holds it"));
+        let [subject, filename, onset, offset] = [SUBJECT, FILENAME, ONSET, OFFSET].map(|c| sheet.column(c).expect("header holds it"));
         let apex = sheet.optional_column(APEX);
         let label = sheet.optional_column(EMOTION).or_else(|| sheet.optional_column(ACTION_UNITS));
         let type_column = sheet.optional_column(TYPE);
@@ -149,10 +147,8 @@ fn find_sheets(root: &Path, given: Option<&Path>) -> Result<Vec<PathBuf>> {
     if let Some(combined) = find(COMBINED_SHEETS) {
         return Ok(vec![combined]);
     }
-    let names: Vec<String> =
-        [ME_SHEETS, MAE_SHEETS, COMBINED_SHEETS].concat().iter().map(|n| format!("{n:?}")).collect();
-    let dirs: Vec<String> =
-        dirs.iter().map(|d| if d.is_empty() { "the folder itself".to_string() } else { format!("{d:?}") }).collect();
+    let names: Vec<String> = [ME_SHEETS, MAE_SHEETS, COMBINED_SHEETS].concat().iter().map(|n| format!("{n:?}")).collect();
+    let dirs: Vec<String> = dirs.iter().map(|d| if d.is_empty() { "the folder itself".to_string() } else { format!("{d:?}") }).collect();
     bail!(
         "{}: no {kind} annotation sheet found; looked for {} in {}. Pass the sheet's (or its folder's) path \
          explicitly if it is elsewhere",
@@ -194,16 +190,7 @@ mod tests {
         let header = ["Subject", "Filename", "Onset", "Apex", "Offset", "AU", "Objective class", "emotion"].map(X::S);
         let mut all = vec![header.to_vec()];
         for (subject, letter, onset, apex, offset, emotion) in rows {
-            all.push(vec![
-                subject,
-                X::S(letter),
-                X::N(onset),
-                X::N(apex),
-                X::N(offset),
-                X::S("4"),
-                X::N(1.0),
-                X::S(emotion),
-            ]);
+            all.push(vec![subject, X::S(letter), X::N(onset), X::N(apex), X::N(offset), X::S("4"), X::N(1.0), X::S(emotion)]);
         }
         write_xlsx(path, &[("label", all)]);
     }
@@ -240,18 +227,14 @@ mod tests {
 
         let set = load_long_videos(LongVideoKind::Casme3Lv, root, None).unwrap();
         assert_eq!(set.annotations.as_deref(), Some(annotation.as_path()));
-        let got: Vec<(&str, &str, usize)> =
-            set.videos.iter().map(|v| (v.id.as_str(), v.subject.as_str(), v.intervals.len())).collect();
+        let got: Vec<(&str, &str, usize)> = set.videos.iter().map(|v| (v.id.as_str(), v.subject.as_str(), v.intervals.len())).collect();
         assert_eq!(got, [("spNO.1_a", "spNO.1", 3), ("spNO.1_b", "spNO.1", 2), ("spNO.2_c", "spNO.2", 0)]);
         assert_eq!(set.videos[0].dir, a);
         let spans = |k: usize| -> Vec<(i64, Option<i64>, i64, ExpressionKind, &str)> {
             set.videos[k].intervals.iter().map(|i| (i.onset, i.apex, i.offset, i.kind, i.label.as_str())).collect()
         };
         // video a starts at frame 0, so onset 0 is a frame there; video b starts at 1, so apex 0 is "not coded"
-        assert_eq!(
-            spans(0),
-            [(0, Some(2), 4, Micro, "others"), (3, Some(5), 8, Micro, "happy"), (20, Some(30), 40, Macro, "sad")]
-        );
+        assert_eq!(spans(0), [(0, Some(2), 4, Micro, "others"), (3, Some(5), 8, Micro, "happy"), (20, Some(30), 40, Macro, "sad")]);
         assert_eq!(spans(1), [(5, None, 25, Macro, "surprise"), (10, Some(11), 14, Micro, "disgust")]);
         assert_eq!(set.videos[1].intervals[0].source, "cas(me)3_part_A_MaE_label_JpgIndex_v2_emotion.xlsx row 2");
 
@@ -271,10 +254,7 @@ mod tests {
         let skipped: Vec<(&str, &str)> = set.skipped.iter().map(|n| (n.sample.as_str(), rule_of(&n.message))).collect();
         assert_eq!(
             skipped,
-            [
-                ("spNO.2_d", "video folder without a color folder → left out"),
-                ("spNO.9_a", "video folder missing → row skipped"),
-            ]
+            [("spNO.2_d", "video folder without a color folder → left out"), ("spNO.9_a", "video folder missing → row skipped"),]
         );
         assert!(set.skipped[1].message.contains(&root.join("part_A/data/part_A/spNO.9/a/color").display().to_string()));
         let s = set.summary();
@@ -289,26 +269,8 @@ mod tests {
         let header = ["Subject", "Filename", "Onset", "Apex", "Offset", "AU", "Expression type", "emotion"].map(X::S);
         let rows = vec![
             header.to_vec(),
-            vec![
-                X::S("spNO.3"),
-                X::S("e"),
-                X::N(1.0),
-                X::N(3.0),
-                X::N(6.0),
-                X::S("12"),
-                X::S("Micro-expression"),
-                X::S("happy"),
-            ],
-            vec![
-                X::S("spNO.3"),
-                X::S("E"),
-                X::N(10.0),
-                X::N(20.0),
-                X::N(30.0),
-                X::S("4"),
-                X::S("Macro-expression"),
-                X::S("sad"),
-            ],
+            vec![X::S("spNO.3"), X::S("e"), X::N(1.0), X::N(3.0), X::N(6.0), X::S("12"), X::S("Micro-expression"), X::S("happy")],
+            vec![X::S("spNO.3"), X::S("E"), X::N(10.0), X::N(20.0), X::N(30.0), X::S("4"), X::S("Macro-expression"), X::S("sad")],
             vec![X::S("spNO.3"), X::S("e"), X::N(31.0), X::N(33.0), X::N(36.0), X::S("4"), X::B, X::S("sad")],
         ];
         write_xlsx(&part_a.join("annotation/CAS(ME)3_part_A_v1.xlsx"), &[("Sheet1", rows)]);
@@ -336,10 +298,7 @@ mod tests {
         let err = load_long_videos(LongVideoKind::Casme3Lv, root, None).unwrap_err().to_string();
         assert!(err.contains("\"part_A/annotation\"") && err.contains("CAS(ME)3_part_A_v1.xls"), "{err}");
 
-        mae_sheet(
-            &elsewhere.join("cas(me)3_part_A_MaE_label_JpgIndex_v2_emotion.xlsx"),
-            vec![("spNO.1", "a", 2.0, 5.0, 18.0, "anger")],
-        );
+        mae_sheet(&elsewhere.join("cas(me)3_part_A_MaE_label_JpgIndex_v2_emotion.xlsx"), vec![("spNO.1", "a", 2.0, 5.0, 18.0, "anger")]);
         let set = load_long_videos(LongVideoKind::Casme3Lv, root, Some(&elsewhere)).unwrap();
         assert_eq!(set.count(Macro), 1);
 

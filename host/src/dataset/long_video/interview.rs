@@ -58,10 +58,7 @@ struct TruthEvent {
 pub(super) fn load(root: &Path, annotations: Option<&Path>) -> Result<LongVideoSet> {
     let kind = LongVideoKind::Interview;
     if let Some(given) = annotations {
-        bail!(
-            "{}: {kind} takes no annotation sheet; each clip's {TRUTH_FILE} is its annotation (leave it out)",
-            given.display()
-        );
+        bail!("{}: {kind} takes no annotation sheet; each clip's {TRUTH_FILE} is its annotation (leave it out)", given.display());
     }
     let mut b = Builder::new(kind, root, None, root);
     if root.join(TRUTH_FILE).is_file() {
@@ -79,10 +76,7 @@ pub(super) fn load(root: &Path, annotations: Option<&Path>) -> Result<LongVideoS
         }
     }
     if clips == 0 {
-        bail!(
-            "{}: no {TRUTH_FILE} in it or in any of its sub-folders; the {kind} root must hold {LAYOUT}",
-            root.display()
-        );
+        bail!("{}: no {TRUTH_FILE} in it or in any of its sub-folders; the {kind} root must hold {LAYOUT}", root.display());
     }
     b.finish()
 }
@@ -91,8 +85,7 @@ pub(super) fn load(root: &Path, annotations: Option<&Path>) -> Result<LongVideoS
 fn load_clip(b: &mut Builder, name: &str, dir: &Path) -> Result<()> {
     let path = dir.join(TRUTH_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let truth: Truth = serde_json::from_str(&text)
-        .map_err(|e| anyhow!("{}: not a valid interview truth file: {e}", path.display()))?;
+    let truth: Truth = serde_json::from_str(&text).map_err(|e| anyhow!("{}: not a valid interview truth file: {e}", path.display()))?;
     if !(truth.fps.is_finite() && truth.fps > 0.0) {
         bail!("{}: fps {} is not a positive frame rate", path.display(), truth.fps);
     }
@@ -132,8 +125,7 @@ mod tests {
     fn clip(dir: &Path, fps: f64, numbers: impl IntoIterator<Item = i64>, events: serde_json::Value) -> PathBuf {
         let numbers: Vec<i64> = numbers.into_iter().collect();
         write_frames(&dir.join(FRAMES_DIR), &numbers, |n| format!("{n:06}.jpg"));
-        let truth =
-            json!({"fps": fps, "frames": numbers.len(), "events": events, "blinks": [{"start_frame": 3, "frames": 4}]});
+        let truth = json!({"fps": fps, "frames": numbers.len(), "events": events, "blinks": [{"start_frame": 3, "frames": 4}]});
         std::fs::write(dir.join(TRUTH_FILE), serde_json::to_string_pretty(&truth).unwrap()).unwrap();
         dir.join(FRAMES_DIR)
     }
@@ -182,17 +174,13 @@ mod tests {
         clip(&root.join("b"), 60.0, 0..=20, json!([]));
         std::fs::create_dir_all(root.join("notes")).unwrap();
         let set = load_long_videos(LongVideoKind::Interview, root, None).unwrap();
-        let ids: Vec<(&str, f64, usize)> =
-            set.videos.iter().map(|v| (v.id.as_str(), v.fps, v.intervals.len())).collect();
+        let ids: Vec<(&str, f64, usize)> = set.videos.iter().map(|v| (v.id.as_str(), v.fps, v.intervals.len())).collect();
         assert_eq!(ids, [("a", 30.0, 3), ("b", 60.0, 0)]);
         assert_eq!(set.videos[0].dir, a);
         use ExpressionKind::{Macro, Micro};
         let got: Vec<(i64, Option<i64>, i64, ExpressionKind, &str)> =
             set.videos[0].intervals.iter().map(|i| (i.onset, i.apex, i.offset, i.kind, i.label.as_str())).collect();
-        assert_eq!(
-            got,
-            [(2, Some(4), 7, Micro, "surprise"), (20, Some(24), 35, Macro, "happiness"), (30, None, 40, Micro, "")]
-        );
+        assert_eq!(got, [(2, Some(4), 7, Micro, "surprise"), (20, Some(24), 35, Macro, "happiness"), (30, None, 40, Micro, "")]);
         let repairs: Vec<(&str, &str)> = set.repairs.iter().map(|n| (n.source.as_str(), n.message.as_str())).collect();
         assert_eq!(
             repairs,
@@ -200,10 +188,7 @@ mod tests {
                 ("a/frames", "frame gaps → frames left missing: 3 frames in 1 gap: 10..12"),
                 ("a/truth.json event 2", "interval beyond the video → clipped to its frames: 30..50 → 30..40"),
                 ("a/truth.json event 2", "apex missing → none: \"\""),
-                (
-                    "a/truth.json event 2",
-                    "intervals overlap → both kept: 20..35 (a/truth.json event 0) and 30..40 (a/truth.json event 2)"
-                ),
+                ("a/truth.json event 2", "intervals overlap → both kept: 20..35 (a/truth.json event 0) and 30..40 (a/truth.json event 2)"),
             ]
         );
         let skipped: Vec<(&str, &str)> = set.skipped.iter().map(|n| (n.source.as_str(), n.message.as_str())).collect();
@@ -241,10 +226,7 @@ mod tests {
         assert!(err.contains("fps 0 is not a positive frame rate"), "{err}");
         write(json!({"fps": 25, "events": []}));
         let err = load_long_videos(LongVideoKind::Interview, root, None).unwrap_err().to_string();
-        assert!(
-            err.contains(&root.join("empty/frames").display().to_string()) && err.contains("does not exist"),
-            "{err}"
-        );
+        assert!(err.contains(&root.join("empty/frames").display().to_string()) && err.contains("does not exist"), "{err}");
         std::fs::create_dir_all(root.join("empty/frames")).unwrap();
         let err = load_long_videos(LongVideoKind::Interview, root, None).unwrap_err().to_string();
         assert!(err.contains("no video folder with frames"), "{err}");

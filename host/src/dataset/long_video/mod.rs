@@ -64,8 +64,7 @@ pub enum LongVideoKind {
 }
 
 impl LongVideoKind {
-    pub const ALL: [LongVideoKind; 4] =
-        [LongVideoKind::Casme2Lv, LongVideoKind::SammLv, LongVideoKind::Casme3Lv, LongVideoKind::Interview];
+    pub const ALL: [LongVideoKind; 4] = [LongVideoKind::Casme2Lv, LongVideoKind::SammLv, LongVideoKind::Casme3Lv, LongVideoKind::Interview];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -513,11 +512,7 @@ fn resolve(row: &Row, video: &LongVideo) -> Result<(TrueInterval, Vec<String>), 
             a
         }
         (None, None) => {
-            return Err(format!(
-                "offset and apex missing → row skipped: offset {:?}, apex {:?}",
-                row.offset.raw(),
-                row.apex.raw()
-            ));
+            return Err(format!("offset and apex missing → row skipped: offset {:?}, apex {:?}", row.offset.raw(), row.apex.raw()));
         }
     };
     if onset > offset {
@@ -529,23 +524,16 @@ fn resolve(row: &Row, video: &LongVideo) -> Result<(TrueInterval, Vec<String>), 
         KindMark::Unstated(raw) => {
             let kind = ExpressionKind::by_duration(duration, video.fps);
             let rule = if raw.is_empty() { "expression type missing" } else { "expression type unrecognised" };
-            notes.push(format!(
-                "{rule} → by duration (micro ≤ 0.5 s): {raw:?}, {duration} frames at {} fps → {kind}",
-                video.fps
-            ));
+            notes.push(format!("{rule} → by duration (micro ≤ 0.5 s): {raw:?}, {duration} frames at {} fps → {kind}", video.fps));
             kind
         }
     };
     if offset < first || onset > last {
-        return Err(format!(
-            "interval outside the video → row skipped: {onset}..{offset}, video frames {first}..{last}"
-        ));
+        return Err(format!("interval outside the video → row skipped: {onset}..{offset}, video frames {first}..{last}"));
     }
     let (clipped_onset, clipped_offset) = (onset.max(first), offset.min(last));
     if (clipped_onset, clipped_offset) != (onset, offset) {
-        notes.push(format!(
-            "interval beyond the video → clipped to its frames: {onset}..{offset} → {clipped_onset}..{clipped_offset}"
-        ));
+        notes.push(format!("interval beyond the video → clipped to its frames: {onset}..{offset} → {clipped_onset}..{clipped_offset}"));
     }
     match apex {
         None => notes.push(format!("apex missing → none: {:?}", row.apex.raw())),
@@ -555,14 +543,8 @@ fn resolve(row: &Row, video: &LongVideo) -> Result<(TrueInterval, Vec<String>), 
         }
         Some(_) => {}
     }
-    let interval = TrueInterval {
-        onset: clipped_onset,
-        apex,
-        offset: clipped_offset,
-        kind,
-        label: row.label.clone(),
-        source: row.source.clone(),
-    };
+    let interval =
+        TrueInterval { onset: clipped_onset, apex, offset: clipped_offset, kind, label: row.label.clone(), source: row.source.clone() };
     Ok((interval, notes))
 }
 
@@ -574,8 +556,7 @@ fn describe_gaps(frames: &[i64]) -> Option<String> {
     }
     let missing: i64 = gaps.iter().map(|(a, b)| b - a + 1).sum();
     const SHOWN: usize = 4;
-    let mut shown: Vec<String> =
-        gaps.iter().take(SHOWN).map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}..{b}") }).collect();
+    let mut shown: Vec<String> = gaps.iter().take(SHOWN).map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}..{b}") }).collect();
     if gaps.len() > SHOWN {
         shown.push("…".to_string());
     }
@@ -608,9 +589,7 @@ mod tests {
     #[test]
     fn types_are_read_from_text_and_otherwise_by_duration() {
         use ExpressionKind::{Macro, Micro};
-        for (text, kind) in
-            [("micro-expression", Some(Micro)), ("Micro - 1/2", Some(Micro)), ("Macro", Some(Macro)), ("", None)]
-        {
+        for (text, kind) in [("micro-expression", Some(Micro)), ("Micro - 1/2", Some(Micro)), ("Macro", Some(Macro)), ("", None)] {
             assert_eq!(ExpressionKind::of_text(text), kind, "{text}");
         }
         assert_eq!(ExpressionKind::of_text("micro or macro?"), None);
@@ -621,14 +600,7 @@ mod tests {
     }
 
     fn video(frames: Vec<i64>) -> LongVideo {
-        LongVideo {
-            id: "v".into(),
-            subject: "s".into(),
-            dir: PathBuf::from("v"),
-            fps: 30.0,
-            frames,
-            intervals: Vec::new(),
-        }
+        LongVideo { id: "v".into(), subject: "s".into(), dir: PathBuf::from("v"), fps: 30.0, frames, intervals: Vec::new() }
     }
 
     fn row(onset: Mark, apex: Mark, offset: Mark, kind: KindMark) -> Row {
@@ -768,14 +740,8 @@ mod tests {
     fn no_video_or_no_matching_row_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        let err = Builder::new(LongVideoKind::SammLv, root, None, &root.join("SAMM_longvideos"))
-            .finish()
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("SAMM_longvideos: no video folder with frames") && err.contains("006_1_0001.jpg"),
-            "{err}"
-        );
+        let err = Builder::new(LongVideoKind::SammLv, root, None, &root.join("SAMM_longvideos")).finish().unwrap_err().to_string();
+        assert!(err.contains("SAMM_longvideos: no video folder with frames") && err.contains("006_1_0001.jpg"), "{err}");
 
         write_frames(&root.join("a"), &[1, 2, 3], |n| format!("{n}.jpg"));
         let mut b = Builder::new(LongVideoKind::SammLv, root, None, root);

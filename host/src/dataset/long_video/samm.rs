@@ -35,8 +35,7 @@ pub(super) const LAYOUT: &str = "SAMM_longvideos/006_1/006_1_0001.jpg and the sh
      (or V2/V3; header row below description rows)";
 pub(super) const FPS: f64 = 200.0;
 
-const SHEET_NAMES: &[&str] =
-    &["SAMM_LongVideos_V3_Release.xlsx", "SAMM_LongVideos_V2_Release.xlsx", "SAMM_LongVideos_V1_Release.xlsx"];
+const SHEET_NAMES: &[&str] = &["SAMM_LongVideos_V3_Release.xlsx", "SAMM_LongVideos_V2_Release.xlsx", "SAMM_LongVideos_V1_Release.xlsx"];
 const SHEET_DIRS: &[&str] = &["", "SAMMLV", "SAMM_longvideos"];
 const FRAME_DIRS: &[&str] = &["SAMM_longvideos", "SAMMLV/SAMM_longvideos", "SAMM_LongVideos"];
 
@@ -52,8 +51,7 @@ pub(super) fn load(root: &Path, annotations: Option<&Path>) -> Result<LongVideoS
     let sheet_path = locate_sheet(root, annotations, SHEET_DIRS, SHEET_NAMES, kind)?;
     let frames = frames_dir(root)?;
     let sheet = Sheet::read(&sheet_path, &[FILENAME, ONSET, APEX, OFFSET])?;
-    let [filename, onset, apex, offset] =
-        [FILENAME, ONSET, APEX, OFFSET].map(|c| sheet.column(c).expect("header holds it"));
+    let [filename, onset, apex, offset] = [FILENAME, ONSET, APEX, OFFSET].map(|c| sheet.column(c).expect("header holds it"));
     let (type_column, action_units) = (sheet.optional_column(TYPE), sheet.optional_column(ACTION_UNITS));
     let mut b = Builder::new(kind, root, Some(sheet_path.clone()), &frames);
 
@@ -126,20 +124,9 @@ mod tests {
     use crate::dataset::testdata::{X, write_frames, write_xlsx};
 
     fn header() -> Vec<X> {
-        [
-            "Subject",
-            "Filename",
-            "Inducement Code",
-            "Onset",
-            "Apex",
-            "Offset",
-            "Duration",
-            "Type",
-            "Action Units",
-            "Notes",
-        ]
-        .map(X::S)
-        .to_vec()
+        ["Subject", "Filename", "Inducement Code", "Onset", "Apex", "Offset", "Duration", "Type", "Action Units", "Notes"]
+            .map(X::S)
+            .to_vec()
     }
 
     fn row(subject: f64, name: &'static str, onset: f64, apex: f64, offset: f64, kind: &'static str) -> Vec<X> {
@@ -207,10 +194,7 @@ mod tests {
             [
                 ("SAMM_longvideos/006_2", "frame gaps → frames left missing: 1 frames in 1 gap: 7"),
                 ("SAMM_LongVideos_V1_Release.xlsx row 12", "apex missing → none: \"-1\""),
-                (
-                    "SAMM_LongVideos_V1_Release.xlsx row 13",
-                    "interval beyond the video → clipped to its frames: 50..70 → 50..60"
-                ),
+                ("SAMM_LongVideos_V1_Release.xlsx row 13", "interval beyond the video → clipped to its frames: 50..70 → 50..60"),
                 (
                     "SAMM_LongVideos_V1_Release.xlsx row 14",
                     "expression type missing → by duration (micro ≤ 0.5 s): \"\", 8 frames at 200 fps → micro"
@@ -231,10 +215,7 @@ mod tests {
                     "SAMM_LongVideos_V1_Release.xlsx row 15",
                     format!("video folder missing → row skipped: {}", root.join("SAMM_longvideos/007_3").display())
                 ),
-                (
-                    "SAMM_LongVideos_V1_Release.xlsx row 16",
-                    "row without a video name → skipped: column \"Filename\" is blank".to_string()
-                ),
+                ("SAMM_LongVideos_V1_Release.xlsx row 16", "row without a video name → skipped: column \"Filename\" is blank".to_string()),
             ]
         );
         let s = set.summary();
