@@ -2,7 +2,7 @@
 //! whose body, code and numbers could not be obtained: everything below beyond "three branches
 //! for u, v and strain, multi-scale fusion with spatial attention at each scale, channel-attention
 //! reweighting per flow, a log-prior-adjusted loss" is this project's design, specified in
-//! ../shared/reference/AM3F-FlowNet.md §3 and not the authors'.
+//! docs/AM3F-FlowNet.md and not the authors'.
 //!
 //! Input (B, 3, 28, 28): u, v and optical strain in [0, 1]; channel c feeds branch c.
 //! Each branch: stem conv → two multi-scale fusion blocks (3×3, 5×5, 7×7 paths, each with
