@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
         *) echo "install.sh: unknown argument $1" >&2; usage 2 ;;
     esac
 done
-[ -n "$binary" ] || die "--binary is required (e.g. target/aarch64-unknown-linux-gnu/release/merd)"
+[ -n "$binary" ] || die "--binary is required (e.g. target/aarch64-unknown-linux-gnu/device/merd from scripts/build-jetson.sh)"
 [ -n "$model" ] || die "--model is required (a signed .merb bundle)"
 [ -n "$key" ] || die "--key is required (the public key the bundle is signed with)"
 for f in "$binary" "$model" "$key" "$config" "$here/merd.service" "$here/99-merd-gpio.rules"; do
@@ -35,7 +35,8 @@ done
 if [ -z "$root" ]; then
     [ "$(id -u)" -eq 0 ] || die "run as root (sudo), or stage with --root DIR"
     # A binary for another architecture fails here rather than in a restart loop.
-    "$binary" --version >/dev/null 2>&1 || die "$binary does not run on this machine ($(uname -m)); build it for this board"
+    # The loader's own message tells a missing GLIBC_x.y apart from a wrong architecture.
+    ran=$("$binary" --version 2>&1) || die "$binary does not run on this machine ($(uname -m)): ${ran:-no output}; build it with scripts/build-jetson.sh"
 fi
 
 step() { echo "[install] $*"; }

@@ -51,6 +51,9 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+# --- zig and cargo-zigbuild for the Jetson release build (scripts/build-jetson.sh) -------------
+bash scripts/install-zigbuild.sh
+
 # --- Crate sources -----------------------------------------------------------------------------
 # mer-shared's build script locates the face model with `cargo metadata --offline`, which needs
 # every package of the workspace downloaded, not only those of the one being built.
