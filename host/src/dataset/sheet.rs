@@ -245,61 +245,41 @@ fn cell_of(data: &Data) -> Cell {
     }
 }
 
-/// RFC 4180 CSV: comma-separated, fields optionally double-quoted with `""` for a quote, quoted
-/// fields may span lines. Each record is numbered by the line it starts on.
+/// RFC 4180 CSV (the `csv` crate): fields optionally double-quoted, quoted fields may span
+/// lines, rows may have different lengths; blank lines are skipped. Each record is numbered by
+/// the line it starts on. A blank field is an empty cell.
 fn parse_csv(text: &str) -> Result<Vec<(usize, Vec<Cell>)>> {
+    // The reader takes a quote left open as running to the end of the file; a sheet that does
+    // that is cut or broken, so the quotes must pair up.
+    if text.matches('"').count() % 2 == 1 {
+        bail!("a quoted field is never closed (the file holds an odd number of double quotes)");
+    }
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text.as_bytes());
     let mut records = Vec::new();
-    let mut field = String::new();
-    let mut fields: Vec<Cell> = Vec::new();
-    let mut line = 1;
-    let mut record_line = 1;
-    let mut quoted = false;
-    let mut was_quoted = false;
-    let mut chars = text.chars().peekable();
-    let finish_field = |field: &mut String, fields: &mut Vec<Cell>, was_quoted: &mut bool| {
-        let value = std::mem::take(field);
-        fields.push(if value.trim().is_empty() && !*was_quoted { Cell::Empty } else { Cell::Text(value) });
-        *was_quoted = false;
+    let mut record = csv::ByteRecord::new();
+    // A record's position is where the reader stood before it, which may still be on the end of
+    // the previous line: skip those line ends, then count lines up to the record's first byte.
+    let bytes = text.as_bytes();
+    let line_of = |mut at: usize| {
+        while bytes.get(at).is_some_and(|b| matches!(b, b'\r' | b'\n')) {
+            at += 1;
+        }
+        1 + bytes[..at.min(bytes.len())].iter().filter(|&&b| b == b'\n').count()
     };
-    while let Some(c) = chars.next() {
-        if quoted {
-            match c {
-                '"' if chars.peek() == Some(&'"') => {
-                    chars.next();
-                    field.push('"');
-                }
-                '"' => quoted = false,
-                '\n' => {
-                    line += 1;
-                    field.push(c);
-                }
-                _ => field.push(c),
-            }
-            continue;
+    loop {
+        let start = reader.position().byte() as usize;
+        if !reader.read_byte_record(&mut record)? {
+            break;
         }
-        match c {
-            '"' if field.trim().is_empty() => {
-                field.clear();
-                quoted = true;
-                was_quoted = true;
-            }
-            ',' => finish_field(&mut field, &mut fields, &mut was_quoted),
-            '\r' if chars.peek() == Some(&'\n') => {}
-            '\n' | '\r' => {
-                finish_field(&mut field, &mut fields, &mut was_quoted);
-                records.push((record_line, std::mem::take(&mut fields)));
-                line += 1;
-                record_line = line;
-            }
-            _ => field.push(c),
-        }
-    }
-    if quoted {
-        bail!("a quoted field opened on line {record_line} is never closed");
-    }
-    if !field.is_empty() || !fields.is_empty() || was_quoted {
-        finish_field(&mut field, &mut fields, &mut was_quoted);
-        records.push((record_line, fields));
+        let line = line_of(start);
+        let cells = record
+            .iter()
+            .map(|field| match String::from_utf8_lossy(field) {
+                f if f.trim().is_empty() => Cell::Empty,
+                f => Cell::Text(f.into_owned()),
+            })
+            .collect();
+        records.push((line, cells));
     }
     Ok(records)
 }
