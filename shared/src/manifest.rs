@@ -189,11 +189,7 @@ pub fn f32_digest(values: &[f32]) -> String {
     for v in values {
         hasher.update(v.to_le_bytes());
     }
-    hex(&hasher.finalize())
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(hasher.finalize())
 }
 
 impl Manifest {

@@ -385,10 +385,7 @@ impl Source {
             scope: "imported".into(),
             config: serde_json::Value::Null,
             evaluation,
-            weights: WeightsOrigin::Imported {
-                checkpoint: file_name(&opts.checkpoint),
-                sha256: mer_shared::manifest::hex(&Sha256::digest(&bytes)),
-            },
+            weights: WeightsOrigin::Imported { checkpoint: file_name(&opts.checkpoint), sha256: hex::encode(Sha256::digest(&bytes)) },
         };
         Ok(Source {
             arch,
@@ -450,7 +447,7 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
     let bare = inference_graph(&model, shape, classes.len(), vec![]);
     let version = opts.version.clone().unwrap_or_else(|| {
         let digest = Sha256::digest(&bare);
-        format!("{arch_name}-{}", mer_shared::manifest::hex(&digest[..6]))
+        format!("{arch_name}-{}", hex::encode(&digest[..6]))
     });
 
     let probe_input = Probe::input(opts.probe_seed, PROBE_BATCH, shape);

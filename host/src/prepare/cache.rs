@@ -84,7 +84,7 @@ impl CacheKey {
 fn digest_of(key: &Value) -> String {
     let mut canonical = String::new();
     write_canonical(key, &mut canonical);
-    Sha256::digest(canonical.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(canonical.as_bytes()))
 }
 
 /// Compact JSON with object keys sorted, independent of serde_json's map ordering features.

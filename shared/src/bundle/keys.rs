@@ -50,7 +50,7 @@ impl SecretKey {
 
     /// The secret key file's text.
     pub fn to_file_text(&self) -> String {
-        format!("{SECRET_COMMENT}\n{}\n", hex(&self.0.to_bytes()))
+        format!("{SECRET_COMMENT}\n{}\n", hex::encode(self.0.to_bytes()))
     }
 
     /// Reads secret key file text (see [`SecretKey::to_file_text`]).
@@ -74,9 +74,10 @@ impl PublicKey {
     /// The key with these bytes; refuses bytes that are not a curve point and weak
     /// (small-order) keys, for which signatures prove nothing.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<PublicKey> {
-        let key = VerifyingKey::from_bytes(bytes).map_err(|_| Error::Key(format!("{} is not a valid ed25519 public key", hex(bytes))))?;
+        let key =
+            VerifyingKey::from_bytes(bytes).map_err(|_| Error::Key(format!("{} is not a valid ed25519 public key", hex::encode(bytes))))?;
         if key.is_weak() {
-            return Err(Error::Key(format!("{} is a weak (small-order) ed25519 key; it cannot vouch for anything", hex(bytes))));
+            return Err(Error::Key(format!("{} is a weak (small-order) ed25519 key; it cannot vouch for anything", hex::encode(bytes))));
         }
         Ok(PublicKey(key))
     }
@@ -96,7 +97,7 @@ impl PublicKey {
 
     /// The public key file's text.
     pub fn to_file_text(&self) -> String {
-        format!("{PUBLIC_COMMENT} {}\n{}\n", self.key_id(), hex(&self.to_bytes()))
+        format!("{PUBLIC_COMMENT} {}\n{}\n", self.key_id(), hex::encode(self.to_bytes()))
     }
 
     /// Reads public key file text (see [`PublicKey::to_file_text`]).
@@ -120,7 +121,7 @@ impl std::fmt::Debug for PublicKey {
 
 /// The key id of public key bytes, valid key or not (so a damaged bundle can still be named).
 pub fn key_id(public: &[u8; 32]) -> String {
-    hex(&Sha256::digest(public)[..8])
+    hex::encode(&Sha256::digest(public)[..8])
 }
 
 /// Writes `key` to a new file at `path`, readable by its owner only, and never over an
@@ -184,15 +185,8 @@ fn key_bytes(text: &str) -> Result<[u8; 32]> {
         return Err(Error::Key(format!("line {line} has {} hex digits; an ed25519 key is 64 (32 bytes)", digits.len())));
     }
     let mut bytes = [0u8; 32];
-    for (i, b) in bytes.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&digits[2 * i..2 * i + 2], 16).expect("checked to be hex digits");
-    }
+    hex::decode_to_slice(digits, &mut bytes).expect("checked to be 64 hex digits");
     Ok(bytes)
-}
-
-/// Lowercase hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -214,9 +208,9 @@ mod tests {
         assert!(text.starts_with(&format!("# mer public key {}\n", public.key_id())), "{text}");
         assert_eq!(PublicKey::parse(&text).unwrap(), public);
         // Hand-edited files: other comments, blank lines, CRLF, upper case, no comment at all.
-        let hand = format!("# from the release machine\r\n\r\n  {}  \r\n# end\r\n", hex(&public.to_bytes()).to_uppercase());
+        let hand = format!("# from the release machine\r\n\r\n  {}  \r\n# end\r\n", hex::encode(public.to_bytes()).to_uppercase());
         assert_eq!(PublicKey::parse(&hand).unwrap(), public);
-        assert_eq!(PublicKey::parse(&hex(&public.to_bytes())).unwrap(), public);
+        assert_eq!(PublicKey::parse(&hex::encode(public.to_bytes())).unwrap(), public);
 
         assert_ne!(SecretKey::generate().unwrap().public(), public);
         let id = fixed().public().key_id();
@@ -224,13 +218,13 @@ mod tests {
         assert_eq!(id, key_id(&fixed().public().to_bytes()));
         assert!(id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{id}");
         let debug = format!("{:?}", fixed());
-        assert!(debug.contains(&id) && !debug.contains(&hex(&[7; 32])), "{debug}");
+        assert!(debug.contains(&id) && !debug.contains(&hex::encode([7; 32])), "{debug}");
     }
 
     #[test]
     fn bad_text_is_explained() {
         let err = |r: Result<PublicKey>| r.unwrap_err().to_string();
-        let good = hex(&fixed().public().to_bytes());
+        let good = hex::encode(fixed().public().to_bytes());
         let e = err(PublicKey::parse("# mer public key\n"));
         assert!(e.contains("no key line"), "{e}");
         let e = err(PublicKey::parse(&format!("{good}\n# x\n{good}\n")));
@@ -244,10 +238,10 @@ mod tests {
         // The identity point is on the curve but of small order.
         let mut identity = [0u8; 32];
         identity[0] = 1;
-        let e = err(PublicKey::parse(&hex(&identity)));
+        let e = err(PublicKey::parse(&hex::encode(identity)));
         assert!(e.contains("weak"), "{e}");
         let off_curve = (2u8..=255).map(|y| [y; 32]).find(|b| VerifyingKey::from_bytes(b).is_err()).unwrap();
-        let e = err(PublicKey::parse(&hex(&off_curve)));
+        let e = err(PublicKey::parse(&hex::encode(off_curve)));
         assert!(e.contains("not a valid ed25519 public key"), "{e}");
     }
 

@@ -143,11 +143,11 @@ impl Bundle {
     }
     /// Hex SHA-256 of the ONNX bytes, to compare with a manifest or a published digest.
     pub fn onnx_sha256(&self) -> String {
-        keys::hex(&Sha256::digest(&self.onnx))
+        hex::encode(Sha256::digest(&self.onnx))
     }
     /// Hex SHA-256 of the manifest text.
     pub fn manifest_sha256(&self) -> String {
-        keys::hex(&Sha256::digest(self.manifest.as_bytes()))
+        hex::encode(Sha256::digest(self.manifest.as_bytes()))
     }
 }
 
@@ -242,7 +242,7 @@ mod tests {
         assert_eq!(read.manifest(), bundle.manifest());
         assert_eq!(read.onnx().len(), 300);
         assert_eq!(read.signer_key_id(), key(1).public().key_id());
-        assert_eq!(read.onnx_sha256(), keys::hex(&Sha256::digest(read.onnx())));
+        assert_eq!(read.onnx_sha256(), hex::encode(Sha256::digest(read.onnx())));
         assert_eq!(read.manifest_sha256().len(), 64);
         let debug = format!("{read:?}");
         assert!(debug.contains("onnx_bytes: 300") && debug.contains(&read.signer_key_id()), "{debug}");

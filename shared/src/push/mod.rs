@@ -169,19 +169,14 @@ pub struct Health {
 
 /// Hex digits of a digest, as `ModelInfo::sha256` and file names spell it.
 pub fn digest_hex(digest: &Digest) -> String {
-    crate::manifest::hex(digest)
+    hex::encode(digest)
 }
 
 /// The digest spelt by [`digest_hex`].
 pub fn parse_digest(text: &str) -> Result<Digest> {
     let bad = || Error::Push(format!("{text:?} is not a SHA-256 digest in hex"));
-    if text.len() != 64 {
-        return Err(bad());
-    }
     let mut digest = [0u8; 32];
-    for (i, byte) in digest.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
-    }
+    hex::decode_to_slice(text, &mut digest).map_err(|_| bad())?;
     Ok(digest)
 }
 
