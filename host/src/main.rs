@@ -87,7 +87,7 @@ enum Command {
     },
     /// Prepare a dataset for training: face crops, key frames, flows and model inputs, cached.
     Prepare {
-        /// casme2, samm, mmew, casme3, ckplus or interview.
+        /// The dataset, read in the layout its owners distribute.
         #[arg(long)]
         dataset: DatasetKind,
         /// The dataset's root folder, as distributed.
@@ -105,7 +105,7 @@ enum Command {
         crop: CropMode,
         /// Model input: skd-tstsan (38×48×48), flow-strain28 (u, v, strain 3×28×28) or
         /// htnet-mosaic28 (HTNet's landmark mosaic of it); default: the input of --arch.
-        #[arg(long)]
+        #[arg(long, value_parser = input_layout())]
         input: Option<InputLayout>,
         /// The architecture the cache is for, which picks the default --input.
         #[arg(long, default_value = "skd-tstsan")]
@@ -124,7 +124,7 @@ enum Command {
     /// video replayed through merd's frame source, face box and spotter; scores overall, micro
     /// and macro, OUT/results.json and a timeline picture per video.
     SpotEval {
-        /// casme2-lv, samm-lv, casme3-lv or interview.
+        /// The long-video dataset, read in the layout its owners distribute.
         #[arg(long)]
         dataset: LongVideoKind,
         /// The dataset's root folder, as distributed (interview: `mer synth interview` or
@@ -272,7 +272,7 @@ enum Command {
         classes: Option<Taxonomy>,
         /// Input layout of weights trained elsewhere: skd-tstsan (default; the only one imported
         /// SKD-TSTSAN weights read), flow-strain28 or htnet-mosaic28. Inside a run it is the run's.
-        #[arg(long)]
+        #[arg(long, value_parser = input_layout())]
         input: Option<InputLayout>,
         /// The run's prepared data, if it is no longer where the run recorded it; for weights
         /// trained elsewhere, a prepared cache of their input layout to check parity on.
@@ -397,6 +397,13 @@ impl TrainArgs {
             magnet: self.magnet.clone().map(|p| (p, self.magnet_mode)),
         }
     }
+}
+
+/// `--input`: the layout names, listed in `--help`.
+fn input_layout() -> impl clap::builder::TypedValueParser<Value = InputLayout> {
+    use clap::builder::TypedValueParser;
+    let names = InputLayout::NAMES.map(|(name, _)| name);
+    clap::builder::PossibleValuesParser::new(names).map(|name| name.parse::<InputLayout>().expect("one of the names"))
 }
 
 /// A count argument from 1 to `max`: 0 is refused rather than read as "all" or "none".

@@ -30,16 +30,16 @@ mod testdata;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 use mer_shared::labels::{LabelTally, Taxonomy};
 use serde::{Deserialize, Serialize};
 
-/// Which dataset layout to read. FromStr/Display names: "casme2", "samm", "mmew", "casme3", "ckplus",
-/// "interview".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Which dataset layout to read. Command-line and display names: "casme2", "samm", "mmew",
+/// "casme3", "ckplus", "interview".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
+#[value(rename_all = "lowercase")]
 pub enum DatasetKind {
     Casme2,
     Samm,
@@ -96,16 +96,6 @@ impl DatasetKind {
 impl fmt::Display for DatasetKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-impl FromStr for DatasetKind {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        DatasetKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
-            let names: Vec<&str> = DatasetKind::ALL.iter().map(|k| k.name()).collect();
-            anyhow!("unknown dataset {s:?}; choose one of {}", names.join(", "))
-        })
     }
 }
 
@@ -343,14 +333,17 @@ mod tests {
     #[test]
     fn kinds_round_trip_through_names_and_serde() {
         for kind in DatasetKind::ALL {
-            assert_eq!(kind.name().parse::<DatasetKind>().unwrap(), kind);
+            assert_eq!(<DatasetKind as clap::ValueEnum>::from_str(kind.name(), false).unwrap(), kind);
             assert_eq!(kind.to_string(), kind.name());
             assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{}\"", kind.name()));
             assert_eq!(kind.default_taxonomy(), kind.taxonomies()[0]);
             assert!(kind.taxonomies().iter().all(|t| *t != Taxonomy::CompositeThree));
         }
-        let err = "casme".parse::<DatasetKind>().unwrap_err().to_string();
-        assert!(err.contains("casme2, samm, mmew, casme3, ckplus, interview"), "{err}");
+        // The command line lists exactly these names.
+        let listed: Vec<String> =
+            DatasetKind::ALL.iter().map(|k| clap::ValueEnum::to_possible_value(k).unwrap().get_name().to_string()).collect();
+        assert_eq!(listed, ["casme2", "samm", "mmew", "casme3", "ckplus", "interview"]);
+        assert!(<DatasetKind as clap::ValueEnum>::from_str("casme", false).is_err());
         assert_eq!(DatasetKind::Mmew.taxonomies(), &[Taxonomy::MmewSix, Taxonomy::MmewFour]);
     }
 

@@ -42,9 +42,8 @@ mod samm;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::frames::FrameFolder;
@@ -52,10 +51,11 @@ use super::keyframes::rule_of;
 use super::sheet::Cell;
 use super::{Layout, Note};
 
-/// Which long-video dataset layout to read. FromStr/Display names: "casme2-lv", "samm-lv",
-/// "casme3-lv", "interview".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Which long-video dataset layout to read. Command-line and display names: "casme2-lv",
+/// "samm-lv", "casme3-lv", "interview".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
+#[value(rename_all = "kebab-case")]
 pub enum LongVideoKind {
     Casme2Lv,
     SammLv,
@@ -105,16 +105,6 @@ impl Layout for LongVideoKind {
 impl fmt::Display for LongVideoKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-impl FromStr for LongVideoKind {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        LongVideoKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
-            let names: Vec<&str> = LongVideoKind::ALL.iter().map(|k| k.name()).collect();
-            anyhow!("unknown long-video dataset {s:?}; choose one of {}", names.join(", "))
-        })
     }
 }
 
@@ -572,14 +562,16 @@ mod tests {
     #[test]
     fn kinds_round_trip_through_names_and_serde() {
         for kind in LongVideoKind::ALL {
-            assert_eq!(kind.name().parse::<LongVideoKind>().unwrap(), kind);
+            assert_eq!(<LongVideoKind as clap::ValueEnum>::from_str(kind.name(), false).unwrap(), kind);
             assert_eq!(kind.to_string(), kind.name());
             assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{}\"", kind.name()));
             assert_eq!(serde_json::from_str::<LongVideoKind>(&format!("\"{kind}\"")).unwrap(), kind);
             assert!(!kind.layout().is_empty());
         }
-        let err = "casme2".parse::<LongVideoKind>().unwrap_err().to_string();
-        assert!(err.contains("\"casme2\"") && err.contains("casme2-lv, samm-lv, casme3-lv, interview"), "{err}");
+        let listed: Vec<String> =
+            LongVideoKind::ALL.iter().map(|k| clap::ValueEnum::to_possible_value(k).unwrap().get_name().to_string()).collect();
+        assert_eq!(listed, ["casme2-lv", "samm-lv", "casme3-lv", "interview"]);
+        assert!(<LongVideoKind as clap::ValueEnum>::from_str("casme2", false).is_err());
         assert_eq!(serde_json::to_string(&ExpressionKind::Macro).unwrap(), "\"macro\"");
         assert_eq!(serde_json::from_str::<ExpressionKind>("\"micro\"").unwrap(), ExpressionKind::Micro);
         assert_eq!(LongVideoKind::SammLv.fps(), Some(200.0));
