@@ -53,19 +53,43 @@ impl Classifier {
         if bytes.starts_with(MAGIC) { Classifier::from_bundle(bytes, trust) } else { Classifier::from_onnx(bytes) }
     }
 
+    /// Reads a bundle or ONNX file; the file's bytes are let go once decoded, before the graph
+    /// is built, so a large model is not held once more than needed.
     pub fn load(path: &Path, trust: Trust) -> Result<Classifier> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Classifier::from_bytes(&bytes, trust).map_err(|e| Error::Model(format!("{}: {e}", path.display())))
+        let loaded = if bytes.starts_with(MAGIC) {
+            Classifier::verified_bundle(&bytes, trust).and_then(|(manifest, origin, proto)| {
+                drop(bytes);
+                Classifier::with_model(manifest, OnnxModel::from_proto(proto)?, origin)
+            })
+        } else {
+            OnnxModel::decode(&bytes).and_then(|proto| {
+                drop(bytes);
+                Classifier::from_model(OnnxModel::from_proto(proto)?)
+            })
+        };
+        loaded.map_err(|e| Error::Model(format!("{}: {e}", path.display())))
     }
 
     pub fn from_bundle(bytes: &[u8], trust: Trust) -> Result<Classifier> {
+        let (manifest, origin, proto) = Classifier::verified_bundle(bytes, trust)?;
+        Classifier::with_model(manifest, OnnxModel::from_proto(proto)?, origin)
+    }
+
+    /// The bundle's manifest, who signed it and its decoded ONNX model, after the signature check.
+    fn verified_bundle(bytes: &[u8], trust: Trust) -> Result<(Manifest, Origin, tract_onnx::pb::ModelProto)> {
         let bundle = Bundle::from_bytes(bytes)?;
         let origin = match trust {
             Trust::Keys(keys) => Origin::Bundle { signer: bundle.verify(keys)?.key_id(), trusted: true },
             Trust::IntegrityOnly => Origin::Bundle { signer: bundle.verify_integrity()?.key_id(), trusted: false },
         };
         let manifest = Manifest::from_json(bundle.manifest())?;
-        let (model, embedded) = open_onnx(bundle.onnx())?;
+        Ok((manifest, origin, OnnxModel::decode(bundle.onnx())?))
+    }
+
+    /// Checks the bundle's manifest against the one inside its model, then the probe.
+    fn with_model(manifest: Manifest, model: OnnxModel, origin: Origin) -> Result<Classifier> {
+        let embedded = embedded_manifest(&model)?;
         if embedded != manifest {
             return Err(Error::Model("the bundle's manifest differs from the one inside its ONNX model".into()));
         }
@@ -73,7 +97,11 @@ impl Classifier {
     }
 
     pub fn from_onnx(bytes: &[u8]) -> Result<Classifier> {
-        let (model, manifest) = open_onnx(bytes)?;
+        Classifier::from_model(OnnxModel::from_bytes(bytes)?)
+    }
+
+    fn from_model(model: OnnxModel) -> Result<Classifier> {
+        let manifest = embedded_manifest(&model)?;
         Classifier::checked(manifest, model, Origin::Onnx)
     }
 
@@ -142,11 +170,8 @@ pub fn classify_file(model: &Path, input: &Path, public_keys: &[PathBuf], thread
     Ok((result, classifier.origin().clone()))
 }
 
-fn open_onnx(bytes: &[u8]) -> Result<(OnnxModel, Manifest)> {
-    let model = OnnxModel::from_bytes(bytes)?;
-    let manifest =
-        model.manifest().ok_or_else(|| Error::Model("the ONNX model has no mer manifest (was it written by `mer export`?)".into()))??;
-    Ok((model, manifest))
+fn embedded_manifest(model: &OnnxModel) -> Result<Manifest> {
+    model.manifest().ok_or_else(|| Error::Model("the ONNX model has no mer manifest (was it written by `mer export`?)".into()))?
 }
 
 /// Numerically stable softmax.

@@ -41,8 +41,17 @@ impl OnnxModel {
     /// Parses an ONNX file's bytes. The model must have one float input (N, C, H, W) with fixed
     /// C, H, W and one output, and keep all weights inside the file.
     pub fn from_bytes(bytes: &[u8]) -> Result<OnnxModel> {
-        let proto = ModelProto::decode(bytes)
-            .map_err(|e| model_error(&format!("not a readable ONNX file ({} bytes; truncated or another format?)", bytes.len()), e))?;
+        OnnxModel::from_proto(OnnxModel::decode(bytes)?)
+    }
+
+    /// The decoded file, which owns copies of its weights: the bytes it came from may go.
+    pub fn decode(bytes: &[u8]) -> Result<ModelProto> {
+        ModelProto::decode(bytes)
+            .map_err(|e| model_error(&format!("not a readable ONNX file ({} bytes; truncated or another format?)", bytes.len()), e))
+    }
+
+    /// [`OnnxModel::from_bytes`] from the decoded file.
+    pub fn from_proto(proto: ModelProto) -> Result<OnnxModel> {
         let graph = proto.graph.as_ref().ok_or_else(|| Error::Model("the ONNX file has no graph".into()))?;
         // Weights stored beside the file would be read from paths the file names: refuse them.
         if graph.initializer.iter().any(|t| !t.external_data.is_empty() || t.data_location == Some(1)) {
@@ -58,9 +67,12 @@ impl OnnxModel {
         let input_shape = sample_shape(&graph.input[0])?;
         let metadata = proto.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
         let [c, h, w] = input_shape;
-        let plan = tract_onnx::onnx()
-            .model_for_proto_model(&proto)
-            .and_then(|m| m.with_input_fact(0, f32::fact([1, c, h, w]).into()))
+        let model = tract_onnx::onnx().model_for_proto_model(&proto).map_err(|e| model_error("tract cannot load the ONNX graph", e))?;
+        // tract holds its own copy of every weight now: the decoded file's goes before the graph
+        // is optimised, or a large model (HTNet: 470 MB) is held three times over at the peak.
+        drop(proto);
+        let plan = model
+            .with_input_fact(0, f32::fact([1, c, h, w]).into())
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
             .map_err(|e| model_error("tract cannot load the ONNX graph", e))?;
