@@ -5,7 +5,6 @@
 //! `mer import-pytorch`) exports too, once told its classes: its manifest says so.
 
 pub mod bench;
-pub mod onnx_graph;
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +19,7 @@ use mer_shared::manifest::{
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor, nn};
 
+use crate::model::ops::onnx::{self, Dim, OnnxGraph};
 use crate::model::skd_tstsan::SkdConfig;
 use crate::model::{Arch, Network};
 use crate::prepare::cache::read_key;
@@ -28,7 +28,6 @@ use crate::train::data::{DataKind, TrainData};
 use crate::train::report::RunResults;
 use crate::train::run::RunInfo;
 use mer_shared::input::InputSpec;
-use onnx_graph::{Dim, OnnxGraph};
 
 pub const INPUT_NAME: &str = "input";
 pub const OUTPUT_NAME: &str = "logits";
@@ -247,7 +246,7 @@ fn spec_differences(a: &InputSpec, b: &InputSpec) -> String {
 /// The ONNX file of `model`'s inference graph: input [`INPUT_NAME`] (N, C, H, W) with a
 /// symbolic batch, output [`OUTPUT_NAME`] (N, classes).
 pub fn inference_graph(model: &Network, shape: [usize; 3], classes: usize, metadata: Vec<(String, String)>) -> Vec<u8> {
-    graph_bytes(|g, input| model.to_onnx(g, input), shape, classes, metadata)
+    graph_bytes(|g, input| model.logits(g, &input.to_string()), shape, classes, metadata)
 }
 
 /// The ONNX file of the graph `build` adds between the input and the logits.
@@ -263,7 +262,7 @@ pub fn graph_bytes(
     let [c, h, w] = shape.map(|d| d as i64);
     let input_dims = [Dim::Batch, Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)];
     let output_dims = [Dim::Batch, Dim::Fixed(classes as i64)];
-    onnx_graph::encode(&graph.into_model((INPUT_NAME, &input_dims), (&logits, &output_dims), metadata))
+    onnx::encode(&graph.into_model((INPUT_NAME, &input_dims), (&logits, &output_dims), metadata))
 }
 
 /// What the manifest says about where the weights came from, and how to rebuild their model.

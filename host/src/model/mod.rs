@@ -3,6 +3,7 @@
 pub mod am3f_flownet;
 pub mod htnet;
 pub mod layers;
+pub mod ops;
 pub mod skd_tstsan;
 
 use std::fmt;
@@ -12,9 +13,9 @@ use anyhow::bail;
 use mer_shared::input::InputLayout;
 use tch::{Tensor, nn};
 
-use crate::export::onnx_graph::OnnxGraph;
 use am3f_flownet::Am3fFlowNet;
 use htnet::{Htnet, HtnetConfig};
+use ops::{Eager, Ops};
 use skd_tstsan::{SkdConfig, SkdFlow, SkdOutputs, SkdTstsan};
 
 /// The architectures `mer train --arch` knows.
@@ -100,23 +101,21 @@ impl Network {
         }
     }
 
-    /// Main-classifier logits.
-    pub fn logits_t(&self, xs: &Tensor, train: bool) -> Tensor {
+    /// Main-classifier logits, on either backend (in the graph: eval mode).
+    pub fn logits<O: Ops>(&self, ops: &mut O, xs: &O::T) -> O::T {
         match self {
-            Network::SkdTstsan(m) => m.logits_t(xs, train),
-            Network::SkdTstsanFlow(m) => m.logits_t(xs, train),
-            Network::Htnet(m) => m.forward(xs),
-            Network::Am3fFlowNet(m) => m.forward_t(xs, train),
+            Network::SkdTstsan(m) => m.forward(ops, xs, false).logits,
+            Network::SkdTstsanFlow(m) => m.forward(ops, xs, false).logits,
+            Network::Htnet(m) => m.logits(ops, xs),
+            Network::Am3fFlowNet(m) => m.logits(ops, xs),
         }
     }
 
-    /// The inference graph (eval mode); returns the logits' name.
-    pub fn to_onnx(&self, g: &mut OnnxGraph, input: &str) -> String {
+    /// Main-classifier logits, eagerly.
+    pub fn logits_t(&self, xs: &Tensor, train: bool) -> Tensor {
         match self {
-            Network::SkdTstsan(m) => m.to_onnx(g, input),
-            Network::SkdTstsanFlow(m) => m.to_onnx(g, input),
-            Network::Htnet(m) => m.to_onnx(g, input),
-            Network::Am3fFlowNet(m) => m.to_onnx(g, input),
+            Network::SkdTstsan(m) => m.logits_t(xs, train),
+            _ => self.logits(&mut Eager::new(train), xs),
         }
     }
 
