@@ -13,7 +13,11 @@
 use tch::Tensor;
 use tch::nn;
 
-use super::ops::{BatchNorm, Conv2d, Ops, Pool, linear};
+use mer_shared::input::InputLayout;
+
+use super::losses::{LossConfig, LossTerms, Targets, single_term};
+use super::ops::{BatchNorm, Conv2d, Eager, Ops, Pool, linear};
+use super::{Arch, ArchSettings, Architecture, Forward, Network};
 
 const BRANCHES: [&str; 3] = ["branch_u", "branch_v", "branch_s"];
 const DROPOUT: f64 = 0.5;
@@ -132,8 +136,10 @@ impl Am3fFlowNet {
             head: linear(&(root / "head"), 128, classes),
         }
     }
+}
 
-    pub fn logits<O: Ops>(&self, ops: &mut O, x: &O::T) -> O::T {
+impl Forward for Am3fFlowNet {
+    fn logits<O: Ops>(&self, ops: &mut O, x: &O::T) -> O::T {
         let features: Vec<O::T> = self
             .branches
             .iter()
@@ -165,6 +171,38 @@ impl Am3fFlowNet {
         let dropped = ops.dropout(&pooled, DROPOUT);
         ops.linear(&dropped, &self.head)
     }
+
+    /// Logit-adjusted cross-entropy with the training fold's class priors.
+    fn loss(&self, x: &Tensor, y: &Tensor, targets: &Targets, loss: &LossConfig) -> (Tensor, LossTerms, Tensor) {
+        let logits = self.logits(&mut Eager::new(true), x);
+        single_term(logit_adjusted_loss(&logits, y, targets.counts, loss.tau), logits)
+    }
+}
+
+/// The reconstruction R1.
+struct Am3fArch;
+pub const AM3F_FLOWNET: Arch = Arch(&Am3fArch);
+
+impl Architecture for Am3fArch {
+    fn name(&self) -> &'static str {
+        "am3f-flownet"
+    }
+
+    fn about(&self) -> &'static str {
+        "AM3F-FlowNet reconstruction R1: u, v and strain branches with multi-scale fusion (3×28×28)"
+    }
+
+    fn input_layout(&self) -> InputLayout {
+        InputLayout::FlowStrain28
+    }
+
+    fn build(&self, root: &nn::Path, classes: i64, _settings: &ArchSettings) -> Box<dyn Network> {
+        Box::new(Am3fFlowNet::new(root, classes))
+    }
+
+    fn describe(&self, _settings: &ArchSettings, loss: &LossConfig) -> String {
+        format!("reconstruction R1 (not the authors' design), logit adjustment tau {}", loss.tau)
+    }
 }
 
 /// The reconstruction's loss (Menon et al. 2021 logit adjustment): cross-entropy on
@@ -183,7 +221,6 @@ mod tests {
     use tch::nn::VarStore;
     use tch::{Device, Kind};
 
-    use super::super::ops::Eager;
     use super::*;
 
     #[test]

@@ -15,7 +15,12 @@
 use tch::Tensor;
 use tch::nn::{self, ConvConfig, Init, Module};
 
+use mer_shared::flow_image::{HTNET_FALLBACK_LANDMARKS, htnet_mosaic};
+use mer_shared::input::InputLayout;
+
+use super::losses::LossConfig;
 use super::ops::{Conv2d, Eager, OnnxGraph, Ops, linear, torch_default_init};
+use super::{Arch, ArchSettings, Architecture, Derivation, Forward, Network};
 
 const NORM_EPS: f64 = 1e-5;
 
@@ -230,8 +235,20 @@ impl Htnet {
         self.config
     }
 
+    /// [`Htnet::logits`], eagerly.
+    pub fn forward(&self, img: &Tensor) -> Tensor {
+        self.logits(&mut Eager::new(false), img)
+    }
+
+    /// [`Htnet::logits`] as nodes of `g`, for its configured image size.
+    pub fn to_onnx(&self, g: &mut OnnxGraph, input: &str) -> String {
+        self.logits(g, &input.to_string())
+    }
+}
+
+impl Forward for Htnet {
     /// Logits for a (N, channels, image_size, image_size) batch.
-    pub fn logits<O: Ops>(&self, ops: &mut O, img: &O::T) -> O::T {
+    fn logits<O: Ops>(&self, ops: &mut O, img: &O::T) -> O::T {
         let HtnetConfig { image_size, patch_size: p, channels: c, dim, .. } = self.config;
         let mut n = image_size / p;
         // b c (h p1) (w p2) -> b (p1 p2 c) h w
@@ -255,15 +272,37 @@ impl Htnet {
         let pooled = ops.global_avg_pool(&normed);
         ops.linear(&pooled, &self.head)
     }
+}
 
-    /// [`Htnet::logits`], eagerly.
-    pub fn forward(&self, img: &Tensor) -> Tensor {
-        self.logits(&mut Eager::new(false), img)
+/// The official configuration, trained with the official unweighted cross-entropy.
+struct HtnetArch;
+pub const HTNET: Arch = Arch(&HtnetArch);
+
+impl Architecture for HtnetArch {
+    fn name(&self) -> &'static str {
+        "htnet"
     }
 
-    /// [`Htnet::logits`] as nodes of `g`, for its configured image size.
-    pub fn to_onnx(&self, g: &mut OnnxGraph, input: &str) -> String {
-        self.logits(g, &input.to_string())
+    fn about(&self) -> &'static str {
+        "HTNet: hierarchical transformer over the landmark mosaic of a flow image (3×28×28)"
+    }
+
+    fn input_layout(&self) -> InputLayout {
+        InputLayout::HtnetMosaic28
+    }
+
+    /// The landmark mosaic of each flow image, at the fixed fallback landmarks, as `mer prepare
+    /// --input htnet-mosaic28` makes it from frames.
+    fn derive_input(&self, from: InputLayout) -> Option<Derivation> {
+        (from == InputLayout::FlowStrain28).then_some(("htnet-mosaic", |sample| htnet_mosaic(sample, &HTNET_FALLBACK_LANDMARKS)))
+    }
+
+    fn build(&self, root: &nn::Path, classes: i64, _settings: &ArchSettings) -> Box<dyn Network> {
+        Box::new(Htnet::new(root, HtnetConfig::official(classes)))
+    }
+
+    fn describe(&self, _settings: &ArchSettings, _loss: &LossConfig) -> String {
+        "official configuration: patch 7, dim 256, heads 3, blocks 2/2/10; fixed fallback landmarks".into()
     }
 }
 

@@ -10,14 +10,18 @@
 //! self-distillation from the main classifier and are not needed at inference.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
+use mer_shared::input::InputLayout;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 use tch::nn;
 
 use super::layers::{BatchNorm, Conv2d, Eca, Manipulator, MotionEncoder, linear};
+use super::losses::{LossConfig, LossTerms, Targets, distillation_loss, feature_loss, focal_loss, single_term};
 use super::ops::{Eager, Ops};
+use super::{Arch, ArchSettings, Architecture, Forward, Network};
 
 pub const INPUT_CHANNELS: i64 = 38;
 pub const INPUT_SIZE: i64 = 48;
@@ -443,6 +447,182 @@ impl SkdFlow {
     pub fn logits_t(&self, xs: &Tensor, train: bool) -> Tensor {
         self.forward(&mut Eager::new(train), xs, false).logits
     }
+}
+
+/// How the magnification front ends are initialised from a motion-magnification checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum MagnetMode {
+    /// Copy the encoder and manipulator weights, adapting the first conv to each stream's
+    /// input channels.
+    Transfer,
+    /// What the official code does: its load matches no key, so nothing changes.
+    Official,
+}
+
+/// The training settings of SKD-TSTSAN and its flow-only variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkdSettings {
+    /// Magnification factor α of the manipulators.
+    pub amp: f64,
+    pub ablation: Ablation,
+    /// Weights to start every fold from (classifier layers are dropped).
+    pub init: Option<PathBuf>,
+    /// Motion-magnification checkpoint and how to use it (ignored when `init` is given).
+    pub magnet: Option<(PathBuf, MagnetMode)>,
+}
+
+impl Default for SkdSettings {
+    /// The official recipe: amplification 2, nothing ablated, fresh initialisation.
+    fn default() -> SkdSettings {
+        SkdSettings { amp: 2.0, ablation: Ablation::default(), init: None, magnet: None }
+    }
+}
+
+fn skd_settings(settings: &ArchSettings) -> SkdSettings {
+    match settings {
+        ArchSettings::Skd(s) => s.clone(),
+        ArchSettings::None {} => SkdSettings::default(),
+    }
+}
+
+fn model_config(classes: i64, settings: &ArchSettings) -> SkdConfig {
+    let s = skd_settings(settings);
+    SkdConfig { classes, amp: s.amp, ablation: s.ablation }
+}
+
+/// The full three-stream network.
+struct SkdTstsanArch;
+pub const SKD_TSTSAN: Arch = Arch(&SkdTstsanArch);
+
+impl Architecture for SkdTstsanArch {
+    fn name(&self) -> &'static str {
+        "skd-tstsan"
+    }
+
+    fn about(&self) -> &'static str {
+        "SKD-TSTSAN: three streams over faces, face blocks and two flows (38×48×48)"
+    }
+
+    fn input_layout(&self) -> InputLayout {
+        InputLayout::SkdTstsan38
+    }
+
+    fn default_settings(&self) -> ArchSettings {
+        ArchSettings::Skd(SkdSettings::default())
+    }
+
+    fn build(&self, root: &nn::Path, classes: i64, settings: &ArchSettings) -> Box<dyn Network> {
+        Box::new(SkdTstsan::new(root, model_config(classes, settings)))
+    }
+
+    fn describe(&self, settings: &ArchSettings, _loss: &LossConfig) -> String {
+        let s = skd_settings(settings);
+        format!("amp {}, ablated: {}", s.amp, s.ablation)
+    }
+
+    fn bench_classes(&self) -> i64 {
+        5
+    }
+}
+
+/// The temporal stream alone.
+struct SkdFlowArch;
+pub const SKD_TSTSAN_FLOW: Arch = Arch(&SkdFlowArch);
+
+impl Architecture for SkdFlowArch {
+    fn name(&self) -> &'static str {
+        "skd-tstsan-flow"
+    }
+
+    fn about(&self) -> &'static str {
+        "SKD-TSTSAN's temporal stream alone, on the u, v flow of a flow image (3×28×28)"
+    }
+
+    fn input_layout(&self) -> InputLayout {
+        InputLayout::FlowStrain28
+    }
+
+    fn default_settings(&self) -> ArchSettings {
+        ArchSettings::Skd(SkdSettings::default())
+    }
+
+    fn validate(&self, settings: &ArchSettings) -> anyhow::Result<()> {
+        let s = skd_settings(settings);
+        if s.init.is_some() || s.magnet.is_some() {
+            anyhow::bail!("--init and --magnet start SKD-TSTSAN's layers; {} trains from its own initialisation", self.name());
+        }
+        if s.ablation.eca || s.ablation.tsm {
+            anyhow::bail!("the flow-only variant has no ECA and no temporal shift to ablate (use mag or skd)");
+        }
+        Ok(())
+    }
+
+    fn build(&self, root: &nn::Path, classes: i64, settings: &ArchSettings) -> Box<dyn Network> {
+        Box::new(SkdFlow::new(root, model_config(classes, settings)))
+    }
+
+    fn describe(&self, settings: &ArchSettings, _loss: &LossConfig) -> String {
+        let s = skd_settings(settings);
+        format!("amp {}, ablated: {}", s.amp, s.ablation)
+    }
+}
+
+/// Focal loss with self-distillation from the main classifier, or focal loss alone when
+/// self-distillation is ablated; `heads(aux)` runs the network in training mode.
+fn skd_training_loss(
+    ablation: Ablation,
+    heads: impl FnOnce(bool) -> Heads<Tensor>,
+    y: &Tensor,
+    targets: &Targets,
+    loss: &LossConfig,
+) -> (Tensor, LossTerms, Tensor) {
+    if ablation.skd {
+        let logits = heads(false).logits;
+        return single_term(focal_loss(&logits, y, targets.weights, loss.gamma), logits);
+    }
+    let out = heads(true).into_outputs();
+    let (total, terms) = skd_loss(&out, y, targets.weights, loss);
+    (total, terms, out.logits)
+}
+
+impl Forward for SkdTstsan {
+    fn logits<O: Ops>(&self, ops: &mut O, x: &O::T) -> O::T {
+        self.forward(ops, x, false).logits
+    }
+
+    fn loss(&self, x: &Tensor, y: &Tensor, targets: &Targets, loss: &LossConfig) -> (Tensor, LossTerms, Tensor) {
+        check_input(x);
+        skd_training_loss(self.config.ablation, |aux| self.forward(&mut Eager::new(true), x, aux), y, targets, loss)
+    }
+}
+
+impl Forward for SkdFlow {
+    fn logits<O: Ops>(&self, ops: &mut O, x: &O::T) -> O::T {
+        self.forward(ops, x, false).logits
+    }
+
+    fn loss(&self, x: &Tensor, y: &Tensor, targets: &Targets, loss: &LossConfig) -> (Tensor, LossTerms, Tensor) {
+        skd_training_loss(self.config.ablation, |aux| self.forward(&mut Eager::new(true), x, aux), y, targets, loss)
+    }
+}
+
+/// L = FL(main) + (1−α)(FL(AC1)+FL(AC2)) + α(KD1+KD2) + β(F1+F2).
+pub fn skd_loss(out: &SkdOutputs, targets: &Tensor, weights: &Tensor, cfg: &LossConfig) -> (Tensor, LossTerms) {
+    let focal_main = focal_loss(&out.logits, targets, weights, cfg.gamma);
+    let focal_aux = focal_loss(&out.ac1_logits, targets, weights, cfg.gamma) + focal_loss(&out.ac2_logits, targets, weights, cfg.gamma);
+    let kd =
+        distillation_loss(&out.ac1_logits, &out.logits, cfg.temperature) + distillation_loss(&out.ac2_logits, &out.logits, cfg.temperature);
+    let feat = feature_loss(&out.ac1_feature, &out.final_feature) + feature_loss(&out.ac2_feature, &out.final_feature);
+    let total = &focal_main + &focal_aux * (1.0 - cfg.alpha) + &kd * cfg.alpha + &feat * cfg.beta;
+    let terms = LossTerms {
+        total: total.double_value(&[]),
+        focal_main: focal_main.double_value(&[]),
+        focal_aux: focal_aux.double_value(&[]),
+        distillation: kd.double_value(&[]),
+        feature: feat.double_value(&[]),
+    };
+    (total, terms)
 }
 
 #[cfg(test)]
