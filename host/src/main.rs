@@ -9,8 +9,8 @@ use mer_host::dataset::DatasetKind;
 use mer_host::dataset::long_video::LongVideoKind;
 use mer_host::export::{ExportOptions, export_to_file};
 use mer_host::import::official::import_skd_tstsan;
-use mer_host::model::Arch;
-use mer_host::model::skd_tstsan::Ablation;
+use mer_host::model::skd_tstsan::{Ablation, SKD_TSTSAN, SkdSettings};
+use mer_host::model::{Arch, ArchSettings};
 use mer_host::photo_clips::write_photo_clips;
 use mer_host::prepare::pipeline::{PrepareOptions, prepare};
 use mer_host::prepare::{CropMode, DetectorSettings};
@@ -20,7 +20,7 @@ use mer_host::train::data::{DataKind, TrainData};
 use mer_host::train::losses::LossConfig;
 use mer_host::train::optimizer::{AdamConfig, Cosine};
 use mer_host::train::report::summarise;
-use mer_host::train::run::{resolve_device, train_all, train_loso};
+use mer_host::train::run::{DeviceChoice, resolve_device, train_all, train_loso};
 use mer_host::{demo, fleet, flow_bench, progress::bar, torch_info};
 use mer_shared::atomic_file::{AtomicFile, check_target};
 use mer_shared::bundle::{Bundle, SecretKey, read_public_key, read_secret_key, write_public_key, write_secret_key};
@@ -167,8 +167,9 @@ enum Command {
     /// Convert a state dict saved by the official PyTorch code into a checkpoint for --init or
     /// for `mer export --classes`.
     ImportPytorch {
+        /// The architecture of the state dict (the official code's: skd-tstsan).
         #[arg(long, default_value = "skd-tstsan")]
-        arch: String,
+        arch: Arch,
         /// Number of classes the state dict was trained with.
         #[arg(long)]
         classes: i64,
@@ -180,9 +181,8 @@ enum Command {
     /// Training throughput (forward, backward and Adam update apart) and inference throughput
     /// of an architecture on random inputs.
     BenchTrain {
-        /// skd-tstsan, skd-tstsan-flow, htnet or am3f-flownet.
         #[arg(long, default_value = "skd-tstsan")]
-        arch: String,
+        arch: Arch,
         /// Adam L2 weight decay (0 skips its term, as HTNet's recipe does).
         #[arg(long, default_value_t = 5e-4)]
         weight_decay: f64,
@@ -193,7 +193,7 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         warmup: usize,
         #[arg(long, default_value = "auto")]
-        device: String,
+        device: DeviceChoice,
     },
     /// Show the libtorch build and whether a CUDA GPU is usable.
     Info,
@@ -292,11 +292,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct TrainArgs {
-    /// skd-tstsan, skd-tstsan-flow (its temporal stream alone), htnet or am3f-flownet.
     #[arg(long, default_value = "skd-tstsan")]
-    arch: String,
-    /// What --data holds: prepared (a `mer prepare` cache) or composite (the MEGC 2019 flow
-    /// images as HTNet/STSTNet publish them: the labels CSV and STSNet_whole_norm_u_v_os/).
+    arch: Arch,
+    /// What --data holds (composite: the labels CSV and STSNet_whole_norm_u_v_os/).
     #[arg(long, default_value = "prepared")]
     dataset: DataKind,
     #[arg(long)]
@@ -304,7 +302,7 @@ struct TrainArgs {
     /// Run directory: results, plots and per-fold checkpoints; the same command again resumes.
     #[arg(long)]
     out: PathBuf,
-    /// honest: selection never sees the test subject; paper: the official test-selected protocol.
+    /// How each fold chooses the model it reports.
     #[arg(long, default_value = "honest")]
     protocol: Protocol,
     /// Iterations (batches) per fold.
@@ -316,19 +314,18 @@ struct TrainArgs {
     /// Run only shard i of n of the LOSO folds (merge shards with `mer report`).
     #[arg(long)]
     fold: Option<Shard>,
-    /// auto (CUDA when present), cpu or cuda.
     #[arg(long, default_value = "auto")]
-    device: String,
-    /// Start every fold from these weights (classifier layers are dropped), e.g. a CK+ model.
+    device: DeviceChoice,
+    /// SKD-TSTSAN: start every fold from these weights (classifier layers are dropped), e.g. a CK+ model.
     #[arg(long)]
     init: Option<PathBuf>,
     /// Seeds initialisation, shuffling and dropout (each fold from the seed and its subject).
     #[arg(long, default_value_t = 1337)]
     seed: u64,
-    /// Components to switch off: any of mag,eca,tsm,skd.
+    /// SKD-TSTSAN: components to switch off, any of mag,eca,tsm,skd.
     #[arg(long, default_value = "none")]
     ablate: Ablation,
-    /// Magnification factor α.
+    /// SKD-TSTSAN: magnification factor α.
     #[arg(long, default_value_t = 2.0)]
     amp: f64,
     /// Adam learning rate.
@@ -359,10 +356,9 @@ struct TrainArgs {
     /// Honest protocol: hold out this many training subjects per fold to pick the epoch.
     #[arg(long, default_value_t = 0)]
     val_subjects: usize,
-    /// Motion-magnification weights (e.g. magnet.pth) for the magnification front ends.
+    /// SKD-TSTSAN: motion-magnification weights (e.g. magnet.pth) for the magnification front ends.
     #[arg(long)]
     magnet: Option<PathBuf>,
-    /// transfer (adapt and copy) or official (the reference code's load, which changes nothing).
     #[arg(long, default_value = "transfer")]
     magnet_mode: MagnetMode,
     /// Iterations between resumable checkpoints.
@@ -374,15 +370,32 @@ struct TrainArgs {
 }
 
 impl TrainArgs {
-    fn config(&self) -> TrainConfig {
-        TrainConfig {
-            arch: self.arch.clone(),
+    /// The configuration; SKD-TSTSAN's settings are refused for the architectures without them.
+    fn config(&self) -> Result<TrainConfig> {
+        let arch = self.arch;
+        let settings = match arch.default_settings() {
+            ArchSettings::Skd(_) => ArchSettings::Skd(SkdSettings {
+                amp: self.amp,
+                ablation: self.ablate,
+                init: self.init.clone(),
+                magnet: self.magnet.clone().map(|p| (p, self.magnet_mode)),
+            }),
+            none => {
+                if self.init.is_some() || self.magnet.is_some() {
+                    bail!("--init and --magnet start SKD-TSTSAN's layers; {arch} trains from its own initialisation");
+                }
+                if !self.ablate.is_empty() {
+                    bail!("--ablate switches off SKD-TSTSAN components; {arch} has none of them");
+                }
+                none
+            }
+        };
+        Ok(TrainConfig {
+            arch,
             protocol: self.protocol,
             iters: self.iters,
             batch: self.batch,
             seed: self.seed,
-            amp: self.amp,
-            ablation: self.ablate,
             optimizer: AdamConfig {
                 lr: self.lr,
                 weight_decay: self.weight_decay,
@@ -393,9 +406,8 @@ impl TrainArgs {
             loss: LossConfig { alpha: self.alpha, beta: self.beta, temperature: self.temperature, tau: self.tau, ..LossConfig::default() },
             val_subjects: self.val_subjects,
             checkpoint_every: self.checkpoint_every,
-            init: self.init.clone(),
-            magnet: self.magnet.clone().map(|p| (p, self.magnet_mode)),
-        }
+            settings,
+        })
     }
 }
 
@@ -680,10 +692,10 @@ fn main() -> Result<()> {
             }
         }
         Command::Train(args) => {
-            let device = resolve_device(&args.device)?;
-            let config = args.config();
+            let device = resolve_device(args.device)?;
+            let config = args.config()?;
             config.validate()?;
-            let data = TrainData::load_for(config.arch()?, args.dataset, &args.data)?;
+            let data = TrainData::load_for(config.arch, args.dataset, &args.data)?;
             if args.all_samples {
                 if args.fold.is_some() {
                     bail!("--all-samples trains one model; it has no folds to shard");
@@ -709,8 +721,8 @@ fn main() -> Result<()> {
             println!("wrote {}", out.join("results.json").display());
         }
         Command::ImportPytorch { arch, classes, state_dict, out } => {
-            if arch != "skd-tstsan" {
-                bail!("import-pytorch knows skd-tstsan; got {arch:?}");
+            if arch != SKD_TSTSAN {
+                bail!("import-pytorch knows skd-tstsan; got {arch}");
             }
             let report = import_skd_tstsan(&state_dict, classes, &out)?;
             if report.stripped_prefix {
@@ -720,8 +732,8 @@ fn main() -> Result<()> {
             println!("wrote {} (deploy it with `mer export {} --classes TAXONOMY -o MODEL.onnx`)", out.display(), out.display());
         }
         Command::BenchTrain { arch, weight_decay, batch, iters, warmup, device } => {
-            let device = resolve_device(&device)?;
-            let mut config = TrainConfig { arch, batch, ..TrainConfig::default() };
+            let device = resolve_device(device)?;
+            let mut config = TrainConfig { batch, ..TrainConfig::new(arch) };
             config.optimizer.weight_decay = weight_decay;
             config.validate()?;
             let r = mer_host::train::bench::measure(device, &config, iters, warmup)?;

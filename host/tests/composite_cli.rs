@@ -132,7 +132,7 @@ fn mismatched_architectures_and_options_are_refused() {
         e.contains("skd-tstsan reads skd-tstsan inputs (38×48×48)") && e.contains("flow-strain28 inputs") && e.contains("no face frames"),
         "{e}"
     );
-    assert!(err(&train(&data, &run, "alexnet", &[])).contains("use one of skd-tstsan, skd-tstsan-flow, htnet, am3f-flownet"));
+    assert!(err(&train(&data, &run, "alexnet", &[])).contains("possible values: skd-tstsan, skd-tstsan-flow, htnet, am3f-flownet"));
     assert!(err(&train(&data, &run, "skd-tstsan-flow", &["--ablate", "eca"])).contains("no ECA"));
     assert!(err(&train(&data, &run, "am3f-flownet", &["--ablate", "mag"])).contains("has none of them"));
     assert!(err(&train(&data, &run, "htnet", &["--magnet", "magnet.pth"])).contains("--init and --magnet"));

@@ -5,6 +5,8 @@ use mer_shared::manifest::InputProvenance;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
+use mer_host::model::ArchSettings;
+use mer_host::model::skd_tstsan::SkdSettings;
 use mer_host::train::config::{Protocol, Shard, TrainConfig};
 use mer_host::train::data::{DataSource, TrainData};
 use mer_host::train::report::{RunResults, summarise};
@@ -126,7 +128,8 @@ fn validation_subjects_and_pretraining_then_fine_tuning() {
 
     let model = train_all(&data, &config(Protocol::Honest), &dir.path().join("pre"), Device::Cpu).unwrap();
     assert!(Path::new(&model).exists());
-    let tuned = TrainConfig { init: Some(model), ..config(Protocol::Honest) };
+    let init = ArchSettings::Skd(SkdSettings { init: Some(model), ..SkdSettings::default() });
+    let tuned = TrainConfig { settings: init, ..config(Protocol::Honest) };
     let r = train_loso(&data, &tuned, Some(Shard { index: 2, count: 3 }), &dir.path().join("tuned"), Device::Cpu).unwrap();
     assert_eq!(r.folds.len(), 1);
 }

@@ -15,7 +15,9 @@ use mer_device::source::{FrameSource, ReplaySource};
 use mer_device::spotting::SpotterConfig;
 use mer_host::dataset::DatasetKind;
 use mer_host::export::{ExportOptions, export_to_file};
-use mer_host::model::Arch;
+use mer_host::model::am3f_flownet::AM3F_FLOWNET;
+use mer_host::model::htnet::HTNET;
+use mer_host::model::skd_tstsan::{SKD_TSTSAN, SKD_TSTSAN_FLOW};
 use mer_host::prepare::pipeline::{PrepareOptions, prepare};
 use mer_host::prepare::{CropMode, DetectorSettings, PreparedSet};
 use mer_host::train::config::TrainConfig;
@@ -145,10 +147,10 @@ fn prepare_classify_clip_and_the_live_pipeline_compute_one_input() {
     let clips = casme2_clips(&root);
     let keys = mer_shared::input::KeyFrames::new(KEYS.0, KEYS.1, KEYS.2).unwrap();
     for (layout, arch) in [
-        (InputLayout::SkdTstsan38, Arch::SkdTstsan),
-        (InputLayout::FlowStrain28, Arch::Am3fFlowNet),
-        (InputLayout::FlowStrain28, Arch::SkdTstsanFlow),
-        (InputLayout::HtnetMosaic28, Arch::Htnet),
+        (InputLayout::SkdTstsan38, SKD_TSTSAN),
+        (InputLayout::FlowStrain28, AM3F_FLOWNET),
+        (InputLayout::FlowStrain28, SKD_TSTSAN_FLOW),
+        (InputLayout::HtnetMosaic28, HTNET),
     ] {
         let cache = dir.path().join(format!("cache-{}", layout.name()));
         let summary = prepare(&PrepareOptions {
@@ -166,7 +168,7 @@ fn prepare_classify_clip_and_the_live_pipeline_compute_one_input() {
         // HTNet, AM3F-FlowNet and the flow-only SKD-TSTSAN all train and export from the raw-frame cache.
 
         let data = TrainData::load_for(arch, DataKind::Prepared, &cache).unwrap();
-        let config = TrainConfig { arch: arch.name().into(), iters: 1, batch: 4, ..TrainConfig::default() };
+        let config = TrainConfig { iters: 1, batch: 4, ..TrainConfig::new(arch) };
         let run = dir.path().join(format!("run-{arch}"));
         let checkpoint = train_all(&data, &config, &run, tch::Device::Cpu).unwrap();
         let onnx = dir.path().join(format!("{arch}.onnx"));

@@ -8,9 +8,10 @@ use std::path::Path;
 use std::process::Command;
 
 use mer_host::export::{graph_bytes, inference_graph, tch_logits};
+use mer_host::model::ArchSettings;
+use mer_host::model::am3f_flownet::AM3F_FLOWNET;
 use mer_host::model::htnet::{Htnet, HtnetConfig};
-use mer_host::model::skd_tstsan::{Ablation, SkdConfig};
-use mer_host::model::{Arch, Network};
+use mer_host::model::skd_tstsan::{Ablation, SKD_TSTSAN, SKD_TSTSAN_FLOW, SkdSettings};
 use mer_shared::inference::OnnxModel;
 use mer_shared::manifest::{LogitAgreement, Probe};
 use mer_tests::reference_python_with;
@@ -75,7 +76,7 @@ fn export_matches_tch_in_tract_and_onnxruntime_for_every_variant() {
     for (spec, classes) in [("none", 5), ("mag", 3), ("eca", 5), ("tsm", 7), ("mag,eca,tsm", 3)] {
         let ablation: Ablation = spec.parse().unwrap();
         let vs = nn::VarStore::new(Device::Cpu);
-        let model = Network::new(&vs.root(), Arch::SkdTstsan, SkdConfig { ablation, ..SkdConfig::new(classes) });
+        let model = SKD_TSTSAN.build(&vs.root(), classes, &ArchSettings::Skd(SkdSettings { ablation, ..SkdSettings::default() }));
         randomise_batch_norms(&vs);
         let expected = tch_logits(&model, &input, batch, SHAPE);
         let onnx = inference_graph(&model, SHAPE, classes as usize, vec![]);
@@ -94,9 +95,10 @@ fn flow_image_architectures_export_with_the_same_parity() {
     let batch = 2;
     let shape = [3, 28, 28];
     let input = Probe::input(43, batch, shape);
-    for (arch, ablation) in [(Arch::Am3fFlowNet, "none"), (Arch::SkdTstsanFlow, "none"), (Arch::SkdTstsanFlow, "mag")] {
+    for (arch, ablation) in [(AM3F_FLOWNET, "none"), (SKD_TSTSAN_FLOW, "none"), (SKD_TSTSAN_FLOW, "mag")] {
         let vs = nn::VarStore::new(Device::Cpu);
-        let model = Network::new(&vs.root(), arch, SkdConfig { ablation: ablation.parse().unwrap(), ..SkdConfig::new(3) });
+        let settings = ArchSettings::Skd(SkdSettings { ablation: ablation.parse().unwrap(), ..SkdSettings::default() });
+        let model = arch.build(&vs.root(), 3, &arch.settings_or_default(&settings));
         randomise_batch_norms(&vs);
         let expected = tch_logits(&model, &input, batch, shape);
         let onnx = inference_graph(&model, shape, 3, vec![]);

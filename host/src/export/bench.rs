@@ -15,7 +15,6 @@ use tch::{Device, nn};
 
 use super::tch_logits;
 use crate::flow_bench::reference_python;
-use crate::model::skd_tstsan::SkdConfig;
 use crate::model::{Arch, Network};
 use crate::train::config::TrainConfig;
 
@@ -52,18 +51,17 @@ fn latency(runtime: &str, batch: usize, threads: usize, median_ms: f64) -> Laten
 
 /// The tch model the manifest describes (random weights: latency does not depend on them).
 /// Imported weights have no training configuration: they are the official configuration.
-fn tch_model(manifest: &Manifest, vs: &nn::VarStore) -> Result<Network> {
+fn tch_model(manifest: &Manifest, vs: &nn::VarStore) -> Result<Box<dyn Network>> {
     let arch: Arch = manifest.architecture.parse()?;
-    let classes = manifest.classes.len() as i64;
-    let skd = match manifest.training.weights {
-        WeightsOrigin::Imported { .. } => SkdConfig::new(classes),
+    let settings = match manifest.training.weights {
+        WeightsOrigin::Imported { .. } => arch.default_settings(),
         WeightsOrigin::MerTrain => {
             let config: TrainConfig =
                 serde_json::from_value(manifest.training.config.clone()).context("the manifest's training configuration cannot be read")?;
-            SkdConfig { classes, amp: config.amp, ablation: config.ablation }
+            config.settings
         }
     };
-    Ok(Network::new(&vs.root(), arch, skd))
+    Ok(arch.build(&vs.root(), manifest.classes.len() as i64, &settings))
 }
 
 /// The ONNX bytes of a .onnx file or of a bundle; onnxruntime reads a file, so a bundle's ONNX
@@ -106,7 +104,7 @@ pub fn measure(model_path: &Path, batches: &[usize], threads: usize, iters: usiz
         let ms = time_ms(iters, warmup, || tract.run(&input, batch).map(drop).map_err(Into::into))?;
         rows.push(latency("tract", batch, threads, ms));
         let ms = time_ms(iters, warmup, || {
-            tch_logits(&model, &input, batch, shape);
+            tch_logits(&*model, &input, batch, shape);
             Ok(())
         })?;
         rows.push(latency("tch (libtorch) forward", batch, threads, ms));

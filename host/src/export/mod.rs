@@ -5,7 +5,6 @@
 //! `mer import-pytorch`) exports too, once told its classes: its manifest says so.
 
 pub mod bench;
-pub mod onnx_graph;
 
 use std::path::{Path, PathBuf};
 
@@ -20,15 +19,15 @@ use mer_shared::manifest::{
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor, nn};
 
-use crate::model::skd_tstsan::SkdConfig;
-use crate::model::{Arch, Network};
+use crate::model::ops::onnx::{self, Dim, OnnxGraph};
+use crate::model::skd_tstsan::{SKD_TSTSAN, SkdSettings};
+use crate::model::{Arch, ArchSettings, Network};
 use crate::prepare::cache::read_key;
 use crate::train::checkpoint::{copy_into, read_tensors};
 use crate::train::data::{DataKind, TrainData};
 use crate::train::report::RunResults;
 use crate::train::run::RunInfo;
 use mer_shared::input::InputSpec;
-use onnx_graph::{Dim, OnnxGraph};
 
 pub const INPUT_NAME: &str = "input";
 pub const OUTPUT_NAME: &str = "logits";
@@ -98,7 +97,7 @@ fn evaluation(run: &Path) -> Result<Option<Evaluation>> {
     Ok(Some(Evaluation { protocol: r.protocol.to_string(), uf1: r.uf1, uar: r.uar, accuracy: r.accuracy, note: r.protocol_note }))
 }
 
-pub fn tch_logits(model: &Network, input: &[f32], batch: usize, shape: [usize; 3]) -> Vec<Vec<f32>> {
+pub fn tch_logits(model: &dyn Network, input: &[f32], batch: usize, shape: [usize; 3]) -> Vec<Vec<f32>> {
     let [c, h, w] = shape.map(|d| d as i64);
     let x = Tensor::from_slice(input).view([batch as i64, c, h, w]);
     let logits = tch::no_grad(|| model.logits_t(&x, false)).to_kind(Kind::Float);
@@ -156,7 +155,7 @@ impl ExportData {
     fn load(arch: Arch, info: &RunInfo, data_dir: &Path) -> Result<ExportData> {
         let inputs = match info.data.inputs {
             // Runs recorded before provenance was: SKD-TSTSAN read caches, the others composite images.
-            InputProvenance::Unknown if arch == Arch::SkdTstsan => InputProvenance::MerShared,
+            InputProvenance::Unknown if arch.input_layout() == InputLayout::SkdTstsan38 => InputProvenance::MerShared,
             InputProvenance::Unknown => InputProvenance::StstnetPng,
             known => known,
         };
@@ -246,8 +245,8 @@ fn spec_differences(a: &InputSpec, b: &InputSpec) -> String {
 
 /// The ONNX file of `model`'s inference graph: input [`INPUT_NAME`] (N, C, H, W) with a
 /// symbolic batch, output [`OUTPUT_NAME`] (N, classes).
-pub fn inference_graph(model: &Network, shape: [usize; 3], classes: usize, metadata: Vec<(String, String)>) -> Vec<u8> {
-    graph_bytes(|g, input| model.to_onnx(g, input), shape, classes, metadata)
+pub fn inference_graph(model: &dyn Network, shape: [usize; 3], classes: usize, metadata: Vec<(String, String)>) -> Vec<u8> {
+    graph_bytes(|g, input| model.logits_graph(g, input), shape, classes, metadata)
 }
 
 /// The ONNX file of the graph `build` adds between the input and the logits.
@@ -263,15 +262,14 @@ pub fn graph_bytes(
     let [c, h, w] = shape.map(|d| d as i64);
     let input_dims = [Dim::Batch, Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)];
     let output_dims = [Dim::Batch, Dim::Fixed(classes as i64)];
-    onnx_graph::encode(&graph.into_model((INPUT_NAME, &input_dims), (&logits, &output_dims), metadata))
+    onnx::encode(&graph.into_model((INPUT_NAME, &input_dims), (&logits, &output_dims), metadata))
 }
 
 /// What the manifest says about where the weights came from, and how to rebuild their model.
 struct Source {
     arch: Arch,
     /// The architecture's name as the manifest and the default version spell it.
-    arch_name: String,
-    model_config: SkdConfig,
+    settings: ArchSettings,
     architecture_options: String,
     classes: Vec<String>,
     data: ExportData,
@@ -282,7 +280,7 @@ impl Source {
     /// A checkpoint of a `mer train` run: everything comes from the run; `--classes` and
     /// `--input`, when given, must be the run's.
     fn run(opts: &ExportOptions, run: &Path, info: &RunInfo, scope: String) -> Result<Source> {
-        let arch = info.config.arch()?;
+        let arch = info.config.arch;
         let here = || format!("{} belongs to the training run {}", opts.checkpoint.display(), run.display());
         if let Some(taxonomy) = opts.classes
             && taxonomy.name() != info.data.taxonomy
@@ -324,13 +322,8 @@ impl Source {
         };
         Ok(Source {
             arch,
-            arch_name: info.config.arch.clone(),
-            model_config: SkdConfig { classes: info.classes.len() as i64, amp: info.config.amp, ablation: info.config.ablation },
-            architecture_options: match arch {
-                Arch::SkdTstsan | Arch::SkdTstsanFlow => format!("amp {}, ablated: {}", info.config.amp, info.config.ablation),
-                Arch::Htnet => "official configuration: patch 7, dim 256, heads 3, blocks 2/2/10; fixed fallback landmarks".into(),
-                Arch::Am3fFlowNet => format!("reconstruction R1 (not the authors' design), logit adjustment tau {}", info.config.loss.tau),
-            },
+            settings: info.config.settings.clone(),
+            architecture_options: arch.describe(&info.config.settings, &info.config.loss),
             classes: info.classes.clone(),
             data,
             training,
@@ -340,7 +333,7 @@ impl Source {
     /// Weights trained elsewhere: only SKD-TSTSAN's can be imported (`mer import-pytorch`), in
     /// the official configuration, so those are what the checkpoint must hold.
     fn imported(opts: &ExportOptions, taxonomy: Taxonomy, weights: &[(String, Tensor)]) -> Result<Source> {
-        let arch = Arch::SkdTstsan;
+        let arch = SKD_TSTSAN;
         let reads = arch.input_layout();
         let layout = opts.input.unwrap_or(reads);
         if layout != reads {
@@ -389,8 +382,7 @@ impl Source {
         };
         Ok(Source {
             arch,
-            arch_name: arch.name().to_string(),
-            model_config: SkdConfig::new(classes.len() as i64),
+            settings: ArchSettings::Skd(SkdSettings::default()),
             architecture_options: "official configuration (amp 2, no ablation); weights imported".into(),
             classes: classes.iter().map(|c| c.to_string()).collect(),
             data,
@@ -426,10 +418,11 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
             (Source::imported(opts, taxonomy, &weights)?, weights)
         }
     };
-    let Source { arch, arch_name, model_config, architecture_options, classes, data, training } = source;
+    let Source { arch, settings, architecture_options, classes, data, training } = source;
+    let arch_name = arch.name().to_string();
 
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = Network::new(&vs.root(), arch, model_config);
+    let model = arch.build(&vs.root(), classes.len() as i64, &settings);
     let loaded = copy_into(&mut vs, &weights, |_| true, &opts.checkpoint);
     if matches!(training.weights, WeightsOrigin::Imported { .. }) {
         loaded.with_context(|| {
@@ -444,14 +437,14 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
     }
 
     let shape = data.shape;
-    let bare = inference_graph(&model, shape, classes.len(), vec![]);
+    let bare = inference_graph(&*model, shape, classes.len(), vec![]);
     let version = opts.version.clone().unwrap_or_else(|| {
         let digest = Sha256::digest(&bare);
         format!("{arch_name}-{}", hex::encode(&digest[..6]))
     });
 
     let probe_input = Probe::input(opts.probe_seed, PROBE_BATCH, shape);
-    let probe = Probe::new(opts.probe_seed, PROBE_BATCH, shape, tch_logits(&model, &probe_input, PROBE_BATCH, shape));
+    let probe = Probe::new(opts.probe_seed, PROBE_BATCH, shape, tch_logits(&*model, &probe_input, PROBE_BATCH, shape));
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         architecture: arch_name,
@@ -466,14 +459,14 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
         probe,
     };
     manifest.validate()?;
-    let onnx = inference_graph(&model, shape, manifest.classes.len(), vec![(ONNX_METADATA_KEY.to_string(), manifest.to_json())]);
-    let checks = check_parity(&model, &onnx, &manifest, &data)?;
+    let onnx = inference_graph(&*model, shape, manifest.classes.len(), vec![(ONNX_METADATA_KEY.to_string(), manifest.to_json())]);
+    let checks = check_parity(&*model, &onnx, &manifest, &data)?;
     Ok(Exported { manifest, onnx, checks })
 }
 
 /// tch against tract: the probe (batch 4), one random sample alone (another batch size) and
 /// real prepared samples. Any disagreement beyond the tolerance is an error.
-fn check_parity(model: &Network, onnx: &[u8], manifest: &Manifest, data: &ExportData) -> Result<Vec<ParityCheck>> {
+fn check_parity(model: &dyn Network, onnx: &[u8], manifest: &Manifest, data: &ExportData) -> Result<Vec<ParityCheck>> {
     let tract = OnnxModel::from_bytes(onnx).context("tract cannot load the exported graph")?;
     let shape = data.shape;
     let mut checks = vec![ParityCheck {

@@ -10,66 +10,53 @@
 //! The reweighting module pools all three branches, and one small MLP gives each branch its own
 //! channel weights. Fusion: concat → 1×1 conv → BN → ReLU → global average → dropout → linear.
 
-use tch::nn::{self, ConvConfig};
-use tch::{Kind, Tensor};
+use tch::Tensor;
+use tch::nn;
 
-use super::layers::{BatchNorm, linear, torch_default_init};
-use crate::export::onnx_graph::OnnxGraph;
+use mer_shared::input::InputLayout;
+
+use super::losses::{LossConfig, LossTerms, Targets, single_term};
+use super::ops::{BatchNorm, Conv2d, Eager, Ops, Pool, linear};
+use super::{Arch, ArchSettings, Architecture, Forward, Network};
 
 const BRANCHES: [&str; 3] = ["branch_u", "branch_v", "branch_s"];
 const DROPOUT: f64 = 0.5;
 
-fn conv(path: &nn::Path, i: i64, o: i64, k: i64) -> nn::Conv2D {
-    nn::conv2d(path, i, o, k, ConvConfig { padding: k / 2, bias: false, ws_init: torch_default_init(i * k * k), ..Default::default() })
-}
-
-/// conv (no bias) → BN.
+/// conv (no bias, "same" padding) → BN.
 #[derive(Debug)]
 struct ConvBn {
-    conv: nn::Conv2D,
+    conv: Conv2d,
     bn: BatchNorm,
 }
 
 impl ConvBn {
     /// Weights under `path.0`, batch norm under `path.1`, as an `nn.Sequential` would name them.
     fn new(path: &nn::Path, i: i64, o: i64, k: i64) -> ConvBn {
-        ConvBn { conv: conv(&(path / "0"), i, o, k), bn: BatchNorm::new(&(path / "1"), o) }
+        ConvBn { conv: Conv2d::with_bias(&(path / "0"), i, o, k, 1, k / 2, false), bn: BatchNorm::new(&(path / "1"), o) }
     }
 
-    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        self.bn.forward_t(&x.apply(&self.conv), train)
-    }
-
-    /// The conv with its batch norm folded in.
-    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> String {
-        let (weight, bias) = tch::no_grad(|| self.bn.fold_into(&self.conv.ws, None));
-        g.conv2d(x, &weight, Some(&bias), 1, weight.size()[2] / 2)
+    fn forward<O: Ops>(&self, ops: &mut O, x: &O::T) -> O::T {
+        self.conv.forward_bn(ops, x, &self.bn)
     }
 }
 
 /// `σ(conv7×7([mean over channels; max over channels]))`, multiplied into the map.
 #[derive(Debug)]
 struct SpatialAttention {
-    conv: nn::Conv2D,
+    conv: Conv2d,
 }
 
 impl SpatialAttention {
     fn new(path: &nn::Path) -> SpatialAttention {
-        SpatialAttention { conv: conv(&(path / "conv"), 2, 1, 7) }
+        SpatialAttention { conv: Conv2d::with_bias(&(path / "conv"), 2, 1, 7, 1, 3, false) }
     }
 
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let mean = x.mean_dim(&[1i64][..], true, Kind::Float);
-        let max = x.amax(&[1i64][..], true);
-        x * Tensor::cat(&[mean, max], 1).apply(&self.conv).sigmoid()
-    }
-
-    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> String {
-        let pooled = [g.reduce("ReduceMean", x, &[1]), g.reduce("ReduceMax", x, &[1])];
-        let both = g.concat(&pooled, 1);
-        let logits = g.conv2d(&both, &self.conv.ws, None, 1, 3);
-        let weight = g.node("Sigmoid", &[&logits], vec![]);
-        g.node("Mul", &[x, &weight], vec![])
+    fn forward<O: Ops>(&self, ops: &mut O, x: &O::T) -> O::T {
+        let pooled = [ops.reduce_keep(x, 1, Pool::Mean), ops.reduce_keep(x, 1, Pool::Max)];
+        let both = ops.concat(&pooled, 1);
+        let logits = self.conv.forward(ops, &both);
+        let weight = ops.sigmoid(&logits);
+        ops.mul(x, &weight)
     }
 }
 
@@ -91,28 +78,22 @@ impl MultiScaleBlock {
         MultiScaleBlock { paths, fuse: ConvBn::new(&(path / "fuse"), 3 * o, o, 1), shortcut: ConvBn::new(&(path / "shortcut"), i, o, 1) }
     }
 
-    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let attended: Vec<Tensor> = self.paths.iter().map(|(c, a)| a.forward(&c.forward(x, train).relu())).collect();
-        let fused = self.fuse.forward(&Tensor::cat(&attended, 1), train) + self.shortcut.forward(x, train);
-        fused.relu().max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
-    }
-
-    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> String {
-        let attended: Vec<String> = self
+    fn forward<O: Ops>(&self, ops: &mut O, x: &O::T) -> O::T {
+        let attended: Vec<O::T> = self
             .paths
             .iter()
             .map(|(c, a)| {
-                let y = c.to_onnx(g, x);
-                let y = g.relu(&y);
-                a.to_onnx(g, &y)
+                let y = c.forward(ops, x);
+                let y = ops.relu(&y);
+                a.forward(ops, &y)
             })
             .collect();
-        let joined = g.concat(&attended, 1);
-        let fused = self.fuse.to_onnx(g, &joined);
-        let shortcut = self.shortcut.to_onnx(g, x);
-        let sum = g.add(&fused, &shortcut);
-        let y = g.relu(&sum);
-        g.max_pool(&y, 2, 2, 0)
+        let joined = ops.concat(&attended, 1);
+        let fused = self.fuse.forward(ops, &joined);
+        let shortcut = self.shortcut.forward(ops, x);
+        let sum = ops.add(&fused, &shortcut);
+        let y = ops.relu(&sum);
+        ops.max_pool2d(&y, 2, 2, 0)
     }
 }
 
@@ -130,16 +111,11 @@ impl Branch {
         }
     }
 
-    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let x = self.stem.forward(x, train).relu();
-        self.msff[1].forward(&self.msff[0].forward(&x, train), train)
-    }
-
-    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> String {
-        let y = self.stem.to_onnx(g, x);
-        let y = g.relu(&y);
-        let y = self.msff[0].to_onnx(g, &y);
-        self.msff[1].to_onnx(g, &y)
+    fn forward<O: Ops>(&self, ops: &mut O, x: &O::T) -> O::T {
+        let y = self.stem.forward(ops, x);
+        let y = ops.relu(&y);
+        let y = self.msff[0].forward(ops, &y);
+        self.msff[1].forward(ops, &y)
     }
 }
 
@@ -160,49 +136,72 @@ impl Am3fFlowNet {
             head: linear(&(root / "head"), 128, classes),
         }
     }
+}
 
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let features: Vec<Tensor> = self.branches.iter().enumerate().map(|(c, b)| b.forward(&x.narrow(1, c as i64, 1), train)).collect();
-        let pooled: Vec<Tensor> = features.iter().map(|f| f.mean_dim(&[2i64, 3][..], false, Kind::Float)).collect();
-        let weights = Tensor::cat(&pooled, 1).apply(&self.reweight[0]).relu().apply(&self.reweight[1]).sigmoid();
-        let b = x.size()[0];
-        let reweighted: Vec<Tensor> =
-            features.iter().enumerate().map(|(c, f)| f * weights.narrow(1, 64 * c as i64, 64).view([b, 64, 1, 1])).collect();
-        let fused = self.fuse.forward(&Tensor::cat(&reweighted, 1), train).relu();
-        fused.mean_dim(&[2i64, 3][..], false, Kind::Float).dropout(DROPOUT, train).apply(&self.head)
-    }
-
-    /// The inference graph (batch norms folded, dropout gone); returns the logits' name.
-    pub fn to_onnx(&self, g: &mut OnnxGraph, input: &str) -> String {
-        let features: Vec<String> = self
+impl Forward for Am3fFlowNet {
+    fn logits<O: Ops>(&self, ops: &mut O, x: &O::T) -> O::T {
+        let features: Vec<O::T> = self
             .branches
             .iter()
             .enumerate()
             .map(|(c, b)| {
-                let plane = g.slice(input, 1, c as i64, c as i64 + 1);
-                b.to_onnx(g, &plane)
+                let plane = ops.narrow(x, 1, c as i64, 1);
+                b.forward(ops, &plane)
             })
             .collect();
-        let pooled: Vec<String> = features.iter().map(|f| g.global_average(f)).collect();
-        let z = g.concat(&pooled, 1);
-        let hidden = g.linear(&z, &self.reweight[0]);
-        let hidden = g.relu(&hidden);
-        let weights = g.linear(&hidden, &self.reweight[1]);
-        let weights = g.node("Sigmoid", &[&weights], vec![]);
-        let reweighted: Vec<String> = features
+        let pooled: Vec<O::T> = features.iter().map(|f| ops.global_avg_pool(f)).collect();
+        let z = ops.concat(&pooled, 1);
+        let hidden = ops.linear(&z, &self.reweight[0]);
+        let hidden = ops.relu(&hidden);
+        let weights = ops.linear(&hidden, &self.reweight[1]);
+        let weights = ops.sigmoid(&weights);
+        let reweighted: Vec<O::T> = features
             .iter()
             .enumerate()
             .map(|(c, f)| {
-                let w = g.slice(&weights, 1, 64 * c as i64, 64 * (c as i64 + 1));
-                let w = g.reshape(&w, &[0, 64, 1, 1]);
-                g.node("Mul", &[f, &w], vec![])
+                let w = ops.narrow(&weights, 1, 64 * c as i64, 64);
+                let w = ops.reshape(&w, &[-1, 64, 1, 1]);
+                ops.mul(f, &w)
             })
             .collect();
-        let joined = g.concat(&reweighted, 1);
-        let fused = self.fuse.to_onnx(g, &joined);
-        let fused = g.relu(&fused);
-        let pooled = g.global_average(&fused);
-        g.linear(&pooled, &self.head)
+        let joined = ops.concat(&reweighted, 1);
+        let fused = self.fuse.forward(ops, &joined);
+        let fused = ops.relu(&fused);
+        let pooled = ops.global_avg_pool(&fused);
+        let dropped = ops.dropout(&pooled, DROPOUT);
+        ops.linear(&dropped, &self.head)
+    }
+
+    /// Logit-adjusted cross-entropy with the training fold's class priors.
+    fn loss(&self, x: &Tensor, y: &Tensor, targets: &Targets, loss: &LossConfig) -> (Tensor, LossTerms, Tensor) {
+        let logits = self.logits(&mut Eager::new(true), x);
+        single_term(logit_adjusted_loss(&logits, y, targets.counts, loss.tau), logits)
+    }
+}
+
+/// The reconstruction R1.
+struct Am3fArch;
+pub const AM3F_FLOWNET: Arch = Arch(&Am3fArch);
+
+impl Architecture for Am3fArch {
+    fn name(&self) -> &'static str {
+        "am3f-flownet"
+    }
+
+    fn about(&self) -> &'static str {
+        "AM3F-FlowNet reconstruction R1: u, v and strain branches with multi-scale fusion (3×28×28)"
+    }
+
+    fn input_layout(&self) -> InputLayout {
+        InputLayout::FlowStrain28
+    }
+
+    fn build(&self, root: &nn::Path, classes: i64, _settings: &ArchSettings) -> Box<dyn Network> {
+        Box::new(Am3fFlowNet::new(root, classes))
+    }
+
+    fn describe(&self, _settings: &ArchSettings, loss: &LossConfig) -> String {
+        format!("reconstruction R1 (not the authors' design), logit adjustment tau {}", loss.tau)
     }
 }
 
@@ -219,8 +218,8 @@ pub fn logit_adjusted_loss(logits: &Tensor, targets: &Tensor, class_counts: &[us
 
 #[cfg(test)]
 mod tests {
-    use tch::Device;
     use tch::nn::VarStore;
+    use tch::{Device, Kind};
 
     use super::*;
 
@@ -230,7 +229,7 @@ mod tests {
         let model = Am3fFlowNet::new(&vs.root(), 3);
         let trainable: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
         assert_eq!(trainable, 740_263);
-        let logits = model.forward_t(&Tensor::rand([4, 3, 28, 28], (Kind::Float, Device::Cpu)), true);
+        let logits = model.logits(&mut Eager::new(true), &Tensor::rand([4, 3, 28, 28], (Kind::Float, Device::Cpu)));
         assert_eq!(logits.size(), [4, 3]);
         assert!(vs.variables().contains_key("branch_s.msff2.paths.2.0.weight"));
     }

@@ -8,14 +8,19 @@
 //! token, so attention reduces exactly to `to_out(v)` and is computed that way (q and k get a
 //! zero gradient either way); other image and patch sizes take the general form.
 //!
-//! The 1×1 convolutions run as matrix products over the channels: the same arithmetic, which
-//! libtorch's CPU kernels do about three times faster in training (`mer bench-train --arch htnet`).
+//! The 1×1 convolutions run as [`Ops::pointwise`]: matrix products over the channels in
+//! training (libtorch's CPU kernels do them about three times faster, `mer bench-train --arch
+//! htnet`), 1×1 convolutions in the exported graph.
 
+use tch::Tensor;
 use tch::nn::{self, ConvConfig, Init, Module};
-use tch::{Kind, Tensor};
 
-use super::layers::{linear, torch_default_init};
-use crate::export::onnx_graph::{Attr, OnnxGraph};
+use mer_shared::flow_image::{HTNET_FALLBACK_LANDMARKS, htnet_mosaic};
+use mer_shared::input::InputLayout;
+
+use super::losses::LossConfig;
+use super::ops::{Conv2d, Eager, OnnxGraph, Ops, linear, torch_default_init};
+use super::{Arch, ArchSettings, Architecture, Derivation, Forward, Network};
 
 const NORM_EPS: f64 = 1e-5;
 
@@ -53,39 +58,15 @@ impl ChannelNorm {
         ChannelNorm { g: path.var("g", &[1, c, 1, 1], Init::Const(1.0)), b: path.var("b", &[1, c, 1, 1], Init::Const(0.0)) }
     }
 
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let mean = x.mean_dim(&[1i64][..], true, Kind::Float);
-        let var = x.var_dim(&[1i64][..], false, true);
-        (x - mean) / (var + NORM_EPS).sqrt() * &self.g + &self.b
-    }
-
-    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> String {
-        let mean = g.reduce("ReduceMean", x, &[1]);
-        let centred = g.node("Sub", &[x, &mean], vec![]);
-        let squared = g.node("Mul", &[&centred, &centred], vec![]);
-        let var = g.reduce("ReduceMean", &squared, &[1]);
-        let eps = g.constant_f32("eps", &[], &[NORM_EPS as f32]);
-        let var = g.add(&var, &eps);
-        let std = g.node("Sqrt", &[&var], vec![]);
-        let normed = g.node("Div", &[&centred, &std], vec![]);
-        let (gain, bias) = (g.weight("ln_g", &self.g), g.weight("ln_b", &self.b));
-        let scaled = g.node("Mul", &[&normed, &gain], vec![]);
-        g.add(&scaled, &bias)
+    fn forward<O: Ops>(&self, ops: &mut O, x: &O::T) -> O::T {
+        ops.channel_norm(x, &self.g, &self.b, NORM_EPS)
     }
 }
 
-fn conv(path: &nn::Path, i: i64, o: i64, k: i64, padding: i64, bias: bool) -> nn::Conv2D {
-    let init = torch_default_init(i * k * k);
-    nn::conv2d(path, i, o, k, ConvConfig { padding, bias, ws_init: init, bs_init: init, ..Default::default() })
-}
-
-/// A 1×1 convolution as a matrix product over the channels of an NCHW map.
-fn pointwise(x: &Tensor, conv: &nn::Conv2D) -> Tensor {
-    pointwise_with(x, &conv.ws, conv.bs.as_ref())
-}
-
-fn pointwise_with(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
-    x.permute([0, 2, 3, 1]).linear(&weight.flatten(1, -1), bias).permute([0, 3, 1, 2])
+/// A 1×1 convolution's parameters (it runs as [`Ops::pointwise`]).
+fn conv1x1(path: &nn::Path, i: i64, o: i64, bias: bool) -> nn::Conv2D {
+    let init = torch_default_init(i);
+    nn::conv2d(path, i, o, 1, ConvConfig { bias, ws_init: init, bs_init: init, ..Default::default() })
 }
 
 #[derive(Debug)]
@@ -105,55 +86,40 @@ impl Attention {
         let f = path / "fn";
         Attention {
             norm: ChannelNorm::new(&(path / "norm"), dim),
-            to_qkv: conv(&(&f / "to_qkv"), dim, 3 * inner, 1, 0, false),
-            to_out: conv(&(&f / "to_out" / "0"), inner, dim, 1, 0, true),
+            to_qkv: conv1x1(&(&f / "to_qkv"), dim, 3 * inner, false),
+            to_out: conv1x1(&(&f / "to_out" / "0"), inner, dim, true),
             heads,
             dim_head,
         }
     }
 
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let [b, _, h, w] = x.size()[..] else { unreachable!("NCHW") };
+    /// For blocks of `h`×`w` tokens.
+    fn forward<O: Ops>(&self, ops: &mut O, x: &O::T, h: i64, w: i64) -> O::T {
+        let normed = self.norm.forward(ops, x);
         let inner = self.heads * self.dim_head;
         if h * w == 1 {
             // Softmax over a single key is 1: the output is the projected value. Narrowing the
-            // weight keeps q's and k's rows in the graph, so they get their (zero) gradient.
-            let v = pointwise_with(&self.norm.forward(x), &self.to_qkv.ws.narrow(0, 2 * inner, inner), None);
-            return pointwise(&v, &self.to_out);
+            // weight keeps q's and k's rows in the training graph, so they get their (zero)
+            // gradient; the exported graph carries only the value rows.
+            let v = ops.pointwise(&normed, &self.to_qkv.ws.narrow(0, 2 * inner, inner), None);
+            return ops.pointwise(&v, &self.to_out.ws, self.to_out.bs.as_ref());
         }
-        let qkv = pointwise(&self.norm.forward(x), &self.to_qkv).chunk(3, 1);
+        let qkv = ops.pointwise(&normed, &self.to_qkv.ws, None);
         // b (heads d) x y -> b heads (x y) d
-        let split = |t: &Tensor| t.reshape([b, self.heads, self.dim_head, h * w]).transpose(2, 3);
-        let (q, k, v) = (split(&qkv[0]), split(&qkv[1]), split(&qkv[2]));
-        let scores = q.matmul(&k.transpose(2, 3)) * (self.dim_head as f64).powf(-0.5);
-        let out = scores.softmax(-1, Kind::Float).matmul(&v);
-        pointwise(&out.transpose(2, 3).reshape([b, inner, h, w]), &self.to_out)
-    }
-
-    /// For blocks of `h`×`w` tokens.
-    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, h: i64, w: i64) -> String {
-        let normed = self.norm.to_onnx(g, x);
-        let inner = self.heads * self.dim_head;
-        if h * w == 1 {
-            // As in `forward`; the graph carries only the value rows of the projection.
-            let v = g.conv2d(&normed, &self.to_qkv.ws.narrow(0, 2 * inner, inner), None, 1, 0);
-            return g.conv2d(&v, &self.to_out.ws, self.to_out.bs.as_ref(), 1, 0);
-        }
-        let qkv = g.conv2d(&normed, &self.to_qkv.ws, None, 1, 0);
-        let split = |i: i64, g: &mut OnnxGraph| {
-            let part = g.slice(&qkv, 1, i * inner, (i + 1) * inner);
-            let heads = g.reshape(&part, &[-1, self.heads, self.dim_head, h * w]);
-            g.node("Transpose", &[&heads], vec![("perm", Attr::Ints(vec![0, 1, 3, 2]))])
+        let split = |ops: &mut O, i: i64| {
+            let part = ops.narrow(&qkv, 1, i * inner, inner);
+            let heads = ops.reshape(&part, &[-1, self.heads, self.dim_head, h * w]);
+            ops.permute(&heads, &[0, 1, 3, 2])
         };
-        let (q, k, v) = (split(0, g), split(1, g), split(2, g));
-        let k_t = g.node("Transpose", &[&k], vec![("perm", Attr::Ints(vec![0, 1, 3, 2]))]);
-        let scores = g.node("MatMul", &[&q, &k_t], vec![]);
-        let scores = g.scale(&scores, (self.dim_head as f32).powf(-0.5));
-        let attention = g.node("Softmax", &[&scores], vec![("axis", Attr::Int(-1))]);
-        let out = g.node("MatMul", &[&attention, &v], vec![]);
-        let out = g.node("Transpose", &[&out], vec![("perm", Attr::Ints(vec![0, 1, 3, 2]))]);
-        let out = g.reshape(&out, &[-1, inner, h, w]);
-        g.conv2d(&out, &self.to_out.ws, self.to_out.bs.as_ref(), 1, 0)
+        let (q, k, v) = (split(ops, 0), split(ops, 1), split(ops, 2));
+        let k_t = ops.permute(&k, &[0, 1, 3, 2]);
+        let scores = ops.matmul(&q, &k_t);
+        let scores = ops.scale(&scores, (self.dim_head as f64).powf(-0.5));
+        let attention = ops.softmax(&scores, -1);
+        let out = ops.matmul(&attention, &v);
+        let out = ops.permute(&out, &[0, 1, 3, 2]);
+        let out = ops.reshape(&out, &[-1, inner, h, w]);
+        ops.pointwise(&out, &self.to_out.ws, self.to_out.bs.as_ref())
     }
 }
 
@@ -170,26 +136,16 @@ impl FeedForward {
         let net = path / "fn" / "net";
         FeedForward {
             norm: ChannelNorm::new(&(path / "norm"), dim),
-            expand: conv(&(&net / "0"), dim, dim * mult, 1, 0, true),
-            project: conv(&(&net / "3"), dim * mult, dim, 1, 0, true),
+            expand: conv1x1(&(&net / "0"), dim, dim * mult, true),
+            project: conv1x1(&(&net / "3"), dim * mult, dim, true),
         }
     }
 
-    fn forward(&self, x: &Tensor) -> Tensor {
-        pointwise(&pointwise(&self.norm.forward(x), &self.expand).gelu("none"), &self.project)
-    }
-
-    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> String {
-        let normed = self.norm.to_onnx(g, x);
-        let y = g.conv2d(&normed, &self.expand.ws, self.expand.bs.as_ref(), 1, 0);
-        // Exact GELU, 0.5·y·(1 + erf(y/√2)) (the Gelu op needs opset 20).
-        let scaled = g.scale(&y, std::f32::consts::FRAC_1_SQRT_2);
-        let erf = g.node("Erf", &[&scaled], vec![]);
-        let one = g.constant_f32("one", &[], &[1.0]);
-        let shifted = g.add(&erf, &one);
-        let product = g.node("Mul", &[&y, &shifted], vec![]);
-        let gelu = g.scale(&product, 0.5);
-        g.conv2d(&gelu, &self.project.ws, self.project.bs.as_ref(), 1, 0)
+    fn forward<O: Ops>(&self, ops: &mut O, x: &O::T) -> O::T {
+        let normed = self.norm.forward(ops, x);
+        let y = ops.pointwise(&normed, &self.expand.ws, self.expand.bs.as_ref());
+        let y = ops.gelu(&y);
+        ops.pointwise(&y, &self.project.ws, self.project.bs.as_ref())
     }
 }
 
@@ -212,24 +168,15 @@ impl Transformer {
         Transformer { pos_emb, blocks }
     }
 
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let [_, _, h, w] = x.size()[..] else { unreachable!("NCHW") };
-        let mut x = x + self.pos_emb.narrow(0, 0, h * w).view([1, 1, h, w]);
+    /// For blocks of `h`×`w` tokens.
+    fn forward<O: Ops>(&self, ops: &mut O, x: &O::T, h: i64, w: i64) -> O::T {
+        let position = ops.param(&self.pos_emb.narrow(0, 0, h * w).view([1, 1, h, w]));
+        let mut x = ops.add(x, &position);
         for (attention, feed_forward) in &self.blocks {
-            x = attention.forward(&x) + &x;
-            x = feed_forward.forward(&x) + &x;
-        }
-        x
-    }
-
-    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, h: i64, w: i64) -> String {
-        let position = g.weight("pos_emb", &self.pos_emb.narrow(0, 0, h * w).view([1, 1, h, w]));
-        let mut x = g.add(x, &position);
-        for (attention, feed_forward) in &self.blocks {
-            let a = attention.to_onnx(g, &x, h, w);
-            x = g.add(&a, &x);
-            let f = feed_forward.to_onnx(g, &x);
-            x = g.add(&f, &x);
+            let a = attention.forward(ops, &x, h, w);
+            x = ops.add(&a, &x);
+            let f = feed_forward.forward(ops, &x);
+            x = ops.add(&f, &x);
         }
         x
     }
@@ -238,7 +185,7 @@ impl Transformer {
 /// 3×3 conv → channel LayerNorm → 3×3/2 max-pool, between levels.
 #[derive(Debug)]
 struct Aggregate {
-    conv: nn::Conv2D,
+    conv: Conv2d,
     norm: ChannelNorm,
 }
 
@@ -260,7 +207,7 @@ impl Htnet {
         let blocks = 1 << (hierarchies - 1);
         let seq_len = (fmap / blocks) * (fmap / blocks);
         let patch_dim = channels * patch_size * patch_size;
-        let patch_embedding = conv(&(root / "to_patch_embedding" / "1"), patch_dim, dim, 1, 0, true);
+        let patch_embedding = conv1x1(&(root / "to_patch_embedding" / "1"), patch_dim, dim, true);
         let layers = root / "layers";
         let levels = (0..hierarchies)
             .map(|i| {
@@ -268,7 +215,7 @@ impl Htnet {
                 let p = &layers / i;
                 let transformer = Transformer::new(&(&p / 0), width, seq_len, block_repeats[i as usize], level_heads, mlp_mult);
                 let aggregate = (i + 1 < hierarchies).then(|| Aggregate {
-                    conv: conv(&(&p / 1 / 0), width, 2 * width, 3, 1, true),
+                    conv: Conv2d::new(&(&p / 1 / 0), width, 2 * width, 3, 1, 1),
                     norm: ChannelNorm::new(&(&p / 1 / 1), 2 * width),
                 });
                 (transformer, aggregate)
@@ -288,68 +235,88 @@ impl Htnet {
         self.config
     }
 
-    /// Logits for a (N, channels, image_size, image_size) batch.
+    /// [`Htnet::logits`], eagerly.
     pub fn forward(&self, img: &Tensor) -> Tensor {
-        let [b, c, side, _] = img.size()[..] else { panic!("HTNet takes NCHW input") };
-        let p = self.config.patch_size;
-        let n = side / p;
-        // b c (h p1) (w p2) -> b (p1 p2 c) h w
-        let patches = img.reshape([b, c, n, p, n, p]).permute([0, 3, 5, 1, 2, 4]).reshape([b, p * p * c, n, n]);
-        let mut x = pointwise(&patches, &self.patch_embedding);
-        let hierarchies = self.levels.len() as i64;
-        for (i, (transformer, aggregate)) in self.levels.iter().enumerate() {
-            let blocks = 1i64 << (hierarchies - 1 - i as i64);
-            x = blockwise(&x, blocks, |t| transformer.forward(t));
-            if let Some(a) = aggregate {
-                x = a.norm.forward(&x.apply(&a.conv)).max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
-            }
-        }
-        self.head_norm.forward(&x).mean_dim(&[2i64, 3][..], false, Kind::Float).apply(&self.head)
+        self.logits(&mut Eager::new(false), img)
     }
 
-    /// The inference graph of [`Htnet::forward`] for its configured image size; returns the
-    /// logits' name.
+    /// [`Htnet::logits`] as nodes of `g`, for its configured image size.
     pub fn to_onnx(&self, g: &mut OnnxGraph, input: &str) -> String {
-        let HtnetConfig { image_size, patch_size: p, channels: c, dim, .. } = self.config;
-        let mut n = image_size / p;
-        let patches = g.reshape(input, &[-1, c, n, p, n, p]);
-        let patches = g.node("Transpose", &[&patches], vec![("perm", Attr::Ints(vec![0, 3, 5, 1, 2, 4]))]);
-        let patches = g.reshape(&patches, &[-1, p * p * c, n, n]);
-        let mut x = g.conv2d(&patches, &self.patch_embedding.ws, self.patch_embedding.bs.as_ref(), 1, 0);
-        let hierarchies = self.levels.len() as i64;
-        for (i, (transformer, aggregate)) in self.levels.iter().enumerate() {
-            let width = dim << i;
-            let blocks = 1i64 << (hierarchies - 1 - i as i64);
-            let side = n / blocks;
-            let tiles = g.reshape(&x, &[-1, width, blocks, side, blocks, side]);
-            let tiles = g.node("Transpose", &[&tiles], vec![("perm", Attr::Ints(vec![0, 2, 4, 1, 3, 5]))]);
-            let tiles = g.reshape(&tiles, &[-1, width, side, side]);
-            let tiles = transformer.to_onnx(g, &tiles, side, side);
-            let merged = g.reshape(&tiles, &[-1, blocks, blocks, width, side, side]);
-            let merged = g.node("Transpose", &[&merged], vec![("perm", Attr::Ints(vec![0, 3, 1, 4, 2, 5]))]);
-            x = g.reshape(&merged, &[-1, width, n, n]);
-            if let Some(a) = aggregate {
-                let y = g.conv2d(&x, &a.conv.ws, a.conv.bs.as_ref(), 1, 1);
-                let y = a.norm.to_onnx(g, &y);
-                x = g.max_pool(&y, 3, 2, 1);
-                n = (n - 1) / 2 + 1;
-            }
-        }
-        let normed = self.head_norm.to_onnx(g, &x);
-        let pooled = g.global_average(&normed);
-        g.linear(&pooled, &self.head)
+        self.logits(g, &input.to_string())
     }
 }
 
-/// Applies `f` to each of the blocks × blocks tiles of a map as a batch of its own:
-/// b c (b1 h) (b2 w) -> (b b1 b2) c h w, then back.
-fn blockwise(x: &Tensor, blocks: i64, f: impl Fn(&Tensor) -> Tensor) -> Tensor {
-    let [b, c, height, width] = x.size()[..] else { unreachable!("NCHW") };
-    let (h, w) = (height / blocks, width / blocks);
-    let tiles = x.reshape([b, c, blocks, h, blocks, w]).permute([0, 2, 4, 1, 3, 5]).reshape([b * blocks * blocks, c, h, w]);
-    let out = f(&tiles);
-    let c = out.size()[1];
-    out.reshape([b, blocks, blocks, c, h, w]).permute([0, 3, 1, 4, 2, 5]).reshape([b, c, blocks * h, blocks * w])
+impl Forward for Htnet {
+    /// Logits for a (N, channels, image_size, image_size) batch.
+    fn logits<O: Ops>(&self, ops: &mut O, img: &O::T) -> O::T {
+        let HtnetConfig { image_size, patch_size: p, channels: c, dim, .. } = self.config;
+        let mut n = image_size / p;
+        // b c (h p1) (w p2) -> b (p1 p2 c) h w
+        let patches = ops.reshape(img, &[-1, c, n, p, n, p]);
+        let patches = ops.permute(&patches, &[0, 3, 5, 1, 2, 4]);
+        let patches = ops.reshape(&patches, &[-1, p * p * c, n, n]);
+        let mut x = ops.pointwise(&patches, &self.patch_embedding.ws, self.patch_embedding.bs.as_ref());
+        let hierarchies = self.levels.len() as i64;
+        for (i, (transformer, aggregate)) in self.levels.iter().enumerate() {
+            let blocks = 1i64 << (hierarchies - 1 - i as i64);
+            let side = n / blocks;
+            x = blockwise(ops, &x, dim << i, n, blocks, |ops, tiles| transformer.forward(ops, tiles, side, side));
+            if let Some(a) = aggregate {
+                let y = a.conv.forward(ops, &x);
+                let y = a.norm.forward(ops, &y);
+                x = ops.max_pool2d(&y, 3, 2, 1);
+                n = (n - 1) / 2 + 1;
+            }
+        }
+        let normed = self.head_norm.forward(ops, &x);
+        let pooled = ops.global_avg_pool(&normed);
+        ops.linear(&pooled, &self.head)
+    }
+}
+
+/// The official configuration, trained with the official unweighted cross-entropy.
+struct HtnetArch;
+pub const HTNET: Arch = Arch(&HtnetArch);
+
+impl Architecture for HtnetArch {
+    fn name(&self) -> &'static str {
+        "htnet"
+    }
+
+    fn about(&self) -> &'static str {
+        "HTNet: hierarchical transformer over the landmark mosaic of a flow image (3×28×28)"
+    }
+
+    fn input_layout(&self) -> InputLayout {
+        InputLayout::HtnetMosaic28
+    }
+
+    /// The landmark mosaic of each flow image, at the fixed fallback landmarks, as `mer prepare
+    /// --input htnet-mosaic28` makes it from frames.
+    fn derive_input(&self, from: InputLayout) -> Option<Derivation> {
+        (from == InputLayout::FlowStrain28).then_some(("htnet-mosaic", |sample| htnet_mosaic(sample, &HTNET_FALLBACK_LANDMARKS)))
+    }
+
+    fn build(&self, root: &nn::Path, classes: i64, _settings: &ArchSettings) -> Box<dyn Network> {
+        Box::new(Htnet::new(root, HtnetConfig::official(classes)))
+    }
+
+    fn describe(&self, _settings: &ArchSettings, _loss: &LossConfig) -> String {
+        "official configuration: patch 7, dim 256, heads 3, blocks 2/2/10; fixed fallback landmarks".into()
+    }
+}
+
+/// Applies `f` to each of the blocks × blocks tiles of a `width`-channel n × n map as a batch
+/// of its own: b c (b1 h) (b2 w) -> (b b1 b2) c h w, then back.
+fn blockwise<O: Ops>(ops: &mut O, x: &O::T, width: i64, n: i64, blocks: i64, f: impl FnOnce(&mut O, &O::T) -> O::T) -> O::T {
+    let side = n / blocks;
+    let tiles = ops.reshape(x, &[-1, width, blocks, side, blocks, side]);
+    let tiles = ops.permute(&tiles, &[0, 2, 4, 1, 3, 5]);
+    let tiles = ops.reshape(&tiles, &[-1, width, side, side]);
+    let out = f(ops, &tiles);
+    let merged = ops.reshape(&out, &[-1, blocks, blocks, width, side, side]);
+    let merged = ops.permute(&merged, &[0, 3, 1, 4, 2, 5]);
+    ops.reshape(&merged, &[-1, width, n, n])
 }
 
 impl Module for Htnet {
@@ -360,7 +327,7 @@ impl Module for Htnet {
 
 #[cfg(test)]
 mod tests {
-    use tch::{Device, nn::VarStore};
+    use tch::{Device, Kind, nn::VarStore};
 
     use super::*;
 
@@ -392,7 +359,7 @@ mod tests {
     /// The attention written out in general form: 1×1 convolutions, scores, softmax.
     fn general_attention(attention: &Attention, x: &Tensor) -> Tensor {
         let [b, _, h, w] = x.size()[..] else { unreachable!() };
-        let qkv = attention.norm.forward(x).apply(&attention.to_qkv).chunk(3, 1);
+        let qkv = attention.norm.forward(&mut Eager::new(true), x).apply(&attention.to_qkv).chunk(3, 1);
         let split = |t: &Tensor| t.reshape([b, attention.heads, attention.dim_head, h * w]).transpose(2, 3);
         let (q, k, v) = (split(&qkv[0]), split(&qkv[1]), split(&qkv[2]));
         let scores = q.matmul(&k.transpose(2, 3)) * (attention.dim_head as f64).powf(-0.5);
@@ -421,7 +388,7 @@ mod tests {
             grads.sort_by(|a, b| a.0.cmp(&b.0));
             (out.detach(), grads)
         };
-        let (ours, our_grads) = run(&|| attention.forward(&x));
+        let (ours, our_grads) = run(&|| attention.forward(&mut Eager::new(true), &x, side, side));
         let (general, general_grads) = run(&|| general_attention(&attention, &x));
         let diff = f64::try_from((&ours - &general).abs().max()).unwrap();
         assert!(diff < 1e-5, "{diff}");
@@ -451,7 +418,7 @@ mod tests {
         let x = Tensor::arange(2 * 3 * 4 * 4, (Kind::Float, Device::Cpu)).view([2, 3, 4, 4]);
         // Each tile sees its own 2×2 corner: the first tile of sample 1 is its top-left corner.
         let seen = std::cell::RefCell::new(None);
-        let back = blockwise(&x, 2, |t| {
+        let back = blockwise(&mut Eager::new(false), &x, 3, 4, 2, |_, t| {
             *seen.borrow_mut() = Some(t.shallow_clone());
             t.shallow_clone()
         });

@@ -1,74 +1,117 @@
-//! Neural network models trained by the host, and the one type the trainer handles them by.
+//! Neural network models trained by the host, and the one table that lists them.
+//!
+//! Each architecture lives in one module with everything about it: its settings, the input it
+//! reads, the data it can make that input from, its loss, how it is built and its one generic
+//! forward (see [`ops`]). [`ARCHITECTURES`] registers them; the trainer, the exporter and the
+//! command line find an architecture only through it.
 
 pub mod am3f_flownet;
 pub mod htnet;
 pub mod layers;
+pub mod losses;
+pub mod ops;
 pub mod skd_tstsan;
+#[cfg(test)]
+mod tiny;
 
 use std::fmt;
 use std::str::FromStr;
 
-use anyhow::bail;
+use anyhow::{Result, bail};
 use mer_shared::input::InputLayout;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tch::{Tensor, nn};
 
-use crate::export::onnx_graph::OnnxGraph;
-use am3f_flownet::Am3fFlowNet;
-use htnet::{Htnet, HtnetConfig};
-use skd_tstsan::{SkdConfig, SkdFlow, SkdOutputs, SkdTstsan};
+use losses::{LossConfig, LossTerms, Targets, single_term};
+use ops::{Eager, OnnxGraph, Ops};
+use skd_tstsan::SkdSettings;
 
-/// The architectures `mer train --arch` knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Arch {
-    SkdTstsan,
-    /// SKD-TSTSAN's temporal stream alone on one flow.
-    SkdTstsanFlow,
-    Htnet,
-    Am3fFlowNet,
+/// Every architecture `mer` trains, exports and benchmarks.
+pub static ARCHITECTURES: &[Arch] = &[
+    skd_tstsan::SKD_TSTSAN,
+    skd_tstsan::SKD_TSTSAN_FLOW,
+    htnet::HTNET,
+    am3f_flownet::AM3F_FLOWNET,
+    #[cfg(test)]
+    tiny::TINY,
+];
+
+/// What the registry knows about one architecture.
+pub trait Architecture: Sync {
+    /// The name `--arch` takes and run records and manifests carry.
+    fn name(&self) -> &'static str;
+    /// One line for `--help`.
+    fn about(&self) -> &'static str;
+    /// The input layout the network reads.
+    fn input_layout(&self) -> InputLayout;
+    /// Another layout it can make its input from, sample by sample: the derivation's name and the
+    /// function (HTNet's landmark mosaic of a flow image).
+    fn derive_input(&self, _from: InputLayout) -> Option<Derivation> {
+        None
+    }
+    /// Its settings when none are given.
+    fn default_settings(&self) -> ArchSettings {
+        ArchSettings::None {}
+    }
+    /// Refuses settings it cannot use.
+    fn validate(&self, _settings: &ArchSettings) -> Result<()> {
+        Ok(())
+    }
+    /// The network for `classes` classes, its variables under `root`.
+    fn build(&self, root: &nn::Path, classes: i64, settings: &ArchSettings) -> Box<dyn Network>;
+    /// The manifest's one-line description of the configuration.
+    fn describe(&self, settings: &ArchSettings, loss: &LossConfig) -> String;
+    /// The class count `mer bench-train` measures with (that of its usual data).
+    fn bench_classes(&self) -> i64 {
+        3
+    }
+}
+
+/// A named sample-by-sample conversion of another layout into an architecture's input.
+pub type Derivation = (&'static str, fn(&[f32]) -> Vec<f32>);
+
+/// An architecture: a handle on its registry entry.
+#[derive(Clone, Copy)]
+pub struct Arch(pub &'static dyn Architecture);
+
+impl std::ops::Deref for Arch {
+    type Target = dyn Architecture;
+    fn deref(&self) -> &(dyn Architecture + 'static) {
+        self.0
+    }
 }
 
 impl Arch {
-    pub const ALL: [Arch; 4] = [Arch::SkdTstsan, Arch::SkdTstsanFlow, Arch::Htnet, Arch::Am3fFlowNet];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::SkdTstsan => "skd-tstsan",
-            Arch::SkdTstsanFlow => "skd-tstsan-flow",
-            Arch::Htnet => "htnet",
-            Arch::Am3fFlowNet => "am3f-flownet",
-        }
+    pub fn all() -> &'static [Arch] {
+        ARCHITECTURES
     }
 
     /// (channels, height, width) of one input sample.
     pub fn input_shape(self) -> [usize; 3] {
-        match self {
-            Arch::SkdTstsan => [38, 48, 48],
-            Arch::SkdTstsanFlow | Arch::Htnet | Arch::Am3fFlowNet => [3, 28, 28],
-        }
+        let spec = self.input_layout().spec();
+        [spec.channels, spec.height, spec.width]
     }
 
-    /// The input layout the network reads.
-    pub fn input_layout(self) -> InputLayout {
-        match self {
-            Arch::SkdTstsan => InputLayout::SkdTstsan38,
-            Arch::SkdTstsanFlow | Arch::Am3fFlowNet => InputLayout::FlowStrain28,
-            Arch::Htnet => InputLayout::HtnetMosaic28,
+    /// The settings, or this architecture's defaults when `settings` are another's.
+    pub fn settings_or_default(self, settings: &ArchSettings) -> ArchSettings {
+        match (self.default_settings(), settings) {
+            (ArchSettings::Skd(_), ArchSettings::Skd(s)) => ArchSettings::Skd(s.clone()),
+            (defaults, _) => defaults,
         }
-    }
-
-    /// Whether the model has SKD-TSTSAN's auxiliary classifiers (and its loss).
-    pub fn self_distilled(self) -> bool {
-        matches!(self, Arch::SkdTstsan | Arch::SkdTstsanFlow)
     }
 }
 
-impl FromStr for Arch {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> anyhow::Result<Arch> {
-        match Arch::ALL.into_iter().find(|a| a.name() == s) {
-            Some(arch) => Ok(arch),
-            None => bail!("unknown architecture {s:?}; use one of {}", Arch::ALL.map(Arch::name).join(", ")),
-        }
+impl PartialEq for Arch {
+    fn eq(&self, other: &Arch) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Arch {}
+
+impl fmt::Debug for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -78,54 +121,97 @@ impl fmt::Display for Arch {
     }
 }
 
-/// One network of any architecture.
-#[derive(Debug)]
-#[allow(clippy::large_enum_variant)] // one per fold; boxing would buy nothing
-pub enum Network {
-    SkdTstsan(SkdTstsan),
-    SkdTstsanFlow(SkdFlow),
-    Htnet(Htnet),
-    Am3fFlowNet(Am3fFlowNet),
+impl FromStr for Arch {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Arch> {
+        match ARCHITECTURES.iter().find(|a| a.name() == s) {
+            Some(arch) => Ok(*arch),
+            None => {
+                bail!("unknown architecture {s:?}; use one of {}", ARCHITECTURES.iter().map(|a| a.name()).collect::<Vec<_>>().join(", "))
+            }
+        }
+    }
 }
 
-impl Network {
-    /// `skd` shapes the SKD-TSTSAN variants (classes, amplification, ablation); the others take
-    /// only its class count.
-    pub fn new(root: &nn::Path, arch: Arch, skd: SkdConfig) -> Network {
-        match arch {
-            Arch::SkdTstsan => Network::SkdTstsan(SkdTstsan::new(root, skd)),
-            Arch::SkdTstsanFlow => Network::SkdTstsanFlow(SkdFlow::new(root, skd)),
-            Arch::Htnet => Network::Htnet(Htnet::new(root, HtnetConfig::official(skd.classes))),
-            Arch::Am3fFlowNet => Network::Am3fFlowNet(Am3fFlowNet::new(root, skd.classes)),
-        }
+impl clap::ValueEnum for Arch {
+    fn value_variants<'a>() -> &'a [Arch] {
+        ARCHITECTURES
     }
 
-    /// Main-classifier logits.
-    pub fn logits_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        match self {
-            Network::SkdTstsan(m) => m.logits_t(xs, train),
-            Network::SkdTstsanFlow(m) => m.logits_t(xs, train),
-            Network::Htnet(m) => m.forward(xs),
-            Network::Am3fFlowNet(m) => m.forward_t(xs, train),
-        }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()).help(self.about()))
+    }
+}
+
+impl Serialize for Arch {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Arch {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Arch, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An architecture's own settings, by the family that takes them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ArchSettings {
+    /// SKD-TSTSAN and its flow-only variant.
+    Skd(SkdSettings),
+    /// Architectures without settings of their own.
+    None {},
+}
+
+/// A built network of any architecture, as the trainer and the exporter use it.
+pub trait Network: fmt::Debug {
+    /// Main-classifier logits, eagerly.
+    fn logits_t(&self, xs: &Tensor, train: bool) -> Tensor;
+    /// The same forward as nodes of `g` (eval mode); returns the logits' name.
+    fn logits_graph(&self, g: &mut OnnxGraph, input: &str) -> String;
+    /// The architecture's training loss of a batch: the loss, its terms for the log, and the
+    /// main logits.
+    fn training_loss(&self, x: &Tensor, y: &Tensor, targets: &Targets, loss: &LossConfig) -> (Tensor, LossTerms, Tensor);
+}
+
+/// The one forward of a network, generic over the backend; every `Forward` is a [`Network`].
+pub trait Forward: fmt::Debug {
+    fn logits<O: Ops>(&self, ops: &mut O, x: &O::T) -> O::T;
+
+    /// Unweighted cross-entropy unless the architecture says otherwise.
+    fn loss(&self, x: &Tensor, y: &Tensor, _targets: &Targets, _loss: &LossConfig) -> (Tensor, LossTerms, Tensor) {
+        let logits = self.logits(&mut Eager::new(true), x);
+        single_term(logits.cross_entropy_for_logits(y), logits)
+    }
+}
+
+impl<F: Forward> Network for F {
+    fn logits_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.logits(&mut Eager::new(train), xs)
     }
 
-    /// The inference graph (eval mode); returns the logits' name.
-    pub fn to_onnx(&self, g: &mut OnnxGraph, input: &str) -> String {
-        match self {
-            Network::SkdTstsan(m) => m.to_onnx(g, input),
-            Network::SkdTstsanFlow(m) => m.to_onnx(g, input),
-            Network::Htnet(m) => m.to_onnx(g, input),
-            Network::Am3fFlowNet(m) => m.to_onnx(g, input),
-        }
+    fn logits_graph(&self, g: &mut OnnxGraph, input: &str) -> String {
+        self.logits(g, &input.to_string())
     }
 
-    /// All outputs of a self-distilled model (main and auxiliary heads with their features).
-    pub fn skd_outputs(&self, xs: &Tensor, train: bool) -> Option<SkdOutputs> {
-        match self {
-            Network::SkdTstsan(m) => Some(m.forward_t(xs, train)),
-            Network::SkdTstsanFlow(m) => Some(m.forward_t(xs, train)),
-            Network::Htnet(_) | Network::Am3fFlowNet(_) => None,
-        }
+    fn training_loss(&self, x: &Tensor, y: &Tensor, targets: &Targets, loss: &LossConfig) -> (Tensor, LossTerms, Tensor) {
+        self.loss(x, y, targets, loss)
+    }
+}
+
+/// A boxed network is a network, so the registry's `build` result goes wherever one is asked for.
+impl Network for Box<dyn Network> {
+    fn logits_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        (**self).logits_t(xs, train)
+    }
+
+    fn logits_graph(&self, g: &mut OnnxGraph, input: &str) -> String {
+        (**self).logits_graph(g, input)
+    }
+
+    fn training_loss(&self, x: &Tensor, y: &Tensor, targets: &Targets, loss: &LossConfig) -> (Tensor, LossTerms, Tensor) {
+        (**self).training_loss(x, y, targets, loss)
     }
 }

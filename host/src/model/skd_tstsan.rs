@@ -10,14 +10,18 @@
 //! self-distillation from the main classifier and are not needed at inference.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
+use mer_shared::input::InputLayout;
 use serde::{Deserialize, Serialize};
+use tch::Tensor;
 use tch::nn;
-use tch::{Kind, Tensor};
 
-use super::layers::{BatchNorm, Conv2d, Eca, Manipulator, MotionEncoder, linear, temporal_shift, temporal_shift_to_onnx};
-use crate::export::onnx_graph::{Attr, OnnxGraph};
+use super::layers::{BatchNorm, Conv2d, Eca, Manipulator, MotionEncoder, linear};
+use super::losses::{LossConfig, LossTerms, Targets, distillation_loss, feature_loss, focal_loss, single_term};
+use super::ops::{Eager, Ops};
+use super::{Arch, ArchSettings, Architecture, Forward, Network};
 
 pub const INPUT_CHANNELS: i64 = 38;
 pub const INPUT_SIZE: i64 = 48;
@@ -121,6 +125,22 @@ impl StreamKind {
     }
 }
 
+/// A stream's value: one tensor, or the T stream's two temporal segments.
+enum StreamValue<O: Ops> {
+    One(O::T),
+    Pair(O::Pair),
+}
+
+impl<O: Ops> StreamValue<O> {
+    /// `f` on the tensor, or on each segment.
+    fn map(&self, ops: &mut O, mut f: impl FnMut(&mut O, &O::T) -> O::T) -> StreamValue<O> {
+        match self {
+            StreamValue::One(x) => StreamValue::One(f(ops, x)),
+            StreamValue::Pair(p) => StreamValue::Pair(ops.pair_map(p, f)),
+        }
+    }
+}
+
 /// conv → BN → ReLU → (ECA), with a temporal shift before the conv in the T stream.
 #[derive(Debug)]
 struct ConvUnit {
@@ -128,42 +148,33 @@ struct ConvUnit {
     bn: BatchNorm,
     eca: Option<Eca>,
     shift: bool,
+    in_channels: i64,
 }
 
 impl ConvUnit {
-    fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
-        let xs = if self.shift { temporal_shift(xs) } else { xs.shallow_clone() };
-        let y = self.bn.forward_t(&self.conv.forward(&xs), train).relu();
-        match &self.eca {
-            Some(eca) => eca.forward(&y),
-            None => y,
-        }
-    }
-
-    /// `segments` holds one tensor, or the T stream's two temporal segments.
-    fn to_onnx(&self, g: &mut OnnxGraph, segments: &[String], in_channels: i64) -> Vec<String> {
-        let segments = match segments {
-            [s0, s1] if self.shift => temporal_shift_to_onnx(g, s0, s1, in_channels).to_vec(),
-            _ => segments.to_vec(),
+    fn forward<O: Ops>(&self, ops: &mut O, x: &StreamValue<O>) -> StreamValue<O> {
+        let shifted;
+        let x = match x {
+            StreamValue::Pair(p) if self.shift => {
+                shifted = StreamValue::Pair(ops.temporal_shift(p, self.in_channels));
+                &shifted
+            }
+            _ => x,
         };
-        segments
-            .iter()
-            .map(|x| {
-                let y = self.conv.to_onnx_with_bn(g, x, &self.bn);
-                let y = g.relu(&y);
-                match &self.eca {
-                    Some(eca) => eca.to_onnx(g, &y),
-                    None => y,
-                }
-            })
-            .collect()
+        x.map(ops, |ops, x| {
+            let y = self.conv.forward_bn(ops, x, &self.bn);
+            let y = ops.relu(&y);
+            match &self.eca {
+                Some(eca) => eca.forward(ops, &y),
+                None => y,
+            }
+        })
     }
 }
 
 /// One stream's trunk and its parts of the two auxiliary classifiers.
 #[derive(Debug)]
 struct Stream {
-    kind: StreamKind,
     stage1: ConvUnit,
     ac1: [ConvUnit; 2],
     stage2: [ConvUnit; 2],
@@ -184,10 +195,10 @@ impl Stream {
                 bn: BatchNorm::new(&(root / format!("{bn}_{s}")), o),
                 eca: local.then(|| Eca::new(&(root / eca), o)),
                 shift: wraps && !ablation.tsm,
+                in_channels: i,
             }
         };
         Stream {
-            kind,
             stage1: unit("conv1", "bn1", "ECA1", in_channels, 64, 5, 0, false),
             ac1: [
                 unit("AC1_conv1", "AC1_bn1", "AC1_ECA1", 64, 128, 3, 1, true),
@@ -202,65 +213,38 @@ impl Stream {
         }
     }
 
-    fn run(units: &[ConvUnit], xs: &Tensor, train: bool) -> Tensor {
-        units.iter().fold(xs.shallow_clone(), |y, u| u.forward(&y, train))
+    fn run<O: Ops>(units: &[ConvUnit; 2], ops: &mut O, x: &StreamValue<O>) -> StreamValue<O> {
+        let y = units[0].forward(ops, x);
+        units[1].forward(ops, &y)
     }
 
     /// Global average pool to (B, 128); the T stream's two segments are then averaged.
-    fn pool(&self, xs: &Tensor) -> Tensor {
-        let pooled = xs.mean_dim(&[2i64, 3][..], false, Kind::Float);
-        if self.kind == StreamKind::Temporal {
-            let rows = pooled.size()[0];
-            pooled.view([rows / 2, 2, -1]).mean_dim(&[1i64][..], false, Kind::Float)
-        } else {
-            pooled
-        }
-    }
-
-    fn stage1(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.stage1.forward(xs, train).max_pool2d([5, 5], [2, 2], [2, 2], [1, 1], false)
-    }
-
-    fn stage2(&self, xs: &Tensor, train: bool) -> Tensor {
-        Stream::run(&self.stage2, xs, train).avg_pool2d([3, 3], [2, 2], [1, 1], false, true, None::<i64>)
-    }
-
-    fn stage3_feature(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.pool(&Stream::run(&self.stage3, xs, train))
-    }
-
-    /// The main path (stage 1 → 2 → 3 → pool) as ONNX, on one input or on the T stream's two
-    /// segments (same weights, averaged after pooling).
-    fn to_onnx(&self, g: &mut OnnxGraph, segments: &[String], in_channels: i64) -> String {
-        let each = |g: &mut OnnxGraph, xs: Vec<String>, op: &str, attrs: &dyn Fn() -> Vec<(&'static str, Attr)>| -> Vec<String> {
-            xs.iter().map(|x| g.node(op, &[x], attrs())).collect()
-        };
-        let y = self.stage1.to_onnx(g, segments, in_channels);
-        let y = each(g, y, "MaxPool", &|| {
-            vec![("kernel_shape", Attr::Ints(vec![5, 5])), ("strides", Attr::Ints(vec![2, 2])), ("pads", Attr::Ints(vec![2; 4]))]
-        });
-        let y = self.stage2[0].to_onnx(g, &y, 64);
-        let y = self.stage2[1].to_onnx(g, &y, 64);
-        let y = each(g, y, "AveragePool", &|| {
-            vec![
-                ("kernel_shape", Attr::Ints(vec![3, 3])),
-                ("strides", Attr::Ints(vec![2, 2])),
-                ("pads", Attr::Ints(vec![1; 4])),
-                ("count_include_pad", Attr::Int(1)),
-            ]
-        });
-        let y = self.stage3[0].to_onnx(g, &y, 64);
-        let y = self.stage3[1].to_onnx(g, &y, 128);
-        let pooled = each(g, y, "GlobalAveragePool", &Vec::new);
-        let pooled = each(g, pooled, "Flatten", &|| vec![("axis", Attr::Int(1))]);
-        match &pooled[..] {
-            [single] => single.clone(),
-            [s0, s1] => {
-                let sum = g.add(s0, s1);
-                g.scale(&sum, 0.5)
+    fn pool<O: Ops>(ops: &mut O, x: &StreamValue<O>) -> O::T {
+        match x {
+            StreamValue::One(x) => ops.global_avg_pool(x),
+            StreamValue::Pair(p) => {
+                let pooled = ops.pair_map(p, |ops, x| ops.global_avg_pool(x));
+                ops.pair_mean(&pooled)
             }
-            _ => unreachable!("a stream has one input or two temporal segments"),
         }
+    }
+
+    fn stage1<O: Ops>(&self, ops: &mut O, x: &StreamValue<O>) -> StreamValue<O> {
+        self.stage1.forward(ops, x).map(ops, |ops, y| ops.max_pool2d(y, 5, 2, 2))
+    }
+
+    fn stage2<O: Ops>(&self, ops: &mut O, x: &StreamValue<O>) -> StreamValue<O> {
+        Stream::run(&self.stage2, ops, x).map(ops, |ops, y| ops.avg_pool2d(y, 3, 2, 1))
+    }
+
+    /// The main feature, and with `aux` the two auxiliary classifiers' features.
+    fn features<O: Ops>(&self, ops: &mut O, x: &StreamValue<O>, aux: bool) -> (O::T, Option<[O::T; 2]>) {
+        let s1 = self.stage1(ops, x);
+        let ac1 = aux.then(|| Stream::run(&self.ac1, ops, &s1)).map(|y| Stream::pool(ops, &y));
+        let s2 = self.stage2(ops, &s1);
+        let ac2 = aux.then(|| Stream::run(&self.ac2, ops, &s2)).map(|y| Stream::pool(ops, &y));
+        let main = Stream::run(&self.stage3, ops, &s2);
+        (Stream::pool(ops, &main), ac1.zip(ac2).map(<[O::T; 2]>::from))
     }
 }
 
@@ -271,14 +255,73 @@ struct Magnifier {
     manipulator: Manipulator,
 }
 
+impl Magnifier {
+    /// The change from `onset` to `apex`, magnified.
+    fn forward<O: Ops>(&self, ops: &mut O, onset: &O::T, apex: &O::T, amp: f64) -> O::T {
+        let reference = self.encoder.forward(ops, onset);
+        let target = self.encoder.forward(ops, apex);
+        self.manipulator.forward(ops, Some(&reference), &target, amp)
+    }
+
+    /// Flow against motionless flow, whose encoding is exactly zero (the encoder has no bias),
+    /// so it is not computed.
+    fn forward_flow<O: Ops>(&self, ops: &mut O, flow: &O::T, amp: f64) -> O::T {
+        let motion = self.encoder.forward(ops, flow);
+        self.manipulator.forward(ops, None, &motion, amp)
+    }
+}
+
+/// The outputs of a generic forward: main logits and feature, and on request the auxiliary
+/// classifiers' logits and features.
+pub struct Heads<T> {
+    pub logits: T,
+    pub final_feature: T,
+    /// (AC1, AC2) × (logits, feature).
+    pub aux: Option<[(T, T); 2]>,
+}
+
+impl Heads<Tensor> {
+    fn into_outputs(self) -> SkdOutputs {
+        let [(ac1_logits, ac1_feature), (ac2_logits, ac2_feature)] = self.aux.expect("the auxiliary heads were asked for");
+        SkdOutputs { logits: self.logits, ac1_logits, ac2_logits, final_feature: self.final_feature, ac1_feature, ac2_feature }
+    }
+}
+
+/// The three classifiers over a feature of `width`.
+#[derive(Debug)]
+struct Classifiers {
+    ac1_fc: nn::Linear,
+    ac2_fc: nn::Linear,
+    fc2: nn::Linear,
+}
+
+impl Classifiers {
+    fn new(root: &nn::Path, width: i64, classes: i64) -> Classifiers {
+        Classifiers {
+            ac1_fc: linear(&(root / "AC1_fc"), width, classes),
+            ac2_fc: linear(&(root / "AC2_fc"), width, classes),
+            fc2: linear(&(root / "fc2"), width, classes),
+        }
+    }
+
+    fn heads<O: Ops>(&self, ops: &mut O, final_feature: O::T, aux: Option<[O::T; 2]>) -> Heads<O::T> {
+        let classify = |ops: &mut O, fc: &nn::Linear, feature: &O::T| {
+            let dropped = ops.dropout(feature, DROPOUT);
+            ops.linear(&dropped, fc)
+        };
+        // Dropout draws in this order: main, AC1, AC2.
+        let logits = classify(ops, &self.fc2, &final_feature);
+        let aux = aux.map(|[ac1, ac2]| [(classify(ops, &self.ac1_fc, &ac1), ac1), (classify(ops, &self.ac2_fc, &ac2), ac2)]);
+        Heads { logits, final_feature, aux }
+    }
+}
+
 #[derive(Debug)]
 pub struct SkdTstsan {
     config: SkdConfig,
     magnifiers: Option<[Magnifier; 3]>,
     streams: [Stream; 3],
-    ac1_fc: nn::Linear,
-    ac2_fc: nn::Linear,
-    fc2: nn::Linear,
+    classifiers: Classifiers,
 }
 
 impl SkdTstsan {
@@ -296,14 +339,7 @@ impl SkdTstsan {
             Stream::new(root, StreamKind::Static, in_channels(1), ablation),
             Stream::new(root, StreamKind::Temporal, in_channels(2), ablation),
         ];
-        SkdTstsan {
-            config,
-            magnifiers,
-            streams,
-            ac1_fc: linear(&(root / "AC1_fc"), FEATURE_DIM, config.classes),
-            ac2_fc: linear(&(root / "AC2_fc"), FEATURE_DIM, config.classes),
-            fc2: linear(&(root / "fc2"), FEATURE_DIM, config.classes),
-        }
+        SkdTstsan { config, magnifiers, streams, classifiers: Classifiers::new(root, FEATURE_DIM, config.classes) }
     }
 
     pub fn config(&self) -> SkdConfig {
@@ -311,112 +347,60 @@ impl SkdTstsan {
     }
 
     /// Splits the 38 channels into the three streams' inputs, magnified unless ablated.
-    fn stream_inputs(&self, xs: &Tensor) -> [Tensor; 3] {
-        let size = xs.size();
-        assert!(
-            size.len() == 4 && size[1] == INPUT_CHANNELS && size[2] == INPUT_SIZE && size[3] == INPUT_SIZE,
-            "SKD-TSTSAN expects (B, 38, 48, 48), got {size:?}"
-        );
-        let b = size[0];
-        let local_apex = xs.narrow(1, 2, 16);
-        let local_onset = xs.narrow(1, 18, 16);
-        let static_apex = xs.narrow(1, 0, 1);
-        let static_onset = xs.narrow(1, 1, 1);
-        // Rows 2b and 2b+1 are sample b's two flows: the (B, segments, C, H, W) view the shift uses.
-        let flows = xs.narrow(1, 34, 4).reshape([2 * b, 2, INPUT_SIZE, INPUT_SIZE]);
-        let Some(mags) = &self.magnifiers else { return [local_apex, static_apex, flows] };
-        let amp = self.config.amp;
-        let magnify =
-            |m: &Magnifier, onset: &Tensor, apex: &Tensor| m.manipulator.forward(&m.encoder.forward(onset), &m.encoder.forward(apex), amp);
-        let local = magnify(&mags[0], &local_onset, &local_apex);
-        let stat = magnify(&mags[1], &static_onset, &static_apex);
-        // The T stream's reference is motionless flow; the bias-free encoder maps zeros to exactly
-        // zero, so its encoding is the zero tensor without running the encoder.
-        let flow_motion = mags[2].encoder.forward(&flows);
-        let temporal = mags[2].manipulator.forward(&flow_motion.zeros_like(), &flow_motion, amp);
-        [local, stat, temporal]
-    }
-
-    fn classify(&self, fc: &nn::Linear, feature: &Tensor, train: bool) -> Tensor {
-        feature.dropout(DROPOUT, train).apply(fc)
-    }
-
-    /// All six outputs (training with self-distillation needs the auxiliary heads).
-    pub fn forward_t(&self, xs: &Tensor, train: bool) -> SkdOutputs {
-        let inputs = self.stream_inputs(xs);
-        let mut ac1 = Vec::with_capacity(3);
-        let mut ac2 = Vec::with_capacity(3);
-        let mut main = Vec::with_capacity(3);
-        for (stream, x) in self.streams.iter().zip(&inputs) {
-            let s1 = stream.stage1(x, train);
-            ac1.push(stream.pool(&Stream::run(&stream.ac1, &s1, train)));
-            let s2 = stream.stage2(&s1, train);
-            ac2.push(stream.pool(&Stream::run(&stream.ac2, &s2, train)));
-            main.push(stream.stage3_feature(&s2, train));
-        }
-        let (ac1_feature, ac2_feature, final_feature) = (Tensor::cat(&ac1, 1), Tensor::cat(&ac2, 1), Tensor::cat(&main, 1));
-        SkdOutputs {
-            logits: self.classify(&self.fc2, &final_feature, train),
-            ac1_logits: self.classify(&self.ac1_fc, &ac1_feature, train),
-            ac2_logits: self.classify(&self.ac2_fc, &ac2_feature, train),
-            final_feature,
-            ac1_feature,
-            ac2_feature,
-        }
-    }
-
-    /// Main-classifier logits only, skipping the auxiliary heads (inference, or training
-    /// without self-distillation).
-    pub fn logits_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let inputs = self.stream_inputs(xs);
-        let features: Vec<Tensor> = self
-            .streams
-            .iter()
-            .zip(&inputs)
-            .map(|(stream, x)| stream.stage3_feature(&stream.stage2(&stream.stage1(x, train), train), train))
-            .collect();
-        self.classify(&self.fc2, &Tensor::cat(&features, 1), train)
-    }
-
-    /// The inference graph of [`SkdTstsan::logits_t`] (eval mode: batch norms folded into
-    /// their convs, dropout gone, auxiliary classifiers dropped); returns the logits' name.
-    pub fn to_onnx(&self, g: &mut OnnxGraph, input: &str) -> String {
-        let local_apex = g.slice(input, 1, 2, 18);
-        let static_apex = g.slice(input, 1, 0, 1);
-        // The two flows (onset→apex, apex→offset) are the T stream's temporal segments. They stay
-        // separate tensors of batch B rather than the (2B, …) rows of the tch model, which runs
-        // every convolution at the model's batch size (tract's fastest path at batch 1).
-        let flows = [g.slice(input, 1, 34, 36), g.slice(input, 1, 36, 38)];
-        let (inputs, channels): ([Vec<String>; 3], [i64; 3]) = match &self.magnifiers {
-            None => ([vec![local_apex], vec![static_apex], flows.to_vec()], [16, 1, 2]),
-            Some(mags) => {
-                let amp = self.config.amp;
-                let local_onset = g.slice(input, 1, 18, 34);
-                let static_onset = g.slice(input, 1, 1, 2);
-                let mut magnify = |m: &Magnifier, onset: &str, apex: &str| {
-                    let reference = m.encoder.to_onnx(g, onset);
-                    let target = m.encoder.to_onnx(g, apex);
-                    m.manipulator.to_onnx(g, Some(&reference), &target, amp)
-                };
-                let local = magnify(&mags[0], &local_onset, &local_apex);
-                let stat = magnify(&mags[1], &static_onset, &static_apex);
-                let temporal = flows
-                    .iter()
-                    .map(|flow| {
-                        let motion = mags[2].encoder.to_onnx(g, flow);
-                        mags[2].manipulator.to_onnx(g, None, &motion, amp)
-                    })
-                    .collect();
-                ([vec![local], vec![stat], temporal], [32, 32, 32])
-            }
+    fn stream_inputs<O: Ops>(&self, ops: &mut O, x: &O::T) -> [StreamValue<O>; 3] {
+        let local_apex = ops.narrow(x, 1, 2, 16);
+        let static_apex = ops.narrow(x, 1, 0, 1);
+        // The two flows (onset→apex, apex→offset) are the T stream's temporal segments.
+        let flows = ops.pair_from_channels(x, 34, 2);
+        let Some(mags) = &self.magnifiers else {
+            return [StreamValue::One(local_apex), StreamValue::One(static_apex), StreamValue::Pair(flows)];
         };
-        let features: Vec<String> =
-            self.streams.iter().zip(&inputs).zip(channels).map(|((stream, x), c)| stream.to_onnx(g, x, c)).collect();
-        let feature = g.node("Concat", &[&features[0], &features[1], &features[2]], vec![("axis", Attr::Int(1))]);
-        let weight = g.weight("fc", &self.fc2.ws);
-        let bias = g.weight("fc", self.fc2.bs.as_ref().expect("the classifier has a bias"));
-        g.node("Gemm", &[&feature, &weight, &bias], vec![("transB", Attr::Int(1))])
+        let amp = self.config.amp;
+        let local_onset = ops.narrow(x, 1, 18, 16);
+        let static_onset = ops.narrow(x, 1, 1, 1);
+        let local = mags[0].forward(ops, &local_onset, &local_apex, amp);
+        let stat = mags[1].forward(ops, &static_onset, &static_apex, amp);
+        let temporal = ops.pair_map(&flows, |ops, flow| mags[2].forward_flow(ops, flow, amp));
+        [StreamValue::One(local), StreamValue::One(stat), StreamValue::Pair(temporal)]
     }
+
+    /// The main classifier, and with `aux` the auxiliary ones (training with
+    /// self-distillation needs them; inference and the export do not).
+    pub fn forward<O: Ops>(&self, ops: &mut O, x: &O::T, aux: bool) -> Heads<O::T> {
+        let inputs = self.stream_inputs(ops, x);
+        let (mut main, mut ac1, mut ac2) = (Vec::with_capacity(3), Vec::with_capacity(3), Vec::with_capacity(3));
+        for (stream, x) in self.streams.iter().zip(&inputs) {
+            let (feature, aux_features) = stream.features(ops, x, aux);
+            main.push(feature);
+            if let Some([a1, a2]) = aux_features {
+                ac1.push(a1);
+                ac2.push(a2);
+            }
+        }
+        let final_feature = ops.concat(&main, 1);
+        let aux_features = aux.then(|| [ops.concat(&ac1, 1), ops.concat(&ac2, 1)]);
+        self.classifiers.heads(ops, final_feature, aux_features)
+    }
+
+    /// All six outputs, eagerly.
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> SkdOutputs {
+        check_input(xs);
+        self.forward(&mut Eager::new(train), xs, true).into_outputs()
+    }
+
+    /// Main-classifier logits only, eagerly.
+    pub fn logits_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        check_input(xs);
+        self.forward(&mut Eager::new(train), xs, false).logits
+    }
+}
+
+fn check_input(xs: &Tensor) {
+    let size = xs.size();
+    assert!(
+        size.len() == 4 && size[1] == INPUT_CHANNELS && size[2] == INPUT_SIZE && size[3] == INPUT_SIZE,
+        "SKD-TSTSAN expects (B, 38, 48, 48), got {size:?}"
+    );
 }
 
 /// The flow-only variant: SKD-TSTSAN's temporal stream alone, on one temporal domain (the
@@ -428,9 +412,7 @@ pub struct SkdFlow {
     config: SkdConfig,
     magnifier: Option<Magnifier>,
     stream: Stream,
-    ac1_fc: nn::Linear,
-    ac2_fc: nn::Linear,
-    fc2: nn::Linear,
+    classifiers: Classifiers,
 }
 
 impl SkdFlow {
@@ -441,73 +423,212 @@ impl SkdFlow {
             manipulator: Manipulator::new(&(root / "Aug_Manipulator_T")),
         });
         let stream = Stream::new(root, StreamKind::Flow, if ablation.mag { 2 } else { 32 }, ablation);
-        SkdFlow {
-            config,
-            magnifier,
-            stream,
-            ac1_fc: linear(&(root / "AC1_fc"), 128, config.classes),
-            ac2_fc: linear(&(root / "AC2_fc"), 128, config.classes),
-            fc2: linear(&(root / "fc2"), 128, config.classes),
-        }
+        SkdFlow { config, magnifier, stream, classifiers: Classifiers::new(root, 128, config.classes) }
     }
 
     pub fn config(&self) -> SkdConfig {
         self.config
     }
 
-    fn input(&self, xs: &Tensor) -> Tensor {
-        let uv = xs.narrow(1, 0, 2);
-        match &self.magnifier {
-            // Motionless flow is the reference; its encoding is exactly zero (bias-free encoder).
-            Some(m) => {
-                let motion = m.encoder.forward(&uv);
-                m.manipulator.forward(&motion.zeros_like(), &motion, self.config.amp)
-            }
+    pub fn forward<O: Ops>(&self, ops: &mut O, x: &O::T, aux: bool) -> Heads<O::T> {
+        let uv = ops.narrow(x, 1, 0, 2);
+        let input = match &self.magnifier {
+            Some(m) => m.forward_flow(ops, &uv, self.config.amp),
             None => uv,
-        }
+        };
+        let (feature, aux_features) = self.stream.features(ops, &StreamValue::One(input), aux);
+        self.classifiers.heads(ops, feature, aux_features)
     }
 
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> SkdOutputs {
-        let s = &self.stream;
-        let s1 = s.stage1(&self.input(xs), train);
-        let ac1_feature = s.pool(&Stream::run(&s.ac1, &s1, train));
-        let s2 = s.stage2(&s1, train);
-        let ac2_feature = s.pool(&Stream::run(&s.ac2, &s2, train));
-        let final_feature = s.stage3_feature(&s2, train);
-        SkdOutputs {
-            logits: final_feature.dropout(DROPOUT, train).apply(&self.fc2),
-            ac1_logits: ac1_feature.dropout(DROPOUT, train).apply(&self.ac1_fc),
-            ac2_logits: ac2_feature.dropout(DROPOUT, train).apply(&self.ac2_fc),
-            final_feature,
-            ac1_feature,
-            ac2_feature,
-        }
+        self.forward(&mut Eager::new(train), xs, true).into_outputs()
     }
 
     pub fn logits_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let s = &self.stream;
-        s.stage3_feature(&s.stage2(&s.stage1(&self.input(xs), train), train), train).dropout(DROPOUT, train).apply(&self.fc2)
+        self.forward(&mut Eager::new(train), xs, false).logits
+    }
+}
+
+/// How the magnification front ends are initialised from a motion-magnification checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum MagnetMode {
+    /// Copy the encoder and manipulator weights, adapting the first conv to each stream's
+    /// input channels.
+    Transfer,
+    /// What the official code does: its load matches no key, so nothing changes.
+    Official,
+}
+
+/// The training settings of SKD-TSTSAN and its flow-only variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkdSettings {
+    /// Magnification factor α of the manipulators.
+    pub amp: f64,
+    pub ablation: Ablation,
+    /// Weights to start every fold from (classifier layers are dropped).
+    pub init: Option<PathBuf>,
+    /// Motion-magnification checkpoint and how to use it (ignored when `init` is given).
+    pub magnet: Option<(PathBuf, MagnetMode)>,
+}
+
+impl Default for SkdSettings {
+    /// The official recipe: amplification 2, nothing ablated, fresh initialisation.
+    fn default() -> SkdSettings {
+        SkdSettings { amp: 2.0, ablation: Ablation::default(), init: None, magnet: None }
+    }
+}
+
+fn skd_settings(settings: &ArchSettings) -> SkdSettings {
+    match settings {
+        ArchSettings::Skd(s) => s.clone(),
+        ArchSettings::None {} => SkdSettings::default(),
+    }
+}
+
+fn model_config(classes: i64, settings: &ArchSettings) -> SkdConfig {
+    let s = skd_settings(settings);
+    SkdConfig { classes, amp: s.amp, ablation: s.ablation }
+}
+
+/// The full three-stream network.
+struct SkdTstsanArch;
+pub const SKD_TSTSAN: Arch = Arch(&SkdTstsanArch);
+
+impl Architecture for SkdTstsanArch {
+    fn name(&self) -> &'static str {
+        "skd-tstsan"
     }
 
-    /// The inference graph of [`SkdFlow::logits_t`]; returns the logits' name.
-    pub fn to_onnx(&self, g: &mut OnnxGraph, input: &str) -> String {
-        let uv = g.slice(input, 1, 0, 2);
-        let (x, channels) = match &self.magnifier {
-            Some(m) => {
-                let motion = m.encoder.to_onnx(g, &uv);
-                (m.manipulator.to_onnx(g, None, &motion, self.config.amp), 32)
-            }
-            None => (uv, 2),
-        };
-        let feature = self.stream.to_onnx(g, &[x], channels);
-        g.linear(&feature, &self.fc2)
+    fn about(&self) -> &'static str {
+        "SKD-TSTSAN: three streams over faces, face blocks and two flows (38×48×48)"
     }
+
+    fn input_layout(&self) -> InputLayout {
+        InputLayout::SkdTstsan38
+    }
+
+    fn default_settings(&self) -> ArchSettings {
+        ArchSettings::Skd(SkdSettings::default())
+    }
+
+    fn build(&self, root: &nn::Path, classes: i64, settings: &ArchSettings) -> Box<dyn Network> {
+        Box::new(SkdTstsan::new(root, model_config(classes, settings)))
+    }
+
+    fn describe(&self, settings: &ArchSettings, _loss: &LossConfig) -> String {
+        let s = skd_settings(settings);
+        format!("amp {}, ablated: {}", s.amp, s.ablation)
+    }
+
+    fn bench_classes(&self) -> i64 {
+        5
+    }
+}
+
+/// The temporal stream alone.
+struct SkdFlowArch;
+pub const SKD_TSTSAN_FLOW: Arch = Arch(&SkdFlowArch);
+
+impl Architecture for SkdFlowArch {
+    fn name(&self) -> &'static str {
+        "skd-tstsan-flow"
+    }
+
+    fn about(&self) -> &'static str {
+        "SKD-TSTSAN's temporal stream alone, on the u, v flow of a flow image (3×28×28)"
+    }
+
+    fn input_layout(&self) -> InputLayout {
+        InputLayout::FlowStrain28
+    }
+
+    fn default_settings(&self) -> ArchSettings {
+        ArchSettings::Skd(SkdSettings::default())
+    }
+
+    fn validate(&self, settings: &ArchSettings) -> anyhow::Result<()> {
+        let s = skd_settings(settings);
+        if s.init.is_some() || s.magnet.is_some() {
+            anyhow::bail!("--init and --magnet start SKD-TSTSAN's layers; {} trains from its own initialisation", self.name());
+        }
+        if s.ablation.eca || s.ablation.tsm {
+            anyhow::bail!("the flow-only variant has no ECA and no temporal shift to ablate (use mag or skd)");
+        }
+        Ok(())
+    }
+
+    fn build(&self, root: &nn::Path, classes: i64, settings: &ArchSettings) -> Box<dyn Network> {
+        Box::new(SkdFlow::new(root, model_config(classes, settings)))
+    }
+
+    fn describe(&self, settings: &ArchSettings, _loss: &LossConfig) -> String {
+        let s = skd_settings(settings);
+        format!("amp {}, ablated: {}", s.amp, s.ablation)
+    }
+}
+
+/// Focal loss with self-distillation from the main classifier, or focal loss alone when
+/// self-distillation is ablated; `heads(aux)` runs the network in training mode.
+fn skd_training_loss(
+    ablation: Ablation,
+    heads: impl FnOnce(bool) -> Heads<Tensor>,
+    y: &Tensor,
+    targets: &Targets,
+    loss: &LossConfig,
+) -> (Tensor, LossTerms, Tensor) {
+    if ablation.skd {
+        let logits = heads(false).logits;
+        return single_term(focal_loss(&logits, y, targets.weights, loss.gamma), logits);
+    }
+    let out = heads(true).into_outputs();
+    let (total, terms) = skd_loss(&out, y, targets.weights, loss);
+    (total, terms, out.logits)
+}
+
+impl Forward for SkdTstsan {
+    fn logits<O: Ops>(&self, ops: &mut O, x: &O::T) -> O::T {
+        self.forward(ops, x, false).logits
+    }
+
+    fn loss(&self, x: &Tensor, y: &Tensor, targets: &Targets, loss: &LossConfig) -> (Tensor, LossTerms, Tensor) {
+        check_input(x);
+        skd_training_loss(self.config.ablation, |aux| self.forward(&mut Eager::new(true), x, aux), y, targets, loss)
+    }
+}
+
+impl Forward for SkdFlow {
+    fn logits<O: Ops>(&self, ops: &mut O, x: &O::T) -> O::T {
+        self.forward(ops, x, false).logits
+    }
+
+    fn loss(&self, x: &Tensor, y: &Tensor, targets: &Targets, loss: &LossConfig) -> (Tensor, LossTerms, Tensor) {
+        skd_training_loss(self.config.ablation, |aux| self.forward(&mut Eager::new(true), x, aux), y, targets, loss)
+    }
+}
+
+/// L = FL(main) + (1−α)(FL(AC1)+FL(AC2)) + α(KD1+KD2) + β(F1+F2).
+pub fn skd_loss(out: &SkdOutputs, targets: &Tensor, weights: &Tensor, cfg: &LossConfig) -> (Tensor, LossTerms) {
+    let focal_main = focal_loss(&out.logits, targets, weights, cfg.gamma);
+    let focal_aux = focal_loss(&out.ac1_logits, targets, weights, cfg.gamma) + focal_loss(&out.ac2_logits, targets, weights, cfg.gamma);
+    let kd =
+        distillation_loss(&out.ac1_logits, &out.logits, cfg.temperature) + distillation_loss(&out.ac2_logits, &out.logits, cfg.temperature);
+    let feat = feature_loss(&out.ac1_feature, &out.final_feature) + feature_loss(&out.ac2_feature, &out.final_feature);
+    let total = &focal_main + &focal_aux * (1.0 - cfg.alpha) + &kd * cfg.alpha + &feat * cfg.beta;
+    let terms = LossTerms {
+        total: total.double_value(&[]),
+        focal_main: focal_main.double_value(&[]),
+        focal_aux: focal_aux.double_value(&[]),
+        distillation: kd.double_value(&[]),
+        feature: feat.double_value(&[]),
+    };
+    (total, terms)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
+    use tch::{Device, Kind};
 
     fn trainable_elements(vs: &nn::VarStore) -> i64 {
         vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()

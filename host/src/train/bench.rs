@@ -7,10 +7,8 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor, nn};
 
 use super::config::TrainConfig;
-use super::fold::{Targets, training_loss};
+use super::losses::Targets;
 use super::optimizer::Adam;
-use crate::model::skd_tstsan::SkdConfig;
-use crate::model::{Arch, Network};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Throughput {
@@ -46,13 +44,14 @@ fn timed(device: Device, f: impl FnOnce()) -> f64 {
 }
 
 /// `config` gives the architecture, the optimiser and the loss settings, as `mer train` reads
-/// them; the classes are 3 for the flow-image architectures and 5 for SKD-TSTSAN.
+/// them; the classes are those of the architecture's usual data.
 pub fn measure(device: Device, config: &TrainConfig, iterations: usize, warmup: usize) -> anyhow::Result<Throughput> {
-    let arch = config.arch()?;
-    let classes: i64 = if arch == Arch::SkdTstsan { 5 } else { 3 };
+    config.validate()?;
+    let arch = config.arch;
+    let classes = arch.bench_classes();
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);
-    let model = Network::new(&vs.root(), arch, SkdConfig { classes, amp: config.amp, ablation: config.ablation });
+    let model = arch.build(&vs.root(), classes, &config.settings);
     let mut opt = Adam::new(&vs, config.optimizer);
     let b = config.batch as i64;
     let [c, h, w] = arch.input_shape().map(|d| d as i64);
@@ -66,7 +65,7 @@ pub fn measure(device: Device, config: &TrainConfig, iterations: usize, warmup: 
     for i in 0..warmup + iterations {
         sync(device);
         let mut loss = None;
-        let f = timed(device, || loss = Some(training_loss(&model, arch, &x, &y, &targets, config).0));
+        let f = timed(device, || loss = Some(model.training_loss(&x, &y, &targets, &config.loss).0));
         opt.zero_grad();
         let loss = loss.expect("the loss was computed");
         let bw = timed(device, || loss.backward());
@@ -112,7 +111,7 @@ mod tests {
     #[test]
     fn every_part_of_a_step_is_timed_for_the_architecture_asked_for() {
         for (arch, parameters) in [("am3f-flownet", Some(740_263)), ("skd-tstsan-flow", None)] {
-            let config = TrainConfig { arch: arch.into(), batch: 4, ..TrainConfig::default() };
+            let config = TrainConfig { batch: 4, ..TrainConfig::new(arch.parse().unwrap()) };
             let r = measure(Device::Cpu, &config, 2, 1).unwrap();
             assert_eq!(r.arch, arch);
             assert!(parameters.is_none_or(|p| r.parameters == p) && r.parameters > 0, "{r:?}");

@@ -123,14 +123,15 @@ pub fn load_training_state(path: &Path, vs: &mut nn::VarStore, opt: &mut Adam) -
 /// Starting weights of a fold: `--init` (classifier layers dropped, as the reference does when
 /// fine-tuning from CK+), else the magnification checkpoint, else the fresh initialisation.
 pub fn initialise(vs: &mut nn::VarStore, config: &TrainConfig) -> Result<()> {
-    if let Some(init) = &config.init {
+    let Some(skd) = config.skd() else { return Ok(()) };
+    if let Some(init) = &skd.init {
         let named = read_tensors(init)?;
         let unused = copy_into(vs, &named, |n| !n.contains("fc"), init)?;
         let unused: Vec<&String> = unused.iter().filter(|n| !n.contains("fc")).collect();
         if !unused.is_empty() {
             bail!("{} has entries this model does not have: {:?}", init.display(), unused);
         }
-    } else if let Some((path, mode)) = &config.magnet {
+    } else if let Some((path, mode)) = &skd.magnet {
         crate::import::magnet::apply(vs, path, *mode)?;
     }
     Ok(())

@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use super::losses::LossConfig;
 use super::optimizer::AdamConfig;
-use crate::model::Arch;
-use crate::model::skd_tstsan::Ablation;
+use crate::model::skd_tstsan::{Ablation, SKD_TSTSAN, SkdSettings};
+use crate::model::{Arch, ArchSettings};
 
 /// How each LOSO fold chooses the model it reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// Never looks at the test subject: the model after the fixed budget, or the epoch with the
@@ -35,17 +35,6 @@ impl Protocol {
             Protocol::Paper => {
                 "paper protocol: each fold reports the epoch with the best accuracy ON ITS TEST SUBJECT and stops at 100 % test accuracy, as the official code does; these figures are optimistic upper bounds, not LOSO estimates"
             }
-        }
-    }
-}
-
-impl FromStr for Protocol {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Protocol> {
-        match s {
-            "honest" => Ok(Protocol::Honest),
-            "paper" => Ok(Protocol::Paper),
-            _ => bail!("unknown protocol {s:?}; use honest or paper"),
         }
     }
 }
@@ -89,38 +78,21 @@ impl fmt::Display for Shard {
     }
 }
 
-/// How the magnification front ends are initialised from a motion-magnification checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MagnetMode {
-    /// Copy the encoder and manipulator weights, adapting the first conv to each stream's
-    /// input channels (see `import::magnet`).
-    Transfer,
-    /// What the official code does: its load matches no key, so nothing changes.
-    Official,
-}
+/// Re-exported where the training configuration used to define it.
+pub use crate::model::skd_tstsan::MagnetMode;
 
-impl FromStr for MagnetMode {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<MagnetMode> {
-        match s {
-            "transfer" => Ok(MagnetMode::Transfer),
-            "official" => Ok(MagnetMode::Official),
-            _ => bail!("unknown magnification-weight mode {s:?}; use transfer or official"),
-        }
-    }
-}
-
+/// Everything that determines a run. In run.json the architecture's own settings sit beside the
+/// shared ones (`arch`, then e.g. SKD-TSTSAN's `amp`, `ablation`, `init`, `magnet`), as records
+/// written before the settings had a type of their own hold them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "TrainConfigRecord")]
 pub struct TrainConfig {
-    pub arch: String,
+    pub arch: Arch,
     pub protocol: Protocol,
     /// Iterations (batches) per fold.
     pub iters: usize,
     pub batch: usize,
     pub seed: u64,
-    pub amp: f64,
-    pub ablation: Ablation,
     pub optimizer: AdamConfig,
     pub loss: LossConfig,
     /// Honest protocol only: training subjects held out per fold to pick the epoch (0 = the
@@ -128,45 +100,94 @@ pub struct TrainConfig {
     pub val_subjects: usize,
     /// Iterations between resumable checkpoints (taken at the end of an epoch).
     pub checkpoint_every: usize,
-    /// Weights to start every fold from (classifier layers are dropped).
-    pub init: Option<PathBuf>,
-    /// Motion-magnification checkpoint and how to use it (ignored when `init` is given).
-    pub magnet: Option<(PathBuf, MagnetMode)>,
+    /// The architecture's own settings.
+    #[serde(flatten)]
+    pub settings: ArchSettings,
 }
 
-impl Default for TrainConfig {
-    /// The official recipe: batch 16, 20k iterations, amplification 2, seed 1337.
-    fn default() -> Self {
+/// run.json's configuration as written: the settings of every architecture optional, so that
+/// older records (which gave every architecture SKD-TSTSAN's) still read.
+#[derive(Deserialize)]
+struct TrainConfigRecord {
+    arch: Arch,
+    protocol: Protocol,
+    iters: usize,
+    batch: usize,
+    seed: u64,
+    optimizer: AdamConfig,
+    loss: LossConfig,
+    val_subjects: usize,
+    checkpoint_every: usize,
+    amp: Option<f64>,
+    ablation: Option<Ablation>,
+    init: Option<PathBuf>,
+    magnet: Option<(PathBuf, MagnetMode)>,
+}
+
+impl From<TrainConfigRecord> for TrainConfig {
+    fn from(r: TrainConfigRecord) -> TrainConfig {
+        let settings = match r.arch.default_settings() {
+            ArchSettings::Skd(d) => ArchSettings::Skd(SkdSettings {
+                amp: r.amp.unwrap_or(d.amp),
+                ablation: r.ablation.unwrap_or(d.ablation),
+                init: r.init,
+                magnet: r.magnet,
+            }),
+            other => other,
+        };
         TrainConfig {
-            arch: "skd-tstsan".into(),
-            protocol: Protocol::Honest,
-            iters: 20_000,
-            batch: 16,
-            seed: 1337,
-            amp: 2.0,
-            ablation: Ablation::default(),
-            optimizer: AdamConfig::default(),
-            loss: LossConfig::default(),
-            val_subjects: 0,
-            checkpoint_every: 1000,
-            init: None,
-            magnet: None,
+            arch: r.arch,
+            protocol: r.protocol,
+            iters: r.iters,
+            batch: r.batch,
+            seed: r.seed,
+            optimizer: r.optimizer,
+            loss: r.loss,
+            val_subjects: r.val_subjects,
+            checkpoint_every: r.checkpoint_every,
+            settings,
         }
     }
 }
 
+impl Default for TrainConfig {
+    /// The official recipe: SKD-TSTSAN, batch 16, 20k iterations, amplification 2, seed 1337.
+    fn default() -> Self {
+        TrainConfig::new(SKD_TSTSAN)
+    }
+}
+
 impl TrainConfig {
+    /// The official recipe's shared settings for `arch`, with its default settings.
+    pub fn new(arch: Arch) -> TrainConfig {
+        TrainConfig {
+            arch,
+            protocol: Protocol::Honest,
+            iters: 20_000,
+            batch: 16,
+            seed: 1337,
+            optimizer: AdamConfig::default(),
+            loss: LossConfig::default(),
+            val_subjects: 0,
+            checkpoint_every: 1000,
+            settings: arch.default_settings(),
+        }
+    }
+
+    /// SKD-TSTSAN's settings, for the architectures that take them.
+    pub fn skd(&self) -> Option<&SkdSettings> {
+        match &self.settings {
+            ArchSettings::Skd(s) => Some(s),
+            ArchSettings::None {} => None,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
-        let arch = self.arch()?;
-        if arch != Arch::SkdTstsan && (self.init.is_some() || self.magnet.is_some()) {
-            bail!("--init and --magnet start SKD-TSTSAN's layers; {arch} trains from its own initialisation");
+        let arch = self.arch;
+        if std::mem::discriminant(&self.settings) != std::mem::discriminant(&arch.default_settings()) {
+            bail!("the configuration holds settings of another architecture than {arch}");
         }
-        if !arch.self_distilled() && !self.ablation.is_empty() {
-            bail!("--ablate switches off SKD-TSTSAN components; {arch} has none of them");
-        }
-        if arch == Arch::SkdTstsanFlow && (self.ablation.eca || self.ablation.tsm) {
-            bail!("the flow-only variant has no ECA and no temporal shift to ablate (use mag or skd)");
-        }
+        arch.validate(&self.settings)?;
         if self.iters == 0 || self.batch == 0 {
             bail!("--iters and --batch must be at least 1");
         }
@@ -174,10 +195,6 @@ impl TrainConfig {
             bail!("--val-subjects belongs to the honest protocol; the paper protocol selects on the test subject");
         }
         Ok(())
-    }
-
-    pub fn arch(&self) -> Result<Arch> {
-        self.arch.parse()
     }
 
     /// The same configuration, ignoring what may legitimately differ between shards of one run.

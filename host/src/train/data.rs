@@ -1,7 +1,6 @@
 //! The prepared samples of one dataset as tensors, with their labels and subjects.
 
 use anyhow::{Result, bail};
-use mer_shared::flow_image::{HTNET_FALLBACK_LANDMARKS, htnet_mosaic};
 use mer_shared::input::InputLayout;
 use mer_shared::manifest::InputProvenance;
 use serde::{Deserialize, Serialize};
@@ -101,7 +100,7 @@ impl TrainData {
 }
 
 /// Where `mer train --data` points.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DataKind {
     /// A preparation cache written by `mer prepare`.
     Prepared,
@@ -109,22 +108,10 @@ pub enum DataKind {
     Composite,
 }
 
-impl std::str::FromStr for DataKind {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<DataKind> {
-        match s {
-            "prepared" => Ok(DataKind::Prepared),
-            "composite" => Ok(DataKind::Composite),
-            other => bail!("unknown --dataset {other:?}; use prepared (a `mer prepare` cache) or composite"),
-        }
-    }
-}
-
 impl TrainData {
-    /// The samples `arch` trains on: the data as read, or for HTNet on flow images the landmark
-    /// mosaic of each (`mer_shared::flow_image::htnet_mosaic`, as `mer prepare --input
-    /// htnet-mosaic28` makes it from frames). Fails, saying what to prepare, when the data are not
-    /// the architecture's input.
+    /// The samples `arch` trains on: the data as read, or the input the architecture derives
+    /// from them (HTNet's landmark mosaic of flow images). Fails, saying what to prepare, when the
+    /// data are neither.
     pub fn load_for(arch: Arch, kind: DataKind, path: &std::path::Path) -> Result<TrainData> {
         let (data, layout) = match kind {
             DataKind::Prepared => {
@@ -138,7 +125,7 @@ impl TrainData {
         if layout == wanted {
             return Ok(data);
         }
-        if !(arch == Arch::Htnet && layout == InputLayout::FlowStrain28) {
+        let Some((derivation, derive)) = arch.derive_input(layout) else {
             let hint = match (kind, wanted) {
                 (DataKind::Composite, InputLayout::SkdTstsan38) => {
                     "the composite set has no face frames: train on a `mer prepare --input skd-tstsan` cache (--dataset prepared)"
@@ -150,12 +137,12 @@ impl TrainData {
             };
             let [c, h, w] = arch.input_shape();
             bail!("{arch} reads {} inputs ({c}×{h}×{w}); {} holds {} inputs: {hint}", wanted.name(), path.display(), layout.name());
-        }
+        };
         let per = data.x.size()[1..].iter().product::<i64>() as usize;
         let values = Vec::<f32>::try_from(data.x.flatten(0, -1))?;
-        let mosaics: Vec<f32> = values.chunks(per).flat_map(|sample| htnet_mosaic(sample, &HTNET_FALLBACK_LANDMARKS)).collect();
-        let source = DataSource { digest: format!("{}+htnet-mosaic", data.source.digest), ..data.source };
-        TrainData::new(arch.input_shape(), &mosaics, data.labels, data.subjects, data.ids, data.classes, source)
+        let derived: Vec<f32> = values.chunks(per).flat_map(derive).collect();
+        let source = DataSource { digest: format!("{}+{derivation}", data.source.digest), ..data.source };
+        TrainData::new(arch.input_shape(), &derived, data.labels, data.subjects, data.ids, data.classes, source)
     }
 
     /// Loads a preparation cache written by `mer prepare`.

@@ -20,12 +20,10 @@ use tch::{Device, Kind, Tensor, nn};
 use super::checkpoint::{self, Snapshot, write_json_atomic};
 use super::config::{Protocol, TrainConfig};
 use super::data::TrainData;
-use super::losses::{LossTerms, class_weights, focal_loss, skd_loss};
+use super::losses::{LossTerms, Targets, class_weights};
 use super::optimizer::Adam;
 use crate::metrics::{Confusion, Scores};
-use crate::model::am3f_flownet::logit_adjusted_loss;
-use crate::model::skd_tstsan::SkdConfig;
-use crate::model::{Arch, Network};
+use crate::model::Network;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
@@ -154,12 +152,10 @@ impl Fold<'_> {
         }
         let train_counts = self.data.class_counts(&train_idx);
         let weights = class_weights(&train_counts);
-        let arch = config.arch()?;
 
         tch::manual_seed((seed >> 1) as i64);
         let mut vs = nn::VarStore::new(self.device);
-        let model_config = SkdConfig { classes: self.data.num_classes() as i64, amp: config.amp, ablation: config.ablation };
-        let model = Network::new(&vs.root(), arch, model_config);
+        let model = config.arch.build(&vs.root(), self.data.num_classes() as i64, &config.settings);
         checkpoint::initialise(&mut vs, config)?;
         let mut opt = Adam::new(&vs, config.optimizer);
 
@@ -204,7 +200,7 @@ impl Fold<'_> {
                 }
                 let (x, y) = self.data.batch(chunk, self.device);
                 let (loss, terms, logits) =
-                    training_loss(&model, arch, &x, &y, &Targets { weights: &weight_tensor, counts: &train_counts }, config);
+                    model.training_loss(&x, &y, &Targets { weights: &weight_tensor, counts: &train_counts }, &config.loss);
                 if !terms.total.is_finite() {
                     bail!(
                         "fold {}: the loss became {} at iteration {}; lower --lr or check the data",
@@ -234,7 +230,7 @@ impl Fold<'_> {
             let mut stop = false;
             match config.protocol {
                 Protocol::Paper => {
-                    let preds = predict(&model, self.data, &test_idx, self.device);
+                    let preds = predict(&*model, self.data, &test_idx, self.device);
                     let scores = score(&preds, self.data.num_classes());
                     // `<=` as the official code: later epochs win ties.
                     if state.best.as_ref().is_none_or(|b| b.metric <= scores.accuracy) {
@@ -246,7 +242,7 @@ impl Fold<'_> {
                     last_test = Some(preds);
                 }
                 Protocol::Honest if !val_idx.is_empty() => {
-                    let scores = score(&predict(&model, self.data, &val_idx, self.device), self.data.num_classes());
+                    let scores = score(&predict(&*model, self.data, &val_idx, self.device), self.data.num_classes());
                     if state.best.as_ref().is_none_or(|b| b.metric <= scores.uf1) {
                         state.best = Some(Best { metric: scores.uf1, epoch: epoch + 1, predictions: None });
                         (best, best_unsaved) = (Some(Snapshot::of(&vs)), true);
@@ -278,18 +274,18 @@ impl Fold<'_> {
             (Protocol::Paper, Some(chosen), Some(weights)) => {
                 let last = match last_test {
                     Some(p) => p,
-                    None => predict(&model, self.data, &test_idx, self.device),
+                    None => predict(&*model, self.data, &test_idx, self.device),
                 };
                 weights.restore(&mut vs)?;
                 ("test", chosen.epoch, chosen.predictions.clone().expect("paper protocol keeps predictions"), Some(last))
             }
             (Protocol::Honest, Some(chosen), Some(weights)) => {
                 weights.restore(&mut vs)?;
-                ("validation", chosen.epoch, predict(&model, self.data, &test_idx, self.device), None)
+                ("validation", chosen.epoch, predict(&*model, self.data, &test_idx, self.device), None)
             }
             _ => {
                 best_weights = PathBuf::new();
-                ("last", state.epochs_done, predict(&model, self.data, &test_idx, self.device), None)
+                ("last", state.epochs_done, predict(&*model, self.data, &test_idx, self.device), None)
             }
         };
         checkpoint::save_weights(&vs, &self.dir.join("model.safetensors"))?;
@@ -317,53 +313,8 @@ impl Fold<'_> {
     }
 }
 
-/// What the loss of a batch may depend on besides the batch.
-pub(crate) struct Targets<'a> {
-    /// Class weights of the focal losses (inverse training-fold frequencies).
-    pub weights: &'a Tensor,
-    /// Training-fold class counts (AM3F-FlowNet's priors).
-    pub counts: &'a [usize],
-}
-
-/// Each architecture's own training loss: SKD-TSTSAN's (focal + self-distillation, or focal
-/// alone when ablated) for both its variants, the official unweighted cross-entropy for HTNet,
-/// the logit-adjusted cross-entropy for AM3F-FlowNet. Returns the loss, its terms for the log
-/// and the main logits.
-pub(crate) fn training_loss(
-    model: &Network,
-    arch: Arch,
-    x: &Tensor,
-    y: &Tensor,
-    targets: &Targets,
-    config: &TrainConfig,
-) -> (Tensor, LossTerms, Tensor) {
-    let single = |loss: Tensor, logits: Tensor| {
-        let v = loss.double_value(&[]);
-        (loss, LossTerms { total: v, focal_main: v, ..Default::default() }, logits)
-    };
-    match arch {
-        Arch::SkdTstsan | Arch::SkdTstsanFlow if !config.ablation.skd => {
-            let out = model.skd_outputs(x, true).expect("SKD-TSTSAN variants have auxiliary heads");
-            let (loss, terms) = skd_loss(&out, y, targets.weights, &config.loss);
-            (loss, terms, out.logits)
-        }
-        Arch::SkdTstsan | Arch::SkdTstsanFlow => {
-            let logits = model.logits_t(x, true);
-            single(focal_loss(&logits, y, targets.weights, config.loss.gamma), logits)
-        }
-        Arch::Htnet => {
-            let logits = model.logits_t(x, true);
-            single(logits.cross_entropy_for_logits(y), logits)
-        }
-        Arch::Am3fFlowNet => {
-            let logits = model.logits_t(x, true);
-            single(logit_adjusted_loss(&logits, y, targets.counts, config.loss.tau), logits)
-        }
-    }
-}
-
 /// Eval-mode predictions of the main classifier for `indices`.
-pub fn predict(model: &Network, data: &TrainData, indices: &[usize], device: Device) -> Vec<Prediction> {
+pub fn predict(model: &dyn Network, data: &TrainData, indices: &[usize], device: Device) -> Vec<Prediction> {
     let mut out = Vec::with_capacity(indices.len());
     tch::no_grad(|| {
         for chunk in indices.chunks(64) {

@@ -5,7 +5,8 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod fold;
-pub mod losses;
+/// The losses live with the models they train.
+pub use crate::model::losses;
 pub mod optimizer;
 pub mod report;
 pub mod run;

@@ -167,7 +167,7 @@ pub fn summarise(runs: &[PathBuf], out: &Path) -> Result<RunResults> {
     let results = RunResults {
         protocol: info.config.protocol,
         protocol_note: info.config.protocol.note().to_string(),
-        arch: info.config.arch.clone(),
+        arch: info.config.arch.name().to_string(),
         classes: info.classes.clone(),
         uf1: scores.uf1,
         uar: scores.uar,

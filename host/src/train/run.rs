@@ -14,7 +14,6 @@ use super::config::{Shard, TrainConfig};
 use super::data::{DataSource, TrainData};
 use super::fold::{Fold, FoldResult, score};
 use super::report::{RunResults, summarise};
-use crate::model::skd_tstsan::{SkdConfig, SkdTstsan};
 use crate::progress::bar;
 
 /// What a run directory was made from (`RUN/run.json`).
@@ -53,15 +52,23 @@ impl RunInfo {
     }
 }
 
-pub fn resolve_device(name: &str) -> Result<Device> {
-    match name {
-        "auto" => Ok(Device::cuda_if_available()),
-        "cpu" => Ok(Device::Cpu),
-        "cuda" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-        "cuda" => {
+/// Where libtorch trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceChoice {
+    /// CUDA when a GPU is usable, else the CPU.
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+pub fn resolve_device(choice: DeviceChoice) -> Result<Device> {
+    match choice {
+        DeviceChoice::Auto => Ok(Device::cuda_if_available()),
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+        DeviceChoice::Cuda => {
             bail!("--device cuda: libtorch sees no usable CUDA GPU here (try --device auto or cpu; `mer info` shows what libtorch finds)")
         }
-        other => bail!("unknown device {other:?}; use auto, cpu or cuda"),
     }
 }
 
@@ -158,12 +165,12 @@ pub fn train_all(data: &TrainData, config: &TrainConfig, out: &Path, device: Dev
 /// Says once, before any fold runs, where the starting weights come from (and fails early when
 /// they cannot be used).
 fn announce_initialisation(config: &TrainConfig, classes: usize) -> Result<()> {
-    if let Some(init) = &config.init {
+    let Some(skd) = config.skd() else { return Ok(()) };
+    if let Some(init) = &skd.init {
         eprintln!("every fold starts from {} (classifier layers re-initialised)", init.display());
-    } else if let Some((path, mode)) = &config.magnet {
+    } else if let Some((path, mode)) = &skd.magnet {
         let mut vs = tch::nn::VarStore::new(Device::Cpu);
-        let model_config = SkdConfig { classes: classes as i64, amp: config.amp, ablation: config.ablation };
-        let _model = SkdTstsan::new(&vs.root(), model_config);
+        let _model = config.arch.build(&vs.root(), classes as i64, &config.settings);
         let report = crate::import::magnet::apply(&mut vs, path, *mode)?;
         eprintln!("{} from {}", report.summary(), path.display());
     }

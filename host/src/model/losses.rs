@@ -1,11 +1,9 @@
-//! The self-distillation objective of SKD-TSTSAN, as the official training script computes it:
-//! weighted focal loss on all three classifiers, KL distillation from the main classifier into the
-//! two auxiliary ones at temperature T, and a masked squared feature distance.
+//! Training losses. SKD-TSTSAN's self-distillation objective, as the official training script
+//! computes it: weighted focal loss on all three classifiers, KL distillation from the main
+//! classifier into the two auxiliary ones at temperature T, and a masked squared feature distance.
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Reduction, Tensor};
-
-use crate::model::skd_tstsan::SkdOutputs;
 
 /// Loss weights and shape parameters (defaults are the official ones).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -68,6 +66,20 @@ pub fn feature_loss(student: &Tensor, teacher: &Tensor) -> Tensor {
     ((student - teacher).square() * mask).sum(Kind::Float)
 }
 
+/// What the loss of a batch may depend on besides the batch.
+pub struct Targets<'a> {
+    /// Class weights of the focal losses (inverse training-fold frequencies).
+    pub weights: &'a Tensor,
+    /// Training-fold class counts (AM3F-FlowNet's priors).
+    pub counts: &'a [usize],
+}
+
+/// A loss of one term, with its log entry and the logits it was computed from.
+pub fn single_term(loss: Tensor, logits: Tensor) -> (Tensor, LossTerms, Tensor) {
+    let v = loss.double_value(&[]);
+    (loss, LossTerms { total: v, focal_main: v, ..Default::default() }, logits)
+}
+
 /// The per-batch terms, for logging.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct LossTerms {
@@ -76,24 +88,6 @@ pub struct LossTerms {
     pub focal_aux: f64,
     pub distillation: f64,
     pub feature: f64,
-}
-
-/// L = FL(main) + (1−α)(FL(AC1)+FL(AC2)) + α(KD1+KD2) + β(F1+F2).
-pub fn skd_loss(out: &SkdOutputs, targets: &Tensor, weights: &Tensor, cfg: &LossConfig) -> (Tensor, LossTerms) {
-    let focal_main = focal_loss(&out.logits, targets, weights, cfg.gamma);
-    let focal_aux = focal_loss(&out.ac1_logits, targets, weights, cfg.gamma) + focal_loss(&out.ac2_logits, targets, weights, cfg.gamma);
-    let kd =
-        distillation_loss(&out.ac1_logits, &out.logits, cfg.temperature) + distillation_loss(&out.ac2_logits, &out.logits, cfg.temperature);
-    let feat = feature_loss(&out.ac1_feature, &out.final_feature) + feature_loss(&out.ac2_feature, &out.final_feature);
-    let total = &focal_main + &focal_aux * (1.0 - cfg.alpha) + &kd * cfg.alpha + &feat * cfg.beta;
-    let terms = LossTerms {
-        total: total.double_value(&[]),
-        focal_main: focal_main.double_value(&[]),
-        focal_aux: focal_aux.double_value(&[]),
-        distillation: kd.double_value(&[]),
-        feature: feat.double_value(&[]),
-    };
-    (total, terms)
 }
 
 #[cfg(test)]
