@@ -294,19 +294,13 @@ fn demo_prints_events_beside_the_ground_truth() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo");
     let m = models();
-    let stdout = ok(&merd(&[
-        "demo",
-        "--seconds",
-        "8",
-        "--seed",
-        "2",
-        "--out",
-        s(&out),
-        "--model",
-        s(&m.join("skd-tstsan-synthetic.merb")),
-        "--pub",
-        s(&m.join("demo-key.pub")),
-    ]));
+    let (model, key) = (m.join("skd-tstsan-synthetic.merb"), m.join("demo-key.pub"));
+    let demo = |args: &[&str]| {
+        let mut all = vec!["demo", "--out", s(&out), "--model", s(&model), "--pub", s(&key)];
+        all.extend_from_slice(args);
+        merd(&all)
+    };
+    let stdout = ok(&demo(&["--seconds", "8", "--seed", "2"]));
     assert!(stdout.contains("spotting (IoU >= 0.5)") && stdout.contains("frames"), "{stdout}");
     assert!(stdout.lines().any(|l| l.starts_with("labels: ")), "the demo scores its labels: {stdout}");
     let exported = ok(&merd(&["events", "--log", s(&out.join("events")), "--json"]));
@@ -319,32 +313,10 @@ fn demo_prints_events_beside_the_ground_truth() {
     std::fs::write(&foreign, "mine").unwrap();
     let segments = || std::fs::read_dir(out.join("events")).unwrap().count();
     let before = segments();
-    let e = err(&merd(&[
-        "demo",
-        "--fps",
-        "0",
-        "--out",
-        s(&out),
-        "--model",
-        s(&m.join("skd-tstsan-synthetic.merb")),
-        "--pub",
-        s(&m.join("demo-key.pub")),
-    ]));
+    let e = err(&demo(&["--fps", "0"]));
     assert!(e.contains("fps"), "{e}");
     assert_eq!(segments(), before, "nothing removed after a refused argument");
-    ok(&merd(&[
-        "demo",
-        "--seconds",
-        "3",
-        "--seed",
-        "2",
-        "--out",
-        s(&out),
-        "--model",
-        s(&m.join("skd-tstsan-synthetic.merb")),
-        "--pub",
-        s(&m.join("demo-key.pub")),
-    ]));
+    ok(&demo(&["--seconds", "3", "--seed", "2"]));
     assert_eq!(std::fs::read_to_string(&foreign).unwrap(), "mine");
 }
 
