@@ -261,18 +261,21 @@ fn cut_frames_and_frames_of_another_size_are_refused_or_skipped_by_name() {
 
     // The same folder replayed by the daemon: the two bad frames are skipped and named, the
     // run ends.
-    let config = d.join("merd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\nkind = \"replay\"\nframes = \"clip\"\nfps = 100\nrealtime = false\n[face]\nroi = [10, 10, 150, 150]\n\
-             [model]\npath = \"{}\"\npublic_keys = [\"{}\"]\n[log]\ndir = \"events\"\n",
-            model.display(),
-            key.display()
-        ),
-    )
-    .unwrap();
+    let config = replay_config(d, "clip");
     expect(&merd(d, &["run", "--config", s(&config)]), true, d, &["000004.jpg", "000005.png", "2 unreadable frames", "9 frames"]);
+}
+
+/// `DIR/merd.toml` replaying `DIR/FRAMES` as fast as it decodes, through the default model.
+fn replay_config(dir: &Path, frames: &str) -> PathBuf {
+    let config = dir.join("merd.toml");
+    let text = format!(
+        "[source]\nkind = \"replay\"\nframes = \"{frames}\"\nfps = 100\nrealtime = false\n[face]\nroi = [10, 10, 150, 150]\n\
+         [model]\npath = \"{}\"\npublic_keys = [\"{}\"]\n[log]\ndir = \"events\"\n",
+        models().join("skd-tstsan-synthetic.merb").display(),
+        models().join("demo-key.pub").display()
+    );
+    std::fs::write(&config, text).unwrap();
+    config
 }
 
 #[test]
@@ -284,16 +287,7 @@ fn a_folder_of_broken_frames_is_reported_once_then_counted() {
     for n in 0..3000 {
         std::fs::write(frames.join(format!("{n:06}.jpg")), b"\xFF\xD8\xFF\xE0 not really a jpeg").unwrap();
     }
-    let config = d.join("merd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\nkind = \"replay\"\nframes = \"frames\"\nfps = 100\nrealtime = false\n[face]\nroi = [10, 10, 150, 150]\n\
-             [model]\npath = \"{}\"\n[log]\ndir = \"events\"\n",
-            models().join("skd-tstsan-synthetic.merb").display()
-        ),
-    )
-    .unwrap();
+    let config = replay_config(d, "frames");
     let out = merd(d, &["run", "--config", s(&config)]);
     expect(&out, true, d, &["000000.jpg", "more like this since", "3000 unreadable frames"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
