@@ -183,6 +183,11 @@ mod tests {
     fn the_real_casme2_part_matches_its_published_counts() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/composite-casme2");
         if !root.exists() {
+            assert!(
+                std::env::var("MER_REQUIRE_REFERENCE").as_deref() != Ok("1"),
+                "{} is missing (MER_REQUIRE_REFERENCE=1)",
+                root.display()
+            );
             eprintln!("SKIPPED: {} is missing (the composite CASME II data sits beside the repository)", root.display());
             return;
         }

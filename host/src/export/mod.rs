@@ -25,8 +25,8 @@ use crate::model::{Arch, ArchSettings, Network};
 use crate::prepare::cache::read_key;
 use crate::train::checkpoint::{copy_into, read_tensors};
 use crate::train::data::{DataKind, TrainData};
+use crate::train::record::RunInfo;
 use crate::train::report::RunResults;
-use crate::train::run::RunInfo;
 use mer_shared::input::InputSpec;
 
 pub const INPUT_NAME: &str = "input";

@@ -8,5 +8,6 @@ pub mod fold;
 /// The losses live with the models they train.
 pub use crate::model::losses;
 pub mod optimizer;
+pub mod record;
 pub mod report;
 pub mod run;

@@ -13,7 +13,7 @@ use super::checkpoint::write_json_atomic;
 use super::config::{Protocol, Shard, TrainConfig};
 use super::data::DataSource;
 use super::fold::{FoldResult, read_epoch_log, score};
-use super::run::{RunInfo, fold_dir};
+use super::record::{RunInfo, fold_dir};
 use crate::metrics::{Confusion, Scores};
 use crate::plots::{Series, confusion_png, curves_png};
 

@@ -6,51 +6,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
 use tch::Device;
 
 use super::checkpoint::write_json_atomic;
 use super::config::{Shard, TrainConfig};
-use super::data::{DataSource, TrainData};
+use super::data::TrainData;
 use super::fold::{Fold, FoldResult, score};
+use super::record::{RunInfo, fold_dir};
 use super::report::{RunResults, summarise};
 use crate::progress::bar;
-
-/// What a run directory was made from (`RUN/run.json`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunInfo {
-    pub config: TrainConfig,
-    pub data: DataSource,
-    pub classes: Vec<String>,
-    /// Every subject of the dataset, i.e. the folds of the complete run.
-    pub subjects: Vec<String>,
-    pub samples: usize,
-    /// The shards whose folds this directory holds (empty = all folds of one unsharded run).
-    pub shards: Vec<Shard>,
-}
-
-impl RunInfo {
-    pub fn read(dir: &Path) -> Result<RunInfo> {
-        let path = dir.join("run.json");
-        let text =
-            fs::read_to_string(&path).with_context(|| format!("reading {} (is {} a training run?)", path.display(), dir.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
-    }
-
-    /// Why `other` cannot belong to the same experiment, if it cannot.
-    pub fn mismatch(&self, other: &RunInfo) -> Option<String> {
-        if self.config.comparable() != other.config.comparable() {
-            return Some("the training configurations differ".into());
-        }
-        if self.data.digest != other.data.digest {
-            return Some(format!("the data differ (preparation digest {} vs {})", self.data.digest, other.data.digest));
-        }
-        if self.classes != other.classes || self.subjects != other.subjects || self.samples != other.samples {
-            return Some("the class lists, subjects or sample counts differ".into());
-        }
-        None
-    }
-}
 
 /// Where libtorch trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -175,10 +139,6 @@ fn announce_initialisation(config: &TrainConfig, classes: usize) -> Result<()> {
         eprintln!("{} from {}", report.summary(), path.display());
     }
     Ok(())
-}
-
-pub fn fold_dir(run: &Path, subject: &str) -> PathBuf {
-    run.join("folds").join(subject)
 }
 
 fn fold_line(r: &FoldResult, classes: usize) -> String {
