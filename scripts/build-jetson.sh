@@ -15,10 +15,16 @@ bash scripts/install-zigbuild.sh
 # cargo-zigbuild runs zig as `$CARGO_ZIGBUILD_PYTHON_PATH -m ziglang`: the venv's, not whatever
 # `zig` or `python3` comes first on PATH.
 export CARGO_ZIGBUILD_PYTHON_PATH="$root/.venv/bin/python"
+# cargo-zigbuild hands bindgen the include paths `zig cc -v` prints, and zig prints them relative
+# to the working directory when they lie below it: from the repository root that would be
+# ".venv/...", which the v4l2 bindings' build script (run in its own folder) cannot find. From
+# device/ they come out absolute, and cargo still finds the workspace and .cargo/config.toml.
+cd "$root/device"
 # The ".2.27" suffix selects the glibc version; cargo itself sees the plain target, so the output
 # lands in the usual target/aarch64-unknown-linux-gnu/device/.
-.venv/bin/cargo-zigbuild zigbuild --locked --profile device -p mer-device --bin merd --target "$target.$glibc"
+"$root/.venv/bin/cargo-zigbuild" zigbuild --locked --profile device -p mer-device --bin merd --target "$target.$glibc"
 
+cd "$root"
 bin="${CARGO_TARGET_DIR:-target}/$target/device/merd"
 echo "built $bin ($(du -h "$bin" | cut -f1))"
 aarch64-linux-gnu-objdump -p "$bin" 2>/dev/null | awk '/NEEDED/ { print "  needs " $2 }' || true

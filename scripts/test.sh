@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: set-up if needed, native tests (including the OpenCV reference tests),
-# the aarch64 device build, and the shared/device unit tests under qemu-aarch64.
-# (scripts/build-jetson.sh, the glibc-2.27 release build, is not run here yet: on a fresh clone
-# bindgen cannot find linux/videodev2.h under zig's headers.)
+# the aarch64 device build, the release build for old JetPacks with its glibc check and a demo
+# run under qemu, and the shared/device unit tests under qemu-aarch64.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -21,6 +20,17 @@ cargo test --workspace --locked
 
 step "device build for Jetson (aarch64-unknown-linux-gnu)"
 cargo build --locked -p mer-device --target aarch64-unknown-linux-gnu
+
+step "release merd for Jetson boards, linked against glibc 2.27 (scripts/build-jetson.sh)"
+bash scripts/build-jetson.sh
+# Debian 12's cross gcc links the build above against glibc 2.36: the check must refuse it, or
+# its pass on the release build proves nothing.
+if bash scripts/check-glibc.sh "${CARGO_TARGET_DIR:-target}/aarch64-unknown-linux-gnu/debug/merd" 2.27 >/dev/null; then
+  echo "check-glibc.sh passed a binary linked against Debian's glibc" >&2
+  exit 1
+fi
+# The release binary starts under emulation with a real aarch64 loader: every symbol resolves.
+qemu-aarch64 -L /usr/aarch64-linux-gnu "${CARGO_TARGET_DIR:-target}/aarch64-unknown-linux-gnu/device/merd" --version
 
 step "mer-shared and mer-device tests under qemu-aarch64"
 # The device's CLI tests start `merd`, which qemu-user cannot exec from an emulated process; they

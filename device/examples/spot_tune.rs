@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mer_device::spot_stream::SPOTTING_SIDE;
+use mer_device::spotting::SPOTTING_SIDE;
 use mer_device::spotting::{SpotScore, Spotter, SpotterConfig, score};
 use mer_shared::GrayImage;
 use mer_shared::face::FaceDetector;

@@ -6,6 +6,7 @@
 use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use tracing::{info, warn};
 
 use mer_shared::image::decode_gray;
 use mer_shared::{Error, GrayImage, Result};
@@ -308,7 +309,7 @@ impl<O: CameraOpener> CameraSource<O> {
                 if let Some(lost) = self.lost_at.take() {
                     // The outage becomes a gap in the indices, i.e. dropped frames.
                     self.next_index += (lost.elapsed().as_secs_f64() * self.fps).round() as u64;
-                    eprintln!("merd: camera {} is back after {:.1} s", self.opener.name(), lost.elapsed().as_secs_f64());
+                    info!("camera {} is back after {:.1} s", self.opener.name(), lost.elapsed().as_secs_f64());
                 }
                 self.camera = Some(camera);
                 self.arrival_times = None;
@@ -364,7 +365,7 @@ impl<O: CameraOpener> CameraSource<O> {
         let arrival = driver.is_none();
         if self.arrival_times != Some(arrival) {
             let how = if arrival { "arrival times (the driver gives no usable timestamps)" } else { "the driver's timestamps" };
-            eprintln!("merd: camera {}: frame times are {how}", self.opener.name());
+            info!("camera {}: frame times are {how}", self.opener.name());
             self.arrival_times = Some(arrival);
         }
         let time = driver.unwrap_or_else(|| self.started.elapsed().as_secs_f64());
@@ -403,14 +404,14 @@ impl CameraOpener for V4lOpener {
             ));
         }
         if (got.width, got.height) != (s.width, s.height) {
-            eprintln!("merd: camera gives {}×{} instead of the requested {}×{}", got.width, got.height, s.width, s.height);
+            warn!("camera gives {}×{} instead of the requested {}×{}", got.width, got.height, s.width, s.height);
         }
         let mut params = device.params()?;
         params.interval = Fraction::new(1, s.fps);
         let granted = device.set_params(&params)?.interval;
         let fps = if granted.numerator > 0 { f64::from(granted.denominator) / f64::from(granted.numerator) } else { f64::from(s.fps) };
         if (fps - f64::from(s.fps)).abs() > 0.5 {
-            eprintln!("merd: camera runs at {fps:.1} fps, not the requested {}; spotting timing assumes {}", s.fps, s.fps);
+            warn!("camera runs at {fps:.1} fps, not the requested {}; spotting timing assumes {}", s.fps, s.fps);
         }
         let mut stream = MmapStream::with_buffers(&device, Type::VideoCapture, 4)?;
         stream.set_timeout(Duration::from_secs_f64(s.stall_s));

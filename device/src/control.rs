@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::warn;
 
 use crate::deadline::Deadline;
 
@@ -49,6 +50,13 @@ pub struct StatusReport {
     /// Events classified and logged since the start.
     pub events: u64,
     pub last_events: VecDeque<Event>,
+    /// The event log's folder, and the bytes and files in it (refreshed every 10 s).
+    #[serde(default)]
+    pub log_dir: PathBuf,
+    #[serde(default)]
+    pub log_bytes: u64,
+    #[serde(default)]
+    pub log_files: u64,
 }
 
 impl StatusReport {
@@ -106,7 +114,7 @@ impl ControlSocket {
             .spawn(move || {
                 for stream in listener.incoming().flatten() {
                     if clients.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_CLIENTS).then_some(n + 1)).is_err() {
-                        eprintln!("merd: control socket: {MAX_CLIENTS} clients already being served, one turned away");
+                        warn!("control socket: {MAX_CLIENTS} clients already being served, one turned away");
                         reply(&stream, &error_reply(&format!("{MAX_CLIENTS} clients already being served; try again")));
                         continue;
                     }
@@ -158,7 +166,7 @@ fn answer(stream: &UnixStream, status: &Mutex<StatusReport>, trigger: &AtomicBoo
             other => error_reply(&format!("unknown command {}; use status or trigger", quote(other))),
         },
         Err(rule) => {
-            eprintln!("merd: control socket: {rule}, refused");
+            warn!("control socket: {rule}, refused");
             error_reply(&rule)
         }
     };

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::time::Instant;
+use tracing::{info, warn};
 
 use anyhow::{Context, Result};
 use mer_shared::classifier::Classifier;
@@ -19,6 +20,7 @@ use crate::gpio::{BoardLed, BoardTrigger};
 use crate::pipeline::{ModelChannel, Pipeline, Stats, WorkerReport};
 use crate::push_server::ModelSwitch;
 use crate::repeats::RepeatFilter;
+use crate::service::ServiceManager;
 use crate::source::FrameSource;
 
 /// What the loop services besides the pipeline; all optional.
@@ -44,7 +46,10 @@ impl Peripherals {
             None => (None, None),
         };
         let status = SharedStatus::default();
-        update(&status, |s| s.source = config.source.describe());
+        update(&status, |s| {
+            s.source = config.source.describe();
+            s.log_dir = config.log.dir.clone();
+        });
         let control = match &config.control.socket {
             Some(path) => Some(
                 ControlSocket::start(path, status.clone()).with_context(|| format!("cannot open the control socket {}", path.display()))?,
@@ -60,7 +65,7 @@ impl Peripherals {
         let from_button = match self.trigger.as_mut().map(|t| t.poll(now)) {
             Some(Ok(pressed)) => pressed,
             Some(Err(e)) => {
-                eprintln!("merd: the trigger button cannot be read ({e:?}); ignoring it from now on");
+                warn!("the trigger button cannot be read ({e:?}); ignoring it from now on");
                 self.trigger = None;
                 false
             }
@@ -82,7 +87,7 @@ impl Peripherals {
 
     fn refresh(&mut self, now: Instant, start: Instant) {
         if let Some(Err(e)) = self.led.as_mut().map(|l| l.update(now, start)) {
-            eprintln!("merd: the status LED cannot be set ({e:?}); ignoring it from now on");
+            warn!("the status LED cannot be set ({e:?}); ignoring it from now on");
             self.led = None;
         }
     }
@@ -120,6 +125,16 @@ impl ModelSwitch for PipelineSwitch {
     }
 }
 
+/// How often `merd status`'s disk use of the event log is refreshed.
+const LOG_USAGE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Bytes and files directly in `dir` (the event log keeps no subfolders); an unreadable folder
+/// counts as empty.
+fn disk_use(dir: &std::path::Path) -> (u64, u64) {
+    let files = std::fs::read_dir(dir).into_iter().flatten().flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file());
+    files.fold((0, 0), |(bytes, n), m| (bytes + m.len(), n + 1))
+}
+
 /// Feeds every frame of `source` through `pipeline`, handing each finished event to `on_event`
 /// as it arrives, until the source ends or a stop is requested. A frame the source cannot
 /// deliver (and a lost camera) is reported and skipped; a face box that does not fit the frames
@@ -136,9 +151,12 @@ pub fn drive(
     let mut repeats = RepeatFilter::default();
     // Frame rate over the last status interval.
     let (mut rate_since, mut rate_frames) = (started, 0u64);
+    let mut log_checked: Option<Instant> = None;
+    let mut service = ServiceManager::from_env();
+    service.ready();
     loop {
         if peripherals.stop_requested() {
-            eprintln!("merd: stopping: finishing the queued windows");
+            info!("stopping: finishing the queued windows");
             break;
         }
         match source.next_frame() {
@@ -146,12 +164,12 @@ pub fn drive(
             Ok(None) => break,
             Err(e) => {
                 source_errors += 1;
-                repeats.report(&e.to_string(), Instant::now()).iter().for_each(|line| eprintln!("merd: {line}"));
+                repeats.report(&e.to_string(), Instant::now()).iter().for_each(|line| warn!("{line}"));
             }
         }
         let now = Instant::now();
         if peripherals.triggered(now) && !pipeline.trigger(peripherals.trigger_window_s) {
-            eprintln!("merd: trigger ignored: no frames buffered yet");
+            info!("trigger ignored: no frames buffered yet");
         }
         while let Ok(event) = events.try_recv() {
             peripherals.on_event(&event, now);
@@ -162,10 +180,14 @@ pub fn drive(
             led.set_face_lost(matches!(face, FaceState::Searching | FaceState::Lost));
         }
         peripherals.refresh(now, started);
+        service.alive(now, || {
+            let s = peripherals.status.lock().unwrap_or_else(|p| p.into_inner());
+            format!("{:.0} frames/s, {} events, face {}", s.fps, s.events, s.face)
+        });
         {
             let elapsed = now.duration_since(rate_since).as_secs_f64();
             if elapsed >= 1.0 {
-                repeats.flush(now, false).iter().for_each(|line| eprintln!("merd: {line}"));
+                repeats.flush(now, false).iter().for_each(|line| warn!("{line}"));
                 let stats = pipeline.stats().clone();
                 let fps = (stats.frames - rate_frames) as f64 / elapsed;
                 (rate_since, rate_frames) = (now, stats.frames);
@@ -180,17 +202,24 @@ pub fn drive(
                     s.faceless_frames = stats.faceless_frames;
                     s.face = face.to_string();
                 });
+                if log_checked.is_none_or(|at| now.duration_since(at) >= LOG_USAGE_EVERY) {
+                    log_checked = Some(now);
+                    let dir = peripherals.status.lock().unwrap_or_else(|p| p.into_inner()).log_dir.clone();
+                    let (bytes, files) = disk_use(&dir);
+                    update(&peripherals.status, |s| (s.log_bytes, s.log_files) = (bytes, files));
+                }
             }
         }
     }
+    service.stopping();
     let seconds = started.elapsed().as_secs_f64();
     let (stats, report) = pipeline.finish();
     for event in events.try_iter() {
         on_event(&event);
     }
-    repeats.flush(Instant::now(), true).iter().for_each(|line| eprintln!("merd: {line}"));
+    repeats.flush(Instant::now(), true).iter().for_each(|line| warn!("{line}"));
     if source_errors > 0 {
-        eprintln!("merd: the source reported {source_errors} unreadable frames or outages");
+        warn!("the source reported {source_errors} unreadable frames or outages");
     }
     Ok((stats, report, seconds))
 }

@@ -15,6 +15,7 @@ pub mod model_store;
 pub mod pipeline;
 pub mod push_server;
 pub mod repeats;
+pub mod service;
 pub mod source;
 pub mod spot_stream;
 pub mod spotting;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
+use tracing::{error, info, warn};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -140,6 +141,7 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    mer_shared::logging::init();
     match Cli::parse().command {
         Command::Run { config } => run(&config)?,
         Command::Status { socket } => {
@@ -172,7 +174,7 @@ fn main() -> Result<()> {
         Command::Classify { model, input, public_keys, threads } => {
             let (result, origin) = classify_file(&model, &input, &public_keys, threads)?;
             if let Origin::Bundle { signer, trusted: false } = origin {
-                eprintln!("note: bundle signed by key {signer}; pass --pub KEY.pub to require a trusted signer");
+                warn!("bundle signed by key {signer}; pass --pub KEY.pub to require a trusted signer");
             }
             println!("{}", serde_json::to_string(&result)?);
         }
@@ -228,12 +230,12 @@ fn open_store(config: &DaemonConfig, push: &PushSettings, keys: Vec<PublicKey>) 
         None => {
             let path = &config.model.path;
             let bytes = std::fs::read(path).with_context(|| format!("cannot read the configured model {}", path.display()))?;
-            eprintln!("model store {} is empty: starting it with {}", push.store.display(), path.display());
+            info!("model store {} is empty: starting it with {}", push.store.display(), path.display());
             store.adopt(&bytes).with_context(|| format!("the configured model {} cannot start the store", path.display()))?
         }
     };
     let m = verified.classifier.manifest();
-    eprintln!("model {} ({}, from the store {}): classes {}", m.version, verified.info.sha256, push.store.display(), m.classes.join(", "));
+    info!("model {} ({}, from the store {}): classes {}", m.version, verified.info.sha256, push.store.display(), m.classes.join(", "));
     Ok((verified.classifier, store))
 }
 
@@ -242,10 +244,7 @@ fn open_store(config: &DaemonConfig, push: &PushSettings, keys: Vec<PublicKey>) 
 fn accept_inputs(manifest: &Manifest, allow_foreign_inputs: bool) -> Result<()> {
     check_compatible(manifest, allow_foreign_inputs)?;
     if let Some(why) = manifest.inputs.foreign_reason() {
-        eprintln!(
-            "merd: WARNING: model {}: {why}; running it because allow_foreign_inputs is set, and marking every event",
-            manifest.version
-        );
+        warn!("model {}: {why}; running it because allow_foreign_inputs is set, and marking every event", manifest.version);
     }
     Ok(())
 }
@@ -258,16 +257,16 @@ fn load_classifier(path: &Path, keys: &[PublicKey], threads: usize) -> Result<Cl
     let trust = if keys.is_empty() { Trust::IntegrityOnly } else { Trust::Keys(keys) };
     let classifier = Classifier::load(path, trust)?.with_threads(threads);
     let m = classifier.manifest();
-    eprintln!("model {} ({}): classes {}", m.version, path.display(), m.classes.join(", "));
+    info!("model {} ({}): classes {}", m.version, path.display(), m.classes.join(", "));
     Ok(classifier)
 }
 
 fn open_log(config: LogConfig) -> Result<EventLog> {
     let dir = config.dir.clone();
     let (log, recovery) = EventLog::open(config).with_context(|| format!("cannot open the event log in {}", dir.display()))?;
-    eprintln!("event log {}: {} records in {} segments", dir.display(), recovery.records, recovery.segments);
+    info!("event log {}: {} records in {} segments", dir.display(), recovery.records, recovery.segments);
     if let Some((segment, offset, bytes)) = recovery.torn_tail {
-        eprintln!("event log: a torn record of {bytes} bytes at {offset} in {} was moved aside", segment.display());
+        warn!("event log: a torn record of {bytes} bytes at {offset} in {} was moved aside", segment.display());
     }
     Ok(log)
 }
@@ -291,7 +290,7 @@ fn print_event(e: &Event) {
 }
 
 fn summary(stats: &Stats, report: &WorkerReport, seconds: f64) {
-    eprintln!(
+    info!(
         "{} frames in {seconds:.1} s ({:.0} frames/s), {} dropped by the source, {} without a face; {} spotted, {} triggered, {} events logged, {} windows dropped, {} failures",
         stats.frames,
         stats.frames as f64 / seconds.max(1e-9),
@@ -304,9 +303,9 @@ fn summary(stats: &Stats, report: &WorkerReport, seconds: f64) {
         report.failures
     );
     if !report.unlogged.is_empty() {
-        eprintln!("merd: {} events could not be written to the log:", report.unlogged.len());
+        error!("{} events could not be written to the log:", report.unlogged.len());
         for e in &report.unlogged {
-            eprintln!("{}", serde_json::to_string(e).unwrap_or_default());
+            error!("{}", serde_json::to_string(e).unwrap_or_default());
         }
     }
 }
@@ -357,7 +356,7 @@ fn run(config_path: &Path) -> Result<()> {
     if let (Some(listener), Some(store)) = (push_listener, store) {
         let switch = PipelineSwitch { models: pipeline.model_switch(), status: peripherals.status.clone(), store_dir: model_path };
         let server = listener.serve(store, trusted_keys(&config.model.public_keys)?, Arc::new(switch))?;
-        eprintln!("listening for model pushes on {}", server.address());
+        info!("listening for model pushes on {}", server.address());
     }
     let (stats, report, seconds) = drive(&mut source, pipeline, rx, &mut peripherals, print_event)?;
     summary(&stats, &report, seconds);
@@ -380,7 +379,7 @@ fn open_source(config: &SourceConfig) -> Result<Box<dyn FrameSource + Send>> {
             if *prerender {
                 let started = Instant::now();
                 synthetic.prerender();
-                eprintln!("rendered {} frames ahead in {:.1} s", synthetic.scene().frames, started.elapsed().as_secs_f64());
+                info!("rendered {} frames ahead in {:.1} s", synthetic.scene().frames, started.elapsed().as_secs_f64());
             }
             if *realtime { Box::new(RealTime::new(synthetic)) } else { Box::new(synthetic) }
         }

@@ -18,6 +18,7 @@ use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use tracing::warn;
 
 use mer_shared::atomic_file::{self, AtomicFile, is_temporary, sync_dir};
 use mer_shared::bundle::{Bundle, PublicKey};
@@ -144,12 +145,12 @@ impl ModelStore {
             match verified {
                 Ok(v) => {
                     if i > 0 {
-                        eprintln!("merd: using the earlier model {} instead", v.info.version);
+                        warn!("using the earlier model {} instead", v.info.version);
                         self.write_state(State { active: Some(hex.clone()), previous: candidates[i + 1..].to_vec() })?;
                     }
                     return Ok(Some(v));
                 }
-                Err(e) => eprintln!("merd: the stored model {hex} cannot be used: {e}"),
+                Err(e) => warn!("the stored model {hex} cannot be used: {e}"),
             }
         }
         Ok(None)

@@ -13,6 +13,7 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tracing::{debug, warn};
 
 use mer_shared::classifier::Classifier;
 use mer_shared::event::{Event, EventSource, LatencyBreakdown};
@@ -26,8 +27,8 @@ use crate::face::FaceState;
 pub use crate::face::{FaceSetting, Roi};
 use crate::repeats::RepeatFilter;
 use crate::source::Frame;
-pub use crate::spot_stream::SPOTTING_SIDE;
 use crate::spot_stream::SpotStream;
+pub use crate::spotting::SPOTTING_SIDE;
 use crate::spotting::SpotterConfig;
 
 /// Where classified events go: the event log on a device, anything else in tests.
@@ -253,6 +254,7 @@ impl Pipeline {
         let face = face_crop(&spec, &frame.image, Some(&FaceBox::from(roi)))?;
         self.ring.push(Crop { seq, frame: frame.index, timestamp: frame.timestamp, arrived, wall_ms, image: face, spec });
         if let Some(spot) = seen.spot {
+            debug!("spotted frames {}–{} (apex {}) at {:.3} s", spot.onset, spot.offset, spot.apex, frame.timestamp);
             self.stats.spotted += 1;
             self.submit(EventSource::Spotted, spot.onset, spot.apex, spot.offset);
         }
@@ -299,13 +301,17 @@ impl Pipeline {
 
     fn submit(&mut self, source: EventSource, onset: usize, apex: usize, offset: usize) {
         let (Some(o), Some(a), Some(f)) = (self.ring.get(onset), self.ring.get(apex), self.ring.get(offset)) else {
+            debug!("{source:?} window {onset}–{offset} dropped: its frames left the buffer");
             self.stats.dropped_windows += 1;
             return;
         };
         let job = Box::new(Job { source, onset: o.clone(), apex: a.clone(), offset: f.clone(), chosen: Instant::now() });
         let sent = self.jobs.as_ref().is_some_and(|tx| tx.try_send(job).is_ok());
-        if !sent {
+        if sent {
+            debug!("{source:?} window {onset}–{offset} queued for classification");
+        } else {
             // The classifier is behind (or gone): drop the window, never stall capture.
+            debug!("{source:?} window {onset}–{offset} dropped: the classifier is behind");
             self.stats.dropped_windows += 1;
         }
     }
@@ -360,7 +366,7 @@ const MAX_UNLOGGED: usize = 10_000;
 
 impl WorkerReport {
     fn fail(&mut self, what: String) {
-        self.repeats.report(&what, Instant::now()).iter().for_each(|line| eprintln!("merd: {line}"));
+        self.repeats.report(&what, Instant::now()).iter().for_each(|line| warn!("{line}"));
         self.failures += 1;
         self.last_failure = Some(what);
     }
@@ -378,6 +384,7 @@ fn classify_jobs(
     let mut unlogged: VecDeque<Event> = VecDeque::new();
     for job in jobs {
         if let Some(newest) = new_models.try_iter().last() {
+            debug!("classifying with model {} from now on", newest.manifest().version);
             classifier = newest;
         }
         let spec = &classifier.manifest().input;
@@ -422,10 +429,15 @@ fn classify_jobs(
             },
             foreign_inputs: !classifier.manifest().inputs.device_faithful(),
         };
+        debug!(
+            "classified the window at {:.3} s as {} (flows and input {:.1} ms, inference {:.1} ms)",
+            event.apex_s, event.label, event.latency.preprocess_ms, event.latency.inference_ms
+        );
         unlogged.push_back(event.clone());
         while let Some(pending) = unlogged.front() {
             match log.append(pending) {
                 Ok(()) => {
+                    debug!("event at {:.3} s logged", pending.apex_s);
                     unlogged.pop_front();
                 }
                 Err(e) => {
@@ -444,7 +456,7 @@ fn classify_jobs(
         report.fail(format!("syncing the event log: {e}"));
     }
     report.unlogged = unlogged.into();
-    report.repeats.flush(Instant::now(), true).iter().for_each(|line| eprintln!("merd: {line}"));
+    report.repeats.flush(Instant::now(), true).iter().for_each(|line| warn!("{line}"));
     report
 }
 

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::{info, warn};
 
 use mer_shared::bundle::PublicKey;
 use mer_shared::classifier::Classifier;
@@ -257,7 +258,7 @@ struct Session<'a> {
 
 /// Tells a connection the device is busy without reading from it, and closes it.
 fn turn_away(stream: &TcpStream, reason: &str) {
-    eprintln!("merd: push from {}: {reason}, turned away", peer_name(stream));
+    warn!("push from {}: {reason}, turned away", peer_name(stream));
     // A few bytes into a fresh socket's buffer: this does not wait on the peer.
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let _ = write_frame(&mut &*stream, &Response::Busy { reason: reason.to_string() });
@@ -279,7 +280,7 @@ fn serve(stream: TcpStream, handshake: HandshakeGuard) {
         Ok(Request::Hello { protocol }) if protocol == PROTOCOL => {
             let Some(taken) = shared.take_slot() else {
                 let reason = format!("all {} upload slots and the management slot are in use", shared.max_sessions);
-                eprintln!("merd: push from {peer}: {reason}, turned away");
+                warn!("push from {peer}: {reason}, turned away");
                 let _ = write_frame(&mut writer, &Response::Busy { reason });
                 return;
             };
@@ -297,18 +298,18 @@ fn serve(stream: TcpStream, handshake: HandshakeGuard) {
         Ok(Request::Hello { protocol }) => {
             let reason = format!("this device speaks protocol {PROTOCOL}, the client {protocol}");
             let _ = write_frame(&mut writer, &Response::Welcome { protocol: PROTOCOL, device: shared.device.clone(), nonce: [0; 32] });
-            eprintln!("merd: push from {peer}: {reason}");
+            info!("push from {peer}: {reason}");
         }
         Ok(_) => {
             let reason = "a session starts with Hello";
-            eprintln!("merd: push from {peer}: refused: {reason}");
+            warn!("push from {peer}: refused: {reason}");
             let _ = write_frame(&mut writer, &Response::Refused { reason: reason.into(), nonce: None });
         }
         // Connected and left without a word (a port check).
         Err(FrameError::Closed) => {}
         Err(e) if e.is_timeout() => {
             let within = shared.handshake.as_secs_f64();
-            eprintln!("merd: push from {peer}: no Hello within {within:.1} s (push.timeout_s, at most 5 s), disconnected");
+            warn!("push from {peer}: no Hello within {within:.1} s (push.timeout_s, at most 5 s), disconnected");
         }
         Err(e) => hang_up(&peer, &stream, &e),
     }
@@ -327,8 +328,8 @@ impl Session<'_> {
             };
             let response = self.answer(request);
             match &response {
-                Response::Refused { reason, .. } => eprintln!("merd: push from {}: refused: {reason}", self.peer),
-                Response::Busy { reason } => eprintln!("merd: push from {}: busy: {reason}", self.peer),
+                Response::Refused { reason, .. } => warn!("push from {}: refused: {reason}", self.peer),
+                Response::Busy { reason } => info!("push from {}: busy: {reason}", self.peer),
                 _ => {}
             }
             if write_frame(&mut &*stream, &response).is_err() {
@@ -347,7 +348,7 @@ impl Session<'_> {
         } else {
             format!("session open for {:.1} s (push.session_s), closed; an upload resumes in a new session", secs(self.lasts))
         };
-        eprintln!("merd: push from {}: {rule}", self.peer);
+        warn!("push from {}: {rule}", self.peer);
     }
 
     fn answer(&mut self, request: Request) -> Response {
@@ -432,7 +433,7 @@ impl Session<'_> {
         let store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
         match store.verify(&upload.sha256) {
             Ok(verified) => {
-                eprintln!("merd: push from {}: staged {} ({})", self.peer, verified.info.version, verified.info.sha256);
+                info!("push from {}: staged {} ({})", self.peer, verified.info.version, verified.info.sha256);
                 Ok(Response::Staged(self.keep_staged(upload.sha256, verified)))
             }
             Err(e) => {
@@ -463,7 +464,7 @@ impl Session<'_> {
         };
         match outcome {
             Ok(model) => {
-                eprintln!("merd: push from {}: {:?} by key {}: now running {model}", self.peer, command.action, signer.key_id());
+                info!("push from {}: {:?} by key {}: now running {model}", self.peer, command.action, signer.key_id());
                 Response::Done { status: describe(&store, self.shared), nonce: self.nonce }
             }
             Err(e) => refused(e.to_string(), self.nonce),
@@ -487,7 +488,7 @@ impl Session<'_> {
 
 /// Ends a connection whose frames cannot be read, saying why when the peer can still hear it.
 fn hang_up(peer: &str, stream: &TcpStream, e: &FrameError) {
-    eprintln!("merd: push from {peer}: {e}, disconnected");
+    warn!("push from {peer}: {e}, disconnected");
     if matches!(e, FrameError::Oversized { .. } | FrameError::Malformed { .. }) {
         let _ = write_frame(&mut &*stream, &Response::Refused { reason: e.to_string(), nonce: None });
     }

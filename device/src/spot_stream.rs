@@ -4,13 +4,11 @@
 
 use mer_shared::image::{Interpolation, resize};
 use mer_shared::{Error, Result};
+use tracing::warn;
 
 use crate::face::{FaceSetting, FaceState, FaceTracker, FaceView, Roi};
 use crate::source::Frame;
-use crate::spotting::{Decision, Spot, Spotter, SpotterConfig};
-
-/// Side of the face crops given to the spotter (area-averaged, whatever the model's crop).
-pub const SPOTTING_SIDE: usize = 128;
+use crate::spotting::{Decision, SPOTTING_SIDE, Spot, Spotter, SpotterConfig};
 
 /// The face box of each frame, as configured.
 enum FaceBoxes {
@@ -114,7 +112,7 @@ impl SpotStream {
             let missed = frame.index.saturating_sub(last + 1);
             self.counts.dropped_frames += missed;
             if missed as usize > self.spotter.reach_back() {
-                eprintln!("merd: {missed} frames missing; spotting starts again");
+                warn!("{missed} frames missing; spotting starts again");
                 self.restart()?;
             }
         }

@@ -26,6 +26,9 @@ use mer_shared::synth::interview::{InterviewOptions, interview_scene};
 use mer_shared::{Error, GrayImage, Result};
 use serde::{Deserialize, Serialize};
 
+/// Side of the face crops given to the spotter (area-averaged, whatever the model's crop).
+pub const SPOTTING_SIDE: usize = 128;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpotterConfig {
@@ -132,7 +135,7 @@ impl SpotterConfig {
         match self.method {
             SpotMethod::FeatureDifference => self.clone(),
             SpotMethod::MegcBaseline => SpotterConfig {
-                side: crate::spot_stream::SPOTTING_SIDE,
+                side: SPOTTING_SIDE,
                 grid: 6,
                 feature: SpotFeature::Lbp,
                 smooth_s: 0.0,

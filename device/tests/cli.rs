@@ -286,7 +286,8 @@ fn classify_clip_preprocesses_a_window_and_names_what_is_wrong() {
     let allowed = refuse(&["--allow-foreign-inputs"]);
     let printed_foreign: serde_json::Value = serde_json::from_str(&ok(&allowed)).unwrap();
     assert_eq!(printed_foreign["input_sha256"], printed["input_sha256"]);
-    assert!(String::from_utf8_lossy(&allowed.stderr).contains("WARNING"));
+    let stderr = String::from_utf8_lossy(&allowed.stderr);
+    assert!(stderr.contains("WARN") && stderr.contains("marking every event"), "{stderr}");
 }
 
 #[test]
@@ -347,6 +348,8 @@ fn status_and_trigger_reach_a_running_daemon() {
     let version = Classifier::load(&model, Trust::IntegrityOnly).unwrap().manifest().version.clone();
     assert_eq!(status["model_version"], version.as_str());
     assert!(status["fps"].as_f64().unwrap() > 50.0, "{status}");
+    assert!(status["log_dir"].as_str().unwrap().ends_with("events"), "{status}");
+    assert!(status["log_files"].as_u64().unwrap() >= 1 && status["log_bytes"].is_u64(), "{status}");
     assert_eq!(ok(&merd(&["trigger", "--socket", s(&socket)])).trim(), r#"{"ok":true}"#);
     let out = daemon.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -354,4 +357,56 @@ fn status_and_trigger_reach_a_running_daemon() {
     let exported = ok(&merd(&["events", "--log", s(&dir.path().join("events")), "--json"]));
     assert!(exported.contains(r#""source":"triggered""#), "{exported}");
     assert!(err(&merd(&["status", "--socket", s(&socket)])).contains("merd.sock"));
+}
+
+/// Under systemd: READY once capturing, watchdog pings from the capture loop, STOPPING at the
+/// end, all to the socket systemd names; `RUST_LOG=debug` shows each step of the pipeline.
+#[test]
+fn run_notifies_systemd_and_logs_its_steps_at_debug() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &models().join("skd-tstsan-synthetic.merb"), "");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    // Read as systemd does, while merd runs: a full socket would block its sends.
+    socket.set_read_timeout(Some(std::time::Duration::from_millis(500))).unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let (mut messages, mut buf) = (Vec::new(), [0u8; 4096]);
+            loop {
+                match socket.recv(&mut buf) {
+                    Ok(n) => messages.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                    Err(_) if done.load(std::sync::atomic::Ordering::SeqCst) => return messages,
+                    Err(_) => {}
+                }
+            }
+        })
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_merd"))
+        .args(["run", "--config", s(&config)])
+        .env("NOTIFY_SOCKET", &socket_path)
+        // A 0.2 s watchdog: a ping every 50 ms of the run.
+        .env("WATCHDOG_USEC", "200000")
+        .env_remove("WATCHDOG_PID")
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    ok(&out);
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let messages = reader.join().unwrap();
+    assert!(messages.first().is_some_and(|m| m.contains("READY=1")), "{messages:?}");
+    assert!(messages.last().is_some_and(|m| m.contains("STOPPING=1")), "{messages:?}");
+    let pings = messages.iter().filter(|m| m.contains("WATCHDOG=1") && m.contains("STATUS=")).count();
+    assert!(pings >= 2, "{messages:?}");
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for step in ["spotted frames", "queued for classification", "classified the window", "logged"] {
+        assert!(stderr.contains(step), "RUST_LOG=debug lacks {step:?}: {stderr}");
+    }
+    // At the default level the steps are not shown, and without systemd nothing is sent.
+    let quiet = Command::new(env!("CARGO_BIN_EXE_merd")).args(["run", "--config", s(&config)]).env_remove("RUST_LOG").output().unwrap();
+    let stderr = String::from_utf8_lossy(&quiet.stderr);
+    assert!(quiet.status.success() && !stderr.contains("classified the window") && stderr.contains("600 frames"), "{stderr}");
 }

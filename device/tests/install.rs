@@ -48,6 +48,8 @@ fn staged_install_puts_every_file_in_place() {
         "User=merd",
         "SupplementaryGroups=video gpio",
         "Restart=on-failure",
+        "Type=notify",
+        "WatchdogSec=60",
         "ExecStart=/usr/local/bin/merd run --config /etc/merd/merd.toml",
     ] {
         assert!(unit.lines().any(|l| l == line), "unit lacks {line}");

@@ -90,7 +90,7 @@ fn start(config: &Path) -> Daemon {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut seen = Vec::new();
     while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        if let Some(address) = line.strip_prefix("listening for model pushes on ") {
+        if let Some((_, address)) = line.split_once("listening for model pushes on ") {
             return Daemon { child, address: address.to_string(), stderr: rx };
         }
         seen.push(line);

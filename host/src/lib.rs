@@ -19,3 +19,4 @@ pub mod spot_recognition;
 pub mod spot_timeline;
 pub mod torch_info;
 pub mod train;
+pub mod weights;

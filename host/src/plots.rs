@@ -8,7 +8,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use tracing::warn;
 
+use ab_glyph::{Font, FontRef};
 use anyhow::{Result, anyhow, ensure};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -91,13 +93,13 @@ pub(crate) fn text_enabled() -> bool {
         });
         match &installed {
             Some(path) if !problems.is_empty() => {
-                eprintln!("mer: plots: {}; using {}", problems.join("; "), path.display());
+                warn!("plots: {}; using {}", problems.join("; "), path.display());
             }
             Some(_) => {}
             None => {
                 let why = if problems.is_empty() { "no font found".to_string() } else { problems.join("; ") };
-                eprintln!(
-                    "mer: plots are written without text ({why}); install fonts-dejavu-core or set \
+                warn!(
+                    "plots are written without text ({why}); install fonts-dejavu-core or set \
                      {FONT_ENV} to a .ttf file"
                 );
             }
@@ -107,126 +109,31 @@ pub(crate) fn text_enabled() -> bool {
 }
 
 /// Horizontal metrics of the registered font, when its tables could be read.
-static METRICS: OnceLock<Option<HMetrics>> = OnceLock::new();
+static METRICS: OnceLock<Option<HMetrics<'static>>> = OnceLock::new();
 
-fn metrics() -> Option<&'static HMetrics> {
+fn metrics() -> Option<&'static HMetrics<'static>> {
     METRICS.get().and_then(Option::as_ref)
 }
 
-/// Advance widths and left side bearings read from the font's `cmap`, `hhea`, `hmtx` (and
-/// `OS/2`) tables.
+/// Advance widths and left side bearings of the registered font, read through `ab_glyph`.
 ///
 /// plotters 0.3.7 draws each glyph's ink starting at the pen position, dropping the glyph's left
 /// side bearing, so neighbours like "cl" run together ("class" reads "dass"). Drawing characters
-/// one at a time at pen + bearing restores the font's spacing; these tables supply both numbers.
-#[derive(Debug)]
-struct HMetrics {
-    /// Font units in one pixel of font size: ab_glyph scales ascent − descent to the size.
-    height_units: f64,
-    /// Advance width and left side bearing per character, in font units.
-    glyphs: std::collections::HashMap<char, (u16, i16)>,
-    /// Metrics of glyph 0 (".notdef"), which ab_glyph draws for unmapped characters.
-    missing: (u16, i16),
-}
+/// one at a time at pen + bearing restores the font's spacing; the font supplies both numbers.
+struct HMetrics<'a>(FontRef<'a>);
 
-impl HMetrics {
-    fn parse(font: &[u8]) -> Option<HMetrics> {
-        let u16_at = |o: usize| font.get(o..o + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-        let i16_at = |o: usize| u16_at(o).map(|v| v as i16);
-        let u32_at = |o: usize| font.get(o..o + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-        // A collection's first font is the one ab_glyph loads.
-        let base = if font.get(..4)? == b"ttcf" { u32_at(12)? as usize } else { 0 };
-        let table = |tag: &[u8; 4]| {
-            let n = u16_at(base + 4)? as usize;
-            (0..n).map(|i| base + 12 + 16 * i).find(|&r| font.get(r..r + 4) == Some(tag)).and_then(|r| {
-                let (off, len) = (u32_at(r + 8)? as usize, u32_at(r + 12)? as usize);
-                font.get(off..off.checked_add(len)?).map(|_| off)
-            })
-        };
-        let hhea = table(b"hhea")?;
-        let hmtx = table(b"hmtx")?;
-        let cmap = table(b"cmap")?;
-        // Same choice as ab_glyph (via ttf-parser): typographic metrics only when OS/2 asks for it.
-        let (mut ascent, mut descent) = (i16_at(hhea + 4)?, i16_at(hhea + 6)?);
-        if let Some(os2) = table(b"OS/2")
-            && u16_at(os2 + 62).is_some_and(|sel| sel & (1 << 7) != 0)
-        {
-            (ascent, descent) = (i16_at(os2 + 68)?, i16_at(os2 + 70)?);
-        }
-        let height_units = ascent as f64 - descent as f64;
-        let n_metrics = u16_at(hhea + 34)? as usize;
-        if height_units <= 0.0 || n_metrics == 0 {
-            return None;
-        }
-        let hmetric = |gid: u16| -> Option<(u16, i16)> {
-            let g = gid as usize;
-            if g < n_metrics {
-                Some((u16_at(hmtx + 4 * g)?, i16_at(hmtx + 4 * g + 2)?))
-            } else {
-                let advance = u16_at(hmtx + 4 * (n_metrics - 1))?;
-                Some((advance, i16_at(hmtx + 4 * n_metrics + 2 * (g - n_metrics))?))
-            }
-        };
-
-        // Pick the Unicode subtable: full-range format 12 if there is one, else BMP format 4.
-        let n_sub = u16_at(cmap + 2)? as usize;
-        let subtables: Vec<usize> = (0..n_sub)
-            .filter_map(|i| {
-                let rec = cmap + 4 + 8 * i;
-                let (platform, encoding) = (u16_at(rec)?, u16_at(rec + 2)?);
-                let unicode = platform == 0 || (platform == 3 && (encoding == 1 || encoding == 10));
-                unicode.then(|| u32_at(rec + 4).map(|o| cmap + o as usize)).flatten()
-            })
-            .collect();
-        let with_format = |f: u16| subtables.iter().copied().find(|&t| u16_at(t) == Some(f));
-        let mut glyphs = std::collections::HashMap::new();
-        let mut add = |c: u32, gid: u16| -> Option<()> {
-            if let (Some(ch), true) = (char::from_u32(c), gid != 0) {
-                glyphs.insert(ch, hmetric(gid)?);
-            }
-            Some(())
-        };
-        if let Some(t) = with_format(12) {
-            let groups = u32_at(t + 12)? as usize;
-            for k in 0..groups {
-                let g = t + 16 + 12 * k;
-                let (first, last, gid) = (u32_at(g)?, u32_at(g + 4)?, u32_at(g + 8)?);
-                for c in first..=last.min(first.saturating_add(0xFFFF)) {
-                    add(c, u16::try_from(gid.checked_add(c - first)?).ok()?)?;
-                }
-            }
-        } else {
-            let t = with_format(4)?;
-            let segs = u16_at(t + 6)? as usize / 2;
-            let (ends, starts, deltas, ranges) = (t + 14, t + 16 + 2 * segs, t + 16 + 4 * segs, t + 16 + 6 * segs);
-            for k in 0..segs {
-                let (end, start) = (u16_at(ends + 2 * k)?, u16_at(starts + 2 * k)?);
-                let (delta, range) = (u16_at(deltas + 2 * k)?, u16_at(ranges + 2 * k)?);
-                if start == 0xFFFF || start > end {
-                    continue;
-                }
-                for c in start..=end {
-                    let gid = if range == 0 {
-                        c.wrapping_add(delta)
-                    } else {
-                        let at = ranges + 2 * k + range as usize + 2 * (c - start) as usize;
-                        match u16_at(at)? {
-                            0 => 0,
-                            g => g.wrapping_add(delta),
-                        }
-                    };
-                    add(c as u32, gid)?;
-                }
-            }
-        }
-        Some(HMetrics { height_units, glyphs, missing: hmetric(0)? })
+impl<'a> HMetrics<'a> {
+    fn parse(font: &'a [u8]) -> Option<HMetrics<'a>> {
+        let font = ab_glyph::FontRef::try_from_slice(font).ok()?;
+        (font.height_unscaled() > 0.0).then_some(HMetrics(font))
     }
 
-    /// Advance and left side bearing of `c` in pixels at font size `px`.
+    /// Advance and left side bearing of `c` in pixels at font size `px`: ab_glyph scales
+    /// ascent − descent to the size, and unmapped characters get glyph 0 (".notdef").
     fn of(&self, c: char, px: f64) -> (f64, f64) {
-        let (advance, lsb) = self.glyphs.get(&c).copied().unwrap_or(self.missing);
-        let k = px / self.height_units;
-        (advance as f64 * k, lsb as f64 * k)
+        let id = self.0.glyph_id(c);
+        let k = px / self.0.height_unscaled() as f64;
+        (self.0.h_advance_unscaled(id) as f64 * k, self.0.h_side_bearing_unscaled(id) as f64 * k)
     }
 
     fn width(&self, text: &str, px: f64) -> f64 {
@@ -1088,12 +995,12 @@ mod tests {
             assert!(!Path::new(DEFAULT_FONTS[0]).exists());
             return;
         };
-        let m = HMetrics::parse(&bytes).expect("DejaVu Sans has cmap, hhea and hmtx");
+        let m = HMetrics::parse(&bytes).expect("DejaVu Sans parses");
         let (adv_m, _) = m.of('M', 20.0);
         let (adv_i, lsb_l) = (m.of('i', 20.0).0, m.of('l', 20.0).1);
         assert!(adv_m > 1.5 * adv_i, "M {adv_m} vs i {adv_i}");
         assert!(lsb_l > 1.0, "'l' has a visible left bearing at 20 px: {lsb_l}");
-        assert!(m.of('…', 14.0).0 > 0.0 && m.glyphs.contains_key(&'…'));
+        assert!(m.of('…', 14.0).0 > 0.0 && m.0.glyph_id('…').0 != 0);
         // Same scale as plotters' own layout estimate (which also adds kerning and truncates).
         if text_enabled() {
             for text in ["class", "Predicted class", "happiness (n=32)", "0.75"] {

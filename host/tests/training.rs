@@ -5,10 +5,11 @@ use mer_shared::manifest::InputProvenance;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
+use mer_host::dataset::samples::{DataSource, SampleArrays};
 use mer_host::model::ArchSettings;
 use mer_host::model::skd_tstsan::SkdSettings;
 use mer_host::train::config::{Protocol, Shard, TrainConfig};
-use mer_host::train::data::{DataSource, TrainData};
+use mer_host::train::data::TrainData;
 use mer_host::train::report::{RunResults, summarise};
 use mer_host::train::run::{train_all, train_loso};
 use tch::Device;
@@ -31,7 +32,7 @@ fn data() -> TrainData {
     let classes = ["negative", "positive", "surprise"].map(String::from).to_vec();
     let source =
         DataSource { path: "memory".into(), digest: "test".into(), taxonomy: "casme2-3".into(), inputs: InputProvenance::MerShared };
-    TrainData::new([38, 48, 48], &values, labels, subjects, ids, classes, source).unwrap()
+    TrainData::new(SampleArrays { shape: [38, 48, 48], values, labels, subjects, ids, classes, source }).unwrap()
 }
 
 /// libtorch's random generator is process-global: trainings in parallel test threads would

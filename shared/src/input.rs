@@ -18,6 +18,7 @@
 //! (`crate::flow_image`); HTNet's layout is the landmark mosaic of that image.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::face::FaceBox;
@@ -241,7 +242,7 @@ impl InputTensor {
     /// Hex SHA-256 of the values as little-endian f32 bytes in C order: names this exact input,
     /// so host and device can show they computed the same one.
     pub fn sha256(&self) -> String {
-        crate::manifest::f32_digest(&self.data)
+        f32_digest(&self.data)
     }
 }
 
@@ -426,6 +427,15 @@ fn normalise_flow(map: &GrayImage, mode: FlowNormalisation) -> GrayImage {
             GrayImage::new(map.width(), map.height(), data).unwrap()
         }
     }
+}
+
+/// Hex SHA-256 of values as little-endian f32 bytes.
+pub fn f32_digest(values: &[f32]) -> String {
+    let mut hasher = Sha256::new();
+    for v in values {
+        hasher.update(v.to_le_bytes());
+    }
+    hex::encode(hasher.finalize())
 }
 
 #[cfg(test)]

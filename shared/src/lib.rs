@@ -17,6 +17,7 @@ pub mod image;
 pub mod inference;
 pub mod input;
 pub mod labels;
+pub mod logging;
 pub mod manifest;
 pub mod npy;
 pub mod push;

@@ -6,10 +6,9 @@ use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::input::InputSpec;
+use crate::input::{InputSpec, f32_digest};
 
 pub const MANIFEST_FORMAT: u32 = 1;
 /// Version of mer-shared's preprocessing (face crop, TV-L1, normalisation, input assembly).
@@ -181,15 +180,6 @@ impl Probe {
         }
         Ok(input)
     }
-}
-
-/// Hex SHA-256 of values as little-endian f32 bytes.
-pub fn f32_digest(values: &[f32]) -> String {
-    let mut hasher = Sha256::new();
-    for v in values {
-        hasher.update(v.to_le_bytes());
-    }
-    hex::encode(hasher.finalize())
 }
 
 impl Manifest {

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use mer_host::import::magnet::apply;
 use mer_host::import::read_state_dict;
+use mer_host::model::skd_tstsan::MagnetMode;
 use mer_host::model::skd_tstsan::{SkdConfig, SkdTstsan};
-use mer_host::train::config::MagnetMode;
 use tch::{Device, Kind, nn};
 
 #[test]

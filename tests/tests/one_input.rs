@@ -28,8 +28,9 @@ use mer_shared::event::Event;
 use mer_shared::face::FaceBox;
 use mer_shared::image::{GrayImage, Interpolation, load_gray, resize, save_gray_png};
 use mer_shared::input::InputLayout;
+use mer_shared::input::f32_digest;
 use mer_shared::labels::Taxonomy;
-use mer_shared::manifest::{InputProvenance, f32_digest};
+use mer_shared::manifest::InputProvenance;
 
 const FPS: f64 = 200.0;
 /// Frames img46 … img60; onset 46, apex 52, offset 60.

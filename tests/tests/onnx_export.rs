@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use mer_host::export::{graph_bytes, inference_graph, tch_logits};
+use mer_host::export::{inference_graph, tch_logits};
 use mer_host::model::ArchSettings;
 use mer_host::model::am3f_flownet::AM3F_FLOWNET;
 use mer_host::model::htnet::{Htnet, HtnetConfig};
@@ -113,7 +113,7 @@ fn flow_image_architectures_export_with_the_same_parity() {
         let x = Tensor::from_slice(&input).view([batch as i64, 3, image_size, image_size]);
         let logits = tch::no_grad(|| model.forward(&x));
         let expected: Vec<Vec<f32>> = Vec::<Vec<f32>>::try_from(logits).unwrap();
-        let onnx = graph_bytes(|g, input| model.to_onnx(g, input), shape, 3, vec![]);
+        let onnx = inference_graph(&model, shape, 3, vec![]);
         check(&format!("htnet {image_size}/{patch_size}"), &onnx, &input, batch, shape, &expected, python.as_deref());
     }
 }

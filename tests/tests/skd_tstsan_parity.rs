@@ -11,7 +11,7 @@ use std::process::Command;
 use mer_host::export::{ExportOptions, export_to_file};
 use mer_host::import::official::import_skd_tstsan;
 use mer_host::model::skd_tstsan::{SkdConfig, SkdTstsan};
-use mer_host::train::checkpoint::load_weights;
+use mer_host::weights::load_weights;
 use mer_shared::bundle::{Bundle, SecretKey, write_public_key};
 use mer_shared::classifier::{Classifier, Trust, classify_file};
 use mer_shared::input::InputLayout;

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use super::samples::{DataSource, SampleArrays};
 use super::sheet::{Column, Sheet};
-use crate::train::data::{DataSource, TrainData};
 use mer_shared::flow_image::SIDE;
 use mer_shared::labels::{LabelMapping, Taxonomy};
 use mer_shared::manifest::InputProvenance;
@@ -87,8 +87,8 @@ pub fn read_flow_image(path: &Path) -> Result<Vec<f32>> {
     Ok(planes)
 }
 
-/// The whole set as training data: (N, 3, 28, 28) in (u, v, strain) order.
-pub fn load(root: &Path) -> Result<TrainData> {
+/// The whole set: (N, 3, 28, 28) in (u, v, strain) order.
+pub fn load(root: &Path) -> Result<SampleArrays> {
     let samples = read_samples(root)?;
     let mut values = Vec::with_capacity(samples.len() * 3 * SIDE * SIDE);
     for s in &samples {
@@ -96,25 +96,25 @@ pub fn load(root: &Path) -> Result<TrainData> {
     }
     let path = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
     let digest = digest(&values);
-    TrainData::new(
-        [3, SIDE, SIDE],
-        &values,
-        samples.iter().map(|s| s.class as i64).collect(),
-        samples.iter().map(|s| s.subject.clone()).collect(),
-        samples.iter().map(|s| format!("{}/{}_{}", s.dataset, s.subject, s.clip)).collect(),
-        Taxonomy::CompositeThree.classes().iter().map(|c| c.to_string()).collect(),
-        DataSource {
+    Ok(SampleArrays {
+        shape: [3, SIDE, SIDE],
+        values,
+        labels: samples.iter().map(|s| s.class as i64).collect(),
+        subjects: samples.iter().map(|s| s.subject.clone()).collect(),
+        ids: samples.iter().map(|s| format!("{}/{}_{}", s.dataset, s.subject, s.clip)).collect(),
+        classes: Taxonomy::CompositeThree.classes().iter().map(|c| c.to_string()).collect(),
+        source: DataSource {
             path: path.display().to_string(),
             digest,
             taxonomy: Taxonomy::CompositeThree.name().to_string(),
             inputs: InputProvenance::StstnetPng,
         },
-    )
+    })
 }
 
 /// Identifies the pixel content, so a run records exactly which images it saw.
 fn digest(values: &[f32]) -> String {
-    mer_shared::manifest::f32_digest(values)
+    mer_shared::input::f32_digest(values)
 }
 
 #[cfg(test)]
@@ -142,15 +142,14 @@ mod tests {
             &[("casme2", "sub01", "EP02_01f", "1"), ("samm", "006", "006_1_2", "0"), ("smic", "s01", "s01_ne_01", "2")],
         );
         let data = load(dir.path()).unwrap();
-        assert_eq!(data.x.size(), [3, 3, 28, 28]);
+        assert_eq!((data.shape, data.values.len()), ([3, 28, 28], 3 * 3 * 28 * 28));
         assert_eq!(data.labels, [1, 0, 2]);
         assert_eq!(data.subjects, ["sub01", "006", "s01"], "subject ids keep their leading zeros");
         assert_eq!(data.ids[1], "samm/006_006_1_2");
         assert_eq!(data.classes, ["negative", "positive", "surprise"]);
         // R is u, G is v (x·9 here), B strain (y·9), scaled to [0, 1].
-        let u = f64::try_from(data.x.get(2).get(0).get(5).get(7)).unwrap();
-        let v = f64::try_from(data.x.get(2).get(1).get(5).get(7)).unwrap();
-        let strain = f64::try_from(data.x.get(2).get(2).get(5).get(7)).unwrap();
+        let at = |c: usize| f64::from(data.values[2 * 3 * 28 * 28 + c * 28 * 28 + 5 * 28 + 7]);
+        let (u, v, strain) = (at(0), at(1), at(2));
         assert!((u - 2.0 / 255.0).abs() < 1e-6 && (v - 63.0 / 255.0).abs() < 1e-6 && (strain - 45.0 / 255.0).abs() < 1e-6);
     }
 
@@ -192,10 +191,14 @@ mod tests {
             return;
         }
         let data = load(&root).unwrap();
-        assert_eq!(data.len(), 145);
-        assert_eq!(data.subjects().len(), 24);
-        assert_eq!(data.class_counts(&(0..data.len()).collect::<Vec<_>>()), [88, 32, 25]);
-        let sub17: Vec<usize> = data.indices(|s| s == "sub17");
-        assert_eq!(data.class_counts(&sub17), [23, 7, 1]);
+        assert_eq!(data.labels.len(), 145);
+        assert_eq!(data.subjects.iter().collect::<std::collections::BTreeSet<_>>().len(), 24);
+        let counts = |keep: &dyn Fn(&str) -> bool| {
+            let mut counts = [0; 3];
+            data.labels.iter().zip(&data.subjects).filter(|(_, s)| keep(s)).for_each(|(&l, _)| counts[l as usize] += 1);
+            counts
+        };
+        assert_eq!(counts(&|_| true), [88, 32, 25]);
+        assert_eq!(counts(&|s| s == "sub17"), [23, 7, 1]);
     }
 }

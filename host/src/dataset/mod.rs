@@ -23,6 +23,7 @@ mod keyframes;
 pub mod long_video;
 mod mmew;
 mod samm;
+pub mod samples;
 mod sheet;
 #[cfg(test)]
 mod testdata;

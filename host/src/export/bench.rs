@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
+use tracing::warn;
 
 use anyhow::{Context, Result, bail};
 use mer_shared::bundle::{Bundle, MAGIC};
@@ -124,7 +125,7 @@ pub fn measure(model_path: &Path, batches: &[usize], threads: usize, iters: usiz
             let runtime = v["runtime"].as_str().unwrap_or("onnxruntime").to_string();
             rows.push(latency(&runtime, batch, threads, v["median_ms"].as_f64().unwrap_or(f64::NAN)));
         } else {
-            eprintln!("onnxruntime not measured: {} is missing (run scripts/bootstrap.sh)", python.display());
+            warn!("onnxruntime not measured: {} is missing (run scripts/bootstrap.sh)", python.display());
         }
     }
     Ok(rows)

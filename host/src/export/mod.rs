@@ -23,10 +23,10 @@ use crate::model::ops::onnx::{self, Dim, OnnxGraph};
 use crate::model::skd_tstsan::{SKD_TSTSAN, SkdSettings};
 use crate::model::{Arch, ArchSettings, Network};
 use crate::prepare::cache::read_key;
-use crate::train::checkpoint::{copy_into, read_tensors};
 use crate::train::data::{DataKind, TrainData};
 use crate::train::record::RunInfo;
 use crate::train::report::RunResults;
+use crate::weights::{copy_into, read_tensors};
 use mer_shared::input::InputSpec;
 
 pub const INPUT_NAME: &str = "input";

@@ -20,8 +20,8 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use tch::{Kind, Tensor, nn};
 
-use super::torch_archive::read_state_dict;
-use crate::train::config::MagnetMode;
+use crate::model::skd_tstsan::MagnetMode;
+use torch_archive::read_state_dict;
 
 const STREAMS: [(&str, i64); 3] = [("L", 16), ("S", 1), ("T", 2)];
 

@@ -2,7 +2,6 @@
 
 pub mod magnet;
 pub mod official;
-pub mod torch_archive;
 
 /// Re-exported so that crates without their own tch dependency can name what this module returns.
 pub use tch::{Kind, Tensor};

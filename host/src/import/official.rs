@@ -8,9 +8,9 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use tch::{Device, Tensor, nn};
 
-use super::torch_archive::read_state_dict;
 use crate::model::skd_tstsan::{SkdConfig, SkdTstsan};
-use crate::train::checkpoint::{copy_into, save_weights};
+use crate::weights::{copy_into, save_weights};
+use torch_archive::read_state_dict;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct KeyReport {

@@ -19,7 +19,7 @@ use mer_shared::flow_image::{HTNET_FALLBACK_LANDMARKS, htnet_mosaic};
 use mer_shared::input::InputLayout;
 
 use super::losses::LossConfig;
-use super::ops::{Conv2d, Eager, OnnxGraph, Ops, linear, torch_default_init};
+use super::ops::{Conv2d, Eager, Ops, linear, torch_default_init};
 use super::{Arch, ArchSettings, Architecture, Derivation, Forward, Network};
 
 const NORM_EPS: f64 = 1e-5;
@@ -238,11 +238,6 @@ impl Htnet {
     /// [`Htnet::logits`], eagerly.
     pub fn forward(&self, img: &Tensor) -> Tensor {
         self.logits(&mut Eager::new(false), img)
-    }
-
-    /// [`Htnet::logits`] as nodes of `g`, for its configured image size.
-    pub fn to_onnx(&self, g: &mut OnnxGraph, input: &str) -> String {
-        self.logits(g, &input.to_string())
     }
 }
 

@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use mer_shared::atomic_file::{self, is_temporary};
+use mer_shared::input::f32_digest;
 use mer_shared::input::{InputSpec, InputTensor, KeyFrames};
 use mer_shared::labels::Taxonomy;
-use mer_shared::manifest::f32_digest;
 use mer_shared::npy;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};

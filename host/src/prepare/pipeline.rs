@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use tracing::{info, warn};
 
 use anyhow::{Context, Result};
 use mer_shared::frames::frame_number;
@@ -131,16 +132,16 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareSummary> {
     let key = CacheKey::new(opts.dataset.name(), opts.taxonomy, opts.spec.clone(), opts.crop, &opts.detector);
     let cache = PreparationCache::open(&opts.out, &key)?;
     if let Some(problem) = cache.unreadable_index() {
-        eprintln!("replacing unreadable {}: {problem}", opts.out.join("index.json").display());
+        warn!("replacing unreadable {}: {problem}", opts.out.join("index.json").display());
     }
     for d in cache.damaged() {
         let again = if dataset.samples.iter().any(|s| s.id == d.id) { "preparing it again" } else { "removed from the cache" };
-        eprintln!("damaged sample {} in {}: {}; {again}", d.id, opts.out.display(), d.reason);
+        warn!("damaged sample {} in {}: {}; {again}", d.id, opts.out.display(), d.reason);
     }
     let todo: Vec<&ClipSample> = dataset.samples.iter().filter(|s| !cache.contains(&s.id)).collect();
     let reused = dataset.samples.len() - todo.len();
     if reused > 0 {
-        eprintln!("{reused} samples already prepared in {}; preparing the other {}", opts.out.display(), todo.len());
+        info!("{reused} samples already prepared in {}; preparing the other {}", opts.out.display(), todo.len());
     }
     let progress = bar(todo.len() as u64, "preparing");
     let settings = opts.detector;
@@ -243,7 +244,7 @@ pub(crate) fn assert_prepares_in_every_layout(kind: DatasetKind, root: &Path, ta
         let set = super::PreparedSet::load(out.path()).unwrap();
         assert_eq!(set.shape, [layout.spec().channels, layout.spec().height, layout.spec().width]);
         for (i, sample) in set.samples.iter().enumerate() {
-            assert_eq!(sample.input_sha256, mer_shared::manifest::f32_digest(set.tensor(i)), "{kind} {}", sample.id);
+            assert_eq!(sample.input_sha256, mer_shared::input::f32_digest(set.tensor(i)), "{kind} {}", sample.id);
         }
     }
 }

@@ -1,39 +1,22 @@
-//! Weights and training state on disk (safetensors, official key names), written atomically so an
-//! interrupted run never leaves a half-written file that looks valid.
+//! Training state on disk: a fold's kept weights and its resumable checkpoint (weights plus
+//! optimiser state), and a fold's starting weights.
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use mer_shared::atomic_file;
 use serde::Serialize;
-use tch::{Device, Tensor, nn};
+use tch::{Tensor, nn};
 
 use super::config::TrainConfig;
 use super::optimizer::Adam;
-
-fn write_tensors_atomic(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
-    let cpu: Vec<(String, Tensor)> = named.iter().map(|(n, t)| (n.clone(), t.to_device(Device::Cpu).contiguous())).collect();
-    // tch writes safetensors only to a path of its own: the helper's temporary.
-    atomic_file::write_via(path, |tmp| Tensor::write_safetensors(&cpu, tmp))?;
-    Ok(())
-}
+use crate::weights::{copy_into, read_tensors, sorted_variables, write_tensors_atomic};
 
 /// Pretty JSON plus a newline, written atomically.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
     atomic_file::write(path, (text + "\n").as_bytes())?;
     Ok(())
-}
-
-fn sorted_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    vars
-}
-
-/// All variables under their official names.
-pub fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<()> {
-    write_tensors_atomic(path, &sorted_variables(vs))
 }
 
 /// A copy of every variable held in memory: a fold's best weights so far, which change at many
@@ -57,52 +40,6 @@ impl Snapshot {
         copy_into(vs, &self.0, |_| true, Path::new("the weights kept in memory"))?;
         Ok(())
     }
-}
-
-pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    Tensor::read_safetensors(path).with_context(|| format!("reading {} (expected a safetensors file)", path.display()))
-}
-
-/// Copies `named` into the store's variables whose names pass `keep`. Every kept variable must
-/// be present with the same shape; the names of file entries nothing used are returned.
-pub fn copy_into(vs: &mut nn::VarStore, named: &[(String, Tensor)], keep: impl Fn(&str) -> bool, source: &Path) -> Result<Vec<String>> {
-    let vars = vs.variables();
-    let mut missing = Vec::new();
-    let mut misshaped = Vec::new();
-    tch::no_grad(|| {
-        for (name, var) in &vars {
-            if !keep(name) {
-                continue;
-            }
-            match named.iter().find(|(n, _)| n == name) {
-                None => missing.push(name.clone()),
-                Some((_, t)) if t.size() != var.size() => misshaped.push(format!("{name}: file {:?}, model {:?}", t.size(), var.size())),
-                Some((_, t)) => {
-                    let mut v = var.shallow_clone();
-                    v.copy_(&t.to_kind(var.kind()));
-                }
-            }
-        }
-    });
-    if !missing.is_empty() || !misshaped.is_empty() {
-        missing.sort();
-        misshaped.sort();
-        bail!(
-            "{} does not fit this model: {} missing ({}), {} mis-shaped ({})",
-            source.display(),
-            missing.len(),
-            missing.join(", "),
-            misshaped.len(),
-            misshaped.join("; ")
-        );
-    }
-    Ok(named.iter().filter(|(n, _)| !vars.contains_key(n)).map(|(n, _)| n.clone()).collect())
-}
-
-pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
-    let named = read_tensors(path)?;
-    copy_into(vs, &named, |_| true, path)?;
-    Ok(())
 }
 
 /// Weights plus optimiser state, for resuming a fold.

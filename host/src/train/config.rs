@@ -79,7 +79,7 @@ impl fmt::Display for Shard {
 }
 
 /// Re-exported where the training configuration used to define it.
-pub use crate::model::skd_tstsan::MagnetMode;
+use crate::model::skd_tstsan::MagnetMode;
 
 /// Everything that determines a run. In run.json the architecture's own settings sit beside the
 /// shared ones (`arch`, then e.g. SKD-TSTSAN's `amp`, `ablation`, `init`, `magnet`), as records

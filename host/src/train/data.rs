@@ -3,22 +3,10 @@
 use anyhow::{Result, bail};
 use mer_shared::input::InputLayout;
 use mer_shared::manifest::InputProvenance;
-use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
+use crate::dataset::samples::{DataSource, SampleArrays};
 use crate::model::Arch;
-
-/// Where the samples came from, recorded in every run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DataSource {
-    pub path: String,
-    /// Digest of the preparation parameters (identifies the cache's content).
-    pub digest: String,
-    pub taxonomy: String,
-    /// Where the inputs came from (runs recorded before this field say `unknown`).
-    #[serde(default)]
-    pub inputs: InputProvenance,
-}
 
 pub struct TrainData {
     /// (N, C, H, W) float32.
@@ -31,15 +19,8 @@ pub struct TrainData {
 }
 
 impl TrainData {
-    pub fn new(
-        shape: [usize; 3],
-        values: &[f32],
-        labels: Vec<i64>,
-        subjects: Vec<String>,
-        ids: Vec<String>,
-        classes: Vec<String>,
-        source: DataSource,
-    ) -> Result<TrainData> {
+    pub fn new(arrays: SampleArrays) -> Result<TrainData> {
+        let SampleArrays { shape, values, labels, subjects, ids, classes, source } = arrays;
         let n = labels.len();
         let per = shape.iter().product::<usize>();
         if values.len() != n * per || subjects.len() != n || ids.len() != n {
@@ -54,7 +35,7 @@ impl TrainData {
             bail!("sample {} has class {l}, outside the {} classes", ids[i], classes.len());
         }
         let [c, h, w] = shape.map(|d| d as i64);
-        let x = Tensor::from_slice(values).view([n as i64, c, h, w]);
+        let x = Tensor::from_slice(&values).view([n as i64, c, h, w]);
         Ok(TrainData { x, labels, subjects, ids, classes, source })
     }
 
@@ -119,7 +100,7 @@ impl TrainData {
                 let layout = set.key.spec.layout;
                 (TrainData::from_set(set, path)?, layout)
             }
-            DataKind::Composite => (crate::dataset::composite::load(path)?, InputLayout::FlowStrain28),
+            DataKind::Composite => (TrainData::new(crate::dataset::composite::load(path)?)?, InputLayout::FlowStrain28),
         };
         let wanted = arch.input_layout();
         if layout == wanted {
@@ -142,7 +123,8 @@ impl TrainData {
         let values = Vec::<f32>::try_from(data.x.flatten(0, -1))?;
         let derived: Vec<f32> = values.chunks(per).flat_map(derive).collect();
         let source = DataSource { digest: format!("{}+{derivation}", data.source.digest), ..data.source };
-        TrainData::new(arch.input_shape(), &derived, data.labels, data.subjects, data.ids, data.classes, source)
+        let TrainData { labels, subjects, ids, classes, .. } = data;
+        TrainData::new(SampleArrays { shape: arch.input_shape(), values: derived, labels, subjects, ids, classes, source })
     }
 
     /// Loads a preparation cache written by `mer prepare`.
@@ -163,14 +145,14 @@ impl TrainData {
             taxonomy: taxonomy.name().to_string(),
             inputs: InputProvenance::MerShared,
         };
-        TrainData::new(
-            set.shape,
-            &set.data,
-            set.samples.iter().map(|s| s.class as i64).collect(),
-            set.samples.iter().map(|s| s.subject.clone()).collect(),
-            set.samples.iter().map(|s| s.id.clone()).collect(),
-            taxonomy.classes().iter().map(|c| c.to_string()).collect(),
+        TrainData::new(SampleArrays {
+            shape: set.shape,
+            labels: set.samples.iter().map(|s| s.class as i64).collect(),
+            subjects: set.samples.iter().map(|s| s.subject.clone()).collect(),
+            ids: set.samples.iter().map(|s| s.id.clone()).collect(),
+            classes: taxonomy.classes().iter().map(|c| c.to_string()).collect(),
+            values: set.data,
             source,
-        )
+        })
     }
 }

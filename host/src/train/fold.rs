@@ -288,7 +288,7 @@ impl Fold<'_> {
                 ("last", state.epochs_done, predict(&*model, self.data, &test_idx, self.device), None)
             }
         };
-        checkpoint::save_weights(&vs, &self.dir.join("model.safetensors"))?;
+        crate::weights::save_weights(&vs, &self.dir.join("model.safetensors"))?;
         let result = FoldResult {
             subject: self.subject.clone(),
             train_samples: train_idx.len(),

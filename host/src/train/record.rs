@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::config::{Shard, TrainConfig};
-use super::data::DataSource;
+use crate::dataset::samples::DataSource;
 
 /// What a run directory was made from (`RUN/run.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::write_json_atomic;
 use super::config::{Protocol, Shard, TrainConfig};
-use super::data::DataSource;
 use super::fold::{FoldResult, read_epoch_log, score};
 use super::record::{RunInfo, fold_dir};
+use crate::dataset::samples::DataSource;
 use crate::metrics::{Confusion, Scores};
 use crate::plots::{Series, confusion_png, curves_png};
 

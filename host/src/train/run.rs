@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use tracing::info;
 
 use anyhow::{Context, Result, bail};
 use tch::Device;
@@ -78,7 +79,7 @@ pub fn train_loso(data: &TrainData, config: &TrainConfig, shard: Option<Shard>, 
             subjects.len()
         );
     }
-    eprintln!(
+    info!(
         "training {} on {} samples, {} classes; {} folds here ({} protocol, {} iterations each, device {:?})",
         config.arch,
         data.len(),
@@ -131,12 +132,12 @@ pub fn train_all(data: &TrainData, config: &TrainConfig, out: &Path, device: Dev
 fn announce_initialisation(config: &TrainConfig, classes: usize) -> Result<()> {
     let Some(skd) = config.skd() else { return Ok(()) };
     if let Some(init) = &skd.init {
-        eprintln!("every fold starts from {} (classifier layers re-initialised)", init.display());
+        info!("every fold starts from {} (classifier layers re-initialised)", init.display());
     } else if let Some((path, mode)) = &skd.magnet {
         let mut vs = tch::nn::VarStore::new(Device::Cpu);
         let _model = config.arch.build(&vs.root(), classes as i64, &config.settings);
         let report = crate::import::magnet::apply(&mut vs, path, *mode)?;
-        eprintln!("{} from {}", report.summary(), path.display());
+        info!("{} from {}", report.summary(), path.display());
     }
     Ok(())
 }

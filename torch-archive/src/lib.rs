@@ -3,11 +3,11 @@
 //!
 //! tch's own loaders fail on the `OrderedDict` that `torch.save(model.state_dict(), path)`
 //! writes (libtorch's reader asserts `Expected GenericDict`), and the official checkpoints of
-//! the published models are saved exactly that way. This module therefore opens the zip itself,
+//! the published models are saved exactly that way. This crate therefore opens the zip itself,
 //! runs the small part of the pickle machine that `torch.save` uses, and builds every tensor
 //! from its raw little-endian storage.
 //!
-//! Only data is rebuilt: no Python code is named or run. A call to any function this module
+//! Only data is rebuilt: no Python code is named or run. A call to any function this crate
 //! does not know (an optimizer class, `argparse.Namespace`, ...) becomes an opaque placeholder,
 //! so checkpoints that carry such things next to their weights still load.
 //!
