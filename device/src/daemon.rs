@@ -191,6 +191,10 @@ pub fn drive(
                 let stats = pipeline.stats().clone();
                 let fps = (stats.frames - rate_frames) as f64 / elapsed;
                 (rate_since, rate_frames) = (now, stats.frames);
+                let refresh_log_use = log_checked.is_none_or(|at| now.duration_since(at) >= LOG_USAGE_EVERY);
+                if refresh_log_use {
+                    log_checked = Some(now);
+                }
                 update(&peripherals.status, |s| {
                     s.uptime_s = now.duration_since(started).as_secs_f64();
                     s.fps = fps;
@@ -201,13 +205,10 @@ pub fn drive(
                     s.dropped_windows = stats.dropped_windows;
                     s.faceless_frames = stats.faceless_frames;
                     s.face = face.to_string();
+                    if refresh_log_use {
+                        (s.log_bytes, s.log_files) = disk_use(&s.log_dir);
+                    }
                 });
-                if log_checked.is_none_or(|at| now.duration_since(at) >= LOG_USAGE_EVERY) {
-                    log_checked = Some(now);
-                    let dir = peripherals.status.lock().unwrap_or_else(|p| p.into_inner()).log_dir.clone();
-                    let (bytes, files) = disk_use(&dir);
-                    update(&peripherals.status, |s| (s.log_bytes, s.log_files) = (bytes, files));
-                }
             }
         }
     }
