@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Two merd daemons on this machine play a fleet: a model is trained, exported and signed on the
-# host, pushed to both while they run, checked with `mer devices`, and rolled back on one.
+# host, the daemons are enrolled, the model pushed to both while they run, checked with
+# `mer devices`, and rolled back on one. The host's list of enrolled devices is kept in the
+# output folder, not in ~/.config.
 # Everything goes to out/fleet-demo (emptied first); the daemons are stopped at the end.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -53,18 +55,23 @@ for room in 1 2; do
     until grep -q "listening for model pushes" "$out/room-$room/stderr"; do sleep 0.2; done
 done
 sleep 2
+export MER_KEY=models/demo-key MER_KNOWN_DEVICES="$out/known-devices.toml"
 
+step "each device's key, as merd key shows it on the device"
+for room in 1 2; do $merd key --config "$out/room-$room/merd.toml" | grep fingerprint; done
+step "enrol both devices (the fingerprints must match the ones above)"
+$mer devices enroll $fleet
 step "the fleet before"
 $mer devices --to $fleet
 step "push"
-$mer push "$out/model.merb" --to $fleet --key models/demo-key
+$mer push "$out/model.merb" --to $fleet
 sleep 2
 for room in 1 2; do $merd trigger --socket "$out/room-$room/merd.sock" >/dev/null; done
 sleep 2
 step "the fleet after"
 $mer devices --to $fleet
 step "rollback on room-2"
-$mer rollback --to 127.0.0.1:7802 --key models/demo-key
+$mer rollback --to 127.0.0.1:7802
 $mer devices --to $fleet
 stop
 trap - EXIT

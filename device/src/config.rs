@@ -222,6 +222,9 @@ impl DaemonConfig {
         }
         if let Some(push) = &mut self.push {
             fix(&mut push.store);
+            if let Some(key) = &mut push.key {
+                fix(key);
+            }
         }
     }
 

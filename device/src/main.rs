@@ -27,6 +27,7 @@ use mer_shared::event::Event;
 use mer_shared::face::FaceBox;
 use mer_shared::input::KeyFrames;
 use mer_shared::manifest::Manifest;
+use mer_shared::push::channel::DeviceKey;
 use mer_shared::stdout::end_quietly_when_stdout_closes;
 use mer_shared::synth::interview::InterviewOptions;
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -116,6 +117,12 @@ enum Command {
         #[arg(long)]
         allow_foreign_inputs: bool,
     },
+    /// Print this device's key fingerprint, for `mer devices enroll` to be checked against;
+    /// makes the key (`[push] key`, by default `device.key` in the model store) if there is none.
+    Key {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Ask a running `merd run` what it is doing (its `control.socket`); prints JSON.
     Status {
         #[arg(long)]
@@ -144,6 +151,7 @@ fn main() -> Result<()> {
     mer_shared::logging::init();
     match Cli::parse().command {
         Command::Run { config } => run(&config)?,
+        Command::Key { config } => device_key(&config)?,
         Command::Status { socket } => {
             end_quietly_when_stdout_closes();
             println!("{}", request(&socket, "status").with_context(|| "is merd running with this control.socket?")?)
@@ -360,6 +368,19 @@ fn run(config_path: &Path) -> Result<()> {
     }
     let (stats, report, seconds) = drive(&mut source, pipeline, rx, &mut peripherals, print_event)?;
     summary(&stats, &report, seconds);
+    Ok(())
+}
+
+fn device_key(config_path: &Path) -> Result<()> {
+    let config = DaemonConfig::load(config_path)?;
+    let Some(push) = &config.push else {
+        bail!("{} has no [push] section: the device key is only for the fleet channel", config_path.display());
+    };
+    let path = push.key_path();
+    let (key, made) = DeviceKey::load_or_create(&path)?;
+    println!("device key  {}{}", path.display(), if made { " (made now)" } else { "" });
+    println!("fingerprint {}", key.public().fingerprint());
+    println!("public key  {}", key.public().to_hex());
     Ok(())
 }
 

@@ -1,16 +1,18 @@
-//! `merd`'s model-push listener (protocol in `mer_shared::push`): uploads are staged in the
-//! [`ModelStore`] and checked; signed commands activate or roll back, and the new model is
-//! handed to the running pipeline without stopping capture.
+//! `merd`'s fleet listener (protocol in `mer_shared::push`): every connection first opens the
+//! encrypted channel with this device's own key and must then authenticate with a key the device
+//! trusts; nothing is served before. Uploads are staged in the [`ModelStore`] and checked;
+//! signed commands activate or roll back, and the new model is handed to the running pipeline
+//! without stopping capture.
 //!
-//! Slots: a connection counts as a session only once its `Hello` has arrived. Until then it is
-//! one of at most [`HANDSHAKES_PER_SLOT`] × (`max_sessions` + 1) connections waiting to say
-//! Hello, each for at most `min(timeout_s, 5 s)`; more are turned away as busy at once, so a
-//! flood of silent connections costs a bounded number of threads. After Hello a session takes
-//! one of `max_sessions` slots, or, when they are all taken, the single management slot: it
-//! serves status and signed commands but answers uploads with busy, and lasts at most
-//! `timeout_s` in all, so that slow uploaders cannot lock `mer devices` and `mer rollback` out.
-//! Deadlines are per request and per session, never per byte: each request frame must be
-//! complete within `timeout_s` of the previous answer, and a session ends after `session_s`.
+//! Slots: a connection counts as a session only once it has authenticated. Until then it is
+//! one of at most [`HANDSHAKES_PER_SLOT`] × (`max_sessions` + 1) connections in their handshake,
+//! each for at most `min(timeout_s, 5 s)`; more are turned away as busy at once, so a flood of
+//! silent connections costs a bounded number of threads. After that a session takes one of
+//! `max_sessions` slots, or, when they are all taken, the single management slot: it serves
+//! status and signed commands but answers uploads with busy, and lasts at most `timeout_s` in
+//! all, so that slow uploaders cannot lock `mer devices` and `mer rollback` out. Deadlines are
+//! per request and per session, never per byte: each request frame must be complete within
+//! `timeout_s` of the previous answer, and a session ends after `session_s`.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -20,13 +22,15 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use mer_shared::bundle::PublicKey;
 use mer_shared::classifier::Classifier;
-use mer_shared::push::frame::{FrameError, read_frame, write_frame};
+use mer_shared::push::channel::{self, Channel, DeviceKey, DevicePublicKey};
+use mer_shared::push::frame::FrameError;
 use mer_shared::push::{
-    Action, DeviceStatus, Digest, Health, MAX_FRAME_BYTES, ModelInfo, Nonce, PROTOCOL, Request, Response, SignedCommand, digest_hex,
+    Action, DeviceStatus, Digest, Health, MAX_FRAME_BYTES, ModelInfo, Nonce, Request, Response, SignedCommand, digest_hex,
+    verify_authentication,
 };
 use mer_shared::{Error, Result};
 use serde::Deserialize;
@@ -34,9 +38,10 @@ use serde::Deserialize;
 use crate::deadline::{Deadline, clamped_seconds};
 use crate::model_store::{ModelStore, Verified};
 
-/// Connections allowed to wait for their Hello at once, per session slot (management included).
+/// Connections allowed in their handshake at once, per session slot (management included).
 pub const HANDSHAKES_PER_SLOT: usize = 2;
-/// The longest a connection may take to send its Hello (shorter when `timeout_s` is).
+/// The longest a connection may take to open the channel and authenticate (shorter when
+/// `timeout_s` is).
 const HANDSHAKE: Duration = Duration::from_secs(5);
 
 /// `[push]` in the daemon's configuration.
@@ -47,6 +52,8 @@ pub struct PushSettings {
     pub listen: String,
     /// The model store: active, kept and staged bundles.
     pub store: PathBuf,
+    /// This device's own key, made on first start (default: `device.key` in the store).
+    pub key: Option<PathBuf>,
     /// Earlier models kept for rollback.
     #[serde(default = "default_keep")]
     pub keep: usize,
@@ -66,6 +73,12 @@ pub struct PushSettings {
     pub max_sessions: usize,
     /// The name `mer devices` shows (default: the host name).
     pub name: Option<String>,
+}
+
+impl PushSettings {
+    pub fn key_path(&self) -> PathBuf {
+        self.key.clone().unwrap_or_else(|| self.store.join("device.key"))
+    }
 }
 
 fn default_keep() -> usize {
@@ -94,13 +107,14 @@ pub trait ModelSwitch: Send + Sync {
 struct Shared {
     store: Mutex<ModelStore>,
     trusted: Vec<PublicKey>,
+    key: DeviceKey,
     /// Uploads in progress, so two clients never write the same staging file.
     uploads: Mutex<HashSet<Digest>>,
     /// Sessions in upload slots.
     sessions: AtomicUsize,
     /// Whether the management slot is taken.
     management: AtomicBool,
-    /// Connections still waiting for their Hello.
+    /// Connections still in their handshake.
     handshakes: AtomicUsize,
     switch: Arc<dyn ModelSwitch>,
     device: String,
@@ -111,7 +125,7 @@ struct Shared {
     timeout: Duration,
     /// Per session (`session_s`).
     session: Duration,
-    /// For the Hello.
+    /// For the handshake and authentication.
     handshake: Duration,
 }
 
@@ -151,7 +165,7 @@ impl Drop for SlotGuard<'_> {
     }
 }
 
-/// A connection counted among those waiting for their Hello until this is dropped.
+/// A connection counted among those in their handshake until this is dropped.
 struct HandshakeGuard(Arc<Shared>);
 
 impl Drop for HandshakeGuard {
@@ -162,6 +176,7 @@ impl Drop for HandshakeGuard {
 
 pub struct PushServer {
     address: SocketAddr,
+    key: DevicePublicKey,
 }
 
 impl PushServer {
@@ -181,6 +196,11 @@ impl PushServer {
     pub fn address(&self) -> SocketAddr {
         self.address
     }
+
+    /// The key clients enrol.
+    pub fn device_key(&self) -> DevicePublicKey {
+        self.key
+    }
 }
 
 /// A bound push address, not yet serving.
@@ -190,16 +210,24 @@ pub struct PushListener {
 }
 
 impl PushListener {
-    /// Serves each client on its own thread from now on.
+    /// Serves each client on its own thread from now on, with the device key at
+    /// `settings.key_path()` (made there on first start).
     pub fn serve(self, store: ModelStore, trusted: Vec<PublicKey>, switch: Arc<dyn ModelSwitch>) -> Result<PushServer> {
         let PushListener { listener, settings } = self;
         let address = listener.local_addr().map_err(|e| Error::InvalidArgument(format!("{}: {e}", settings.listen)))?;
+        let key_path = settings.key_path();
+        let (key, created) = DeviceKey::load_or_create(&key_path)?;
+        let public = key.public();
+        if created {
+            info!("made this device's key {}: its fingerprint is {}", key_path.display(), public.fingerprint());
+        }
         let device = settings.name.clone().unwrap_or_else(host_name);
         let max_sessions = settings.max_sessions.max(1);
         let timeout = clamped_seconds(settings.timeout_s);
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
             trusted,
+            key,
             uploads: Mutex::new(HashSet::new()),
             sessions: AtomicUsize::new(0),
             management: AtomicBool::new(false),
@@ -219,7 +247,7 @@ impl PushListener {
                 for stream in listener.incoming().flatten() {
                     let below_limit = |n: usize| (n < shared.max_handshakes).then_some(n + 1);
                     if shared.handshakes.fetch_update(Ordering::SeqCst, Ordering::SeqCst, below_limit).is_err() {
-                        turn_away(&stream, &format!("{} connections are already waiting to say Hello", shared.max_handshakes));
+                        turn_away(&stream, &format!("{} connections are already in their handshake", shared.max_handshakes));
                         continue;
                     }
                     // Dropped with the closure if the thread cannot start.
@@ -228,7 +256,7 @@ impl PushListener {
                 }
             })
             .map_err(|e| Error::InvalidArgument(format!("cannot start the push thread: {e}")))?;
-        Ok(PushServer { address })
+        Ok(PushServer { address, key: public })
     }
 }
 
@@ -242,6 +270,7 @@ struct Upload {
 
 struct Session<'a> {
     shared: &'a Shared,
+    channel: Channel,
     peer: String,
     nonce: Nonce,
     upload: Option<Upload>,
@@ -259,9 +288,9 @@ struct Session<'a> {
 /// Tells a connection the device is busy without reading from it, and closes it.
 fn turn_away(stream: &TcpStream, reason: &str) {
     warn!("push from {}: {reason}, turned away", peer_name(stream));
-    // A few bytes into a fresh socket's buffer: this does not wait on the peer.
+    // Two bytes into a fresh socket's buffer: this does not wait on the peer.
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    let _ = write_frame(&mut &*stream, &Response::Busy { reason: reason.to_string() });
+    let _ = channel::send_busy(&mut &*stream);
 }
 
 fn peer_name(stream: &TcpStream) -> String {
@@ -273,46 +302,55 @@ fn serve(stream: TcpStream, handshake: HandshakeGuard) {
     let shared = &*shared;
     let peer = peer_name(&stream);
     let _ = stream.set_write_timeout(Some(shared.timeout));
-    let hello = read_frame::<Request>(&mut Deadline::new(&stream, Instant::now() + shared.handshake), MAX_FRAME_BYTES);
+    let due = Instant::now() + shared.handshake;
+    let opened = channel::accept(&mut Deadline::new(&stream, due), &mut &stream, &shared.key).and_then(|mut channel| {
+        let first = channel.receive::<Request>(&mut Deadline::new(&stream, due), MAX_FRAME_BYTES)?;
+        Ok((channel, first))
+    });
     drop(handshake);
-    let mut writer = &stream;
-    match hello {
-        Ok(Request::Hello { protocol }) if protocol == PROTOCOL => {
-            let Some(taken) = shared.take_slot() else {
-                let reason = format!("all {} upload slots and the management slot are in use", shared.max_sessions);
-                warn!("push from {peer}: {reason}, turned away");
-                let _ = write_frame(&mut writer, &Response::Busy { reason });
-                return;
-            };
-            // A management session needs a request or two: it must not hold its slot for long.
-            let lasts = if taken.slot == Slot::Management { shared.session.min(shared.timeout) } else { shared.session };
-            let nonce = fresh_nonce();
-            let ends = Instant::now() + lasts;
-            let mut session = Session { shared, peer, nonce, upload: None, claimed: None, staged: None, slot: taken.slot, lasts, ends };
-            let welcome = Response::Welcome { protocol: PROTOCOL, device: shared.device.clone(), nonce };
-            if write_frame(&mut writer, &welcome).is_ok() {
-                session.run(&stream);
-            }
-            session.release();
-        }
-        Ok(Request::Hello { protocol }) => {
-            let reason = format!("this device speaks protocol {PROTOCOL}, the client {protocol}");
-            let _ = write_frame(&mut writer, &Response::Welcome { protocol: PROTOCOL, device: shared.device.clone(), nonce: [0; 32] });
-            info!("push from {peer}: {reason}");
-        }
-        Ok(_) => {
-            let reason = "a session starts with Hello";
-            warn!("push from {peer}: refused: {reason}");
-            let _ = write_frame(&mut writer, &Response::Refused { reason: reason.into(), nonce: None });
-        }
+    let (mut channel, first) = match opened {
+        Ok(opened) => opened,
         // Connected and left without a word (a port check).
-        Err(FrameError::Closed) => {}
+        Err(FrameError::Closed) => return,
         Err(e) if e.is_timeout() => {
             let within = shared.handshake.as_secs_f64();
-            warn!("push from {peer}: no Hello within {within:.1} s (push.timeout_s, at most 5 s), disconnected");
+            return warn!(
+                "push from {peer}: no handshake and authentication within {within:.1} s (push.timeout_s, at most 5 s), disconnected"
+            );
         }
-        Err(e) => hang_up(&peer, &stream, &e),
+        Err(e) => return warn!("push from {peer}: {e}, disconnected"),
+    };
+    let client = match first {
+        Request::Authenticate { key, signature } => {
+            verify_authentication(channel.handshake_hash(), &key, &signature, &shared.trusted).map_err(|e| e.to_string())
+        }
+        _ => Err("a session starts with Authenticate".to_string()),
+    };
+    let client = match client {
+        Ok(client) => client,
+        Err(reason) => {
+            warn!("push from {peer}: refused: {reason}");
+            let _ = channel.send(&mut &stream, &Response::Refused { reason, nonce: None });
+            return;
+        }
+    };
+    let Some(taken) = shared.take_slot() else {
+        let reason = format!("all {} upload slots and the management slot are in use", shared.max_sessions);
+        warn!("push from {peer}: {reason}, turned away");
+        let _ = channel.send(&mut &stream, &Response::Busy { reason });
+        return;
+    };
+    debug!("push from {peer}: authenticated as key {}", client.key_id());
+    // A management session needs a request or two: it must not hold its slot for long.
+    let lasts = if taken.slot == Slot::Management { shared.session.min(shared.timeout) } else { shared.session };
+    let nonce = fresh_nonce();
+    let ends = Instant::now() + lasts;
+    let mut session = Session { shared, channel, peer, nonce, upload: None, claimed: None, staged: None, slot: taken.slot, lasts, ends };
+    let welcome = Response::Welcome { device: shared.device.clone(), nonce };
+    if session.channel.send(&mut &stream, &welcome).is_ok() {
+        session.run(&stream);
     }
+    session.release();
 }
 
 impl Session<'_> {
@@ -320,11 +358,11 @@ impl Session<'_> {
         loop {
             // The whole frame, however it trickles in, by the earlier of the two deadlines.
             let request_due = Instant::now() + self.shared.timeout;
-            let request = match read_frame::<Request>(&mut Deadline::new(stream, request_due.min(self.ends)), MAX_FRAME_BYTES) {
+            let request = match self.channel.receive::<Request>(&mut Deadline::new(stream, request_due.min(self.ends)), MAX_FRAME_BYTES) {
                 Ok(request) => request,
                 Err(FrameError::Closed) => return,
                 Err(e) if e.is_timeout() => return self.out_of_time(request_due),
-                Err(e) => return hang_up(&self.peer, stream, &e),
+                Err(e) => return self.hang_up(stream, &e),
             };
             let response = self.answer(request);
             match &response {
@@ -332,7 +370,7 @@ impl Session<'_> {
                 Response::Busy { reason } => info!("push from {}: busy: {reason}", self.peer),
                 _ => {}
             }
-            if write_frame(&mut &*stream, &response).is_err() {
+            if self.channel.send(&mut &*stream, &response).is_err() {
                 return;
             }
         }
@@ -354,7 +392,7 @@ impl Session<'_> {
     fn answer(&mut self, request: Request) -> Response {
         let refused = |e: Error| Response::Refused { reason: e.to_string(), nonce: None };
         match request {
-            Request::Hello { .. } => refused(Error::Push("the session is already open".into())),
+            Request::Authenticate { .. } => refused(Error::Push("the session is already authenticated".into())),
             Request::Status => Response::Status(self.status()),
             Request::Upload { .. } if self.slot == Slot::Management => Response::Busy {
                 reason: format!("all {} upload slots are in use; this session serves status and commands only", self.shared.max_sessions),
@@ -464,10 +502,18 @@ impl Session<'_> {
         };
         match outcome {
             Ok(model) => {
-                info!("push from {}: {:?} by key {}: now running {model}", self.peer, command.action, signer.key_id());
+                info!("push from {}: {} by key {}: now running {model}", self.peer, command.action, signer.key_id());
                 Response::Done { status: describe(&store, self.shared), nonce: self.nonce }
             }
             Err(e) => refused(e.to_string(), self.nonce),
+        }
+    }
+
+    /// Ends a connection whose frames cannot be read, saying why when the peer can still hear it.
+    fn hang_up(&mut self, stream: &TcpStream, e: &FrameError) {
+        warn!("push from {}: {e}, disconnected", self.peer);
+        if matches!(e, FrameError::Oversized { .. } | FrameError::Malformed { .. }) {
+            let _ = self.channel.send(&mut &*stream, &Response::Refused { reason: e.to_string(), nonce: None });
         }
     }
 
@@ -483,14 +529,6 @@ impl Session<'_> {
         if let Some(digest) = self.claimed.take() {
             self.shared.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(&digest);
         }
-    }
-}
-
-/// Ends a connection whose frames cannot be read, saying why when the peer can still hear it.
-fn hang_up(peer: &str, stream: &TcpStream, e: &FrameError) {
-    warn!("push from {peer}: {e}, disconnected");
-    if matches!(e, FrameError::Oversized { .. } | FrameError::Malformed { .. }) {
-        let _ = write_frame(&mut &*stream, &Response::Refused { reason: e.to_string(), nonce: None });
     }
 }
 

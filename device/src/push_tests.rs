@@ -15,9 +15,10 @@ use mer_shared::bundle::SecretKey;
 use mer_shared::classifier::Classifier;
 use mer_shared::event::{Event, EventSource, LatencyBreakdown};
 use mer_shared::manifest::InputProvenance;
-use mer_shared::push::client::{Client, push};
-use mer_shared::push::frame::{self, read_frame, write_frame};
-use mer_shared::push::{Action, CHUNK_BYTES, Health, MAX_FRAME_BYTES, Request, Response, SignedCommand};
+use mer_shared::push::channel::{self, Channel, DevicePublicKey};
+use mer_shared::push::client::{Client, Credentials, Expect, push};
+use mer_shared::push::frame::{self, FrameError};
+use mer_shared::push::{Action, CHUNK_BYTES, Health, MAX_FRAME_BYTES, Nonce, Request, Response, SignedCommand, authenticate};
 use mer_shared::{Error, Result};
 
 use crate::event_log::{EventLog, FsyncPolicy, LogConfig, read_events};
@@ -44,6 +45,7 @@ impl ModelSwitch for RecordingSwitch {
 struct TestDevice {
     dir: tempfile::TempDir,
     address: String,
+    key: DevicePublicKey,
     switch: Arc<RecordingSwitch>,
     stop_logging: Arc<AtomicBool>,
     logger: JoinHandle<u64>,
@@ -53,6 +55,7 @@ fn settings(dir: &Path, timeout_s: f64) -> PushSettings {
     PushSettings {
         listen: "127.0.0.1:0".into(),
         store: dir.join("models"),
+        key: None,
         keep: 2,
         max_bundle_mb: 16,
         timeout_s,
@@ -91,7 +94,7 @@ fn device_with(change: impl FnOnce(&mut PushSettings)) -> TestDevice {
         }
         written
     });
-    TestDevice { address: server.address().to_string(), dir, switch, stop_logging, logger }
+    TestDevice { address: server.address().to_string(), key: server.device_key(), dir, switch, stop_logging, logger }
 }
 
 fn event(i: u64) -> Event {
@@ -127,6 +130,15 @@ impl TestDevice {
         (store.state().clone(), active.info.version)
     }
 
+    /// What an enrolled host with the site key connects with.
+    fn credentials(&self) -> Credentials<'static> {
+        Credentials { key: site_key_ref(), expect: Expect::Key(self.key) }
+    }
+
+    fn connect(&self) -> Result<Client> {
+        Client::connect(&self.address, self.credentials(), TIMEOUT)
+    }
+
     fn staging_files(&self) -> usize {
         std::fs::read_dir(self.dir.path().join("models/staging")).unwrap().count()
     }
@@ -136,17 +148,49 @@ impl TestDevice {
     }
 }
 
-/// A session driven frame by frame: (stream, nonce).
-fn raw_session(address: &str) -> (TcpStream, [u8; 32]) {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let Response::Welcome { nonce, .. } = call(&mut stream, &Request::Hello { protocol: mer_shared::push::PROTOCOL }) else { panic!() };
-    (stream, nonce)
+fn site_key_ref() -> &'static SecretKey {
+    static KEY: std::sync::OnceLock<SecretKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(site_key)
 }
 
-fn call(stream: &mut TcpStream, request: &Request) -> Response {
-    write_frame(stream, request).unwrap();
-    read_frame(stream, MAX_FRAME_BYTES).unwrap()
+/// An open channel, not yet authenticated.
+fn raw_channel(address: &str) -> (TcpStream, Channel) {
+    let stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let (channel, _) = channel::connect(&mut &stream, &mut &stream).unwrap();
+    (stream, channel)
+}
+
+/// A session driven frame by frame.
+struct RawSession {
+    stream: TcpStream,
+    channel: Channel,
+    nonce: Nonce,
+}
+
+impl RawSession {
+    /// Opened and authenticated with the site key.
+    fn open(address: &str) -> RawSession {
+        let (stream, channel) = raw_channel(address);
+        let mut session = RawSession { stream, channel, nonce: [0; 32] };
+        let proof = authenticate(session.channel.handshake_hash(), &site_key());
+        let Response::Welcome { nonce, .. } = session.call(&proof) else { panic!("not welcomed") };
+        session.nonce = nonce;
+        session
+    }
+
+    fn call(&mut self, request: &Request) -> Response {
+        self.send_bytes(&frame::encode(request)).unwrap();
+        self.receive().unwrap()
+    }
+
+    fn send_bytes(&mut self, bytes: &[u8]) -> std::result::Result<(), FrameError> {
+        self.channel.send_bytes(&mut &self.stream, bytes)
+    }
+
+    fn receive(&mut self) -> std::result::Result<Response, FrameError> {
+        self.channel.receive(&mut &self.stream, MAX_FRAME_BYTES)
+    }
 }
 
 fn refusal(response: Response) -> String {
@@ -157,7 +201,7 @@ fn refusal(response: Response) -> String {
 }
 
 fn push_to(device: &TestDevice, bytes: &[u8]) -> Result<mer_shared::push::client::Pushed> {
-    push(&device.address, bytes, &site_key(), TIMEOUT, |_, _| {})
+    push(&device.address, bytes, device.credentials(), TIMEOUT, |_, _| {})
 }
 
 #[test]
@@ -176,7 +220,7 @@ fn a_push_activates_and_rollback_goes_back() {
     let again = push_to(&device, &v1).unwrap();
     assert_eq!(again.status.previous.len(), 1);
 
-    let mut client = Client::connect(&device.address, TIMEOUT).unwrap();
+    let mut client = device.connect().unwrap();
     let back = client.rollback(&site_key()).unwrap();
     assert_eq!(back.active.unwrap().version, "v0");
     assert!(back.previous.is_empty());
@@ -192,7 +236,7 @@ fn only_the_newest_earlier_models_are_kept() {
     for v in ["v1", "v2", "v3"] {
         push_to(&device, &bundle(v, &site_key())).unwrap();
     }
-    let status = Client::connect(&device.address, TIMEOUT).unwrap().status().unwrap();
+    let status = device.connect().unwrap().status().unwrap();
     assert_eq!(status.previous.iter().map(|m| m.version.as_str()).collect::<Vec<_>>(), ["v2", "v1"]);
     let kept = std::fs::read_dir(device.dir.path().join("models"))
         .unwrap()
@@ -206,12 +250,12 @@ fn only_the_newest_earlier_models_are_kept() {
 fn an_interrupted_transfer_resumes_from_the_last_acknowledged_offset() {
     let device = device(5.0);
     let v1 = bundle("v1", &site_key());
-    let (mut stream, _) = raw_session(&device.address);
-    assert_eq!(call(&mut stream, &Request::Upload { sha256: sha(&v1), size: v1.len() as u64 }), Response::UploadFrom { offset: 0 });
+    let mut stream = RawSession::open(&device.address);
+    assert_eq!(stream.call(&Request::Upload { sha256: sha(&v1), size: v1.len() as u64 }), Response::UploadFrom { offset: 0 });
     for i in 0..3 {
         let data = v1[i * CHUNK_BYTES..(i + 1) * CHUNK_BYTES].to_vec();
         let offset = (i * CHUNK_BYTES) as u64;
-        assert_eq!(call(&mut stream, &Request::Chunk { offset, data }), Response::Ack { offset: offset + CHUNK_BYTES as u64 });
+        assert_eq!(stream.call(&Request::Chunk { offset, data }), Response::Ack { offset: offset + CHUNK_BYTES as u64 });
     }
     // Half of the fourth chunk, then the connection drops.
     let mut frame = mer_shared::push::frame::encode(&Request::Chunk {
@@ -219,12 +263,12 @@ fn an_interrupted_transfer_resumes_from_the_last_acknowledged_offset() {
         data: v1[3 * CHUNK_BYTES..4 * CHUNK_BYTES].to_vec(),
     });
     frame.truncate(frame.len() / 2);
-    std::io::Write::write_all(&mut stream, &frame).unwrap();
+    stream.send_bytes(&frame).unwrap();
     drop(stream);
     assert_eq!(device.active_version(), "v0");
 
     let mut first = None;
-    let pushed = push(&device.address, &v1, &site_key(), TIMEOUT, |offset, _| {
+    let pushed = push(&device.address, &v1, device.credentials(), TIMEOUT, |offset, _| {
         first.get_or_insert(offset);
     })
     .unwrap();
@@ -237,7 +281,7 @@ fn an_interrupted_transfer_resumes_from_the_last_acknowledged_offset() {
 impl TestDevice {
     /// The active model's version, asked over the wire while the test goes on.
     fn active_version(&self) -> String {
-        Client::connect(&self.address, TIMEOUT).unwrap().status().unwrap().active.unwrap().version
+        self.connect().unwrap().status().unwrap().active.unwrap().version
     }
 }
 
@@ -250,12 +294,12 @@ fn damaged_and_untrusted_bundles_are_refused_and_discarded() {
     flipped[at] ^= 0x10;
 
     // Damaged in transit: the bytes do not match the digest announced.
-    let (mut stream, _) = raw_session(&device.address);
-    assert!(matches!(call(&mut stream, &Request::Upload { sha256: sha(&v1), size: v1.len() as u64 }), Response::UploadFrom { offset: 0 }));
+    let mut stream = RawSession::open(&device.address);
+    assert!(matches!(stream.call(&Request::Upload { sha256: sha(&v1), size: v1.len() as u64 }), Response::UploadFrom { offset: 0 }));
     let mut offset = 0;
     let last = loop {
         let end = (offset + CHUNK_BYTES).min(flipped.len());
-        match call(&mut stream, &Request::Chunk { offset: offset as u64, data: flipped[offset..end].to_vec() }) {
+        match stream.call(&Request::Chunk { offset: offset as u64, data: flipped[offset..end].to_vec() }) {
             Response::Ack { offset: next } => offset = next as usize,
             other => break other,
         }
@@ -284,34 +328,36 @@ fn commands_need_a_trusted_key_and_the_current_nonce() {
     let device = device(5.0);
     let v1 = bundle("v1", &site_key());
     let digest = sha(&v1);
-    let mut client = Client::connect(&device.address, TIMEOUT).unwrap();
+    let mut client = device.connect().unwrap();
     client.upload(&v1, |_, _| {}).unwrap();
 
-    let (mut stream, nonce) = raw_session(&device.address);
+    let mut stream = RawSession::open(&device.address);
+    let nonce = stream.nonce;
     let stranger = SecretKey::from_seed(&[9; 32]);
-    let reason = refusal(call(&mut stream, &Request::Command(SignedCommand::sign(Action::Activate { sha256: digest }, nonce, &stranger))));
+    let reason = refusal(stream.call(&Request::Command(SignedCommand::sign(Action::Activate { sha256: digest }, nonce, &stranger))));
     assert!(reason.contains("does not trust"), "{reason}");
     // The refusal used up the nonce: a correctly signed command with it is now stale.
-    let reason =
-        refusal(call(&mut stream, &Request::Command(SignedCommand::sign(Action::Activate { sha256: digest }, nonce, &site_key()))));
+    let reason = refusal(stream.call(&Request::Command(SignedCommand::sign(Action::Activate { sha256: digest }, nonce, &site_key()))));
     assert!(reason.contains("stale nonce"), "{reason}");
 
-    let (mut stream, nonce) = raw_session(&device.address);
+    let mut stream = RawSession::open(&device.address);
+    let nonce = stream.nonce;
     let command = Request::Command(SignedCommand::sign(Action::Activate { sha256: digest }, nonce, &site_key()));
-    let Response::Done { status, .. } = call(&mut stream, &command) else { panic!("a signed command with the nonce is carried out") };
+    let Response::Done { status, .. } = stream.call(&command) else { panic!("a signed command with the nonce is carried out") };
     assert_eq!(status.active.unwrap().version, "v1");
     // Rolled back by someone else, then the recorded activation replayed: in the same session
     // and in a new one.
-    Client::connect(&device.address, TIMEOUT).unwrap().rollback(&site_key()).unwrap();
-    assert!(refusal(call(&mut stream, &command)).contains("stale nonce"));
-    let (mut other, _) = raw_session(&device.address);
-    assert!(refusal(call(&mut other, &command)).contains("stale nonce"));
+    device.connect().unwrap().rollback(&site_key()).unwrap();
+    assert!(refusal(stream.call(&command)).contains("stale nonce"));
+    let mut other = RawSession::open(&device.address);
+    assert!(refusal(other.call(&command)).contains("stale nonce"));
     // A command whose action was changed after signing.
     let Request::Command(mut changed) = command else { unreachable!() };
-    let (mut third, nonce) = raw_session(&device.address);
+    let mut third = RawSession::open(&device.address);
+    let nonce = third.nonce;
     changed.nonce = nonce;
     changed.action = Action::Rollback;
-    assert!(refusal(call(&mut third, &Request::Command(changed))).contains("does not match"));
+    assert!(refusal(third.call(&Request::Command(changed))).contains("does not match"));
 
     assert_eq!(device.switched(), ["v1", "v0"]);
     assert_eq!(device.finish().1, "v0");
@@ -320,14 +366,30 @@ fn commands_need_a_trusted_key_and_the_current_nonce() {
 #[test]
 fn oversized_malformed_and_out_of_order_frames_are_refused() {
     let device = device(5.0);
-    let send_raw = |bytes: &[u8]| {
+    // Before the channel: an old client's Hello, a huge length, garbage. The device answers none
+    // of them and hangs up.
+    for bytes in [vec![2u8, 0, 0, 0, 0, 1], (1u32 << 30).to_le_bytes().to_vec(), vec![0xff; 40]] {
         let mut stream = TcpStream::connect(&device.address).unwrap();
         stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-        std::io::Write::write_all(&mut stream, bytes).unwrap();
-        let reply = read_frame::<Response>(&mut stream, MAX_FRAME_BYTES);
+        std::io::Write::write_all(&mut stream, &bytes).unwrap();
+        let mut answer = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
+        assert!(answer.is_empty(), "{bytes:?} got {answer:?}");
+    }
+    // Inside the channel, before authenticating: only a refusal.
+    let (stream, mut channel) = raw_channel(&device.address);
+    channel.send(&mut &stream, &Request::Status).unwrap();
+    let reply = channel.receive::<Response>(&mut &stream, MAX_FRAME_BYTES).unwrap();
+    assert!(refusal(reply).contains("starts with Authenticate"));
+    assert!(matches!(channel.receive::<Response>(&mut &stream, MAX_FRAME_BYTES), Err(FrameError::Closed)));
+
+    // Inside an authenticated session: oversized and undecodable frames end it with a reason.
+    let send_raw = |bytes: &[u8]| {
+        let mut session = RawSession::open(&device.address);
+        session.send_bytes(bytes).unwrap();
+        let reply = session.receive();
         // Whatever it said, the device then hangs up.
-        let closed = read_frame::<Response>(&mut stream, MAX_FRAME_BYTES);
-        (reply, closed)
+        (reply, session.receive())
     };
     let (reply, closed) = send_raw(&(1u32 << 30).to_le_bytes());
     assert!(refusal(reply.unwrap()).contains("at most"));
@@ -335,26 +397,99 @@ fn oversized_malformed_and_out_of_order_frames_are_refused() {
     let mut garbage = 12u32.to_le_bytes().to_vec();
     garbage.extend_from_slice(&[0xff; 12]);
     assert!(refusal(send_raw(&garbage).0.unwrap()).contains("not a valid message"));
-    let status_first = mer_shared::push::frame::encode(&Request::Status);
-    assert!(refusal(send_raw(&status_first).0.unwrap()).contains("starts with Hello"));
 
-    let (mut stream, _) = raw_session(&device.address);
-    let reason = refusal(call(&mut stream, &Request::Upload { sha256: [1; 32], size: 17 << 20 }));
+    let mut stream = RawSession::open(&device.address);
+    let reason = refusal(stream.call(&Request::Upload { sha256: [1; 32], size: 17 << 20 }));
     assert!(reason.contains("at most 16777216"), "{reason}");
-    assert!(refusal(call(&mut stream, &Request::Chunk { offset: 0, data: vec![1] })).contains("no upload in progress"));
-    call(&mut stream, &Request::Upload { sha256: [1; 32], size: 10 });
-    assert!(refusal(call(&mut stream, &Request::Chunk { offset: 4, data: vec![1] })).contains("continues at 0"));
-    assert!(refusal(call(&mut stream, &Request::Chunk { offset: 0, data: vec![1; 11] })).contains("does not fit"));
-    assert!(refusal(call(&mut stream, &Request::Hello { protocol: 1 })).contains("already open"));
-
-    // A client speaking another protocol version is told which one the device speaks.
-    let mut old = TcpStream::connect(&device.address).unwrap();
-    match call(&mut old, &Request::Hello { protocol: 99 }) {
-        Response::Welcome { protocol, .. } => assert_eq!(protocol, mer_shared::push::PROTOCOL),
-        other => panic!("{other:?}"),
-    }
+    assert!(refusal(stream.call(&Request::Chunk { offset: 0, data: vec![1] })).contains("no upload in progress"));
+    stream.call(&Request::Upload { sha256: [1; 32], size: 10 });
+    assert!(refusal(stream.call(&Request::Chunk { offset: 4, data: vec![1] })).contains("continues at 0"));
+    assert!(refusal(stream.call(&Request::Chunk { offset: 0, data: vec![1; 11] })).contains("does not fit"));
+    let again = authenticate(stream.channel.handshake_hash(), &site_key());
+    assert!(refusal(stream.call(&again)).contains("already authenticated"));
 
     push_to(&device, &bundle("v1", &site_key())).unwrap();
+    assert_eq!(device.finish().1, "v1");
+}
+
+#[test]
+fn only_an_authenticated_host_that_reached_the_enrolled_device_is_served() {
+    let device = device(5.0);
+    // A host key the device does not trust: refused, with no device data.
+    let stranger = SecretKey::from_seed(&[9; 32]);
+    let e = Client::connect(&device.address, Credentials { key: &stranger, expect: Expect::Key(device.key) }, TIMEOUT).err().unwrap();
+    assert!(matches!(&e, Error::Untrusted(r) if r.contains("does not trust") && !r.contains("room-1")), "{e}");
+    // An authentication signed for another session (a recorded one) is refused too.
+    let (stream, mut channel) = raw_channel(&device.address);
+    channel.send(&mut &stream, &authenticate(b"some other session", &site_key())).unwrap();
+    let reason = refusal(channel.receive(&mut &stream, MAX_FRAME_BYTES).unwrap());
+    assert!(reason.contains("does not match"), "{reason}");
+
+    // A device whose key is not the enrolled one: the host stops before saying who it is.
+    let other = mer_shared::push::channel::DeviceKey::generate().unwrap().public();
+    let e = Client::connect(&device.address, Credentials { key: site_key_ref(), expect: Expect::Key(other) }, TIMEOUT).err().unwrap();
+    assert!(matches!(&e, Error::Untrusted(r) if r.contains("not the key") && r.contains(&other.fingerprint())), "{e}");
+    let pushed = push(
+        &device.address,
+        &bundle("v1", &site_key()),
+        Credentials { key: site_key_ref(), expect: Expect::Key(other) },
+        TIMEOUT,
+        |_, _| {},
+    );
+    assert!(matches!(pushed, Err(Error::Untrusted(_))), "a wrong key is final, not retried");
+
+    // Enrolment accepts any key and learns the device's.
+    let client = Client::connect(&device.address, Credentials { key: site_key_ref(), expect: Expect::AnyKey }, TIMEOUT).unwrap();
+    assert_eq!((client.device(), client.device_key()), ("room-1", device.key));
+    assert_eq!(device.finish().1, "v0");
+}
+
+/// Sends through `stream` and keeps a copy of every byte sent.
+struct Recorder<'a> {
+    stream: &'a TcpStream,
+    sent: Vec<u8>,
+}
+
+impl std::io::Write for Recorder<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.sent.extend_from_slice(bytes);
+        std::io::Write::write_all(&mut self.stream, bytes).map(|()| bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_recorded_session_replayed_changes_nothing() {
+    let device = device(5.0);
+    let v1 = bundle("v1", &site_key());
+    push_to(&device, &v1).unwrap();
+    // A session that rolls back, recorded on the wire.
+    let stream = TcpStream::connect(&device.address).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut recorder = Recorder { stream: &stream, sent: Vec::new() };
+    let recorded = &mut recorder;
+    let (mut channel, _) = channel::connect(&mut &stream, recorded).unwrap();
+    channel.send(recorded, &authenticate(channel.handshake_hash(), &site_key())).unwrap();
+    let Response::Welcome { nonce, .. } = channel.receive(&mut &stream, MAX_FRAME_BYTES).unwrap() else { panic!() };
+    channel.send(recorded, &Request::Command(SignedCommand::sign(Action::Rollback, nonce, &site_key()))).unwrap();
+    assert!(matches!(channel.receive(&mut &stream, MAX_FRAME_BYTES).unwrap(), Response::Done { .. }));
+    let sent = std::mem::take(&mut recorder.sent);
+    drop(stream);
+    push_to(&device, &v1).unwrap();
+    assert_eq!(device.switched(), ["v1", "v0", "v1"]);
+
+    // The same bytes again: the device answers the handshake with fresh keys, the recorded
+    // authentication no longer decrypts, and it hangs up having done nothing.
+    let mut replay = TcpStream::connect(&device.address).unwrap();
+    replay.set_read_timeout(Some(TIMEOUT)).unwrap();
+    std::io::Write::write_all(&mut replay, &sent).unwrap();
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut replay, &mut answer);
+    let handshake_reply = u16::from_be_bytes([answer[0], answer[1]]) as usize;
+    assert_eq!(answer.len(), 2 + handshake_reply, "only the handshake's answer, nothing after");
+    assert_eq!(device.switched(), ["v1", "v0", "v1"]);
     assert_eq!(device.finish().1, "v1");
 }
 
@@ -362,17 +497,17 @@ fn oversized_malformed_and_out_of_order_frames_are_refused() {
 fn a_stalled_client_is_cut_off_and_its_upload_taken_over() {
     let device = device(0.5);
     let v1 = bundle("v1", &site_key());
-    let (mut stalled, _) = raw_session(&device.address);
-    call(&mut stalled, &Request::Upload { sha256: sha(&v1), size: v1.len() as u64 });
-    call(&mut stalled, &Request::Chunk { offset: 0, data: v1[..CHUNK_BYTES].to_vec() });
+    let mut stalled = RawSession::open(&device.address);
+    stalled.call(&Request::Upload { sha256: sha(&v1), size: v1.len() as u64 });
+    stalled.call(&Request::Chunk { offset: 0, data: v1[..CHUNK_BYTES].to_vec() });
     // Meanwhile another client pushes the same bundle: busy until the stalled one is cut off.
     let started = Instant::now();
     let pushed = push_to(&device, &v1).unwrap();
     assert!(pushed.connections >= 2, "the second client waited for the first ({} connections)", pushed.connections);
     assert!(started.elapsed() >= Duration::from_millis(400));
     assert_eq!(pushed.status.active.unwrap().version, "v1");
-    let cut = read_frame::<Response>(&mut stalled, MAX_FRAME_BYTES).unwrap_err();
-    assert!(matches!(cut, mer_shared::push::frame::FrameError::Closed), "{cut:?}");
+    let cut = stalled.receive().unwrap_err();
+    assert!(matches!(cut, FrameError::Closed), "{cut:?}");
     assert_eq!(device.finish().1, "v1");
 }
 
@@ -474,14 +609,14 @@ fn models_with_foreign_inputs_are_refused_unless_allowed() {
 #[test]
 fn clients_beyond_the_session_limit_are_told_the_device_is_busy() {
     let device = device(5.0);
-    let open: Vec<_> = (0..8).map(|_| raw_session(&device.address)).collect();
+    let open: Vec<_> = (0..8).map(|_| RawSession::open(&device.address)).collect();
     // The ninth gets the management slot: status and commands, but no uploads.
-    let mut manager = Client::connect(&device.address, TIMEOUT).unwrap();
+    let mut manager = device.connect().unwrap();
     assert_eq!(manager.status().unwrap().device, "room-1");
     let e = manager.upload(&bundle("v1", &site_key()), |_, _| {}).unwrap_err();
     assert!(matches!(&e, Error::PushBusy(r) if r.contains("all 8 upload slots are in use")), "{e}");
     // The tenth is turned away.
-    let e = Client::connect(&device.address, TIMEOUT).err().unwrap();
+    let e = device.connect().err().unwrap();
     assert!(matches!(&e, Error::PushBusy(r) if r.contains("all 8 upload slots and the management slot are in use")), "{e}");
     drop(open);
     drop(manager);
@@ -490,14 +625,14 @@ fn clients_beyond_the_session_limit_are_told_the_device_is_busy() {
     assert_eq!(device.finish().1, "v1");
 }
 
-/// A client that starts a frame announcing 1000 bytes on `stream` and sends one byte of it
-/// every `every`, far inside any per-read timeout, until the device hangs up; returns how long
-/// that took.
-fn trickle(mut stream: TcpStream, every: Duration) -> JoinHandle<Duration> {
+/// A client that starts a message whose length `header` announces on `stream` and sends one
+/// byte of it every `every`, far inside any per-read timeout, until the device hangs up;
+/// returns how long that took.
+fn trickle(mut stream: TcpStream, header: [u8; 2], every: Duration) -> JoinHandle<Duration> {
     std::thread::spawn(move || {
         let started = Instant::now();
         stream.set_read_timeout(Some(every)).unwrap();
-        let _ = std::io::Write::write_all(&mut stream, &1000u32.to_le_bytes());
+        let _ = std::io::Write::write_all(&mut stream, &header);
         loop {
             let sent = std::io::Write::write_all(&mut stream, &[0]).is_ok();
             match std::io::Read::read(&mut stream, &mut [0u8; 1]) {
@@ -511,6 +646,11 @@ fn trickle(mut stream: TcpStream, every: Duration) -> JoinHandle<Duration> {
         }
     })
 }
+
+/// The length of a client's first handshake message (its ephemeral key and protocol number).
+const HANDSHAKE_MESSAGE: [u8; 2] = [0, 36];
+/// The length of the longest channel message.
+const SESSION_MESSAGE: [u8; 2] = [0xff, 0xff];
 
 fn assert_cut_near(cut: Duration, deadline: Duration) {
     let fair = cut >= deadline.mul_f64(0.8) && cut < deadline + Duration::from_millis(1500);
@@ -527,27 +667,28 @@ fn slow_clients_in_every_upload_slot_leave_status_and_commands_to_the_management
         s.max_sessions = 4;
     });
     push_to(&device, &bundle("v1", &site_key())).unwrap();
-    // Four sessions holding every upload slot, and two connections still in their Hello, each
-    // sending a byte every 100 ms.
+    // Four sessions holding every upload slot, and two connections still in their handshake,
+    // each sending a byte every 100 ms.
     let every = Duration::from_millis(100);
-    let slow: Vec<_> = (0..4).map(|_| trickle(raw_session(&device.address).0, every)).collect();
-    let silent: Vec<_> = (0..2).map(|_| trickle(TcpStream::connect(&device.address).unwrap(), every)).collect();
+    let slow: Vec<_> = (0..4).map(|_| trickle(RawSession::open(&device.address).stream, SESSION_MESSAGE, every)).collect();
+    // (Slower: the 36 bytes of a handshake's first message must not be complete by the deadline.)
+    let silent: Vec<_> = (0..2).map(|_| trickle(TcpStream::connect(&device.address).unwrap(), HANDSHAKE_MESSAGE, every * 2)).collect();
     std::thread::sleep(Duration::from_millis(300));
 
-    // What `mer devices` does: connect, Hello, Status. Answered at once, not when a slot frees.
+    // What `mer devices` does: connect, authenticate, Status. Answered at once, not when a slot frees.
     let asked = Instant::now();
-    let mut manager = Client::connect(&device.address, TIMEOUT).unwrap();
+    let mut manager = device.connect().unwrap();
     assert_eq!(manager.status().unwrap().active.unwrap().version, "v1");
     assert!(asked.elapsed() < timeout / 2, "status took {:?}", asked.elapsed());
     // The management slot serves one client, signed commands, and no uploads.
-    let e = Client::connect(&device.address, TIMEOUT).err().unwrap();
+    let e = device.connect().err().unwrap();
     assert!(matches!(&e, Error::PushBusy(r) if r.contains("management slot")), "{e}");
     let e = manager.upload(&bundle("v2", &site_key()), |_, _| {}).unwrap_err();
     assert!(matches!(&e, Error::PushBusy(r) if r.contains("upload slots are in use")), "{e}");
     assert_eq!(manager.rollback(&site_key()).unwrap().active.unwrap().version, "v0");
     drop(manager);
 
-    // However they trickle, every request (and every Hello) is cut off at its deadline.
+    // However they trickle, every request (and every handshake) is cut off at its deadline.
     for handle in slow.into_iter().chain(silent) {
         assert_cut_near(handle.join().unwrap(), timeout);
     }
@@ -560,16 +701,16 @@ fn slow_clients_in_every_upload_slot_leave_status_and_commands_to_the_management
 fn a_trickled_request_is_cut_off_at_its_deadline_and_the_upload_resumes() {
     let device = device(1.0);
     let v1 = bundle("v1", &site_key());
-    let (mut stream, _) = raw_session(&device.address);
-    assert_eq!(call(&mut stream, &Request::Upload { sha256: sha(&v1), size: v1.len() as u64 }), Response::UploadFrom { offset: 0 });
+    let mut stream = RawSession::open(&device.address);
+    assert_eq!(stream.call(&Request::Upload { sha256: sha(&v1), size: v1.len() as u64 }), Response::UploadFrom { offset: 0 });
     let data = v1[..CHUNK_BYTES].to_vec();
-    assert_eq!(call(&mut stream, &Request::Chunk { offset: 0, data }), Response::Ack { offset: CHUNK_BYTES as u64 });
+    assert_eq!(stream.call(&Request::Chunk { offset: 0, data }), Response::Ack { offset: CHUNK_BYTES as u64 });
     // The next request comes a byte every tenth of the deadline: the deadline counts from the
     // last answer, not from the last byte.
-    assert_cut_near(trickle(stream, Duration::from_millis(100)).join().unwrap(), Duration::from_secs(1));
+    assert_cut_near(trickle(stream.stream, SESSION_MESSAGE, Duration::from_millis(100)).join().unwrap(), Duration::from_secs(1));
 
     let mut first = None;
-    push(&device.address, &v1, &site_key(), TIMEOUT, |offset, _| {
+    push(&device.address, &v1, device.credentials(), TIMEOUT, |offset, _| {
         first.get_or_insert(offset);
     })
     .unwrap();
@@ -581,15 +722,15 @@ fn a_trickled_request_is_cut_off_at_its_deadline_and_the_upload_resumes() {
 fn a_session_ends_after_session_s_and_its_upload_resumes_in_the_next() {
     let device = device_with(|s| s.session_s = 1.0);
     let v1 = bundle("v1", &site_key());
-    let (mut stream, _) = raw_session(&device.address);
+    let mut stream = RawSession::open(&device.address);
     let opened = Instant::now();
-    call(&mut stream, &Request::Upload { sha256: sha(&v1), size: v1.len() as u64 });
+    stream.call(&Request::Upload { sha256: sha(&v1), size: v1.len() as u64 });
     let first = Request::Chunk { offset: 0, data: v1[..CHUNK_BYTES].to_vec() };
-    assert_eq!(call(&mut stream, &first), Response::Ack { offset: CHUNK_BYTES as u64 });
+    assert_eq!(stream.call(&first), Response::Ack { offset: CHUNK_BYTES as u64 });
     // A client that keeps asking, each request prompt, still has its session closed in time.
     let closed = loop {
-        let sent = write_frame(&mut stream, &Request::Status).is_ok();
-        let answer = sent.then(|| read_frame::<Response>(&mut stream, MAX_FRAME_BYTES).ok()).flatten();
+        let sent = stream.send_bytes(&frame::encode(&Request::Status)).is_ok();
+        let answer = sent.then(|| stream.receive().ok()).flatten();
         match answer {
             Some(Response::Status(_)) => std::thread::sleep(Duration::from_millis(100)),
             Some(other) => panic!("{other:?}"),
@@ -598,8 +739,8 @@ fn a_session_ends_after_session_s_and_its_upload_resumes_in_the_next() {
         assert!(opened.elapsed() < Duration::from_secs(5), "the session was never closed");
     };
     assert_cut_near(closed, Duration::from_secs(1));
-    let (mut next, _) = raw_session(&device.address);
-    let resumed = call(&mut next, &Request::Upload { sha256: sha(&v1), size: v1.len() as u64 });
+    let mut next = RawSession::open(&device.address);
+    let resumed = next.call(&Request::Upload { sha256: sha(&v1), size: v1.len() as u64 });
     assert_eq!(resumed, Response::UploadFrom { offset: CHUNK_BYTES as u64 }, "the upload resumes in a new session");
     drop(next);
     assert_eq!(device.finish().1, "v0");
@@ -611,13 +752,16 @@ fn a_connection_lost_before_the_activation_is_answered_is_retried() {
     let v1 = bundle("v1", &site_key());
     // Everything the upload sends, then a few bytes of the activation: the connection breaks
     // inside the command (as when the device closes a session that reached its session_s).
-    let mut upload = frame::encode(&Request::Hello { protocol: mer_shared::push::PROTOCOL }).len();
-    upload += frame::encode(&Request::Upload { sha256: sha(&v1), size: v1.len() as u64 }).len();
+    // On the wire each frame is cut into channel messages of at most 65535 bytes, each with a
+    // 2-byte length and a 16-byte tag; the handshake's first message is 2 + 36 bytes.
+    let sealed = |frame: Vec<u8>| frame.len() + 18 * frame.len().div_ceil(channel::MAX_RECORD - 16);
+    let mut upload = 2 + 36 + sealed(frame::encode(&authenticate(&[0; 32], &site_key())));
+    upload += sealed(frame::encode(&Request::Upload { sha256: sha(&v1), size: v1.len() as u64 }));
     for (i, data) in v1.chunks(CHUNK_BYTES).enumerate() {
-        upload += frame::encode(&Request::Chunk { offset: (i * CHUNK_BYTES) as u64, data: data.to_vec() }).len();
+        upload += sealed(frame::encode(&Request::Chunk { offset: (i * CHUNK_BYTES) as u64, data: data.to_vec() }));
     }
     let relay = breaking_relay(device.address.clone(), upload + 10, 1);
-    let pushed = push(&relay, &v1, &site_key(), TIMEOUT, |_, _| {}).unwrap();
+    let pushed = push(&relay, &v1, device.credentials(), TIMEOUT, |_, _| {}).unwrap();
     assert!(pushed.connections >= 2, "{} connections", pushed.connections);
     assert_eq!(pushed.status.active.unwrap().version, "v1");
     assert_eq!(device.switched(), ["v1"]);
@@ -625,22 +769,22 @@ fn a_connection_lost_before_the_activation_is_answered_is_retried() {
 }
 
 #[test]
-fn connections_that_never_say_hello_are_bounded_and_cut_off() {
+fn connections_that_never_finish_their_handshake_are_bounded_and_cut_off() {
     let device = device_with(|s| {
         s.timeout_s = 1.0;
         s.max_sessions = 2;
     });
-    // Two per slot, the management slot included, may wait for their Hello at once.
+    // Two per slot, the management slot included, may be in their handshake at once: three
+    // that say nothing, three that open the channel and never authenticate.
     let started = Instant::now();
-    let silent: Vec<_> = (0..6).map(|_| TcpStream::connect(&device.address).unwrap()).collect();
+    let mut waiting: Vec<_> = (0..3).map(|_| TcpStream::connect(&device.address).unwrap()).collect();
+    waiting.extend((0..3).map(|_| raw_channel(&device.address).0));
     std::thread::sleep(Duration::from_millis(200));
-    let mut extra = TcpStream::connect(&device.address).unwrap();
+    let extra = TcpStream::connect(&device.address).unwrap();
     extra.set_read_timeout(Some(TIMEOUT)).unwrap();
-    match read_frame::<Response>(&mut extra, MAX_FRAME_BYTES).unwrap() {
-        Response::Busy { reason } => assert!(reason.contains("6 connections are already waiting to say Hello"), "{reason}"),
-        other => panic!("{other:?}"),
-    }
-    for mut stream in silent {
+    let e = channel::connect(&mut &extra, &mut &extra).err().unwrap();
+    assert!(matches!(e, FrameError::Busy), "{e:?}");
+    for mut stream in waiting {
         stream.set_read_timeout(Some(TIMEOUT)).unwrap();
         assert!(matches!(std::io::Read::read(&mut stream, &mut [0u8; 1]), Ok(0) | Err(_)));
     }
@@ -688,7 +832,7 @@ fn a_push_over_a_breaking_network_reconnects_and_resumes() {
     // Each of the first two connections dies after 1.5 chunks of bundle bytes.
     let relay = breaking_relay(device.address.clone(), CHUNK_BYTES * 3 / 2, 2);
     let mut offsets = Vec::new();
-    let pushed = push(&relay, &v1, &site_key(), TIMEOUT, |offset, _| offsets.push(offset)).unwrap();
+    let pushed = push(&relay, &v1, device.credentials(), TIMEOUT, |offset, _| offsets.push(offset)).unwrap();
     assert_eq!(pushed.connections, 3);
     assert_eq!(pushed.status.active.unwrap().version, "v1");
     // A new connection reports again the offset the broken one could not finish: the upload

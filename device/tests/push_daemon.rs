@@ -9,9 +9,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use mer_shared::push::client::{Client, push};
-use mer_shared::push::frame::{read_frame, write_frame};
-use mer_shared::push::{CHUNK_BYTES, MAX_FRAME_BYTES, PROTOCOL, Request, Response};
+use mer_shared::bundle::SecretKey;
+use mer_shared::push::channel::{self, DevicePublicKey};
+use mer_shared::push::client::{Client, Credentials, Expect, push};
+use mer_shared::push::{CHUNK_BYTES, MAX_FRAME_BYTES, Request, Response, authenticate};
 
 #[path = "../src/test_bundles.rs"]
 mod test_bundles;
@@ -66,11 +67,25 @@ name = "bench-device"
     config
 }
 
+/// The device key `merd key` reports for this configuration (made by the first call).
+fn device_key(config: &Path) -> DevicePublicKey {
+    let out = merd(&["key", "--config", s(config)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let public = text.lines().find_map(|l| l.strip_prefix("public key  ")).unwrap_or_else(|| panic!("{text}"));
+    DevicePublicKey::from_hex(public).unwrap()
+}
+
 /// A running daemon, its push address, and its stderr lines as they come.
 struct Daemon {
     child: Child,
     address: String,
     stderr: Receiver<String>,
+}
+
+fn enrolled(key: &DevicePublicKey) -> Credentials<'static> {
+    static SITE: std::sync::OnceLock<SecretKey> = std::sync::OnceLock::new();
+    Credentials { key: SITE.get_or_init(site_key), expect: Expect::Key(*key) }
 }
 
 fn start(config: &Path) -> Daemon {
@@ -128,18 +143,29 @@ fn pushes_reach_a_running_daemon_and_survive_it_being_killed() {
     let config = write_config(dir.path());
     let v1 = bundle("v1", &site_key());
 
+    // The device key exists before the first start (an installer reads it to enrol the device)
+    // and stays the same across restarts.
+    let key = device_key(&config);
+
     // Three chunks of v1 arrive, then the daemon is killed mid-transfer.
     let daemon = start(&config);
-    let mut stream = TcpStream::connect(&daemon.address).unwrap();
+    let stream = TcpStream::connect(&daemon.address).unwrap();
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    write_frame(&mut stream, &Request::Hello { protocol: PROTOCOL }).unwrap();
-    assert!(matches!(read_frame(&mut stream, MAX_FRAME_BYTES).unwrap(), Response::Welcome { .. }));
-    write_frame(&mut stream, &Request::Upload { sha256: sha(&v1), size: v1.len() as u64 }).unwrap();
-    assert_eq!(read_frame::<Response>(&mut stream, MAX_FRAME_BYTES).unwrap(), Response::UploadFrom { offset: 0 });
+    let (mut channel, seen) = channel::connect(&mut &stream, &mut &stream).unwrap();
+    assert_eq!(seen, key);
+    let proof = authenticate(channel.handshake_hash(), &site_key());
+    let mut call = |request: &Request| {
+        channel.send(&mut &stream, request).unwrap();
+        channel.receive::<Response>(&mut &stream, MAX_FRAME_BYTES).unwrap()
+    };
+    assert!(matches!(call(&proof), Response::Welcome { .. }));
+    assert_eq!(call(&Request::Upload { sha256: sha(&v1), size: v1.len() as u64 }), Response::UploadFrom { offset: 0 });
     for i in 0..3 {
         let offset = (i * CHUNK_BYTES) as u64;
-        write_frame(&mut stream, &Request::Chunk { offset, data: v1[i * CHUNK_BYTES..(i + 1) * CHUNK_BYTES].to_vec() }).unwrap();
-        assert!(matches!(read_frame::<Response>(&mut stream, MAX_FRAME_BYTES).unwrap(), Response::Ack { .. }));
+        assert!(matches!(
+            call(&Request::Chunk { offset, data: v1[i * CHUNK_BYTES..(i + 1) * CHUNK_BYTES].to_vec() }),
+            Response::Ack { .. }
+        ));
     }
     daemon.kill();
 
@@ -148,7 +174,7 @@ fn pushes_reach_a_running_daemon_and_survive_it_being_killed() {
     wait_for("frames", || status(dir.path())["frames"].as_u64().unwrap_or(0) > 50);
     assert_eq!(status(dir.path())["model_version"], default_version().as_str());
     let mut first = None;
-    let pushed = push(&daemon.address, &v1, &site_key(), TIMEOUT, |offset, _| {
+    let pushed = push(&daemon.address, &v1, enrolled(&key), TIMEOUT, |offset, _| {
         first.get_or_insert(offset);
     })
     .unwrap();
@@ -167,7 +193,7 @@ fn pushes_reach_a_running_daemon_and_survive_it_being_killed() {
     wait_for("more frames", || status(dir.path())["frames"].as_u64().unwrap() > frames_at_push + 100);
     let after = status(dir.path());
     assert_eq!(after["model_version"], "v1");
-    let health = Client::connect(&daemon.address, TIMEOUT).unwrap().status().unwrap().health;
+    let health = Client::connect(&daemon.address, enrolled(&key), TIMEOUT).unwrap().status().unwrap().health;
     assert!(health.frames > frames_at_push && health.events >= 1, "{health:?}");
 
     // Killed right after the activation: it comes back running v1, with v0 to roll back to.
@@ -175,7 +201,7 @@ fn pushes_reach_a_running_daemon_and_survive_it_being_killed() {
     let daemon = start(&config);
     wait_for("frames", || status(dir.path())["frames"].as_u64().unwrap_or(0) > 10);
     assert_eq!(status(dir.path())["model_version"], "v1");
-    let back = Client::connect(&daemon.address, TIMEOUT).unwrap().rollback(&site_key()).unwrap();
+    let back = Client::connect(&daemon.address, enrolled(&key), TIMEOUT).unwrap().rollback(&site_key()).unwrap();
     assert_eq!(back.active.unwrap().version, default_version());
     assert_eq!(status(dir.path())["model_version"], default_version().as_str());
     let lines = daemon.kill();

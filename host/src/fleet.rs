@@ -1,13 +1,40 @@
-//! `mer push`, `mer rollback` and `mer devices`: the same request sent to many devices at once,
-//! one thread each, with one result per device. A device that fails never stops the others.
+//! `mer push`, `mer rollback`, `mer devices` and `mer devices enroll`: the same request sent to
+//! many devices at once, one thread each, with one result per device. A device that fails never
+//! stops the others. Every connection is the encrypted channel, authenticated with the host's
+//! key and checked against the device key enrolled for the address.
 
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use mer_shared::bundle::{Bundle, SecretKey};
-use mer_shared::push::client::{Client, push};
+use mer_shared::push::channel::DevicePublicKey;
+use mer_shared::push::client::{Client, Credentials, Expect, push};
 use mer_shared::push::{DeviceStatus, ModelInfo};
 use mer_shared::{Error, Result};
+
+use crate::known_devices::KnownDevices;
+
+/// How this host reaches its devices.
+pub struct Fleet<'a> {
+    /// A key the devices trust.
+    pub key: &'a SecretKey,
+    pub known: &'a KnownDevices,
+    /// For the connection and each reply.
+    pub timeout: Duration,
+}
+
+impl Fleet<'_> {
+    fn credentials(&self, address: &str) -> Result<Credentials<'_>> {
+        Ok(Credentials { key: self.key, expect: Expect::Key(self.known.key(address)?) })
+    }
+}
+
+/// A device met by `mer devices enroll`.
+#[derive(Debug, Clone)]
+pub struct Met {
+    pub key: DevicePublicKey,
+    pub name: String,
+}
 
 /// What happened at one device.
 #[derive(Debug)]
@@ -19,24 +46,34 @@ pub struct Outcome<T> {
 
 /// Sends `bundle` to every address and activates it there. The bundle is checked first
 /// (structure and signature), so a damaged file is not sent anywhere.
-pub fn push_all(addresses: &[String], bundle: &[u8], key: &SecretKey, timeout: Duration) -> Result<Vec<Outcome<DeviceStatus>>> {
+pub fn push_all(fleet: &Fleet, addresses: &[String], bundle: &[u8]) -> Result<Vec<Outcome<DeviceStatus>>> {
     Bundle::from_bytes(bundle)?.verify_integrity()?;
     let bars = MultiProgress::new();
     let style = ProgressStyle::with_template("{msg:>24} [{bar:30}] {bytes}/{total_bytes}").expect("valid template").progress_chars("=> ");
     Ok(each(addresses, |address| {
         let bar = bars.add(ProgressBar::new(bundle.len() as u64).with_style(style.clone()).with_message(address.to_string()));
-        let pushed = push(address, bundle, key, timeout, |sent, _| bar.set_position(sent));
+        let pushed = fleet.credentials(address).and_then(|c| push(address, bundle, c, fleet.timeout, |sent, _| bar.set_position(sent)));
         bar.finish_and_clear();
         pushed.map(|p| p.status)
     }))
 }
 
-pub fn rollback_all(addresses: &[String], key: &SecretKey, timeout: Duration) -> Vec<Outcome<DeviceStatus>> {
-    each(addresses, |address| Client::connect(address, timeout)?.rollback(key))
+pub fn rollback_all(fleet: &Fleet, addresses: &[String]) -> Vec<Outcome<DeviceStatus>> {
+    each(addresses, |address| Client::connect(address, fleet.credentials(address)?, fleet.timeout)?.rollback(fleet.key))
 }
 
-pub fn status_all(addresses: &[String], timeout: Duration) -> Vec<Outcome<DeviceStatus>> {
-    each(addresses, |address| Client::connect(address, timeout)?.status())
+pub fn status_all(fleet: &Fleet, addresses: &[String]) -> Vec<Outcome<DeviceStatus>> {
+    each(addresses, |address| Client::connect(address, fleet.credentials(address)?, fleet.timeout)?.status())
+}
+
+/// Opens an authenticated session with each device accepting the key it presents (or only the
+/// one with `fingerprint`), and returns the keys for the caller to show and record.
+pub fn meet_all(addresses: &[String], key: &SecretKey, fingerprint: Option<&str>, timeout: Duration) -> Vec<Outcome<Met>> {
+    let expect = fingerprint.map_or(Expect::AnyKey, Expect::Fingerprint);
+    each(addresses, |address| {
+        let client = Client::connect(address, Credentials { key, expect }, timeout)?;
+        Ok(Met { key: client.device_key(), name: client.device().to_string() })
+    })
 }
 
 fn each<T: Send>(addresses: &[String], task: impl Fn(&str) -> Result<T> + Sync) -> Vec<Outcome<T>> {
@@ -100,7 +137,7 @@ pub fn describe_status(outcome: &Outcome<DeviceStatus>) -> String {
                 if h.face.is_empty() { "-" } else { &h.face }
             )
         }
-        Err(e) => format!("{:<22} UNREACHABLE  {e}", outcome.address),
+        Err(e) => format!("{:<22} FAILED  {e}", outcome.address),
     }
 }
 

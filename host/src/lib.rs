@@ -7,6 +7,7 @@ pub mod export;
 pub mod fleet;
 pub mod flow_bench;
 pub mod import;
+pub mod known_devices;
 pub mod learnability;
 pub mod metrics;
 pub mod model;

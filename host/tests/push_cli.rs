@@ -1,5 +1,5 @@
-//! `mer push`, `mer devices` and `mer rollback` against a fleet of two devices on loopback
-//! (the device library's store and push listener, as `merd` runs them).
+//! `mer devices enroll`, `mer push`, `mer devices` and `mer rollback` against a fleet of two
+//! devices on loopback (the device library's store and push listener, as `merd` runs them).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -33,6 +33,7 @@ fn device(dir: &Path, name: &str) -> String {
     let settings = PushSettings {
         listen: "127.0.0.1:0".into(),
         store: dir.join(name),
+        key: None,
         keep: 3,
         max_bundle_mb: 64,
         timeout_s: 10.0,
@@ -41,6 +42,68 @@ fn device(dir: &Path, name: &str) -> String {
         name: Some(name.into()),
     };
     PushServer::start(&settings, store, trusted, Arc::new(Idle)).unwrap().address().to_string()
+}
+
+/// `mer` with this test's list of enrolled devices.
+fn mer_at(known: &Path, args: &[&str]) -> std::process::Output {
+    let mut all = args.to_vec();
+    all.extend(["--known-devices", s(known)]);
+    mer(&all)
+}
+
+#[test]
+fn devices_are_enrolled_once_and_a_changed_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let known = d.join("known-devices.toml");
+    let (a, b) = (device(d, "room-a"), device(d, "room-b"));
+    let key = models().join("demo-key");
+    let fingerprint = |room: &str| {
+        let text = std::fs::read_to_string(d.join(room).join("device.key")).unwrap();
+        let (device_key, _) = mer_shared::push::channel::DeviceKey::load_or_create(&d.join(room).join("device.key")).unwrap();
+        assert!(text.starts_with("# merd device key"));
+        device_key.public().fingerprint()
+    };
+
+    // Not enrolled yet: nothing is asked of the device.
+    let out = mer_at(&known, &["devices", "--to", &a, "--key", s(&key)]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(err(&out).contains("1 of 1 devices did not report"), "{stdout}");
+    assert!(stdout.contains("FAILED") && stdout.contains("is not enrolled") && stdout.contains("mer devices enroll"), "{stdout}");
+    // A wrong fingerprint given out of band: not enrolled.
+    let out = mer_at(&known, &["devices", "enroll", &a, "--key", s(&key), "--fingerprint", "0000:1111"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not the fingerprint 0000:1111 given"), "{}", err(&out));
+    // The right one, then both devices on first contact: each line shows the fingerprint.
+    let out = ok(&mer_at(&known, &["devices", "enroll", &a, "--key", s(&key), "--fingerprint", &fingerprint("room-a")]));
+    assert!(out.contains("enrolled  room-a") && out.contains(&fingerprint("room-a")), "{out}");
+    let out = ok(&mer_at(&known, &["devices", "enroll", &format!("{a},{b}"), "--key", s(&key)]));
+    assert!(out.contains("already enrolled  room-a") && out.contains(&format!("enrolled  room-b  key {}", fingerprint("room-b"))), "{out}");
+    ok(&mer_at(&known, &["devices", "--to", &format!("{a},{b}"), "--key", s(&key)]));
+
+    // A host key the device does not trust gets a refusal and no device data.
+    let stranger = d.join("stranger");
+    ok(&mer(&["keys", "generate", "-o", s(&stranger)]));
+    let out = mer_at(&known, &["devices", "--to", &a, "--key", s(&stranger), "--json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(stdout.contains("does not trust") && !stdout.contains("room-a") && !stdout.contains("frames"), "{stdout}");
+    let out = mer(&["devices", "enroll", &a, "--key", s(&stranger), "--known-devices", s(&d.join("other.toml"))]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("does not trust"));
+
+    // b's key as recorded for a: every command to a is refused, and enrolling again needs --replace.
+    let text = std::fs::read_to_string(&known).unwrap();
+    let b_key = text.split(&format!("[devices.\"{b}\"]")).nth(1).unwrap().lines().find(|l| l.starts_with("key")).unwrap().to_string();
+    let a_section = format!("[devices.\"{a}\"]");
+    let (before, after) = text.split_once(&a_section).unwrap();
+    let a_key = after.lines().find(|l| l.starts_with("key")).unwrap();
+    std::fs::write(&known, format!("{before}{a_section}{}", after.replacen(a_key, &b_key, 1))).unwrap();
+    let out = mer_at(&known, &["devices", "--to", &a, "--key", s(&key)]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success() && stdout.contains("not the key") && stdout.contains("--replace"), "{stdout}");
+    let out = mer_at(&known, &["devices", "enroll", &a, "--key", s(&key)]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stdout).contains("REFUSED"));
+    let out = ok(&mer_at(&known, &["devices", "enroll", &a, "--key", s(&key), "--replace"]));
+    assert!(out.contains("re-enrolled  room-a"), "{out}");
+    ok(&mer_at(&known, &["devices", "--to", &a, "--key", s(&key)]));
 }
 
 #[test]
@@ -52,16 +115,18 @@ fn push_devices_and_rollback_across_a_fleet() {
     let v1 = d.join("v1.merb");
     std::fs::write(&v1, bundle("v1", &site_key())).unwrap();
     let key = models().join("demo-key");
+    let known = d.join("known-devices.toml");
+    ok(&mer_at(&known, &["devices", "enroll", &fleet, "--key", s(&key)]));
 
-    let out = ok(&mer(&["push", s(&v1), "--to", &fleet, "--key", s(&key)]));
+    let out = ok(&mer_at(&known, &["push", s(&v1), "--to", &fleet, "--key", s(&key)]));
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     assert!(lines[0].starts_with(&a) && lines[0].contains("ok") && lines[0].contains("room-a runs v1"), "{out}");
     assert!(lines[1].starts_with(&b) && lines[1].contains("room-b runs v1") && lines[1].contains("rollback to v0"), "{out}");
 
-    let table = ok(&mer(&["devices", "--to", &fleet]));
+    let table = ok(&mer_at(&known, &["devices", "--to", &fleet, "--key", s(&key)]));
     assert!(table.lines().all(|l| l.contains("v1 (") && l.contains("1 kept") && l.contains("1200 frames")), "{table}");
-    let json = ok(&mer(&["devices", "--to", &a, "--json"]));
+    let json = ok(&mer_at(&known, &["devices", "--to", &a, "--json", "--key", s(&key)]));
     let value: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
     assert_eq!(value["status"]["active"]["version"], "v1");
     assert_eq!(value["status"]["previous"][0]["version"], "v0");
@@ -69,24 +134,26 @@ fn push_devices_and_rollback_across_a_fleet() {
     // One device unreachable: the other still gets the model, and the command fails.
     let v2 = d.join("v2.merb");
     std::fs::write(&v2, bundle("v2", &site_key())).unwrap();
-    let out = mer(&["push", s(&v2), "--to", &format!("{a},127.0.0.1:9"), "--key", s(&key), "--timeout-s", "2"]);
+    let out = mer_at(&known, &["push", s(&v2), "--to", &format!("{a},127.0.0.1:9"), "--key", s(&key), "--timeout-s", "2"]);
     let stderr = err(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("room-a runs v2") && stdout.contains("127.0.0.1:9") && stdout.contains("FAILED"), "{stdout}");
     assert!(stderr.contains("1 of 2 devices were not pushed"), "{stderr}");
 
-    // A key the devices do not trust changes nothing; neither does a file that is not a bundle.
+    // A bundle signed by a key the devices do not trust changes nothing (the session is opened
+    // with the trusted key); neither does a file that is not a bundle.
     let stranger = d.join("stranger");
     ok(&mer(&["keys", "generate", "-o", s(&stranger)]));
     let foreign = d.join("foreign.merb");
     ok(&mer(&["bundle", "verify", s(&v1), "--pub", s(&models().join("demo-key.pub"))]));
     std::fs::write(&foreign, bundle("v3", &mer_shared::bundle::read_secret_key(&stranger).unwrap())).unwrap();
-    let out = mer(&["push", s(&foreign), "--to", &b, "--key", s(&stranger)]);
+    let out = mer_at(&known, &["push", s(&foreign), "--to", &b, "--key", s(&key)]);
     err(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("not among the trusted keys"));
-    assert!(err(&mer(&["push", s(&key), "--to", &b, "--key", s(&key)])).contains("not a bundle that can be pushed"));
-    assert!(err(&mer(&["devices", "--to", "127.0.0.1:9", "--timeout-s", "2"])).contains("1 of 1 devices did not answer"));
+    assert!(err(&mer_at(&known, &["push", s(&key), "--to", &b, "--key", s(&key)])).contains("not a bundle that can be pushed"));
+    let unreachable = mer_at(&known, &["devices", "--to", "127.0.0.1:9", "--timeout-s", "2", "--key", s(&key)]);
+    assert!(err(&unreachable).contains("1 of 1 devices did not report their status"));
 
-    let out = ok(&mer(&["rollback", "--to", &fleet, "--key", s(&key)]));
+    let out = ok(&mer_at(&known, &["rollback", "--to", &fleet, "--key", s(&key)]));
     assert!(out.contains("room-a runs v1") && out.contains("room-b runs v0"), "{out}");
 }

@@ -43,6 +43,9 @@ pub enum Error {
     /// A model push that failed or that the device refused; the text says which.
     #[error("{0}")]
     Push(String),
+    /// A peer whose key is not the expected one, or that does not trust ours: never retried.
+    #[error("{0}")]
+    Untrusted(String),
     /// The device is busy with the same upload from another client.
     #[error("busy: {0}")]
     PushBusy(String),

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
-use super::frame::{read_frame, write_frame};
+use super::channel::{self, Channel, DevicePublicKey};
 use super::{
-    Action, CHUNK_BYTES, DEFAULT_PORT, DeviceStatus, MAX_FRAME_BYTES, ModelInfo, Nonce, PROTOCOL, Request, Response, SignedCommand,
+    Action, CHUNK_BYTES, DEFAULT_PORT, DeviceStatus, MAX_FRAME_BYTES, ModelInfo, Nonce, Request, Response, SignedCommand, authenticate,
     parse_digest,
 };
 use crate::bundle::keys::SecretKey;
@@ -18,16 +18,50 @@ const RESUME_ATTEMPTS: usize = 5;
 /// How long a push waits for another client uploading the same bundle.
 const BUSY_WAIT: Duration = Duration::from_secs(60);
 
+/// Which device key a connection accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect<'a> {
+    /// The key enrolled for this address; any other is refused before the host says a word.
+    Key(DevicePublicKey),
+    /// A key with this fingerprint, as `merd key` printed it (enrolment checked out of band).
+    Fingerprint(&'a str),
+    /// Any key (enrolment on first contact, which shows the key to a person and records it).
+    AnyKey,
+}
+
+impl Expect<'_> {
+    /// Why `key` is not the one expected, if it is not.
+    fn mismatch(&self, key: &DevicePublicKey) -> Option<String> {
+        let plain = |f: &str| f.chars().filter(char::is_ascii_hexdigit).collect::<String>().to_ascii_lowercase();
+        match self {
+            Expect::Key(enrolled) if enrolled != key => Some(format!("not the key {} enrolled for it", enrolled.fingerprint())),
+            Expect::Fingerprint(given) if plain(given) != plain(&key.fingerprint()) => Some(format!("not the fingerprint {given} given")),
+            _ => None,
+        }
+    }
+}
+
+/// Who the client is and which device it expects.
+#[derive(Debug, Clone, Copy)]
+pub struct Credentials<'a> {
+    /// A key the device trusts; it authenticates every session.
+    pub key: &'a SecretKey,
+    pub expect: Expect<'a>,
+}
+
 pub struct Client {
     stream: TcpStream,
+    channel: Channel,
     nonce: Nonce,
     device: String,
+    device_key: DevicePublicKey,
 }
 
 impl Client {
-    /// Connects to `address` (`host` or `host:port`) and opens a session; `timeout` bounds
-    /// the connection and every reply.
-    pub fn connect(address: &str, timeout: Duration) -> Result<Client> {
+    /// Connects to `address` (`host` or `host:port`), checks the device's key against
+    /// `credentials.expect`, authenticates and opens a session; `timeout` bounds the
+    /// connection and every reply.
+    pub fn connect(address: &str, credentials: Credentials, timeout: Duration) -> Result<Client> {
         let target = with_default_port(address);
         let resolved = target
             .to_socket_addrs()
@@ -39,23 +73,40 @@ impl Client {
         stream.set_read_timeout(Some(timeout)).map_err(setup)?;
         stream.set_write_timeout(Some(timeout)).map_err(setup)?;
         stream.set_nodelay(true).map_err(setup)?;
-        let mut client = Client { stream, nonce: [0; 32], device: String::new() };
-        match client.call(&Request::Hello { protocol: PROTOCOL })? {
-            Response::Welcome { protocol, device, nonce } if protocol == PROTOCOL => {
+        let (channel, device_key) = channel::connect(&mut &stream, &mut &stream)?;
+        if let Some(mismatch) = credentials.expect.mismatch(&device_key) {
+            return Err(Error::Untrusted(format!(
+                "{target} presents device key {}, {mismatch}: a different or reinstalled device, or someone in between. \
+                 Nothing was sent. If the device was reinstalled, compare `merd key` on it and enrol it again with \
+                 `mer devices enroll {address} --replace`",
+                device_key.fingerprint(),
+            )));
+        }
+        let mut client = Client { stream, channel, nonce: [0; 32], device: String::new(), device_key };
+        let proof = authenticate(client.channel.handshake_hash(), credentials.key);
+        match client.call(&proof) {
+            Ok(Response::Welcome { device, nonce }) => {
                 client.nonce = nonce;
                 client.device = device;
                 Ok(client)
             }
-            Response::Welcome { protocol, .. } => {
-                Err(Error::Push(format!("the device speaks protocol {protocol}, this program {PROTOCOL}; update one of them")))
-            }
-            other => Err(unexpected(&other)),
+            Ok(other) => Err(unexpected(&other)),
+            Err(Error::Push(reason)) if reason.starts_with("refused:") => Err(Error::Untrusted(format!(
+                "{target} {reason}; add the public key of {} to the device's [model] public_keys",
+                credentials.key.public().key_id()
+            ))),
+            Err(e) => Err(e),
         }
     }
 
     /// The name the device gave itself.
     pub fn device(&self) -> &str {
         &self.device
+    }
+
+    /// The device's own key, which the channel proved it holds.
+    pub fn device_key(&self) -> DevicePublicKey {
+        self.device_key
     }
 
     pub fn status(&mut self) -> Result<DeviceStatus> {
@@ -118,8 +169,8 @@ impl Client {
     }
 
     fn call(&mut self, request: &Request) -> Result<Response> {
-        write_frame(&mut self.stream, request)?;
-        let response = read_frame::<Response>(&mut self.stream, MAX_FRAME_BYTES)?;
+        self.channel.send(&mut &self.stream, request)?;
+        let response = self.channel.receive::<Response>(&mut &self.stream, MAX_FRAME_BYTES)?;
         match response {
             Response::Refused { reason, nonce: None } => Err(Error::Push(format!("refused: {reason}"))),
             Response::Busy { reason } => Err(Error::PushBusy(reason)),
@@ -143,21 +194,28 @@ pub struct Pushed {
 /// connection lost before the activation was answered (the device closes sessions that reach
 /// its `session_s`) is retried too: the upload is then found complete and the activation sent
 /// again, which is harmless if the first one went through.
-pub fn push(address: &str, bundle: &[u8], key: &SecretKey, timeout: Duration, mut progress: impl FnMut(u64, u64)) -> Result<Pushed> {
+pub fn push(
+    address: &str,
+    bundle: &[u8],
+    credentials: Credentials,
+    timeout: Duration,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Pushed> {
     let started = Instant::now();
     let mut connections = 0;
     let mut last_error = None;
     while connections < RESUME_ATTEMPTS || (matches!(last_error, Some(Error::PushBusy(_))) && started.elapsed() < BUSY_WAIT) {
         connections += 1;
-        let attempt = Client::connect(address, timeout).and_then(|mut client| {
+        let attempt = Client::connect(address, credentials, timeout).and_then(|mut client| {
             let staged = client.upload(bundle, &mut progress)?;
-            let status = client.activate(parse_digest(&staged.sha256)?, key)?;
+            let status = client.activate(parse_digest(&staged.sha256)?, credentials.key)?;
             Ok((client, staged, status))
         });
         match attempt {
             Ok((client, staged, status)) => return Ok(Pushed { device: client.device, staged, status, connections }),
-            // A refusal is final; a broken or busy connection is worth another try.
+            // A refusal or a wrong key is final; a broken or busy connection is worth another try.
             Err(Error::Push(reason)) if reason.starts_with("refused:") => return Err(Error::Push(reason)),
+            Err(e @ Error::Untrusted(_)) => return Err(e),
             Err(e) => {
                 let pause = if matches!(e, Error::PushBusy(_)) {
                     Duration::from_millis(500)

@@ -21,6 +21,14 @@ pub enum FrameError {
     Truncated { expected: usize, got: usize },
     #[error("a frame of {bytes} bytes is not a valid message ({reason})")]
     Malformed { bytes: usize, reason: String },
+    /// The channel's handshake failed (see [`super::channel`]).
+    #[error("the channel's handshake failed: {0}")]
+    Handshake(String),
+    /// The device turned the connection away before the handshake.
+    #[error("the device is taking no more connections just now")]
+    Busy,
+    #[error("the device speaks protocol {device}, the client {client}; update one of them")]
+    Protocol { device: u32, client: u32 },
     /// Includes read timeouts (`WouldBlock`/`TimedOut`).
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -35,7 +43,10 @@ impl FrameError {
 
 impl From<FrameError> for Error {
     fn from(e: FrameError) -> Error {
-        Error::Push(e.to_string())
+        match e {
+            FrameError::Busy => Error::PushBusy(e.to_string()),
+            e => Error::Push(e.to_string()),
+        }
     }
 }
 
@@ -108,7 +119,8 @@ mod tests {
 
     fn request_strategy() -> impl Strategy<Value = Request> {
         prop_oneof![
-            any::<u32>().prop_map(|protocol| Request::Hello { protocol }),
+            (any::<[u8; 32]>(), proptest::collection::vec(any::<u8>(), 0..80))
+                .prop_map(|(key, signature)| Request::Authenticate { key, signature }),
             Just(Request::Status),
             (any::<[u8; 32]>(), any::<u64>()).prop_map(|(sha256, size)| Request::Upload { sha256, size }),
             (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..2048)).prop_map(|(offset, data)| Request::Chunk { offset, data }),

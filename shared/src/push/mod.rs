@@ -1,8 +1,10 @@
-//! The model-push protocol between `mer push` (host) and `merd` (device), over TCP.
+//! The fleet protocol between `mer` (host) and `merd` (device), over TCP.
 //!
-//! Every message is one frame: a 4-byte little-endian length, then a postcard-encoded
-//! [`Request`] or [`Response`] ([`frame`]). A session opens with `Hello`/`Welcome`, which fixes
-//! the protocol version and hands the client a fresh random nonce. Uploading a bundle changes
+//! Everything travels in an encrypted channel ([`channel`]) that authenticates the device by
+//! its own key (which the host enrolled) and the host by a key the device trusts. Every message
+//! is one frame inside it: a 4-byte little-endian length, then a postcard-encoded [`Request`] or
+//! [`Response`] ([`frame`]). A session opens with `Authenticate`/`Welcome`: the client signs the
+//! channel's handshake hash, and the device answers with its name and a fresh random nonce. Uploading a bundle changes
 //! nothing the device runs, so it needs no signature (the bundle carries its own); it is
 //! bounded by the device's size limit and can resume from the last acknowledged offset.
 //! Changing the active model (activate, rollback) takes a [`SignedCommand`]: the action and
@@ -10,6 +12,7 @@
 //! nonce after every command, so a recorded command is useless on any later connection or
 //! later in the same one.
 
+pub mod channel;
 pub mod client;
 pub mod frame;
 
@@ -19,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use crate::bundle::keys::{PublicKey, SecretKey, key_id};
 use crate::error::{Error, Result};
 
-/// The protocol this code speaks; both sides must agree.
-pub const PROTOCOL: u32 = 1;
+/// The protocol this code speaks; both sides must agree. 2: the encrypted channel.
+pub const PROTOCOL: u32 = 2;
 /// Bundle bytes per upload chunk.
 pub const CHUNK_BYTES: usize = 256 << 10;
 /// Largest frame either side accepts: a full chunk and its envelope.
@@ -29,14 +32,19 @@ pub const MAX_FRAME_BYTES: usize = CHUNK_BYTES + 4096;
 pub const DEFAULT_PORT: u16 = 7878;
 /// Starts every signed command, so its signature can never pass for a bundle's or vice versa.
 const COMMAND_DOMAIN: &[u8] = b"mer command v1\n";
+/// Starts what a client signs to authenticate a channel.
+const SESSION_DOMAIN: &[u8] = b"mer session v1\n";
 
 pub type Nonce = [u8; 32];
 pub type Digest = [u8; 32];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
-    Hello {
-        protocol: u32,
+    /// The first message of every session: `signature` by `key` over the channel's handshake
+    /// hash ([`authenticate`]).
+    Authenticate {
+        key: [u8; 32],
+        signature: Vec<u8>,
     },
     Status,
     /// Starts or resumes the upload of a bundle of `size` bytes with SHA-256 `sha256`.
@@ -55,7 +63,6 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
     Welcome {
-        protocol: u32,
         device: String,
         nonce: Nonce,
     },
@@ -103,6 +110,15 @@ pub enum Action {
     Rollback,
 }
 
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Activate { sha256 } => write!(f, "activate {}", &digest_hex(sha256)[..12]),
+            Action::Rollback => write!(f, "rollback"),
+        }
+    }
+}
+
 impl SignedCommand {
     pub fn sign(action: Action, nonce: Nonce, key: &SecretKey) -> SignedCommand {
         let signature = key.signing_key().sign(&command_message(&action, &nonce));
@@ -111,17 +127,32 @@ impl SignedCommand {
 
     /// Checks the signature and that the signer is trusted; the caller checks the nonce.
     pub fn verify(&self, trusted: &[PublicKey]) -> Result<PublicKey> {
-        let refused = |why: String| Err(Error::Push(why));
-        let Some(signer) = trusted.iter().find(|k| k.to_bytes() == self.signer) else {
-            return refused(format!("the command is signed by key {}, which this device does not trust", key_id(&self.signer)));
-        };
-        let Ok(bytes) = <[u8; 64]>::try_from(self.signature.as_slice()) else {
-            return refused(format!("the command's signature is {} bytes, not 64", self.signature.len()));
-        };
-        match signer.verifying_key().verify_strict(&command_message(&self.action, &self.nonce), &Signature::from_bytes(&bytes)) {
-            Ok(()) => Ok(*signer),
-            Err(_) => refused("the command's signature does not match it".into()),
-        }
+        verify_trusted("the command", &self.signer, &self.signature, &command_message(&self.action, &self.nonce), trusted)
+    }
+}
+
+/// The client's proof of identity for the channel with this handshake hash.
+pub fn authenticate(handshake_hash: &[u8], key: &SecretKey) -> Request {
+    let signature = key.signing_key().sign(&[SESSION_DOMAIN, handshake_hash].concat());
+    Request::Authenticate { key: key.public().to_bytes(), signature: signature.to_bytes().to_vec() }
+}
+
+/// Checks an `Authenticate` against the channel's handshake hash and the trusted keys.
+pub fn verify_authentication(handshake_hash: &[u8], key: &[u8; 32], signature: &[u8], trusted: &[PublicKey]) -> Result<PublicKey> {
+    verify_trusted("the client", key, signature, &[SESSION_DOMAIN, handshake_hash].concat(), trusted)
+}
+
+fn verify_trusted(what: &str, signer: &[u8; 32], signature: &[u8], message: &[u8], trusted: &[PublicKey]) -> Result<PublicKey> {
+    let refused = |why: String| Err(Error::Push(why));
+    let Some(signer) = trusted.iter().find(|k| k.to_bytes() == *signer) else {
+        return refused(format!("{what} is signed by key {}, which this device does not trust", key_id(signer)));
+    };
+    let Ok(bytes) = <[u8; 64]>::try_from(signature) else {
+        return refused(format!("{what}'s signature is {} bytes, not 64", signature.len()));
+    };
+    match signer.verifying_key().verify_strict(message, &Signature::from_bytes(&bytes)) {
+        Ok(()) => Ok(*signer),
+        Err(_) => refused(format!("{what}'s signature does not match it")),
     }
 }
 
@@ -210,5 +241,22 @@ mod tests {
         let mut short = command;
         short.signature.pop();
         assert!(short.verify(&trusted).unwrap_err().to_string().contains("63 bytes"));
+    }
+
+    #[test]
+    fn an_authentication_holds_only_for_its_own_session_and_a_trusted_key() {
+        let key = SecretKey::from_seed(&[7; 32]);
+        let trusted = [key.public()];
+        let Request::Authenticate { key: public, signature } = authenticate(b"session one", &key) else { panic!() };
+        assert_eq!(verify_authentication(b"session one", &public, &signature, &trusted).unwrap(), key.public());
+        let e = verify_authentication(b"session two", &public, &signature, &trusted).unwrap_err();
+        assert!(e.to_string().contains("does not match"), "{e}");
+        let stranger = SecretKey::from_seed(&[9; 32]);
+        let Request::Authenticate { key: public, signature } = authenticate(b"session one", &stranger) else { panic!() };
+        let e = verify_authentication(b"session one", &public, &signature, &trusted).unwrap_err();
+        assert!(e.to_string().contains("does not trust"), "{e}");
+        // A command's signature never passes for a session's, nor the reverse.
+        let command = SignedCommand::sign(Action::Rollback, [1; 32], &key);
+        assert!(verify_authentication(&[1; 32], &command.signer, &command.signature, &trusted).is_err());
     }
 }

@@ -1,31 +1,71 @@
-//! `mer push`, `mer rollback` and `mer devices`: the devices of a fleet, each answered on its
-//! own line.
+//! `mer push`, `mer rollback`, `mer devices` and `mer devices enroll`: the devices of a fleet,
+//! each answered on its own line.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use clap::Subcommand;
 use mer_host::fleet;
-use mer_shared::bundle::read_secret_key;
+use mer_host::known_devices::KnownDevices;
+use mer_shared::bundle::{SecretKey, read_secret_key};
 use mer_shared::push::DeviceStatus;
 
-/// Which devices a fleet command talks to.
+/// How this host connects: its key and the devices it has enrolled.
 #[derive(clap::Args)]
-pub struct Targets {
-    /// Device addresses, host or host:port (default port 7878), comma-separated.
-    #[arg(long, value_delimiter = ',', required = true)]
-    to: Vec<String>,
+pub struct Connection {
+    /// Secret key the devices trust (`mer keys generate`): it authenticates every connection
+    /// and signs activations and rollbacks.
+    #[arg(long, env = "MER_KEY", required = true)]
+    key: Option<PathBuf>,
+    /// The enrolled devices (default: $MER_KNOWN_DEVICES, else
+    /// $XDG_CONFIG_HOME/mer/known-devices.toml, else ~/.config/mer/known-devices.toml).
+    #[arg(long)]
+    known_devices: Option<PathBuf>,
     /// Seconds to wait for any one reply before giving up on a device.
     #[arg(long, default_value_t = 30.0)]
     timeout_s: f64,
 }
 
-impl Targets {
+impl Connection {
     fn timeout(&self) -> Result<std::time::Duration> {
         let value = self.timeout_s;
         if !(value > 0.0 && value < 1e6) {
             bail!("--timeout-s must be a positive number of seconds, got {value}");
         }
         Ok(std::time::Duration::from_secs_f64(value))
+    }
+
+    fn key(&self) -> Result<SecretKey> {
+        let path = self.key.as_ref().context("--key is required")?;
+        Ok(read_secret_key(path)?)
+    }
+
+    fn known(&self) -> Result<KnownDevices> {
+        let path = match &self.known_devices {
+            Some(path) => path.clone(),
+            None => KnownDevices::default_path()?,
+        };
+        Ok(KnownDevices::load(&path)?)
+    }
+}
+
+/// Which devices a fleet command talks to, and how.
+#[derive(clap::Args)]
+pub struct Targets {
+    /// Device addresses, host or host:port (default port 7878), comma-separated; each must be
+    /// enrolled (`mer devices enroll`).
+    #[arg(long, value_delimiter = ',', required = true)]
+    to: Vec<String>,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+impl Targets {
+    /// Runs `task` with this host's fleet settings.
+    fn with_fleet<T>(&self, task: impl FnOnce(&fleet::Fleet) -> Result<T>) -> Result<T> {
+        let key = self.connection.key()?;
+        let known = self.connection.known()?;
+        task(&fleet::Fleet { key: &key, known: &known, timeout: self.connection.timeout()? })
     }
 }
 
@@ -35,15 +75,13 @@ pub struct PushArgs {
     bundle: PathBuf,
     #[command(flatten)]
     devices: Targets,
-    /// Secret key the devices trust, to sign the activation.
-    #[arg(long)]
-    key: PathBuf,
 }
 
-pub fn push(PushArgs { bundle, devices, key }: PushArgs) -> Result<()> {
+pub fn push(PushArgs { bundle, devices }: PushArgs) -> Result<()> {
     let bytes = std::fs::read(&bundle).with_context(|| format!("reading {}", bundle.display()))?;
-    let outcomes = fleet::push_all(&devices.to, &bytes, &read_secret_key(&key)?, devices.timeout()?)
-        .with_context(|| format!("{} is not a bundle that can be pushed", bundle.display()))?;
+    let outcomes = devices.with_fleet(|fleet| {
+        fleet::push_all(fleet, &devices.to, &bytes).with_context(|| format!("{} is not a bundle that can be pushed", bundle.display()))
+    })?;
     report_outcomes(&outcomes, "pushed")
 }
 
@@ -51,13 +89,10 @@ pub fn push(PushArgs { bundle, devices, key }: PushArgs) -> Result<()> {
 pub struct RollbackArgs {
     #[command(flatten)]
     devices: Targets,
-    /// Secret key the devices trust, to sign the rollback.
-    #[arg(long)]
-    key: PathBuf,
 }
 
-pub fn rollback(RollbackArgs { devices, key }: RollbackArgs) -> Result<()> {
-    let outcomes = fleet::rollback_all(&devices.to, &read_secret_key(&key)?, devices.timeout()?);
+pub fn rollback(RollbackArgs { devices }: RollbackArgs) -> Result<()> {
+    let outcomes = devices.with_fleet(|fleet| Ok(fleet::rollback_all(fleet, &devices.to)))?;
     report_outcomes(&outcomes, "rolled back")
 }
 
@@ -74,7 +109,10 @@ fn report_outcomes(outcomes: &[fleet::Outcome<DeviceStatus>], done: &str) -> Res
 }
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct DevicesArgs {
+    #[command(subcommand)]
+    action: Option<DevicesAction>,
     #[command(flatten)]
     devices: Targets,
     /// One JSON object per device instead of a table.
@@ -82,8 +120,31 @@ pub struct DevicesArgs {
     json: bool,
 }
 
-pub fn devices(DevicesArgs { devices, json }: DevicesArgs) -> Result<()> {
-    let outcomes = fleet::status_all(&devices.to, devices.timeout()?);
+#[derive(Subcommand)]
+enum DevicesAction {
+    /// Meet devices: show the fingerprint of each device's key and record it, so that later
+    /// connections to a device presenting another key are refused. Check the fingerprint
+    /// against `merd key` on the device (or give it with --fingerprint).
+    Enroll {
+        /// Device addresses, host or host:port (default port 7878), comma-separated.
+        #[arg(value_delimiter = ',', required = true)]
+        addresses: Vec<String>,
+        /// Accept only a device key with this fingerprint, as `merd key` prints it (one device).
+        #[arg(long)]
+        fingerprint: Option<String>,
+        /// Record the key even when another one is enrolled for the address (a reinstalled device).
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+pub fn devices(DevicesArgs { action, devices, json }: DevicesArgs) -> Result<()> {
+    if let Some(DevicesAction::Enroll { addresses, fingerprint, replace, connection }) = action {
+        return enroll(&addresses, fingerprint.as_deref(), replace, &connection);
+    }
+    let outcomes = devices.with_fleet(|fleet| Ok(fleet::status_all(fleet, &devices.to)))?;
     for outcome in &outcomes {
         if json {
             let value = match &outcome.result {
@@ -97,7 +158,60 @@ pub fn devices(DevicesArgs { devices, json }: DevicesArgs) -> Result<()> {
     }
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
     if failed > 0 {
-        bail!("{failed} of {} devices did not answer", outcomes.len());
+        bail!("{failed} of {} devices did not report their status", outcomes.len());
+    }
+    Ok(())
+}
+
+/// Meets each device and records its key; a different key already recorded is kept unless
+/// `replace`. Prints one line per device.
+fn enroll(addresses: &[String], fingerprint: Option<&str>, replace: bool, connection: &Connection) -> Result<()> {
+    if fingerprint.is_some() && addresses.len() > 1 {
+        bail!("--fingerprint names one device's key; enrol the devices one at a time");
+    }
+    let key = connection.key()?;
+    let mut known = connection.known()?;
+    let met = fleet::meet_all(addresses, &key, fingerprint, connection.timeout()?);
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+    let now = now.unwrap_or_default();
+    let mut failed = 0;
+    for outcome in &met {
+        let address = &outcome.address;
+        let line = match &outcome.result {
+            Ok(device) => {
+                let fingerprint = device.key.fingerprint();
+                let before = known.key(address).ok();
+                match before {
+                    Some(before) if before == device.key => format!("already enrolled  {}  key {fingerprint}", device.name),
+                    Some(before) if !replace => {
+                        failed += 1;
+                        format!(
+                            "REFUSED  presents key {fingerprint}, but {} is enrolled for it; if the device was reinstalled, \
+                             compare `merd key` on it and run again with --replace",
+                            before.fingerprint()
+                        )
+                    }
+                    _ => {
+                        known.insert(address, device.key, &device.name, now.clone());
+                        let what = if before.is_some() { "re-enrolled" } else { "enrolled" };
+                        format!("{what}  {}  key {fingerprint}", device.name)
+                    }
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                format!("FAILED  {e}")
+            }
+        };
+        println!("{address:<22} {line}");
+    }
+    known.save()?;
+    println!("enrolled devices are kept in {}", known.path().display());
+    if failed > 0 {
+        bail!("{failed} of {} devices were not enrolled", addresses.len());
     }
     Ok(())
 }
