@@ -292,6 +292,19 @@ impl DaemonConfig {
             if push.max_sessions == 0 {
                 return Err("push.max_sessions must be at least 1".into());
             }
+            if !(push.probation_s >= 0.0 && push.probation_s.is_finite()) {
+                return Err(format!("push.probation_s must be 0 (no probation) or a number of seconds, got {}", push.probation_s));
+            }
+            if push.probation_s > 0.0 {
+                if push.keep == 0 {
+                    return Err("push.keep = 0 leaves no model to return to when a new one fails its probation: keep at least 1, \
+                                or set push.probation_s = 0"
+                        .into());
+                }
+                if !(push.max_window_ms > 0.0 && push.max_window_ms.is_finite()) {
+                    return Err(format!("push.max_window_ms must be a positive number of milliseconds, got {}", push.max_window_ms));
+                }
+            }
         }
         Ok(())
     }
@@ -423,6 +436,8 @@ mod tests {
                 format!("{with_keys}\n[push]\nlisten = \"127.0.0.1:0\"\nstore = \"models\"\nsession_s = 0"),
                 "push.session_s must be a positive",
             ),
+            (format!("{with_keys}\n[push]\nlisten = \"127.0.0.1:0\"\nstore = \"models\"\nkeep = 0"), "push.keep = 0"),
+            (format!("{with_keys}\n[push]\nlisten = \"127.0.0.1:0\"\nstore = \"models\"\nmax_window_ms = -1"), "push.max_window_ms"),
             (base.replace("[model]", "[face.detect]\nsmoothing = 0.5\n[model]"), "not both"),
             (base.replace("roi = [10, 10, 100, 120]", "[face.detect]\nsmoothing = 2.0"), "face.detect"),
             (camera.replace("\"mjpeg\"", "\"h264\""), "h264"),

@@ -16,6 +16,7 @@ use tracing::warn;
 use crate::deadline::Deadline;
 
 use mer_shared::event::Event;
+use mer_shared::push::ProbationReport;
 use mer_shared::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +58,9 @@ pub struct StatusReport {
     pub log_bytes: u64,
     #[serde(default)]
     pub log_files: u64,
+    /// A new model's probation in progress, else how the last one ended.
+    #[serde(default)]
+    pub probation: Option<ProbationReport>,
 }
 
 impl StatusReport {

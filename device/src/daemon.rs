@@ -18,7 +18,7 @@ use crate::control::{ControlSocket, SharedStatus, update};
 use crate::face::FaceState;
 use crate::gpio::{BoardLed, BoardTrigger};
 use crate::pipeline::{ModelChannel, Pipeline, Stats, WorkerReport};
-use crate::push_server::ModelSwitch;
+use crate::push_server::{ModelSwitch, PushServer};
 use crate::repeats::RepeatFilter;
 use crate::service::ServiceManager;
 use crate::source::FrameSource;
@@ -35,6 +35,8 @@ pub struct Peripherals {
     pub trigger_window_s: f32,
     /// Raised (by a signal) to end the run: queued windows are still classified and logged.
     pub stop: Option<Arc<AtomicBool>>,
+    /// The push listener, whose probation of a new model the loop serves.
+    pub push: Option<PushServer>,
 }
 
 impl Peripherals {
@@ -56,7 +58,7 @@ impl Peripherals {
             ),
             None => None,
         };
-        Ok(Peripherals { led, trigger, control, status, trigger_window_s: config.trigger.window_s, stop: None })
+        Ok(Peripherals { led, trigger, control, status, trigger_window_s: config.trigger.window_s, stop: None, push: None })
     }
 
     /// The trigger button or `merd trigger`, whichever asked.
@@ -171,6 +173,12 @@ pub fn drive(
         if peripherals.triggered(now) && !pipeline.trigger(peripherals.trigger_window_s) {
             info!("trigger ignored: no frames buffered yet");
         }
+        if let Some(push) = &peripherals.push
+            && push.watch_probation(now)
+            && pipeline.probation_window(peripherals.trigger_window_s)
+        {
+            push.window_asked(now);
+        }
         while let Ok(event) = events.try_recv() {
             peripherals.on_event(&event, now);
             on_event(&event);
@@ -192,6 +200,7 @@ pub fn drive(
                 let fps = (stats.frames - rate_frames) as f64 / elapsed;
                 (rate_since, rate_frames) = (now, stats.frames);
                 let refresh_log_use = log_checked.is_none_or(|at| now.duration_since(at) >= LOG_USAGE_EVERY);
+                let probation = peripherals.push.as_ref().and_then(PushServer::probation_report);
                 if refresh_log_use {
                     log_checked = Some(now);
                 }
@@ -205,6 +214,7 @@ pub fn drive(
                     s.dropped_windows = stats.dropped_windows;
                     s.faceless_frames = stats.faceless_frames;
                     s.face = face.to_string();
+                    s.probation = probation;
                     if refresh_log_use {
                         (s.log_bytes, s.log_files) = disk_use(&s.log_dir);
                     }

@@ -13,6 +13,7 @@ pub mod face;
 pub mod gpio;
 pub mod model_store;
 pub mod pipeline;
+pub mod probation;
 pub mod push_server;
 pub mod repeats;
 pub mod service;

@@ -365,6 +365,10 @@ fn run(config_path: &Path) -> Result<()> {
         let switch = PipelineSwitch { models: pipeline.model_switch(), status: peripherals.status.clone(), store_dir: model_path };
         let server = listener.serve(store, trusted_keys(&config.model.public_keys)?, Arc::new(switch))?;
         info!("listening for model pushes on {}", server.address());
+        if let Some(observer) = server.window_observer() {
+            pipeline.observe(observer);
+        }
+        peripherals.push = Some(server);
     }
     let (stats, report, seconds) = drive(&mut source, pipeline, rx, &mut peripherals, print_event)?;
     summary(&stats, &report, seconds);

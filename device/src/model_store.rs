@@ -2,7 +2,8 @@
 //! progress.
 //!
 //! ```text
-//! DIR/state.json         {"active": "<sha256>", "previous": ["<sha256>", ...]}  (newest first)
+//! DIR/state.json         {"active": "<sha256>", "previous": ["<sha256>", ...],  (newest first)
+//!                         "probation": {...}, "last_probation": {...}}
 //! DIR/<sha256>.merb      complete bundles: the active one and those kept for rollback
 //! DIR/staging/<sha256>.part   uploads, complete or not
 //! ```
@@ -41,6 +42,34 @@ pub struct State {
     pub active: Option<String>,
     /// Earlier active models, newest first.
     pub previous: Vec<String>,
+    /// The active model is on probation since this time: found at a start, the device stopped
+    /// before the model passed, and the model before it runs instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probation: Option<Trial>,
+    /// How the last probation ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_probation: Option<ProbationRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trial {
+    pub model: String,
+    pub version: String,
+    pub since_unix_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbationRecord {
+    pub model: String,
+    pub version: String,
+    pub passed: bool,
+    /// Why it failed; empty when it passed.
+    pub reason: String,
+    pub at_unix_ms: i64,
+}
+
+pub fn unix_ms_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Points in an activation where a test can stop it, as a crash there would.
@@ -137,8 +166,14 @@ impl ModelStore {
     }
 
     /// The active model, falling back to earlier ones if it no longer verifies. `None` when the
-    /// store has none that does.
+    /// store has none that does. A model still on probation (the device stopped before it
+    /// passed) is failed first, so the one before it runs.
     pub fn load_active(&mut self) -> Result<Option<Verified>> {
+        if self.state.probation.as_ref().is_some_and(|t| Some(&t.model) == self.state.active.as_ref()) {
+            let model = self.state.active.clone().unwrap_or_default();
+            warn!("the model {model} was still on probation when merd stopped; going back to the one before it");
+            self.end_probation(Err("merd stopped before the probation was over (killed, crashed or powered off)".into()))?;
+        }
         let candidates: Vec<String> = self.state.active.iter().chain(&self.state.previous).cloned().collect();
         for (i, hex) in candidates.iter().enumerate() {
             let verified = parse_digest(hex).and_then(|d| self.verify(&d));
@@ -146,7 +181,8 @@ impl ModelStore {
                 Ok(v) => {
                     if i > 0 {
                         warn!("using the earlier model {} instead", v.info.version);
-                        self.write_state(State { active: Some(hex.clone()), previous: candidates[i + 1..].to_vec() })?;
+                        let previous = candidates[i + 1..].to_vec();
+                        self.write_state(State { active: Some(hex.clone()), previous, probation: None, ..self.state.clone() })?;
                     }
                     return Ok(Some(v));
                 }
@@ -158,6 +194,17 @@ impl ModelStore {
 
     /// Makes a verified bundle the active model; the active one becomes the newest previous.
     pub fn activate(&mut self, sha256: &Digest) -> Result<&State> {
+        self.activate_as(sha256, None)
+    }
+
+    /// [`ModelStore::activate`], with the new model on probation in the same step. A model
+    /// still on probation is not kept to return to: the one that passed before it is.
+    pub fn activate_on_probation(&mut self, sha256: &Digest, version: &str) -> Result<&State> {
+        self.activate_as(sha256, Some(version))
+    }
+
+    /// With a version, on probation.
+    fn activate_as(&mut self, sha256: &Digest, probation_of: Option<&str>) -> Result<&State> {
         let hex = digest_hex(sha256);
         if self.state.active.as_deref() == Some(hex.as_str()) {
             return Ok(&self.state);
@@ -170,21 +217,60 @@ impl ModelStore {
             sync_dir(&self.dir)?;
         }
         self.crash_point_after(Step::BundleInPlace)?;
-        let mut previous: Vec<String> = self.state.active.iter().chain(&self.state.previous).filter(|p| **p != hex).cloned().collect();
+        let unproven = self.state.probation.as_ref().map(|t| t.model.clone());
+        let mut previous: Vec<String> =
+            self.state.active.iter().chain(&self.state.previous).filter(|p| **p != hex && Some(*p) != unproven.as_ref()).cloned().collect();
         previous.truncate(self.keep);
-        self.write_state(State { active: Some(hex), previous })?;
+        let probation =
+            probation_of.map(|version| Trial { model: hex.clone(), version: version.to_string(), since_unix_ms: unix_ms_now() });
+        self.write_state(State { active: Some(hex), previous, probation, ..self.state.clone() })?;
         self.prune()?;
         Ok(&self.state)
     }
 
-    /// Makes the newest previous model active again; the current one is dropped from the history.
+    /// Makes the newest previous model active again; the current one is dropped from the history
+    /// (and its probation, if it was on one, ends as failed by command).
     pub fn rollback(&mut self) -> Result<(Digest, &State)> {
+        self.go_back("rolled back by command".into())
+    }
+
+    /// Ends the active model's probation: kept when it passed, else replaced by the model before
+    /// it. Returns the model that runs now.
+    pub fn end_probation(&mut self, outcome: std::result::Result<(), String>) -> Result<Digest> {
+        let Some(trial) = self.state.probation.clone() else {
+            return Err(Error::Push("no model is on probation".into()));
+        };
+        match outcome {
+            Ok(()) => {
+                let record = ProbationRecord {
+                    model: trial.model.clone(),
+                    version: trial.version,
+                    passed: true,
+                    reason: String::new(),
+                    at_unix_ms: unix_ms_now(),
+                };
+                self.write_state(State { probation: None, last_probation: Some(record), ..self.state.clone() })?;
+                parse_digest(&trial.model)
+            }
+            Err(reason) => Ok(self.go_back(reason)?.0),
+        }
+    }
+
+    fn go_back(&mut self, reason: String) -> Result<(Digest, &State)> {
         let Some(target) = self.state.previous.first().cloned() else {
             return Err(Error::Push("there is no earlier model to go back to".into()));
         };
         let digest = parse_digest(&target)?;
         let previous = self.state.previous[1..].to_vec();
-        self.write_state(State { active: Some(target), previous })?;
+        let ended = self.state.probation.as_ref().map(|t| ProbationRecord {
+            model: t.model.clone(),
+            version: t.version.clone(),
+            passed: false,
+            reason,
+            at_unix_ms: unix_ms_now(),
+        });
+        let last_probation = ended.or_else(|| self.state.last_probation.clone());
+        self.write_state(State { active: Some(target), previous, probation: None, last_probation })?;
         self.prune()?;
         Ok((digest, &self.state))
     }

@@ -7,10 +7,13 @@
 //! `mer_shared::input::input_from_faces`: the two steps of `model_input`, which `mer prepare`
 //! and `merd classify-clip` run on the same frames, so a window's input is bit for bit the
 //! training input of the same frames and box.
+//!
+//! A model on probation is told about every window it classifies ([`Pipeline::observe`]), and
+//! may ask for windows of its own ([`Pipeline::probation_window`]), which are never logged.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tracing::{debug, warn};
@@ -25,6 +28,7 @@ use serde::Serialize;
 use crate::event_log::EventLog;
 use crate::face::FaceState;
 pub use crate::face::{FaceSetting, Roi};
+use crate::probation::WindowObserver;
 use crate::repeats::RepeatFilter;
 use crate::source::Frame;
 use crate::spot_stream::SpotStream;
@@ -169,7 +173,12 @@ struct Job {
     apex: Crop,
     offset: Crop,
     chosen: Instant,
+    /// A probation check: observed, never logged.
+    check: bool,
 }
+
+/// Who hears about every classified window, once set.
+type ObserverSlot = Arc<OnceLock<Arc<dyn WindowObserver>>>;
 
 /// What the classifier worker did, returned when the pipeline finishes.
 #[derive(Debug, Default)]
@@ -192,6 +201,7 @@ pub struct Pipeline {
     /// Models pushed while running, taken by the worker before its next window.
     models: ModelChannel,
     worker: Option<JoinHandle<WorkerReport>>,
+    observer: ObserverSlot,
     stats: Stats,
 }
 
@@ -209,9 +219,11 @@ impl Pipeline {
         let (models, new_models) = channel();
         let models = ModelChannel { models, crop_spec: Arc::new(Mutex::new(Arc::new(classifier.manifest().input.clone()))) };
         let flow_threads = config.flow_threads;
+        let observer = ObserverSlot::default();
+        let observes = Arc::clone(&observer);
         let worker = std::thread::Builder::new()
             .name("classifier".into())
-            .spawn(move || classify_jobs(rx, classifier, new_models, flow_threads, log, events))
+            .spawn(move || classify_jobs(rx, classifier, new_models, flow_threads, log, events, observes))
             .map_err(|e| Error::InvalidArgument(format!("cannot start the classifier thread: {e}")))?;
         Ok(Pipeline {
             ring: CropRing::new(capacity),
@@ -219,9 +231,15 @@ impl Pipeline {
             jobs: Some(tx),
             models,
             worker: Some(worker),
+            observer,
             stats: Stats::default(),
             config,
         })
+    }
+
+    /// Tells `observer` about every window classified from now on (set once).
+    pub fn observe(&self, observer: Arc<dyn WindowObserver>) {
+        let _ = self.observer.set(observer);
     }
 
     /// Hands new models to the running pipeline: capture never waits for a model change.
@@ -266,21 +284,53 @@ impl Pipeline {
     /// from the onset. The window never reaches back past a move of the face box (one box per
     /// window, as in training). Returns false when fewer than three such frames are buffered.
     pub fn trigger(&mut self, window_s: f32) -> bool {
-        let Some(newest) = self.ring.newest().map(|c| c.seq) else { return false };
+        let Some((onset, apex, offset)) = self.last_window(window_s) else { return false };
+        self.stats.triggered += 1;
+        self.submit(EventSource::Triggered, onset, apex, offset);
+        true
+    }
+
+    /// A window for the probation of a new model, never logged: the last `window_s` seconds of
+    /// live frames as the trigger takes them, or a built-in synthetic clip when too few frames
+    /// are buffered (no face in view). False when the classifier is too far behind to take it.
+    pub fn probation_window(&mut self, window_s: f32) -> bool {
+        let keys = self.last_window(window_s);
+        let crops = match keys {
+            Some((onset, apex, offset)) => [onset, apex, offset].map(|seq| self.ring.get(seq).cloned()),
+            None => [None, None, None],
+        };
+        let job = match crops {
+            [Some(onset), Some(apex), Some(offset)] => {
+                Job { source: EventSource::Triggered, onset, apex, offset, chosen: Instant::now(), check: true }
+            }
+            _ => match synthetic_check(self.models.crop_spec()) {
+                Ok(job) => job,
+                Err(e) => {
+                    warn!("cannot make the synthetic probation window: {e}");
+                    return false;
+                }
+            },
+        };
+        let sent = self.jobs.as_ref().is_some_and(|tx| tx.try_send(Box::new(job)).is_ok());
+        debug!("probation window {}", if sent { "queued" } else { "dropped: the classifier is behind" });
+        sent
+    }
+
+    /// (onset, apex, offset) of the last `window_s` seconds; see [`Pipeline::trigger`].
+    fn last_window(&self, window_s: f32) -> Option<(usize, usize, usize)> {
+        let newest = self.ring.newest()?.seq;
         let span = ((window_s * self.config.fps).round() as usize).clamp(2, self.ring.len().saturating_sub(1).max(2));
         let span = span.min(newest.saturating_sub(self.stream.spotting_base()));
         if span < 2 {
-            return false;
+            return None;
         }
-        let Some(onset) = newest.checked_sub(span) else { return false };
-        let Some(first) = self.ring.get(onset) else { return false };
+        let onset = newest.checked_sub(span)?;
+        let first = self.ring.get(onset)?;
         let apex = (onset + 1..newest)
             .filter_map(|s| self.ring.get(s).map(|c| (s, mean_abs_difference(&first.image, &c.image))))
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map_or(onset + span / 2, |(s, _)| s);
-        self.stats.triggered += 1;
-        self.submit(EventSource::Triggered, onset, apex, newest);
-        true
+        Some((onset, apex, newest))
     }
 
     /// Classifies the window whose key frames are the source's frames `keys` (by frame number),
@@ -305,7 +355,7 @@ impl Pipeline {
             self.stats.dropped_windows += 1;
             return;
         };
-        let job = Box::new(Job { source, onset: o.clone(), apex: a.clone(), offset: f.clone(), chosen: Instant::now() });
+        let job = Box::new(Job { source, onset: o.clone(), apex: a.clone(), offset: f.clone(), chosen: Instant::now(), check: false });
         let sent = self.jobs.as_ref().is_some_and(|tx| tx.try_send(job).is_ok());
         if sent {
             debug!("{source:?} window {onset}–{offset} queued for classification");
@@ -348,6 +398,28 @@ impl ModelChannel {
     }
 }
 
+/// A probation window from a synthetic face (the first sample of the synthetic CASME II
+/// layout), cut whole for `spec`: it exercises the model's preprocessing and inference on this
+/// board when the room offers no face.
+fn synthetic_check(spec: Arc<InputSpec>) -> Result<Job> {
+    use mer_shared::synth::casme2::{Casme2Options, sample_scene};
+    let (scene, sample) = sample_scene(&Casme2Options::default(), 0, 0);
+    let now = Instant::now();
+    let wall_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let crop = |frame: usize| -> Result<Crop> {
+        let image = face_crop(&spec, &scene.render(frame), None)?;
+        Ok(Crop { seq: 0, frame: frame as u64, timestamp: 0.0, arrived: now, wall_ms, image, spec: Arc::clone(&spec) })
+    };
+    Ok(Job {
+        source: EventSource::Triggered,
+        onset: crop(sample.onset_frame)?,
+        apex: crop(sample.apex_frame)?,
+        offset: crop(sample.offset_frame)?,
+        chosen: now,
+        check: true,
+    })
+}
+
 /// Whether faces cut for `a` are the faces `b` needs.
 fn same_face_crops(a: &InputSpec, b: &InputSpec) -> bool {
     (a.face_size, a.face_resize, a.face_quantisation) == (b.face_size, b.face_resize, b.face_quantisation)
@@ -379,7 +451,13 @@ fn classify_jobs(
     flow_threads: usize,
     mut log: impl EventSink,
     events: std::sync::mpsc::Sender<Event>,
+    observer: ObserverSlot,
 ) -> WorkerReport {
+    let observe = |version: &str, outcome: std::result::Result<f64, String>| {
+        if let Some(observer) = observer.get() {
+            observer.classified(version, outcome);
+        }
+    };
     let mut report = WorkerReport::default();
     let mut unlogged: VecDeque<Event> = VecDeque::new();
     for job in jobs {
@@ -393,9 +471,11 @@ fn classify_jobs(
             continue;
         }
         let started = Instant::now();
+        let version = classifier.manifest().version.clone();
         let input = match input_from_faces(spec, &job.onset.image, &job.apex.image, Some(&job.offset.image), flow_threads) {
             Ok(input) => input,
             Err(e) => {
+                observe(&version, Err(format!("preprocessing: {e}")));
                 report.fail(format!("preprocessing the window at {:.3} s: {e}", job.apex.timestamp));
                 continue;
             }
@@ -404,11 +484,17 @@ fn classify_jobs(
         let result = match classifier.classify(&input.data, 1) {
             Ok(r) => r,
             Err(e) => {
+                observe(&version, Err(format!("inference: {e}")));
                 report.fail(format!("classifying the window at {:.3} s: {e}", job.apex.timestamp));
                 continue;
             }
         };
         let inferred = Instant::now();
+        observe(&version, Ok(millis(started, inferred) as f64));
+        if job.check {
+            debug!("probation window classified by {version} in {:.1} ms", millis(started, inferred));
+            continue;
+        }
         let probabilities = result.probabilities.into_iter().next().unwrap_or_default();
         let best = probabilities.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
         let event = Event {

@@ -22,21 +22,22 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use mer_shared::bundle::PublicKey;
 use mer_shared::classifier::Classifier;
 use mer_shared::push::channel::{self, Channel, DeviceKey, DevicePublicKey};
 use mer_shared::push::frame::FrameError;
 use mer_shared::push::{
-    Action, DeviceStatus, Digest, Health, MAX_FRAME_BYTES, ModelInfo, Nonce, Request, Response, SignedCommand, digest_hex,
-    verify_authentication,
+    Action, DeviceStatus, Digest, Health, MAX_FRAME_BYTES, ModelInfo, Nonce, ProbationReport, ProbationState, Request, Response,
+    SignedCommand, digest_hex, verify_authentication,
 };
 use mer_shared::{Error, Result};
 use serde::Deserialize;
 
 use crate::deadline::{Deadline, clamped_seconds};
 use crate::model_store::{ModelStore, Verified};
+use crate::probation::{Probation, ProbationSettings, Verdict, WindowObserver};
 
 /// Connections allowed in their handshake at once, per session slot (management included).
 pub const HANDSHAKES_PER_SLOT: usize = 2;
@@ -73,12 +74,40 @@ pub struct PushSettings {
     pub max_sessions: usize,
     /// The name `mer devices` shows (default: the host name).
     pub name: Option<String>,
+    /// A newly activated model is on probation this long (0: no probation) ...
+    #[serde(default = "default_probation_s")]
+    pub probation_s: f64,
+    /// ... and until it has classified this many windows (spotted, or asked for by the device).
+    #[serde(default = "default_probation_windows")]
+    pub probation_windows: u32,
+    /// A window on probation whose flows and inference take longer fails the model.
+    #[serde(default = "default_max_window_ms")]
+    pub max_window_ms: f64,
 }
 
 impl PushSettings {
     pub fn key_path(&self) -> PathBuf {
         self.key.clone().unwrap_or_else(|| self.store.join("device.key"))
     }
+
+    /// `None` when probation is off.
+    pub fn probation(&self) -> Option<ProbationSettings> {
+        (self.probation_s > 0.0).then_some(ProbationSettings {
+            seconds: self.probation_s,
+            windows: self.probation_windows,
+            max_window_ms: self.max_window_ms,
+        })
+    }
+}
+
+fn default_probation_s() -> f64 {
+    300.0
+}
+fn default_probation_windows() -> u32 {
+    3
+}
+fn default_max_window_ms() -> f64 {
+    2000.0
 }
 
 fn default_keep() -> usize {
@@ -117,6 +146,7 @@ struct Shared {
     /// Connections still in their handshake.
     handshakes: AtomicUsize,
     switch: Arc<dyn ModelSwitch>,
+    probation: Option<Arc<Probation>>,
     device: String,
     max_bundle_bytes: u64,
     max_sessions: usize,
@@ -177,6 +207,7 @@ impl Drop for HandshakeGuard {
 pub struct PushServer {
     address: SocketAddr,
     key: DevicePublicKey,
+    shared: Arc<Shared>,
 }
 
 impl PushServer {
@@ -201,6 +232,50 @@ impl PushServer {
     pub fn device_key(&self) -> DevicePublicKey {
         self.key
     }
+
+    /// What the classifier worker tells about each window, for the probation (`None` when off).
+    pub fn window_observer(&self) -> Option<Arc<dyn WindowObserver>> {
+        self.shared.probation.clone().map(|p| p as Arc<dyn WindowObserver>)
+    }
+
+    /// Settles a probation that is over, returning to the model before a failed one; true when
+    /// the probation wants a window classified now (then call [`PushServer::window_asked`] once
+    /// one is submitted).
+    pub fn watch_probation(&self, now: Instant) -> bool {
+        let Some(probation) = &self.shared.probation else { return false };
+        match probation.poll(now) {
+            None => false,
+            Some(Verdict::Pending { want_window }) => want_window,
+            Some(Verdict::Passed { version, windows, .. }) => {
+                let mut store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
+                match store.end_probation(Ok(())) {
+                    Ok(_) => info!("model {version} passed its probation ({windows} windows)"),
+                    Err(e) => warn!("model {version} passed its probation, but the store could not record it: {e}"),
+                }
+                false
+            }
+            Some(Verdict::Failed { version, reason, .. }) => {
+                let mut store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
+                match restore_after_failed_probation(&mut store, &self.shared, reason.clone()) {
+                    Ok(restored) => warn!("model {version} failed its probation ({reason}); back on {restored}"),
+                    Err(e) => error!("model {version} failed its probation ({reason}), and the model before it cannot run: {e}"),
+                }
+                false
+            }
+        }
+    }
+
+    pub fn window_asked(&self, now: Instant) {
+        if let Some(probation) = &self.shared.probation {
+            probation.window_asked(now);
+        }
+    }
+
+    /// What `mer devices` shows of the probation.
+    pub fn probation_report(&self) -> Option<ProbationReport> {
+        let store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
+        probation_report(&store, &self.shared)
+    }
 }
 
 /// A bound push address, not yet serving.
@@ -224,7 +299,7 @@ impl PushListener {
         let device = settings.name.clone().unwrap_or_else(host_name);
         let max_sessions = settings.max_sessions.max(1);
         let timeout = clamped_seconds(settings.timeout_s);
-        let shared = Arc::new(Shared {
+        let shared: Arc<Shared> = Arc::new(Shared {
             store: Mutex::new(store),
             trusted,
             key,
@@ -233,6 +308,7 @@ impl PushListener {
             management: AtomicBool::new(false),
             handshakes: AtomicUsize::new(0),
             switch,
+            probation: settings.probation().map(|p| Arc::new(Probation::new(p))),
             device,
             max_bundle_bytes: settings.max_bundle_mb << 20,
             max_sessions,
@@ -241,9 +317,11 @@ impl PushListener {
             session: clamped_seconds(settings.session_s),
             handshake: timeout.min(HANDSHAKE),
         });
+        let serving = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("push".into())
             .spawn(move || {
+                let shared = serving;
                 for stream in listener.incoming().flatten() {
                     let below_limit = |n: usize| (n < shared.max_handshakes).then_some(n + 1);
                     if shared.handshakes.fetch_update(Ordering::SeqCst, Ordering::SeqCst, below_limit).is_err() {
@@ -256,7 +334,7 @@ impl PushListener {
                 }
             })
             .map_err(|e| Error::InvalidArgument(format!("cannot start the push thread: {e}")))?;
-        Ok(PushServer { address, key: public })
+        Ok(PushServer { address, key: public, shared })
     }
 }
 
@@ -545,7 +623,15 @@ fn activate(store: &mut ModelStore, shared: &Shared, sha256: &Digest, checked: O
     if store.state().active.as_deref() == Some(verified.info.sha256.as_str()) {
         return Ok(verified.info.version);
     }
-    store.activate(sha256)?;
+    match &shared.probation {
+        Some(probation) => {
+            store.activate_on_probation(sha256, &verified.info.version)?;
+            probation.begin(&verified.info.sha256, &verified.info.version, Instant::now());
+        }
+        None => {
+            store.activate(sha256)?;
+        }
+    }
     shared.switch.switch(verified.classifier);
     Ok(verified.info.version)
 }
@@ -554,8 +640,44 @@ fn rollback(store: &mut ModelStore, shared: &Shared) -> Result<String> {
     let target = store.state().previous.first().cloned().ok_or_else(|| Error::Push("there is no earlier model to go back to".into()))?;
     let verified = store.verify(&mer_shared::push::parse_digest(&target)?)?;
     store.rollback()?;
+    if let Some(probation) = &shared.probation {
+        probation.cancel();
+    }
     shared.switch.switch(verified.classifier);
     Ok(verified.info.version)
+}
+
+/// Puts the model before the failed one back in the store and in the pipeline; returns its
+/// version.
+fn restore_after_failed_probation(store: &mut ModelStore, shared: &Shared, reason: String) -> Result<String> {
+    let target = store.state().previous.first().cloned().ok_or_else(|| Error::Push("there is no earlier model to go back to".into()))?;
+    let verified = store.verify(&mer_shared::push::parse_digest(&target)?)?;
+    store.end_probation(Err(reason))?;
+    shared.switch.switch(verified.classifier);
+    Ok(verified.info.version)
+}
+
+fn probation_report(store: &ModelStore, shared: &Shared) -> Option<ProbationReport> {
+    if let Some(running) = shared.probation.as_ref().and_then(|p| p.running(Instant::now())) {
+        return Some(ProbationReport {
+            version: running.version,
+            sha256: running.sha256,
+            state: ProbationState::Running,
+            windows: running.windows,
+            seconds_left: running.seconds_left,
+            reason: String::new(),
+            at_unix_ms: 0,
+        });
+    }
+    store.state().last_probation.as_ref().map(|last| ProbationReport {
+        version: last.version.clone(),
+        sha256: last.model.clone(),
+        state: if last.passed { ProbationState::Passed } else { ProbationState::Failed },
+        windows: 0,
+        seconds_left: 0.0,
+        reason: last.reason.clone(),
+        at_unix_ms: last.at_unix_ms,
+    })
 }
 
 fn describe(store: &ModelStore, shared: &Shared) -> DeviceStatus {
@@ -566,6 +688,7 @@ fn describe(store: &ModelStore, shared: &Shared) -> DeviceStatus {
         active: state.active.as_ref().and_then(info),
         previous: state.previous.iter().filter_map(info).collect(),
         health: shared.switch.health(),
+        probation: probation_report(store, shared),
     }
 }
 

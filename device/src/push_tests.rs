@@ -18,7 +18,9 @@ use mer_shared::manifest::InputProvenance;
 use mer_shared::push::channel::{self, Channel, DevicePublicKey};
 use mer_shared::push::client::{Client, Credentials, Expect, push};
 use mer_shared::push::frame::{self, FrameError};
-use mer_shared::push::{Action, CHUNK_BYTES, Health, MAX_FRAME_BYTES, Nonce, Request, Response, SignedCommand, authenticate};
+use mer_shared::push::{
+    Action, CHUNK_BYTES, Health, MAX_FRAME_BYTES, Nonce, ProbationState, Request, Response, SignedCommand, authenticate,
+};
 use mer_shared::{Error, Result};
 
 use crate::event_log::{EventLog, FsyncPolicy, LogConfig, read_events};
@@ -46,6 +48,7 @@ struct TestDevice {
     dir: tempfile::TempDir,
     address: String,
     key: DevicePublicKey,
+    server: PushServer,
     switch: Arc<RecordingSwitch>,
     stop_logging: Arc<AtomicBool>,
     logger: JoinHandle<u64>,
@@ -62,6 +65,10 @@ fn settings(dir: &Path, timeout_s: f64) -> PushSettings {
         session_s: 3600.0,
         max_sessions: 8,
         name: Some("room-1".into()),
+        // Probation has tests of its own below; here a push is final once activated.
+        probation_s: 0.0,
+        probation_windows: 3,
+        max_window_ms: 2000.0,
     }
 }
 
@@ -94,7 +101,7 @@ fn device_with(change: impl FnOnce(&mut PushSettings)) -> TestDevice {
         }
         written
     });
-    TestDevice { address: server.address().to_string(), key: server.device_key(), dir, switch, stop_logging, logger }
+    TestDevice { address: server.address().to_string(), key: server.device_key(), server, dir, switch, stop_logging, logger }
 }
 
 fn event(i: u64) -> Event {
@@ -841,4 +848,74 @@ fn a_push_over_a_breaking_network_reconnects_and_resumes() {
     let resumed: Vec<u64> = offsets.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
     assert_eq!(resumed, [CHUNK_BYTES as u64, 2 * CHUNK_BYTES as u64], "{offsets:?}");
     assert_eq!(device.finish().1, "v1");
+}
+
+/// A device whose new models are on probation for `seconds` and `windows` windows.
+fn probation_device(seconds: f64, windows: u32) -> TestDevice {
+    device_with(|s| {
+        s.probation_s = seconds;
+        s.probation_windows = windows;
+        s.max_window_ms = 100.0;
+    })
+}
+
+#[test]
+fn a_model_that_fails_its_probation_returns_to_the_one_before_by_itself() {
+    let device = probation_device(60.0, 2);
+    let pushed = push_to(&device, &bundle("v1", &site_key())).unwrap();
+    let probation = pushed.status.probation.unwrap();
+    assert_eq!((probation.version.as_str(), probation.state), ("v1", ProbationState::Running));
+    let observer = device.server.window_observer().unwrap();
+    observer.classified("v1", Ok(20.0));
+    // Nothing decided yet: the time is not served.
+    assert!(!device.server.watch_probation(Instant::now()));
+    assert_eq!(device.connect().unwrap().status().unwrap().active.unwrap().version, "v1");
+    // A window far slower than max_window_ms: back on v0 with no command from the host.
+    observer.classified("v1", Ok(450.0));
+    device.server.watch_probation(Instant::now());
+    let status = device.connect().unwrap().status().unwrap();
+    assert_eq!(status.active.unwrap().version, "v0");
+    assert!(status.previous.is_empty(), "the failed model is not kept to return to");
+    let probation = status.probation.unwrap();
+    assert_eq!((probation.version.as_str(), probation.state), ("v1", ProbationState::Failed));
+    assert!(probation.reason.contains("450 ms"), "{}", probation.reason);
+    assert_eq!(device.switched(), ["v1", "v0"]);
+    let (state, running) = device.finish();
+    assert_eq!(running, "v0");
+    assert!(state.probation.is_none() && !state.last_probation.unwrap().passed);
+}
+
+#[test]
+fn a_restart_during_probation_comes_back_on_the_last_model_that_passed() {
+    let device = probation_device(0.3, 1);
+    push_to(&device, &bundle("v1", &site_key())).unwrap();
+    device.server.window_observer().unwrap().classified("v1", Ok(20.0));
+    std::thread::sleep(Duration::from_millis(350));
+    device.server.watch_probation(Instant::now());
+    let probation = device.connect().unwrap().status().unwrap().probation.unwrap();
+    assert_eq!((probation.version.as_str(), probation.state), ("v1", ProbationState::Passed));
+
+    // v2 on probation, replaced by v3 before it passed: v2 is not kept to return to.
+    push_to(&device, &bundle("v2", &site_key())).unwrap();
+    let status = push_to(&device, &bundle("v3", &site_key())).unwrap().status;
+    let kept: Vec<String> = status.previous.iter().map(|m| m.version.clone()).collect();
+    assert_eq!(kept, ["v1", "v0"]);
+    // Killed now: the next start fails v3's probation and runs v1, the last model that passed.
+    let (state, running) = device.finish();
+    assert_eq!(running, "v1");
+    let last = state.last_probation.unwrap();
+    assert_eq!((last.version.as_str(), last.passed), ("v3", false));
+    assert!(last.reason.contains("stopped before the probation was over"), "{}", last.reason);
+}
+
+#[test]
+fn a_rollback_during_probation_ends_it() {
+    let device = probation_device(60.0, 1);
+    push_to(&device, &bundle("v1", &site_key())).unwrap();
+    let status = device.connect().unwrap().rollback(&site_key()).unwrap();
+    assert_eq!(status.active.unwrap().version, "v0");
+    let probation = status.probation.unwrap();
+    assert_eq!((probation.state, probation.reason.as_str()), (ProbationState::Failed, "rolled back by command"));
+    assert!(!device.server.watch_probation(Instant::now() + Duration::from_secs(120)));
+    assert_eq!(device.finish().1, "v0");
 }

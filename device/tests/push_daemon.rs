@@ -1,6 +1,8 @@
 //! Model push against the real `merd` process: a transfer cut by SIGKILL resumes after the
-//! restart, a pushed model takes over the running pipeline while capture goes on, and a
-//! daemon killed right after an activation comes back with that model and an intact log.
+//! restart, a pushed model takes over the running pipeline while capture goes on, a daemon
+//! killed during a new model's probation comes back on the model before it, one killed after
+//! the probation comes back with the new model and an intact log, and a model that fails on the
+//! board returns to the one before by itself.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -34,7 +36,8 @@ fn merd(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_merd")).args(args).output().expect("merd runs")
 }
 
-fn write_config(dir: &Path) -> PathBuf {
+/// A daemon configuration in `dir`, with `push_extra` lines added to its `[push]` section.
+fn write_config(dir: &Path, push_extra: &str) -> PathBuf {
     let config = dir.join("merd.toml");
     let text = format!(
         r#"
@@ -59,6 +62,7 @@ listen = "127.0.0.1:0"
 store = "models"
 timeout_s = 2.0
 name = "bench-device"
+{push_extra}
 "#,
         s(&models().join("skd-tstsan-synthetic.merb")),
         s(&models().join("demo-key.pub")),
@@ -140,7 +144,7 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn pushes_reach_a_running_daemon_and_survive_it_being_killed() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path());
+    let config = write_config(dir.path(), "probation_s = 3.0\nprobation_windows = 2\nmax_window_ms = 10000");
     let v1 = bundle("v1", &site_key());
 
     // The device key exists before the first start (an installer reads it to enrol the device)
@@ -181,6 +185,22 @@ fn pushes_reach_a_running_daemon_and_survive_it_being_killed() {
     assert_eq!(first, Some(3 * CHUNK_BYTES as u64));
     assert_eq!((pushed.device.as_str(), pushed.status.active.unwrap().version.as_str()), ("bench-device", "v1"));
 
+    // Killed while v1 is on probation: it comes back on the default model, the last that passed.
+    daemon.kill();
+    let daemon = start(&config);
+    wait_for("frames", || status(dir.path())["frames"].as_u64().unwrap_or(0) > 10);
+    assert_eq!(status(dir.path())["model_version"], default_version().as_str());
+    let st = Client::connect(&daemon.address, enrolled(&key), TIMEOUT).unwrap().status().unwrap();
+    let probation = st.probation.unwrap();
+    assert!(probation.reason.contains("stopped before the probation was over"), "{probation:?}");
+
+    // Pushed again (the bundle is still on the device): the daemon asks for windows itself, and
+    // v1 passes its probation.
+    let pushed = push(&daemon.address, &v1, enrolled(&key), TIMEOUT, |_, _| {}).unwrap();
+    assert_eq!(pushed.status.active.unwrap().version, "v1");
+    wait_for("v1 to pass its probation", || status(dir.path())["probation"]["state"] == "Passed");
+    assert_eq!(status(dir.path())["probation"]["version"], "v1");
+
     // The pipeline changed model while capture went on; a triggered window is classified by v1.
     // (Whether a frame was dropped meanwhile depends on the machine's load, not on the push:
     // capture keeping pace is measured by scripts/bench-device.sh, docs/BENCHMARKS.md.)
@@ -196,7 +216,7 @@ fn pushes_reach_a_running_daemon_and_survive_it_being_killed() {
     let health = Client::connect(&daemon.address, enrolled(&key), TIMEOUT).unwrap().status().unwrap().health;
     assert!(health.frames > frames_at_push && health.events >= 1, "{health:?}");
 
-    // Killed right after the activation: it comes back running v1, with v0 to roll back to.
+    // Killed after the probation: it comes back running v1, with v0 to roll back to.
     daemon.kill();
     let daemon = start(&config);
     wait_for("frames", || status(dir.path())["frames"].as_u64().unwrap_or(0) > 10);
@@ -212,4 +232,27 @@ fn pushes_reach_a_running_daemon_and_survive_it_being_killed() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(events.iter().any(|e| e["model_version"] == "v1"), "{events:?}");
+}
+
+#[test]
+fn a_model_that_fails_on_the_board_returns_to_the_one_before_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    // No window on this machine takes under a millisecond: every new model fails here.
+    let config = write_config(dir.path(), "probation_s = 6.0\nprobation_windows = 2\nmax_window_ms = 1");
+    let key = device_key(&config);
+    let daemon = start(&config);
+    wait_for("frames", || status(dir.path())["frames"].as_u64().unwrap_or(0) > 10);
+    let pushed = push(&daemon.address, &bundle("v1", &site_key()), enrolled(&key), TIMEOUT, |_, _| {}).unwrap();
+    let activated = Instant::now();
+    assert_eq!(pushed.status.active.unwrap().version, "v1");
+    wait_for("v1 to fail its probation", || status(dir.path())["probation"]["state"] == "Failed");
+    assert!(activated.elapsed() < Duration::from_secs(6), "returned within probation_s ({:?})", activated.elapsed());
+    let st = status(dir.path());
+    assert_eq!(st["model_version"], default_version().as_str());
+    let reason = st["probation"]["reason"].as_str().unwrap();
+    assert!(reason.contains("max_window_ms = 1"), "{reason}");
+    let devices = Client::connect(&daemon.address, enrolled(&key), TIMEOUT).unwrap().status().unwrap();
+    assert_eq!(devices.active.unwrap().version, default_version());
+    let lines = daemon.kill();
+    assert!(lines.iter().any(|l| l.contains("failed its probation")), "{lines:?}");
 }

@@ -9,7 +9,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use mer_shared::bundle::{Bundle, SecretKey};
 use mer_shared::push::channel::DevicePublicKey;
 use mer_shared::push::client::{Client, Credentials, Expect, push};
-use mer_shared::push::{DeviceStatus, ModelInfo};
+use mer_shared::push::{DeviceStatus, ModelInfo, ProbationState};
 use mer_shared::{Error, Result};
 
 use crate::known_devices::KnownDevices;
@@ -107,11 +107,12 @@ fn each<T: Send>(addresses: &[String], task: impl Fn(&str) -> Result<T> + Sync) 
 pub fn describe_outcome(outcome: &Outcome<DeviceStatus>) -> String {
     match &outcome.result {
         Ok(status) => format!(
-            "{:<22} ok      {} runs {}{} ({:.1} s)",
+            "{:<22} ok      {} runs {}{}{} ({:.1} s)",
             outcome.address,
             status.device,
             status.active.as_ref().map_or("no model".into(), model_line),
             status.previous.first().map_or(String::new(), |p| format!("; rollback to {}", p.version)),
+            probation_note(status),
             outcome.seconds
         ),
         Err(e) => format!("{:<22} FAILED  {e}", outcome.address),
@@ -124,7 +125,7 @@ pub fn describe_status(outcome: &Outcome<DeviceStatus>) -> String {
         Ok(s) => {
             let h = &s.health;
             format!(
-                "{:<22} {:<12} {:<40} {:>2} kept  up {:>7.0} s  {:>5.1} fps  {:>9} frames  {:>6} dropped  {:>5} events  face {}",
+                "{:<22} {:<12} {:<40} {:>2} kept  up {:>7.0} s  {:>5.1} fps  {:>9} frames  {:>6} dropped  {:>5} events  face {}{}",
                 outcome.address,
                 s.device,
                 s.active.as_ref().map_or("no model".into(), model_line),
@@ -134,10 +135,19 @@ pub fn describe_status(outcome: &Outcome<DeviceStatus>) -> String {
                 h.frames,
                 h.dropped_frames,
                 h.events,
-                if h.face.is_empty() { "-" } else { &h.face }
+                if h.face.is_empty() { "-" } else { &h.face },
+                s.probation.as_ref().map_or(String::new(), |p| format!("  [{p}]"))
             )
         }
         Err(e) => format!("{:<22} FAILED  {e}", outcome.address),
+    }
+}
+
+/// After a push: whether the model is now on probation.
+fn probation_note(status: &DeviceStatus) -> String {
+    match &status.probation {
+        Some(p) if p.state == ProbationState::Running => format!("; on probation for {:.0} s", p.seconds_left),
+        _ => String::new(),
     }
 }
 

@@ -40,6 +40,9 @@ fn device(dir: &Path, name: &str) -> String {
         session_s: 3600.0,
         max_sessions: 4,
         name: Some(name.into()),
+        probation_s: 0.0,
+        probation_windows: 3,
+        max_window_ms: 2000.0,
     };
     PushServer::start(&settings, store, trusted, Arc::new(Idle)).unwrap().address().to_string()
 }

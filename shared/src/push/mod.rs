@@ -184,6 +184,43 @@ pub struct DeviceStatus {
     /// Earlier active models kept for rollback, newest first.
     pub previous: Vec<ModelInfo>,
     pub health: Health,
+    /// The probation in progress, else how the last one ended; `None` if there never was one.
+    pub probation: Option<ProbationReport>,
+}
+
+/// A newly activated model's probation (`[push] probation_s`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbationReport {
+    pub version: String,
+    pub sha256: String,
+    pub state: ProbationState,
+    /// Windows classified so far (while running).
+    pub windows: u32,
+    /// Until the time is served (while running).
+    pub seconds_left: f64,
+    /// Why it failed.
+    pub reason: String,
+    /// When it ended (Unix milliseconds; 0 while running).
+    pub at_unix_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProbationState {
+    Running,
+    Passed,
+    Failed,
+}
+
+impl std::fmt::Display for ProbationReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.state {
+            ProbationState::Running => {
+                write!(f, "{} on probation ({} windows, {:.0} s left)", self.version, self.windows, self.seconds_left)
+            }
+            ProbationState::Passed => write!(f, "{} passed its probation", self.version),
+            ProbationState::Failed => write!(f, "{} failed its probation and was replaced: {}", self.version, self.reason),
+        }
+    }
 }
 
 /// How the running pipeline is doing.
