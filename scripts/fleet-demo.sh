@@ -73,6 +73,9 @@ $mer devices --to $fleet
 step "rollback on room-2"
 $mer rollback --to 127.0.0.1:7802
 $mer devices --to $fleet
+step "the events come home (a second pull adds nothing)"
+$mer events pull --from $fleet --out "$out/pulled"
+$mer events pull --from $fleet --out "$out/pulled"
 stop
 trap - EXIT
 step "events by model version (room-1, room-2)"

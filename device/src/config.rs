@@ -8,7 +8,7 @@ use mer_shared::{Error, Result};
 use serde::Deserialize;
 
 use crate::camera::CameraSettings;
-use crate::event_log::{FsyncPolicy, LogConfig};
+use crate::event_log::{FsyncPolicy, LogConfig, Retention};
 use crate::face::TrackerSettings;
 use crate::gpio::GpioConfig;
 use crate::pipeline::{FaceSetting, Roi};
@@ -169,6 +169,12 @@ pub struct LogSection {
     pub max_segment_bytes: u64,
     #[serde(default = "default_fsync")]
     pub fsync: FsyncPolicy,
+    /// Segments whose events have all been pulled (`mer events pull`) are removed once older
+    /// than this many days (default: kept).
+    pub keep_days: Option<f64>,
+    /// The log's size limit: above it the oldest segments are removed, pulled or not (default:
+    /// none).
+    pub max_bytes: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -271,6 +277,19 @@ impl DaemonConfig {
         if !(1..=MAX_THREADS).contains(&self.model.threads) {
             return Err(format!("model.threads must lie in 1..={MAX_THREADS}, got {}", self.model.threads));
         }
+        if let Some(days) = self.log.keep_days
+            && !(days > 0.0 && days.is_finite())
+        {
+            return Err(format!("log.keep_days must be a positive number of days, got {days}"));
+        }
+        if let Some(max) = self.log.max_bytes
+            && max < 2 * self.log.max_segment_bytes
+        {
+            return Err(format!(
+                "log.max_bytes {max} must hold at least two segments of log.max_segment_bytes ({})",
+                self.log.max_segment_bytes
+            ));
+        }
         if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.log.max_segment_bytes) {
             return Err(format!(
                 "log.max_segment_bytes must lie in {MIN_SEGMENT_BYTES}..={MAX_SEGMENT_BYTES}, got {}",
@@ -307,6 +326,10 @@ impl DaemonConfig {
             }
         }
         Ok(())
+    }
+
+    pub fn retention(&self) -> Retention {
+        Retention { keep_days: self.log.keep_days, max_bytes: self.log.max_bytes }
     }
 
     pub fn log_config(&self) -> LogConfig {
@@ -449,6 +472,8 @@ mod tests {
             (base.replace("[model]", "[buffer]\nseconds = 60\n[model]").replace("fps = 100", "fps = 1000"), "buffer.seconds × source fps"),
             (base.replace("path = \"m.merb\"", "path = \"m.merb\"\nthreads = 0"), "model.threads"),
             (base.replace("[log]", "[log]\nmax_segment_bytes = 0"), "log.max_segment_bytes"),
+            (base.replace("[log]", "[log]\nkeep_days = -1"), "log.keep_days"),
+            (base.replace("[log]", "[log]\nmax_bytes = 1000"), "log.max_bytes"),
         ] {
             std::fs::write(&path, broken).unwrap();
             let e = DaemonConfig::load(&path).unwrap_err().to_string();

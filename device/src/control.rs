@@ -1,5 +1,6 @@
-//! The daemon's local control socket: `merd status` reads what the daemon is doing and
-//! `merd trigger` asks it to classify the last moments, one line of text in, one line of JSON out.
+//! The daemon's local control socket: `merd status` reads what the daemon is doing, `merd
+//! trigger` asks it to classify the last moments and `merd session new` starts a new session
+//! (e.g. the next interview), one line of text in, one line of JSON out.
 //! A Unix socket, so only local users with access to its path can reach it. Each client is
 //! served on its own short-lived thread and must send its line (at most [`MAX_REQUEST_BYTES`])
 //! within [`REQUEST_DEADLINE`], so a slow or stuck client cannot keep `merd status` waiting.
@@ -11,9 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::deadline::Deadline;
+use crate::event_log::{Pulled, Session};
 
 use mer_shared::event::Event;
 use mer_shared::push::ProbationReport;
@@ -33,6 +35,12 @@ const QUOTED_CHARS: usize = 32;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
+    /// The id events carry: the device key's fingerprint, or the host name without one.
+    #[serde(default)]
+    pub device: String,
+    /// The session events are stamped with now.
+    #[serde(default)]
+    pub session: String,
     pub model_version: String,
     pub model_path: PathBuf,
     pub source: String,
@@ -61,6 +69,9 @@ pub struct StatusReport {
     /// A new model's probation in progress, else how the last one ended.
     #[serde(default)]
     pub probation: Option<ProbationReport>,
+    /// How far `mer events pull` has fetched the event log, when, and by which host key.
+    #[serde(default)]
+    pub last_pull: Option<Pulled>,
 }
 
 impl StatusReport {
@@ -91,7 +102,7 @@ impl ControlSocket {
     /// replace anything else, or a socket another daemon still answers on). The directory must
     /// exist: under systemd the unit's RuntimeDirectory makes it, and a missing one is a mistake
     /// in the configuration, not something to paper over.
-    pub fn start(path: &Path, status: SharedStatus) -> Result<ControlSocket> {
+    pub fn start(path: &Path, status: SharedStatus, session: Session) -> Result<ControlSocket> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
             return Err(Error::InvalidArgument(format!(
                 "the control socket's directory {} does not exist; create it or change control.socket \
@@ -124,10 +135,10 @@ impl ControlSocket {
                     }
                     // Counted until its thread ends, or at once if the thread cannot start.
                     let client = ClientGuard(Arc::clone(&clients));
-                    let (s, t) = (s.clone(), t.clone());
+                    let (s, t, session) = (s.clone(), t.clone(), session.clone());
                     let _ = std::thread::Builder::new().name("control-client".into()).spawn(move || {
                         let _client = client;
-                        answer(&stream, &s, &t);
+                        answer(&stream, &s, &t, &session);
                     });
                 }
             })
@@ -156,7 +167,7 @@ impl Drop for ClientGuard {
     }
 }
 
-fn answer(stream: &UnixStream, status: &Mutex<StatusReport>, trigger: &AtomicBool) {
+fn answer(stream: &UnixStream, status: &Mutex<StatusReport>, trigger: &AtomicBool, session: &Session) {
     let response = match read_request(stream) {
         Ok(line) => match line.trim() {
             "status" => {
@@ -167,7 +178,13 @@ fn answer(stream: &UnixStream, status: &Mutex<StatusReport>, trigger: &AtomicBoo
                 trigger.store(true, Ordering::Relaxed);
                 r#"{"ok":true}"#.to_string()
             }
-            other => error_reply(&format!("unknown command {}; use status or trigger", quote(other))),
+            "session new" => {
+                let id = session.renew();
+                status.lock().unwrap_or_else(|p| p.into_inner()).session = id.clone();
+                info!("session {id} started");
+                serde_json::json!({ "session": id }).to_string()
+            }
+            other => error_reply(&format!("unknown command {}; use status, trigger or session new", quote(other))),
         },
         Err(rule) => {
             warn!("control socket: {rule}, refused");
@@ -228,11 +245,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn status_and_trigger_over_the_socket() {
+    fn status_trigger_and_session_over_the_socket() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("merd.sock");
         let status = SharedStatus::default();
-        let socket = ControlSocket::start(&path, status.clone()).unwrap();
+        let session = Session::start();
+        let socket = ControlSocket::start(&path, status.clone(), session.clone()).unwrap();
         update(&status, |s| {
             s.frames = 42;
             s.model_version = "m-1".into();
@@ -242,27 +260,35 @@ mod tests {
         assert!(!socket.take_trigger());
         assert_eq!(request(&path, "trigger").unwrap(), r#"{"ok":true}"#);
         assert!(socket.take_trigger() && !socket.take_trigger());
-        assert_eq!(request(&path, "reboot").unwrap(), r#"{"error":"unknown command \"reboot\"; use status or trigger"}"#);
+        assert_eq!(request(&path, "reboot").unwrap(), r#"{"error":"unknown command \"reboot\"; use status, trigger or session new"}"#);
+        let before = session.id();
+        let reply: serde_json::Value = serde_json::from_str(&request(&path, "session new").unwrap()).unwrap();
+        assert_ne!(reply["session"].as_str().unwrap(), before);
+        assert_eq!(reply["session"].as_str().unwrap(), session.id(), "events are stamped with the new session from now on");
+        let report: StatusReport = serde_json::from_str(&request(&path, "status").unwrap()).unwrap();
+        assert_eq!(report.session, session.id());
 
         // A second daemon on the same path is refused; after the first stops, the stale socket
         // file is replaced.
-        assert!(ControlSocket::start(&path, status.clone()).err().unwrap().to_string().contains("already listening"));
+        assert!(ControlSocket::start(&path, status.clone(), Session::start()).err().unwrap().to_string().contains("already listening"));
         let stale = std::os::unix::net::UnixListener::bind(dir.path().join("stale.sock")).unwrap();
         drop(stale);
-        let again = ControlSocket::start(&dir.path().join("stale.sock"), status.clone()).unwrap();
+        let again = ControlSocket::start(&dir.path().join("stale.sock"), status.clone(), Session::start()).unwrap();
         drop(again);
         drop(socket);
         assert!(!path.exists());
         assert!(request(&path, "status").is_err());
         std::fs::write(dir.path().join("file"), "x").unwrap();
-        assert!(ControlSocket::start(&dir.path().join("file"), status).err().unwrap().to_string().contains("not a socket"));
+        assert!(
+            ControlSocket::start(&dir.path().join("file"), status, Session::start()).err().unwrap().to_string().contains("not a socket")
+        );
     }
 
     #[test]
     fn a_missing_directory_is_refused_not_created() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("run");
-        let e = ControlSocket::start(&missing.join("merd.sock"), SharedStatus::default()).err().unwrap().to_string();
+        let e = ControlSocket::start(&missing.join("merd.sock"), SharedStatus::default(), Session::start()).err().unwrap().to_string();
         assert!(e.contains(&format!("{} does not exist", missing.display())), "{e}");
         assert!(!missing.exists());
     }
@@ -271,7 +297,7 @@ mod tests {
     fn long_requests_are_refused_and_never_echoed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("merd.sock");
-        let _socket = ControlSocket::start(&path, SharedStatus::default()).unwrap();
+        let _socket = ControlSocket::start(&path, SharedStatus::default(), Session::start()).unwrap();
 
         // A megabyte on one line: refused after the first 4097 bytes, and none of it comes back.
         let stream = UnixStream::connect(&path).unwrap();
@@ -292,7 +318,7 @@ mod tests {
         // Within the limit but unknown: only its start is quoted.
         let reply = request(&path, &"y".repeat(MAX_REQUEST_BYTES)).unwrap();
         assert!(reply.contains("unknown command") && reply.contains(&"y".repeat(QUOTED_CHARS)), "{reply}");
-        assert!(reply.len() < 100, "{reply}");
+        assert!(reply.len() < 120, "{reply}");
         let reply = request(&path, "\u{1b}[2J\u{7}").unwrap();
         assert!(reply.contains(r#"\\u{1b}[2J\\u{7}"#), "control characters are escaped: {reply}");
     }
@@ -302,7 +328,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("merd.sock");
         let status = SharedStatus::default();
-        let _socket = ControlSocket::start(&path, status.clone()).unwrap();
+        let _socket = ControlSocket::start(&path, status.clone(), Session::start()).unwrap();
         update(&status, |s| s.frames = 7);
 
         let started = Instant::now();

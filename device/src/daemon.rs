@@ -15,6 +15,7 @@ use mer_shared::push::Health;
 
 use crate::config::DaemonConfig;
 use crate::control::{ControlSocket, SharedStatus, update};
+use crate::event_log::Session;
 use crate::face::FaceState;
 use crate::gpio::{BoardLed, BoardTrigger};
 use crate::pipeline::{ModelChannel, Pipeline, Stats, WorkerReport};
@@ -37,6 +38,8 @@ pub struct Peripherals {
     pub stop: Option<Arc<AtomicBool>>,
     /// The push listener, whose probation of a new model the loop serves.
     pub push: Option<PushServer>,
+    /// The session events are stamped with (`merd session new` starts the next).
+    pub session: Session,
 }
 
 impl Peripherals {
@@ -48,17 +51,20 @@ impl Peripherals {
             None => (None, None),
         };
         let status = SharedStatus::default();
+        let session = Session::start();
         update(&status, |s| {
             s.source = config.source.describe();
             s.log_dir = config.log.dir.clone();
+            s.session = session.id();
         });
         let control = match &config.control.socket {
             Some(path) => Some(
-                ControlSocket::start(path, status.clone()).with_context(|| format!("cannot open the control socket {}", path.display()))?,
+                ControlSocket::start(path, status.clone(), session.clone())
+                    .with_context(|| format!("cannot open the control socket {}", path.display()))?,
             ),
             None => None,
         };
-        Ok(Peripherals { led, trigger, control, status, trigger_window_s: config.trigger.window_s, stop: None, push: None })
+        Ok(Peripherals { led, trigger, control, status, trigger_window_s: config.trigger.window_s, stop: None, push: None, session })
     }
 
     /// The trigger button or `merd trigger`, whichever asked.
@@ -201,6 +207,7 @@ pub fn drive(
                 (rate_since, rate_frames) = (now, stats.frames);
                 let refresh_log_use = log_checked.is_none_or(|at| now.duration_since(at) >= LOG_USAGE_EVERY);
                 let probation = peripherals.push.as_ref().and_then(PushServer::probation_report);
+                let last_pull = peripherals.push.as_ref().and_then(PushServer::last_pull);
                 if refresh_log_use {
                     log_checked = Some(now);
                 }
@@ -215,6 +222,7 @@ pub fn drive(
                     s.faceless_frames = stats.faceless_frames;
                     s.face = face.to_string();
                     s.probation = probation;
+                    s.last_pull = last_pull;
                     if refresh_log_use {
                         (s.log_bytes, s.log_files) = disk_use(&s.log_dir);
                     }

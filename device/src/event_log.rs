@@ -6,10 +6,21 @@
 //! leave the newest segment ending in a partial record: opening the log moves those bytes aside
 //! into `<segment>.torn-<offset>` and truncates the segment to its last complete record, so
 //! every complete record is kept and nothing is silently thrown away.
+//!
+//! Each record is stamped as it is appended: the next sequence number (one more than the
+//! highest in the log, so numbers are never reused, even after damage), the device id and the
+//! current [`Session`].
+//!
+//! Retention ([`Retention`], `[log] keep_days` and `max_bytes`) removes whole closed segments,
+//! oldest first, at start and whenever a segment is closed: a segment whose events have all
+//! been pulled (`pulled.json`, written when `mer events pull` fetches) once it is older than
+//! `keep_days` or the log is over `max_bytes`; a segment not yet pulled only when the log is
+//! over `max_bytes`, the disk limit, and then its events are counted as lost and logged.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use mer_shared::event::Event;
 use mer_shared::{Error, Result};
@@ -56,6 +67,82 @@ pub struct EventLog {
     segment: u64,
     segment_len: u64,
     unsynced: u32,
+    next_seq: u64,
+    device: String,
+    session: Session,
+    retention: Retention,
+    /// Events lost to the disk limit before they were pulled, since the log was opened.
+    pub unpulled_removed: u64,
+}
+
+/// How far the log has been pulled: `pulled.json` in its folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pulled {
+    /// The highest sequence number a host said it holds (with every one before it).
+    pub through: u64,
+    pub at_unix_ms: i64,
+    /// The key of the host that pulled.
+    pub by: String,
+}
+
+const PULLED: &str = "pulled.json";
+
+/// What `pulled.json` in `dir` says (nothing when missing or unreadable).
+pub fn read_pulled(dir: &Path) -> Option<Pulled> {
+    std::fs::read(dir.join(PULLED)).ok().and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// Records that a host holds every event up to `through` (never less than recorded before).
+pub fn record_pulled(dir: &Path, through: u64, by: &str, at_unix_ms: i64) -> Result<Pulled> {
+    let through = through.max(read_pulled(dir).map_or(0, |p| p.through));
+    let pulled = Pulled { through, at_unix_ms, by: by.to_string() };
+    mer_shared::atomic_file::write(dir.join(PULLED), &serde_json::to_vec(&pulled).expect("always encodes"))?;
+    Ok(pulled)
+}
+
+/// When closed segments may go (both off by default: the log keeps everything).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Retention {
+    /// Pulled segments older than this many days are removed.
+    pub keep_days: Option<f64>,
+    /// Above this many bytes the oldest segments are removed, pulled or not (events not pulled
+    /// yet are then counted and logged as lost).
+    pub max_bytes: Option<u64>,
+}
+
+/// What retention removed in one pass.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Removed {
+    pub segments: Vec<PathBuf>,
+    /// Events in removed segments that had not been pulled.
+    pub unpulled_events: u64,
+}
+
+/// The session events are stamped with, shared with whatever starts new ones (`merd session
+/// new` on the control socket).
+#[derive(Debug, Clone, Default)]
+pub struct Session(Arc<Mutex<String>>);
+
+impl Session {
+    /// A session with a fresh random id.
+    pub fn start() -> Session {
+        let session = Session::default();
+        session.renew();
+        session
+    }
+
+    /// Starts a new session; returns its id (16 hex digits).
+    pub fn renew(&self) -> String {
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).expect("the operating system's random source");
+        let id = hex::encode(id);
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = id.clone();
+        id
+    }
+
+    pub fn id(&self) -> String {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 fn segment_path(dir: &Path, index: u64) -> PathBuf {
@@ -177,8 +264,11 @@ impl EventLog {
         std::fs::create_dir_all(&config.dir).map_err(|e| Error::io(&config.dir, e))?;
         let existing = segments(&config.dir)?;
         let mut recovery = Recovery { segments: existing.len(), ..Recovery::default() };
+        let mut last_seq = 0;
         for (_, path) in existing.iter().rev().skip(1) {
-            recovery.records += scan(&read(path)?).events.len() as u64;
+            let events = scan(&read(path)?).events;
+            recovery.records += events.len() as u64;
+            last_seq = events.iter().map(|e| e.seq).fold(last_seq, u64::max);
         }
         let (segment, file, segment_len) = match existing.last() {
             None => {
@@ -190,6 +280,7 @@ impl EventLog {
                 let bytes = read(path)?;
                 let found = scan(&bytes);
                 recovery.records += found.events.len() as u64;
+                last_seq = found.events.iter().map(|e| e.seq).fold(last_seq, u64::max);
                 let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| Error::io(path, e))?;
                 // Damage between records stays where it is (reading skips it); only what follows
                 // the last record is moved aside, so appends continue after an intact record.
@@ -213,7 +304,52 @@ impl EventLog {
                 (*index, file, len)
             }
         };
-        Ok((EventLog { config, file, segment, segment_len, unsynced: 0 }, recovery))
+        // Records from before sequence numbers existed count too, so numbers stay unique.
+        let next_seq = last_seq.max(recovery.records) + 1;
+        let log = EventLog {
+            config,
+            file,
+            segment,
+            segment_len,
+            unsynced: 0,
+            next_seq,
+            device: String::new(),
+            session: Session::default(),
+            retention: Retention::default(),
+            unpulled_removed: 0,
+        };
+        Ok((log, recovery))
+    }
+
+    /// Applies `retention` now and whenever a segment is closed.
+    pub fn with_retention(mut self, retention: Retention) -> Result<EventLog> {
+        self.retention = retention;
+        self.retain()?;
+        Ok(self)
+    }
+
+    /// Removes the closed segments retention lets go (see the module notes).
+    pub fn retain(&mut self) -> Result<Removed> {
+        let removed = apply_retention(&self.config.dir, self.segment, self.retention, std::time::SystemTime::now())?;
+        self.unpulled_removed += removed.unpulled_events;
+        for segment in &removed.segments {
+            tracing::info!("event log: removed {} (retention)", segment.display());
+        }
+        if removed.unpulled_events > 0 {
+            tracing::warn!(
+                "event log: over log.max_bytes, {} events not yet pulled were removed ({} since the start); pull more often or \
+                 raise the limit",
+                removed.unpulled_events,
+                self.unpulled_removed
+            );
+        }
+        Ok(removed)
+    }
+
+    /// Stamps every record from now on with this device id and the session's current id.
+    pub fn identify(&mut self, device: &str, session: Session) {
+        self.device = device.to_string();
+        self.session = session;
     }
 
     fn create_segment(dir: &Path, index: u64) -> Result<(File, u64)> {
@@ -228,8 +364,10 @@ impl EventLog {
         segment_path(&self.config.dir, self.segment)
     }
 
-    /// Appends one record; the whole record goes out in one write.
-    pub fn append(&mut self, event: &Event) -> Result<()> {
+    /// Appends one record, stamped with the next sequence number, the device and the session;
+    /// the whole record goes out in one write. Returns the event as recorded.
+    pub fn append(&mut self, event: &Event) -> Result<Event> {
+        let event = Event { device: self.device.clone(), session: self.session.id(), seq: self.next_seq, ..event.clone() };
         let payload = event.to_record().map_err(|e| Error::InvalidArgument(format!("cannot encode the event: {e}")))?;
         let mut record = Vec::with_capacity(RECORD_HEAD + payload.len());
         record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -248,12 +386,13 @@ impl EventLog {
         }
         self.segment_len += record.len() as u64;
         self.unsynced += 1;
+        self.next_seq += 1;
         match self.config.fsync {
             FsyncPolicy::Always => self.sync()?,
             FsyncPolicy::EveryRecords(n) if self.unsynced >= n.max(1) => self.sync()?,
             _ => {}
         }
-        Ok(())
+        Ok(event)
     }
 
     /// Forces everything appended so far to the storage device.
@@ -269,6 +408,9 @@ impl EventLog {
         self.file = file;
         self.segment += 1;
         self.segment_len = len;
+        if let Err(e) = self.retain() {
+            tracing::warn!("event log: retention failed ({e}); segments are kept");
+        }
         Ok(())
     }
 }
@@ -279,6 +421,38 @@ impl Drop for EventLog {
             let _ = self.file.sync_data();
         }
     }
+}
+
+/// Removes the segments of `dir` before `current` that `retention` lets go at `now`.
+fn apply_retention(dir: &Path, current: u64, retention: Retention, now: std::time::SystemTime) -> Result<Removed> {
+    let mut removed = Removed::default();
+    if retention == Retention::default() {
+        return Ok(removed);
+    }
+    let pulled = read_pulled(dir).map_or(0, |p| p.through);
+    let all = segments(dir)?;
+    let mut total: u64 = all.iter().filter_map(|(_, p)| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    // Oldest first, and never past a segment that stays: pulls go in sequence order, so the
+    // pulled segments are always the oldest ones.
+    for (_, path) in all.iter().filter(|(index, _)| *index < current) {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        let events = scan(&read(path)?).events;
+        let unpulled = events.iter().filter(|e| e.seq == 0 || e.seq > pulled).count() as u64;
+        let age_days = now.duration_since(meta.modified().unwrap_or(now)).map_or(0.0, |d| d.as_secs_f64() / 86_400.0);
+        let expired = unpulled == 0 && retention.keep_days.is_some_and(|days| age_days > days);
+        let over_limit = retention.max_bytes.is_some_and(|max| total > max);
+        if !(expired || over_limit) {
+            break;
+        }
+        std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+        total -= meta.len();
+        removed.unpulled_events += unpulled;
+        removed.segments.push(path.clone());
+    }
+    if !removed.segments.is_empty() {
+        sync_dir(dir)?;
+    }
+    Ok(removed)
 }
 
 /// What reading found wrong in a log directory.
@@ -334,6 +508,75 @@ mod tests {
     use super::*;
     use mer_shared::event::{EventSource, LatencyBreakdown};
 
+    #[test]
+    fn retention_removes_pulled_segments_past_their_age_and_others_only_over_the_disk_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { dir: dir.path().to_path_buf(), max_segment_bytes: 400, fsync: FsyncPolicy::Never };
+        let (mut log, _) = EventLog::open(config.clone()).unwrap();
+        (0..12).for_each(|i| {
+            log.append(&event(i)).unwrap();
+        });
+        let month_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 86_400);
+        for (_, path) in segments(dir.path()).unwrap() {
+            File::options().write(true).open(&path).unwrap().set_modified(month_ago).unwrap();
+        }
+        let seqs = |dir: &Path| read_events(dir).unwrap().0.iter().map(|e| e.seq).collect::<Vec<_>>();
+        let week = Retention { keep_days: Some(7.0), max_bytes: None };
+        // Old, but nothing pulled: everything stays.
+        let mut log = log.with_retention(week).unwrap();
+        assert_eq!(seqs(dir.path()), (1..=12).collect::<Vec<_>>());
+        // Pulled through 5: the old segments holding only records up to 5 go, no further.
+        record_pulled(dir.path(), 5, "host", 0).unwrap();
+        let removed = log.retain().unwrap();
+        assert!(!removed.segments.is_empty() && removed.unpulled_events == 0, "{removed:?}");
+        let left = seqs(dir.path());
+        assert!(left[0] <= 6 && left[0] > 1 && *left.last().unwrap() == 12, "{left:?}");
+        // Over the disk limit: the oldest go even unpulled, counted as lost.
+        drop(log);
+        let (log, _) = EventLog::open(config).unwrap();
+        let mut log = log.with_retention(Retention { keep_days: None, max_bytes: Some(600) }).unwrap();
+        let total: u64 = segments(dir.path()).unwrap().iter().map(|(_, p)| std::fs::metadata(p).unwrap().len()).sum();
+        assert!(total <= 600 || segments(dir.path()).unwrap().len() == 1, "{total}");
+        assert!(log.unpulled_removed > 0);
+        assert_eq!(log.append(&event(12)).unwrap().seq, 13, "numbers go on after removals");
+    }
+
+    /// `event(i)` as the log records it, the `seq`-th record.
+    fn recorded(i: u32, seq: u64) -> Event {
+        Event { seq, ..event(i) }
+    }
+
+    #[test]
+    fn records_are_numbered_once_and_stamped_with_device_and_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { dir: dir.path().to_path_buf(), max_segment_bytes: 300, fsync: FsyncPolicy::Never };
+        let session = Session::start();
+        let first = session.id();
+        {
+            let (mut log, _) = EventLog::open(config.clone()).unwrap();
+            log.identify("ab12:cd34", session.clone());
+            assert_eq!(log.append(&event(0)).unwrap().seq, 1);
+            let second = session.renew();
+            assert_ne!(second, first);
+            let recorded = log.append(&event(1)).unwrap();
+            assert_eq!((recorded.seq, recorded.device.as_str(), recorded.session.as_str()), (2, "ab12:cd34", second.as_str()));
+            (2..6).for_each(|i| {
+                log.append(&event(i)).unwrap();
+            });
+        }
+        // The oldest segment removed (as retention does): numbers go on, never reused.
+        let all = segments(dir.path()).unwrap();
+        assert!(all.len() > 1);
+        std::fs::remove_file(&all[0].1).unwrap();
+        let (mut log, _) = EventLog::open(config).unwrap();
+        assert_eq!(log.append(&event(9)).unwrap().seq, 7);
+        drop(log);
+        let (events, _) = read_events(dir.path()).unwrap();
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]) && seqs.last() == Some(&7), "{seqs:?}");
+        assert!(events.iter().all(|e| e.device == "ab12:cd34" || e.seq == 7));
+    }
+
     fn event(i: u32) -> Event {
         Event {
             wall_time_ms: 1_790_000_000_000 + i as i64,
@@ -347,6 +590,9 @@ mod tests {
             model_version: "test-1".into(),
             latency: LatencyBreakdown { spotting_ms: 300.0, preprocess_ms: 3.0, inference_ms: 30.0, total_ms: 40.0 + i as f32 },
             foreign_inputs: false,
+            device: String::new(),
+            session: String::new(),
+            seq: 0,
         }
     }
 
@@ -364,7 +610,9 @@ mod tests {
         {
             let (mut log, recovery) = EventLog::open(config(dir.path(), 400)).unwrap();
             assert_eq!(recovery, Recovery { segments: 1, ..Recovery::default() });
-            (0..10).for_each(|i| log.append(&event(i)).unwrap());
+            (0..10).for_each(|i| {
+                log.append(&event(i)).unwrap();
+            });
         }
         let (mut log, recovery) = EventLog::open(config(dir.path(), 400)).unwrap();
         assert!(recovery.segments >= 3, "{recovery:?}");
@@ -373,7 +621,7 @@ mod tests {
         log.append(&event(10)).unwrap();
         drop(log);
         let (events, problems) = read_events(dir.path()).unwrap();
-        assert_eq!(events, (0..11).map(event).collect::<Vec<_>>());
+        assert_eq!(events, (0..11).map(|i| recorded(i, i as u64 + 1)).collect::<Vec<_>>());
         assert!(problems.is_empty(), "{problems:?}");
         for (_, path) in segments(dir.path()).unwrap() {
             assert!(std::fs::metadata(path).unwrap().len() <= 400);
@@ -384,7 +632,9 @@ mod tests {
     fn a_torn_tail_is_moved_aside_and_every_complete_record_kept() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = EventLog::open(config(dir.path(), 1 << 20)).unwrap();
-        (0..3).for_each(|i| log.append(&event(i)).unwrap());
+        (0..3).for_each(|i| {
+            log.append(&event(i)).unwrap();
+        });
         drop(log);
         // The last record loses its final bytes, as in a power cut mid-write.
         let path = last_segment(dir.path());
@@ -404,7 +654,8 @@ mod tests {
         log.append(&event(7)).unwrap();
         drop(log);
         let (events, problems) = read_events(dir.path()).unwrap();
-        assert_eq!(events, vec![event(0), event(1), event(7)]);
+        // The record after the repair continues the sequence.
+        assert_eq!(events, vec![recorded(0, 1), recorded(1, 2), recorded(7, 3)]);
         assert!(problems.is_empty(), "{problems:?}");
     }
 
@@ -427,14 +678,16 @@ mod tests {
         assert_eq!(recovery.records, 1);
         log.append(&event(1)).unwrap();
         drop(log);
-        assert_eq!(read_events(dir.path()).unwrap().0, vec![event(0), event(1)]);
+        assert_eq!(read_events(dir.path()).unwrap().0, vec![recorded(0, 1), recorded(1, 2)]);
     }
 
     #[test]
     fn damage_costs_only_the_damaged_record_and_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = EventLog::open(config(dir.path(), 400)).unwrap();
-        (0..8).for_each(|i| log.append(&event(i)).unwrap());
+        (0..8).for_each(|i| {
+            log.append(&event(i)).unwrap();
+        });
         drop(log);
         let first = segment_path(dir.path(), 1);
         let mut bytes = std::fs::read(&first).unwrap();
@@ -442,7 +695,7 @@ mod tests {
         bytes[HEADER.len() + RECORD_HEAD + 2] ^= 0x40; // inside the first record's payload
         std::fs::write(&first, &bytes).unwrap();
         let (events, damage) = read_events(dir.path()).unwrap();
-        assert_eq!(events, (1..8).map(event).collect::<Vec<_>>());
+        assert_eq!(events, (1..8).map(|i| recorded(i, i as u64 + 1)).collect::<Vec<_>>());
         assert_eq!(
             damage,
             vec![LogDamage::Bytes {
@@ -469,7 +722,7 @@ mod tests {
         log.append(&event(8)).unwrap();
         drop(log);
         let (events, damage) = read_events(dir.path()).unwrap();
-        assert_eq!(events.last(), Some(&event(8)));
+        assert_eq!(events.last(), Some(&recorded(8, 9)), "numbered after the highest record, damaged ones included");
         assert_eq!(damage.len(), 2, "{damage:?}");
 
         // A deleted middle segment is named.
@@ -505,7 +758,9 @@ mod tests {
         fn damage_never_hides_an_intact_record(kind in 0u8..4, segment in 1u64..4, position in 0usize..400, value in 1u8..=255, count in 1usize..40) {
             let dir = tempfile::tempdir().unwrap();
             let (mut log, _) = EventLog::open(config(dir.path(), 400)).unwrap();
-            (0..20).for_each(|i| log.append(&event(i)).unwrap());
+            (0..20).for_each(|i| {
+        log.append(&event(i)).unwrap();
+    });
             drop(log);
             let records = layout(dir.path());
             proptest::prop_assert!(segments(dir.path()).unwrap().len() > 3);

@@ -14,7 +14,7 @@ use mer_device::clip::classify_clip;
 use mer_device::config::{DaemonConfig, SourceConfig};
 use mer_device::control::{request, update};
 use mer_device::daemon::{Peripherals, PipelineSwitch, drive};
-use mer_device::event_log::{EventLog, FsyncPolicy, LogConfig, read_events};
+use mer_device::event_log::{EventLog, FsyncPolicy, LogConfig, Session, read_events};
 use mer_device::face::TrackerSettings;
 use mer_device::model_store::{ModelStore, check_compatible};
 use mer_device::pipeline::{FaceSetting, Pipeline, PipelineConfig, Roi, Stats, WorkerReport};
@@ -37,6 +37,15 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Subcommand)]
+enum SessionCommand {
+    /// Start a new session (e.g. the next interview); prints its id as JSON.
+    New {
+        #[arg(long)]
+        socket: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -133,6 +142,9 @@ enum Command {
         #[arg(long)]
         socket: PathBuf,
     },
+    /// Sessions of a running `merd run`: every event carries the session it was recorded in.
+    #[command(subcommand)]
+    Session(SessionCommand),
     /// Print the events of an event log, oldest first.
     Events {
         /// The log directory (`log.dir` in the configuration).
@@ -155,6 +167,9 @@ fn main() -> Result<()> {
         Command::Status { socket } => {
             end_quietly_when_stdout_closes();
             println!("{}", request(&socket, "status").with_context(|| "is merd running with this control.socket?")?)
+        }
+        Command::Session(SessionCommand::New { socket }) => {
+            println!("{}", request(&socket, "session new").with_context(|| "is merd running with this control.socket?")?)
         }
         Command::Trigger { socket } => {
             println!("{}", request(&socket, "trigger").with_context(|| "is merd running with this control.socket?")?)
@@ -279,6 +294,10 @@ fn open_log(config: LogConfig) -> Result<EventLog> {
     Ok(log)
 }
 
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "merd".into())
+}
+
 fn print_event(e: &Event) {
     let p = e.classes.iter().position(|c| *c == e.label).and_then(|i| e.probabilities.get(i)).copied().unwrap_or(f32::NAN);
     println!(
@@ -358,12 +377,19 @@ fn run(config_path: &Path) -> Result<()> {
         s.model_path = model_path.clone();
         s.model_version = version;
     });
-    let log = open_log(config.log_config())?;
+    let mut log = open_log(config.log_config())?.with_retention(config.retention())?;
+    let device = match &config.push {
+        Some(push) => DeviceKey::load_or_create(&push.key_path())?.0.public().fingerprint(),
+        None => host_name(),
+    };
+    log.identify(&device, peripherals.session.clone());
+    info!("device {device}, session {}", peripherals.session.id());
+    update(&peripherals.status, |s| s.device = device.clone());
     let (tx, rx) = channel();
     let pipeline = Pipeline::new(pipeline_config, classifier, log, tx)?;
     if let (Some(listener), Some(store)) = (push_listener, store) {
         let switch = PipelineSwitch { models: pipeline.model_switch(), status: peripherals.status.clone(), store_dir: model_path };
-        let server = listener.serve(store, trusted_keys(&config.model.public_keys)?, Arc::new(switch))?;
+        let server = listener.with_event_log(&config.log.dir).serve(store, trusted_keys(&config.model.public_keys)?, Arc::new(switch))?;
         info!("listening for model pushes on {}", server.address());
         if let Some(observer) = server.window_observer() {
             pipeline.observe(observer);
@@ -453,7 +479,8 @@ fn demo(seconds: f32, fps: f32, seed: u64, model: &Path, public_key: &Path, out:
     Spotter::new(SpotterConfig::for_fps(fps))?;
     let dir = out.join("events");
     clear_demo_log(&dir)?;
-    let log = open_log(LogConfig { dir, max_segment_bytes: 16 << 20, fsync: FsyncPolicy::Never })?;
+    let mut log = open_log(LogConfig { dir, max_segment_bytes: 16 << 20, fsync: FsyncPolicy::Never })?;
+    log.identify(&host_name(), Session::start());
     let scene = source.scene().clone();
     let (cx, cy, rx, ry) = scene.face;
     let roi =

@@ -37,12 +37,13 @@ use crate::spotting::SpotterConfig;
 
 /// Where classified events go: the event log on a device, anything else in tests.
 pub trait EventSink: Send {
-    fn append(&mut self, event: &Event) -> Result<()>;
+    /// Returns the event as recorded (the log stamps it with its sequence number and ids).
+    fn append(&mut self, event: &Event) -> Result<Event>;
     fn sync(&mut self) -> Result<()>;
 }
 
 impl EventSink for EventLog {
-    fn append(&mut self, event: &Event) -> Result<()> {
+    fn append(&mut self, event: &Event) -> Result<Event> {
         EventLog::append(self, event)
     }
 
@@ -514,17 +515,27 @@ fn classify_jobs(
                 total_ms: millis(job.offset.arrived, Instant::now()),
             },
             foreign_inputs: !classifier.manifest().inputs.device_faithful(),
+            // Stamped by the log as it appends.
+            device: String::new(),
+            session: String::new(),
+            seq: 0,
         };
         debug!(
             "classified the window at {:.3} s as {} (flows and input {:.1} ms, inference {:.1} ms)",
             event.apex_s, event.label, event.latency.preprocess_ms, event.latency.inference_ms
         );
-        unlogged.push_back(event.clone());
+        // Events waiting from earlier failed appends go first; the newest is passed on as
+        // recorded when it could be, else as classified.
+        let mut latest = event.clone();
+        unlogged.push_back(event);
         while let Some(pending) = unlogged.front() {
             match log.append(pending) {
-                Ok(()) => {
-                    debug!("event at {:.3} s logged", pending.apex_s);
+                Ok(recorded) => {
+                    debug!("event at {:.3} s logged as record {}", recorded.apex_s, recorded.seq);
                     unlogged.pop_front();
+                    if unlogged.is_empty() {
+                        latest = recorded;
+                    }
                 }
                 Err(e) => {
                     report.fail(format!("appending to the event log (kept in memory, retried with the next event): {e}"));
@@ -536,7 +547,7 @@ fn classify_jobs(
             }
         }
         report.events += 1;
-        let _ = events.send(event);
+        let _ = events.send(latest);
     }
     if let Err(e) = log.sync() {
         report.fail(format!("syncing the event log: {e}"));
@@ -703,13 +714,13 @@ mod tests {
     }
 
     impl EventSink for FlakySink {
-        fn append(&mut self, event: &Event) -> Result<()> {
+        fn append(&mut self, event: &Event) -> Result<Event> {
             if self.failures > 0 {
                 self.failures -= 1;
                 return Err(Error::InvalidArgument("No space left on device".into()));
             }
             self.written.lock().unwrap().push(event.clone());
-            Ok(())
+            Ok(event.clone())
         }
 
         fn sync(&mut self) -> Result<()> {

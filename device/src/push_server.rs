@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,6 +26,7 @@ use tracing::{debug, error, info, warn};
 
 use mer_shared::bundle::PublicKey;
 use mer_shared::classifier::Classifier;
+use mer_shared::event::Event;
 use mer_shared::push::channel::{self, Channel, DeviceKey, DevicePublicKey};
 use mer_shared::push::frame::FrameError;
 use mer_shared::push::{
@@ -36,8 +37,12 @@ use mer_shared::{Error, Result};
 use serde::Deserialize;
 
 use crate::deadline::{Deadline, clamped_seconds};
-use crate::model_store::{ModelStore, Verified};
+use crate::event_log::{Pulled, read_events, read_pulled, record_pulled};
+use crate::model_store::{ModelStore, ProbationRecord, Verified, unix_ms_now};
 use crate::probation::{Probation, ProbationSettings, Verdict, WindowObserver};
+
+/// Event bytes per page of a pull, well inside a frame.
+const PAGE_BYTES: usize = 192 << 10;
 
 /// Connections allowed in their handshake at once, per session slot (management included).
 pub const HANDSHAKES_PER_SLOT: usize = 2;
@@ -145,9 +150,17 @@ struct Shared {
     management: AtomicBool,
     /// Connections still in their handshake.
     handshakes: AtomicUsize,
+    /// The event log `mer events pull` reads, and how far it has been pulled.
+    event_log: Option<PathBuf>,
+    pulled: Mutex<Option<Pulled>>,
+    pull_writes: Mutex<()>,
     switch: Arc<dyn ModelSwitch>,
     probation: Option<Arc<Probation>>,
+    /// How the last probation ended, as the store records it (read without the store's lock).
+    last_probation: Mutex<Option<ProbationRecord>>,
     device: String,
+    /// The id events carry: this device key's fingerprint.
+    device_id: String,
     max_bundle_bytes: u64,
     max_sessions: usize,
     max_handshakes: usize,
@@ -160,6 +173,11 @@ struct Shared {
 }
 
 impl Shared {
+    /// Copies the store's record of the last probation for status reports.
+    fn note_probation(&self, store: &ModelStore) {
+        *self.last_probation.lock().unwrap_or_else(|p| p.into_inner()) = store.state().last_probation.clone();
+    }
+
     /// Takes an upload slot, else the management slot.
     fn take_slot(&self) -> Option<SlotGuard<'_>> {
         let upload = self.sessions.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < self.max_sessions).then_some(n + 1));
@@ -221,7 +239,7 @@ impl PushServer {
     pub fn bind(settings: &PushSettings) -> Result<PushListener> {
         let listener = TcpListener::bind(&settings.listen)
             .map_err(|e| Error::InvalidArgument(format!("cannot listen for model pushes on {} (push.listen): {e}", settings.listen)))?;
-        Ok(PushListener { listener, settings: settings.clone() })
+        Ok(PushListener { listener, settings: settings.clone(), event_log: None })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -238,27 +256,21 @@ impl PushServer {
         self.shared.probation.clone().map(|p| p as Arc<dyn WindowObserver>)
     }
 
-    /// Settles a probation that is over, returning to the model before a failed one; true when
-    /// the probation wants a window classified now (then call [`PushServer::window_asked`] once
-    /// one is submitted).
+    /// Settles a probation that is over, returning to the model before a failed one (on a
+    /// thread of its own: loading a model must not hold up capture); true when the probation
+    /// wants a window classified now (then call [`PushServer::window_asked`] once one is
+    /// submitted). Called by the capture loop for every frame, so it takes no lock another
+    /// thread holds for long.
     pub fn watch_probation(&self, now: Instant) -> bool {
         let Some(probation) = &self.shared.probation else { return false };
         match probation.poll(now) {
             None => false,
             Some(Verdict::Pending { want_window }) => want_window,
-            Some(Verdict::Passed { version, windows, .. }) => {
-                let mut store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
-                match store.end_probation(Ok(())) {
-                    Ok(_) => info!("model {version} passed its probation ({windows} windows)"),
-                    Err(e) => warn!("model {version} passed its probation, but the store could not record it: {e}"),
-                }
-                false
-            }
-            Some(Verdict::Failed { version, reason, .. }) => {
-                let mut store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
-                match restore_after_failed_probation(&mut store, &self.shared, reason.clone()) {
-                    Ok(restored) => warn!("model {version} failed its probation ({reason}); back on {restored}"),
-                    Err(e) => error!("model {version} failed its probation ({reason}), and the model before it cannot run: {e}"),
+            Some(verdict) => {
+                let shared = Arc::clone(&self.shared);
+                let settled = std::thread::Builder::new().name("probation".into()).spawn(move || settle(&shared, verdict));
+                if let Err(e) = settled {
+                    error!("cannot start the thread that ends a probation: {e}");
                 }
                 false
             }
@@ -271,10 +283,14 @@ impl PushServer {
         }
     }
 
+    /// How far the event log has been pulled, if ever.
+    pub fn last_pull(&self) -> Option<Pulled> {
+        self.shared.pulled.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// What `mer devices` shows of the probation.
     pub fn probation_report(&self) -> Option<ProbationReport> {
-        let store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
-        probation_report(&store, &self.shared)
+        probation_report(&self.shared)
     }
 }
 
@@ -282,13 +298,19 @@ impl PushServer {
 pub struct PushListener {
     listener: TcpListener,
     settings: PushSettings,
+    event_log: Option<PathBuf>,
 }
 
 impl PushListener {
+    /// Also serves `mer events pull` from the event log in `dir`.
+    pub fn with_event_log(self, dir: &Path) -> PushListener {
+        PushListener { event_log: Some(dir.to_path_buf()), ..self }
+    }
+
     /// Serves each client on its own thread from now on, with the device key at
     /// `settings.key_path()` (made there on first start).
     pub fn serve(self, store: ModelStore, trusted: Vec<PublicKey>, switch: Arc<dyn ModelSwitch>) -> Result<PushServer> {
-        let PushListener { listener, settings } = self;
+        let PushListener { listener, settings, event_log } = self;
         let address = listener.local_addr().map_err(|e| Error::InvalidArgument(format!("{}: {e}", settings.listen)))?;
         let key_path = settings.key_path();
         let (key, created) = DeviceKey::load_or_create(&key_path)?;
@@ -299,6 +321,7 @@ impl PushListener {
         let device = settings.name.clone().unwrap_or_else(host_name);
         let max_sessions = settings.max_sessions.max(1);
         let timeout = clamped_seconds(settings.timeout_s);
+        let last_probation = store.state().last_probation.clone();
         let shared: Arc<Shared> = Arc::new(Shared {
             store: Mutex::new(store),
             trusted,
@@ -307,9 +330,14 @@ impl PushListener {
             sessions: AtomicUsize::new(0),
             management: AtomicBool::new(false),
             handshakes: AtomicUsize::new(0),
+            pulled: Mutex::new(event_log.as_deref().and_then(read_pulled)),
+            pull_writes: Mutex::new(()),
+            event_log,
             switch,
             probation: settings.probation().map(|p| Arc::new(Probation::new(p))),
+            last_probation: Mutex::new(last_probation),
             device,
+            device_id: public.fingerprint(),
             max_bundle_bytes: settings.max_bundle_mb << 20,
             max_sessions,
             max_handshakes: HANDSHAKES_PER_SLOT * (max_sessions + 1),
@@ -354,6 +382,10 @@ struct Session<'a> {
     upload: Option<Upload>,
     /// Digests this session holds in `Shared::uploads`.
     claimed: Option<Digest>,
+    /// The event log as read at this session's first pull: its pages come from here.
+    events: Option<Vec<Event>>,
+    /// Which key authenticated the session.
+    client: String,
     /// The model this session's last upload produced, already checked: activating it need not
     /// load and probe it again.
     staged: Option<(Digest, Verified)>,
@@ -423,7 +455,20 @@ fn serve(stream: TcpStream, handshake: HandshakeGuard) {
     let lasts = if taken.slot == Slot::Management { shared.session.min(shared.timeout) } else { shared.session };
     let nonce = fresh_nonce();
     let ends = Instant::now() + lasts;
-    let mut session = Session { shared, channel, peer, nonce, upload: None, claimed: None, staged: None, slot: taken.slot, lasts, ends };
+    let mut session = Session {
+        shared,
+        channel,
+        peer,
+        nonce,
+        upload: None,
+        claimed: None,
+        events: None,
+        client: client.key_id(),
+        staged: None,
+        slot: taken.slot,
+        lasts,
+        ends,
+    };
     let welcome = Response::Welcome { device: shared.device.clone(), nonce };
     if session.channel.send(&mut &stream, &welcome).is_ok() {
         session.run(&stream);
@@ -478,6 +523,44 @@ impl Session<'_> {
             Request::Upload { sha256, size } => self.begin_upload(sha256, size).unwrap_or_else(refused),
             Request::Chunk { offset, data } => self.chunk(offset, &data).unwrap_or_else(refused),
             Request::Command(command) => self.command(command),
+            Request::Events { since } => self.events(since).unwrap_or_else(refused),
+        }
+    }
+
+    /// A page of events after `since`, and a note that the client holds everything up to it.
+    fn events(&mut self, since: u64) -> Result<Response> {
+        let Some(dir) = &self.shared.event_log else {
+            return Err(Error::Push("this device serves no event log".into()));
+        };
+        self.record_pull(dir, since);
+        if self.events.is_none() {
+            let (events, damage) = read_events(dir)?;
+            if !damage.is_empty() {
+                warn!("push from {}: pulling around {} damaged stretches of the event log", self.peer, damage.len());
+            }
+            self.events = Some(events);
+        }
+        let all = self.events.as_deref().unwrap_or_default();
+        let start = all.partition_point(|e| e.seq <= since);
+        let mut bytes = 0;
+        let page: Vec<Event> = all[start..]
+            .iter()
+            .take_while(|e| {
+                bytes += e.to_record().map_or(0, |r| r.len() + 16);
+                bytes <= PAGE_BYTES
+            })
+            .cloned()
+            .collect();
+        let more = start + page.len() < all.len();
+        Ok(Response::Events { device: self.shared.device_id.clone(), events: page, more })
+    }
+
+    fn record_pull(&self, dir: &Path, through: u64) {
+        // One writer at a time; the copy the capture loop reads is locked only to swap it.
+        let _writing = self.shared.pull_writes.lock().unwrap_or_else(|p| p.into_inner());
+        match record_pulled(dir, through, &self.client, unix_ms_now()) {
+            Ok(record) => *self.shared.pulled.lock().unwrap_or_else(|p| p.into_inner()) = Some(record),
+            Err(e) => warn!("cannot record how far the event log was pulled: {e}"),
         }
     }
 
@@ -578,6 +661,7 @@ impl Session<'_> {
             }
             Action::Rollback => rollback(&mut store, self.shared),
         };
+        self.shared.note_probation(&store);
         match outcome {
             Ok(model) => {
                 info!("push from {}: {} by key {}: now running {model}", self.peer, command.action, signer.key_id());
@@ -647,6 +731,23 @@ fn rollback(store: &mut ModelStore, shared: &Shared) -> Result<String> {
     Ok(verified.info.version)
 }
 
+/// Records a probation's end in the store; after a failure, the model before runs again.
+fn settle(shared: &Shared, verdict: Verdict) {
+    let mut store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
+    match verdict {
+        Verdict::Pending { .. } => {}
+        Verdict::Passed { version, windows, .. } => match store.end_probation(Ok(())) {
+            Ok(_) => info!("model {version} passed its probation ({windows} windows)"),
+            Err(e) => warn!("model {version} passed its probation, but the store could not record it: {e}"),
+        },
+        Verdict::Failed { version, reason, .. } => match restore_after_failed_probation(&mut store, shared, reason.clone()) {
+            Ok(restored) => warn!("model {version} failed its probation ({reason}); back on {restored}"),
+            Err(e) => error!("model {version} failed its probation ({reason}), and the model before it cannot run: {e}"),
+        },
+    }
+    shared.note_probation(&store);
+}
+
 /// Puts the model before the failed one back in the store and in the pipeline; returns its
 /// version.
 fn restore_after_failed_probation(store: &mut ModelStore, shared: &Shared, reason: String) -> Result<String> {
@@ -657,7 +758,7 @@ fn restore_after_failed_probation(store: &mut ModelStore, shared: &Shared, reaso
     Ok(verified.info.version)
 }
 
-fn probation_report(store: &ModelStore, shared: &Shared) -> Option<ProbationReport> {
+fn probation_report(shared: &Shared) -> Option<ProbationReport> {
     if let Some(running) = shared.probation.as_ref().and_then(|p| p.running(Instant::now())) {
         return Some(ProbationReport {
             version: running.version,
@@ -669,7 +770,7 @@ fn probation_report(store: &ModelStore, shared: &Shared) -> Option<ProbationRepo
             at_unix_ms: 0,
         });
     }
-    store.state().last_probation.as_ref().map(|last| ProbationReport {
+    shared.last_probation.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|last| ProbationReport {
         version: last.version.clone(),
         sha256: last.model.clone(),
         state: if last.passed { ProbationState::Passed } else { ProbationState::Failed },
@@ -688,7 +789,7 @@ fn describe(store: &ModelStore, shared: &Shared) -> DeviceStatus {
         active: state.active.as_ref().and_then(info),
         previous: state.previous.iter().filter_map(info).collect(),
         health: shared.switch.health(),
-        probation: probation_report(store, shared),
+        probation: probation_report(shared),
     }
 }
 

@@ -117,6 +117,9 @@ fn event(i: u64) -> Event {
         model_version: "v0".into(),
         latency: LatencyBreakdown::default(),
         foreign_inputs: false,
+        device: String::new(),
+        session: String::new(),
+        seq: 0,
     }
 }
 
@@ -140,6 +143,18 @@ impl TestDevice {
     /// What an enrolled host with the site key connects with.
     fn credentials(&self) -> Credentials<'static> {
         Credentials { key: site_key_ref(), expect: Expect::Key(self.key) }
+    }
+
+    /// The status once a probation that ended has been settled (on its own thread).
+    fn settled(&self) -> mer_shared::push::DeviceStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let status = self.connect().unwrap().status().unwrap();
+            if status.probation.as_ref().is_some_and(|p| p.state != ProbationState::Running) || Instant::now() > deadline {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn connect(&self) -> Result<Client> {
@@ -873,7 +888,7 @@ fn a_model_that_fails_its_probation_returns_to_the_one_before_by_itself() {
     // A window far slower than max_window_ms: back on v0 with no command from the host.
     observer.classified("v1", Ok(450.0));
     device.server.watch_probation(Instant::now());
-    let status = device.connect().unwrap().status().unwrap();
+    let status = device.settled();
     assert_eq!(status.active.unwrap().version, "v0");
     assert!(status.previous.is_empty(), "the failed model is not kept to return to");
     let probation = status.probation.unwrap();
@@ -892,7 +907,7 @@ fn a_restart_during_probation_comes_back_on_the_last_model_that_passed() {
     device.server.window_observer().unwrap().classified("v1", Ok(20.0));
     std::thread::sleep(Duration::from_millis(350));
     device.server.watch_probation(Instant::now());
-    let probation = device.connect().unwrap().status().unwrap().probation.unwrap();
+    let probation = device.settled().probation.unwrap();
     assert_eq!((probation.version.as_str(), probation.state), ("v1", ProbationState::Passed));
 
     // v2 on probation, replaced by v3 before it passed: v2 is not kept to return to.

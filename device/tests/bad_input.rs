@@ -83,6 +83,9 @@ fn event(i: u32) -> Event {
         model_version: "m-1".into(),
         latency: LatencyBreakdown { spotting_ms: 1.0, preprocess_ms: 2.0, inference_ms: 3.0, total_ms: 6.0 },
         foreign_inputs: false,
+        device: String::new(),
+        session: String::new(),
+        seq: 0,
     }
 }
 
@@ -90,7 +93,9 @@ fn event(i: u32) -> Event {
 fn event_log(dir: &Path, n: u32, max_segment_bytes: u64) -> PathBuf {
     let log_dir = dir.join("log");
     let (mut log, _) = EventLog::open(LogConfig { dir: log_dir.clone(), max_segment_bytes, fsync: FsyncPolicy::Never }).unwrap();
-    (0..n).for_each(|i| log.append(&event(i)).unwrap());
+    (0..n).for_each(|i| {
+        log.append(&event(i)).unwrap();
+    });
     log_dir
 }
 

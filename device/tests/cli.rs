@@ -72,6 +72,9 @@ fn event(i: u32) -> Event {
         latency: LatencyBreakdown { spotting_ms: 300.0, preprocess_ms: 20.0, inference_ms: 30.0, total_ms: 55.0 },
         // Every third event comes from a model trained on inputs the device cannot reproduce.
         foreign_inputs: i % 3 == 2,
+        device: String::new(),
+        session: String::new(),
+        seq: 0,
     }
 }
 
@@ -80,12 +83,15 @@ fn events_exports_every_complete_record() {
     let dir = tempfile::tempdir().unwrap();
     let log_dir = dir.path().join("log");
     let (mut log, _) = EventLog::open(LogConfig { dir: log_dir.clone(), max_segment_bytes: 300, fsync: FsyncPolicy::Never }).unwrap();
-    (0..5).for_each(|i| log.append(&event(i)).unwrap());
+    (0..5).for_each(|i| {
+        log.append(&event(i)).unwrap();
+    });
     drop(log);
 
     let json = ok(&merd(&["events", "--log", s(&log_dir), "--json"]));
     let read: Vec<Event> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(read, (0..5).map(event).collect::<Vec<_>>());
+    // As recorded: numbered 1, 2, 3, … in order.
+    assert_eq!(read, (0..5).map(|i| Event { seq: i as u64 + 1, ..event(i) }).collect::<Vec<_>>());
     let table = ok(&merd(&["events", "--log", s(&log_dir)]));
     assert_eq!(table.lines().count(), 5);
     assert!(table.starts_with("2026-11-18T11:06:40") && table.contains("surprise") && table.contains("p 0.70"), "{table}");

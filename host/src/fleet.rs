@@ -12,6 +12,7 @@ use mer_shared::push::client::{Client, Credentials, Expect, push};
 use mer_shared::push::{DeviceStatus, ModelInfo, ProbationState};
 use mer_shared::{Error, Result};
 
+use crate::events_pull;
 use crate::known_devices::KnownDevices;
 
 /// How this host reaches its devices.
@@ -64,6 +65,11 @@ pub fn rollback_all(fleet: &Fleet, addresses: &[String]) -> Vec<Outcome<DeviceSt
 
 pub fn status_all(fleet: &Fleet, addresses: &[String]) -> Vec<Outcome<DeviceStatus>> {
     each(addresses, |address| Client::connect(address, fleet.credentials(address)?, fleet.timeout)?.status())
+}
+
+/// Pulls each device's new events into `out` (see [`crate::events_pull`]).
+pub fn pull_all(fleet: &Fleet, addresses: &[String], out: &std::path::Path, since: Option<u64>) -> Vec<Outcome<events_pull::Pulled>> {
+    each(addresses, |address| events_pull::pull_from(address, fleet.credentials(address)?, fleet.timeout, out, since))
 }
 
 /// Opens an authenticated session with each device accepting the key it presents (or only the

@@ -3,6 +3,7 @@
 
 pub mod dataset;
 pub mod demo;
+pub mod events_pull;
 pub mod export;
 pub mod fleet;
 pub mod flow_bench;

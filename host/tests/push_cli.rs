@@ -4,9 +4,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use mer_device::event_log::{EventLog, FsyncPolicy, LogConfig};
 use mer_device::model_store::ModelStore;
 use mer_device::push_server::{ModelSwitch, PushServer, PushSettings};
 use mer_shared::classifier::Classifier;
+use mer_shared::event::{Event, EventSource, LatencyBreakdown};
 use mer_shared::push::Health;
 
 mod common;
@@ -27,6 +29,11 @@ impl ModelSwitch for Idle {
 
 /// A device named `name` running `v0`; returns its address.
 fn device(dir: &Path, name: &str) -> String {
+    device_with_log(dir, name, None)
+}
+
+/// [`device`], serving pulls from the event log in `log`.
+fn device_with_log(dir: &Path, name: &str, log: Option<&Path>) -> String {
     let trusted = vec![site_key().public()];
     let mut store = ModelStore::open(&dir.join(name), trusted.clone(), 3, 1).unwrap();
     store.adopt(&bundle("v0", &site_key())).unwrap();
@@ -44,7 +51,127 @@ fn device(dir: &Path, name: &str) -> String {
         probation_windows: 3,
         max_window_ms: 2000.0,
     };
-    PushServer::start(&settings, store, trusted, Arc::new(Idle)).unwrap().address().to_string()
+    let listener = PushServer::bind(&settings).unwrap();
+    let listener = match log {
+        Some(log) => listener.with_event_log(log),
+        None => listener,
+    };
+    listener.serve(store, trusted, Arc::new(Idle)).unwrap().address().to_string()
+}
+
+/// Appends `n` events to the log in `dir`.
+fn log_events(dir: &Path, n: u32) {
+    let config = LogConfig { dir: dir.to_path_buf(), max_segment_bytes: 64 << 10, fsync: FsyncPolicy::Never };
+    let (mut log, _) = EventLog::open(config).unwrap();
+    for i in 0..n {
+        let event = Event {
+            wall_time_ms: 1_790_000_000_000 + i as i64,
+            onset_s: i as f64,
+            apex_s: i as f64 + 0.1,
+            offset_s: i as f64 + 0.2,
+            source: EventSource::Spotted,
+            label: "surprise".into(),
+            classes: vec!["negative".into(), "positive".into(), "surprise".into()],
+            probabilities: vec![0.2, 0.1, 0.7],
+            model_version: "v0".into(),
+            latency: LatencyBreakdown::default(),
+            foreign_inputs: false,
+            device: String::new(),
+            session: String::new(),
+            seq: 0,
+        };
+        log.append(&event).unwrap();
+    }
+}
+
+/// A loopback relay to `target` that cuts each connection once `bytes` bytes came back from
+/// the device: a pull broken mid-transfer.
+fn cutting_relay(target: String, bytes: usize) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let server = std::net::TcpStream::connect(&target).unwrap();
+            let limit = bytes;
+            let (mut from_client, mut to_server) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut from_server, mut to_client) = (server, client);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_client, &mut to_server);
+            });
+            std::thread::spawn(move || {
+                let (mut sent, mut buffer) = (0, [0u8; 8192]);
+                while let Ok(n) = std::io::Read::read(&mut from_server, &mut buffer) {
+                    let n = n.min(limit - sent);
+                    if n == 0 || std::io::Write::write_all(&mut to_client, &buffer[..n]).is_err() {
+                        break;
+                    }
+                    sent += n;
+                }
+                let _ = to_client.shutdown(std::net::Shutdown::Both);
+                let _ = from_server.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    address
+}
+
+#[test]
+fn events_are_pulled_once_and_a_cut_pull_resumes_to_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = models().join("demo-key");
+    let known = d.join("known-devices.toml");
+    let log = d.join("room-a-events");
+    // Enough events for several pages of a pull.
+    log_events(&log, 3000);
+    let a = device_with_log(d, "room-a", Some(&log));
+    ok(&mer_at(&known, &["devices", "enroll", &a, "--key", s(&key)]));
+
+    // Uninterrupted, into one folder.
+    let whole = d.join("whole");
+    let out = ok(&mer_at(&known, &["events", "pull", "--from", &a, "--out", s(&whole), "--key", s(&key)]));
+    assert!(out.contains("room-a") && out.contains("  3000     3000      3000"), "{out}");
+    // Cut mid-transfer (the connection breaks inside the second page), then run again.
+    let cut = d.join("cut");
+    let relay = cutting_relay(a.clone(), 300 << 10);
+    // Through the relay it is the same device, with the same key.
+    ok(&mer_at(&known, &["devices", "enroll", &relay, "--key", s(&key)]));
+    let failed = mer_at(&known, &["events", "pull", "--from", &relay, "--out", s(&cut), "--key", s(&key)]);
+    let stdout = String::from_utf8_lossy(&failed.stdout).into_owned();
+    assert!(!failed.status.success(), "{stdout}");
+    let files = |folder: &Path| -> Vec<(String, String)> {
+        let mut found: Vec<_> = std::fs::read_dir(folder)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(e.path()).unwrap()))
+            .collect();
+        found.sort();
+        found
+    };
+    let partial = files(&cut);
+    let held = partial.first().map_or(0, |(_, text)| text.lines().count());
+    assert!(held > 0 && held < 3000, "part of the events arrived before the cut ({held})");
+    // A last line cut short, as a host killed mid-write leaves it.
+    let (name, text) = &partial[0];
+    std::fs::write(cut.join(name), format!("{text}{{\"wall_time_ms\":17")).unwrap();
+    let out = ok(&mer_at(&known, &["events", "pull", "--from", &a, "--out", s(&cut), "--key", s(&key)]));
+    assert!(out.contains(&format!("{:>6}", 3000 - held)), "{out}");
+    assert_eq!(files(&cut), files(&whole), "the same file as the uninterrupted pull");
+
+    // Again: nothing new, nothing twice. New events arrive once.
+    let out = ok(&mer_at(&known, &["events", "pull", "--from", &a, "--out", s(&whole), "--key", s(&key)]));
+    assert!(out.contains("     0     3000"), "{out}");
+    log_events(&log, 5);
+    ok(&mer_at(&known, &["events", "pull", "--from", &a, "--out", s(&whole), "--key", s(&key)]));
+    let (_, text) = &files(&whole)[0];
+    let seqs: Vec<u64> = text.lines().map(|l| serde_json::from_str::<Event>(l).unwrap().seq).collect();
+    assert_eq!(seqs, (1..=3005).collect::<Vec<u64>>());
+    let summary = std::fs::read_to_string(whole.join("summary.tsv")).unwrap();
+    assert!(summary.lines().nth(1).unwrap().contains("room-a\t"), "{summary}");
+    // The device knows how far it was pulled.
+    let pulled = mer_device::event_log::read_pulled(&log).unwrap();
+    assert_eq!(pulled.through, 3005);
 }
 
 /// `mer` with this test's list of enrolled devices.

@@ -46,6 +46,33 @@ pub struct Event {
     /// configuration allows it): read the label with that in mind.
     #[serde(default)]
     pub foreign_inputs: bool,
+    /// The device that recorded it: its key's fingerprint (`merd key`), or its host name when
+    /// it has no fleet key.
+    #[serde(default)]
+    pub device: String,
+    /// The session it belongs to: `merd` starts one at each start and on `merd session new`.
+    #[serde(default)]
+    pub session: String,
+    /// Its place in the device's log: 1, 2, 3, … in order of writing, never reused. `mer events
+    /// pull` fetches each (device, seq) once.
+    #[serde(default)]
+    pub seq: u64,
+}
+
+/// An event as records were written before the device, session and sequence fields existed.
+#[derive(Deserialize)]
+struct EventV2 {
+    wall_time_ms: i64,
+    onset_s: f64,
+    apex_s: f64,
+    offset_s: f64,
+    source: EventSource,
+    label: String,
+    classes: Vec<String>,
+    probabilities: Vec<f32>,
+    model_version: String,
+    latency: LatencyBreakdown,
+    foreign_inputs: bool,
 }
 
 /// An event as records were written before `foreign_inputs` existed.
@@ -69,11 +96,28 @@ impl Event {
         postcard::to_stdvec(self)
     }
 
-    /// Reads a record, also one written before `foreign_inputs` existed (postcard has no
-    /// optional fields: such a record ends where that field would start).
+    /// Reads a record, also one of an earlier format (postcard has no optional fields: such a
+    /// record ends where the newer fields would start). Older records have no device, session
+    /// or sequence number.
     pub fn from_record(payload: &[u8]) -> Result<Event, postcard::Error> {
         postcard::from_bytes::<Event>(payload).or_else(|e| {
-            let old: EventV1 = postcard::from_bytes(payload).map_err(|_| e)?;
+            let v2 = postcard::from_bytes::<EventV2>(payload).or_else(|_| {
+                let v1: EventV1 = postcard::from_bytes(payload)?;
+                Ok::<_, postcard::Error>(EventV2 {
+                    wall_time_ms: v1.wall_time_ms,
+                    onset_s: v1.onset_s,
+                    apex_s: v1.apex_s,
+                    offset_s: v1.offset_s,
+                    source: v1.source,
+                    label: v1.label,
+                    classes: v1.classes,
+                    probabilities: v1.probabilities,
+                    model_version: v1.model_version,
+                    latency: v1.latency,
+                    foreign_inputs: false,
+                })
+            });
+            let old = v2.map_err(|_| e)?;
             Ok(Event {
                 wall_time_ms: old.wall_time_ms,
                 onset_s: old.onset_s,
@@ -85,7 +129,10 @@ impl Event {
                 probabilities: old.probabilities,
                 model_version: old.model_version,
                 latency: old.latency,
-                foreign_inputs: false,
+                foreign_inputs: old.foreign_inputs,
+                device: String::new(),
+                session: String::new(),
+                seq: 0,
             })
         })
     }
@@ -109,12 +156,21 @@ mod tests {
             model_version: "m-1".into(),
             latency: LatencyBreakdown { spotting_ms: 1.0, preprocess_ms: 2.0, inference_ms: 3.0, total_ms: 7.0 },
             foreign_inputs: true,
+            device: "ab12:cd34".into(),
+            session: "5e55".into(),
+            seq: 300,
         };
-        assert_eq!(Event::from_record(&event.to_record().unwrap()).unwrap(), event);
-        // A record of the first format: the same fields without the flag.
-        let mut old = event.to_record().unwrap();
-        assert_eq!(old.pop(), Some(1), "the flag is the record's last byte");
-        assert_eq!(Event::from_record(&old).unwrap(), Event { foreign_inputs: false, ..event });
-        assert!(Event::from_record(&old[..old.len() - 3]).is_err());
+        let record = event.to_record().unwrap();
+        assert_eq!(Event::from_record(&record).unwrap(), event);
+        // A record of the second format: without device, session and sequence (each string a
+        // length byte and its bytes, the sequence a varint of two bytes).
+        let tail = 1 + 9 + 1 + 4 + 2;
+        let mut v2 = record[..record.len() - tail].to_vec();
+        let unstamped = Event { device: String::new(), session: String::new(), seq: 0, ..event.clone() };
+        assert_eq!(Event::from_record(&v2).unwrap(), unstamped);
+        // And of the first: also without the flag.
+        assert_eq!(v2.pop(), Some(1), "the flag is the second format's last byte");
+        assert_eq!(Event::from_record(&v2).unwrap(), Event { foreign_inputs: false, ..unstamped });
+        assert!(Event::from_record(&v2[..v2.len() - 3]).is_err());
     }
 }

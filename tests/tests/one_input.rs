@@ -103,9 +103,9 @@ fn casme2_clips(root: &Path) -> Vec<PathBuf> {
 struct Collect(Arc<Mutex<Vec<Event>>>);
 
 impl EventSink for Collect {
-    fn append(&mut self, event: &Event) -> mer_shared::Result<()> {
+    fn append(&mut self, event: &Event) -> mer_shared::Result<Event> {
         self.0.lock().unwrap().push(event.clone());
-        Ok(())
+        Ok(event.clone())
     }
     fn sync(&mut self) -> mer_shared::Result<()> {
         Ok(())

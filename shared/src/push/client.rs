@@ -141,6 +141,15 @@ impl Client {
         }
     }
 
+    /// One page of the device's events after `since`: (the device id, the events, whether
+    /// more follow).
+    pub fn events(&mut self, since: u64) -> Result<(String, Vec<crate::event::Event>, bool)> {
+        match self.call(&Request::Events { since })? {
+            Response::Events { device, events, more } => Ok((device, events, more)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Makes the bundle with this digest the device's active model.
     pub fn activate(&mut self, sha256: [u8; 32], key: &SecretKey) -> Result<DeviceStatus> {
         self.command(Action::Activate { sha256 }, key)
@@ -258,6 +267,7 @@ fn unexpected(response: &Response) -> Error {
         Response::Staged(_) => "a staged model",
         Response::Done { .. } => "a command result",
         Response::Busy { .. } => "busy",
+        Response::Events { .. } => "events",
     };
     Error::Push(format!("the device answered with {what}, which does not fit the request (is it a compatible merd?)"))
 }

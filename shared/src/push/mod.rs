@@ -58,6 +58,11 @@ pub enum Request {
         data: Vec<u8>,
     },
     Command(SignedCommand),
+    /// Events recorded after sequence number `since` (which also says the client holds every
+    /// event up to it), in order, as many as fit one answer.
+    Events {
+        since: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,6 +95,12 @@ pub enum Response {
     /// Another client is uploading the same bundle; try again shortly.
     Busy {
         reason: String,
+    },
+    /// Events after the `since` asked for, oldest first; `more` when others follow.
+    Events {
+        device: String,
+        events: Vec<crate::event::Event>,
+        more: bool,
     },
 }
 

@@ -215,3 +215,62 @@ fn enroll(addresses: &[String], fingerprint: Option<&str>, replace: bool, connec
     }
     Ok(())
 }
+
+#[derive(Subcommand)]
+pub enum EventsCommand {
+    /// Fetch each device's new events into one JSON-lines file per device (DIR/<device id>.jsonl)
+    /// and print a summary table (also written to DIR/summary.tsv). Resumable and exactly once:
+    /// run it again, or from cron, and each event arrives once.
+    Pull(PullArgs),
+}
+
+#[derive(clap::Args)]
+pub struct PullArgs {
+    /// Device addresses, host or host:port (default port 7878), comma-separated; each must be
+    /// enrolled (`mer devices enroll`).
+    #[arg(long, value_delimiter = ',', required = true)]
+    from: Vec<String>,
+    /// The folder of per-device files.
+    #[arg(long)]
+    out: PathBuf,
+    /// Fetch the events after this sequence number instead of after the last one the file holds.
+    #[arg(long)]
+    since: Option<u64>,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+pub fn events(EventsCommand::Pull(args): EventsCommand) -> Result<()> {
+    let PullArgs { from, out, since, connection } = args;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let key = connection.key()?;
+    let known = connection.known()?;
+    let fleet = fleet::Fleet { key: &key, known: &known, timeout: connection.timeout()? };
+    let outcomes = fleet::pull_all(&fleet, &from, &out, since);
+    let mut summary = String::from("address\tname\tdevice\tnew\tevents\tlast_seq\tfile\n");
+    println!("{:<22} {:<12} {:>6} {:>8} {:>9}  file", "device", "name", "new", "events", "last seq");
+    for outcome in &outcomes {
+        match &outcome.result {
+            Ok(p) => {
+                println!("{:<22} {:<12} {:>6} {:>8} {:>9}  {}", outcome.address, p.name, p.new, p.total, p.last_seq, p.file.display());
+                summary.push_str(&format!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+                    outcome.address,
+                    p.name,
+                    p.device,
+                    p.new,
+                    p.total,
+                    p.last_seq,
+                    p.file.display()
+                ));
+            }
+            Err(e) => println!("{:<22} FAILED  {e}", outcome.address),
+        }
+    }
+    mer_shared::atomic_file::write(out.join("summary.tsv"), summary.as_bytes())?;
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    if failed > 0 {
+        bail!("{failed} of {} devices were not pulled (run again: a pull resumes where it stopped)", outcomes.len());
+    }
+    Ok(())
+}

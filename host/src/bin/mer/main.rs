@@ -61,8 +61,11 @@ enum Command {
     Push(fleet::PushArgs),
     /// Return devices to the model they ran before the last activation.
     Rollback(fleet::RollbackArgs),
-    /// The model, kept models and health of each device.
+    /// The model, kept models and health of each device; `mer devices enroll` meets new ones.
     Devices(fleet::DevicesArgs),
+    /// The events devices recorded: `mer events pull --from ADDR --out DIR`.
+    #[command(subcommand)]
+    Events(fleet::EventsCommand),
     /// Classify the samples of a float32 .npy file (N, C, H, W) with a model or bundle; prints JSON.
     Infer(models::InferArgs),
     /// Latency of an exported model in tract, onnxruntime and tch at the same thread count.
@@ -92,6 +95,7 @@ fn main() -> Result<()> {
         Command::Push(args) => fleet::push(args),
         Command::Rollback(args) => fleet::rollback(args),
         Command::Devices(args) => fleet::devices(args),
+        Command::Events(command) => fleet::events(command),
         Command::Infer(args) => models::infer(args),
         Command::BenchInfer(args) => models::bench_infer(args),
         Command::Export(args) => models::export(args),
