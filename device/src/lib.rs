@@ -25,3 +25,5 @@ pub mod spotting;
 mod push_tests;
 #[cfg(test)]
 mod test_bundles;
+#[cfg(test)]
+mod test_relay;

@@ -27,6 +27,7 @@ use crate::event_log::{EventLog, FsyncPolicy, LogConfig, read_events};
 use crate::model_store::{ModelStore, State, Step};
 use crate::push_server::{ModelSwitch, PushServer, PushSettings};
 use crate::test_bundles::{bundle, bundle_with, sha, site_key};
+use crate::test_relay::{Cut, breaking_relay};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -782,7 +783,7 @@ fn a_connection_lost_before_the_activation_is_answered_is_retried() {
     for (i, data) in v1.chunks(CHUNK_BYTES).enumerate() {
         upload += sealed(frame::encode(&Request::Chunk { offset: (i * CHUNK_BYTES) as u64, data: data.to_vec() }));
     }
-    let relay = breaking_relay(device.address.clone(), upload + 10, 1);
+    let relay = breaking_relay(device.address.clone(), Cut::FromClient, upload + 10, 1);
     let pushed = push(&relay, &v1, device.credentials(), TIMEOUT, |_, _| {}).unwrap();
     assert!(pushed.connections >= 2, "{} connections", pushed.connections);
     assert_eq!(pushed.status.active.unwrap().version, "v1");
@@ -815,44 +816,12 @@ fn connections_that_never_finish_their_handshake_are_bounded_and_cut_off() {
     assert_eq!(device.finish().1, "v0");
 }
 
-/// A loopback relay to `target` that cuts each of the first `cuts` connections after
-/// `bytes` bytes from the client: a network that breaks mid-transfer.
-fn breaking_relay(target: String, bytes: usize, cuts: usize) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for (n, client) in listener.incoming().flatten().enumerate() {
-            let server = TcpStream::connect(&target).unwrap();
-            let limit = if n < cuts { bytes } else { usize::MAX };
-            let (mut from_client, mut to_server) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-            let (mut from_server, mut to_client) = (server, client);
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut from_server, &mut to_client);
-            });
-            std::thread::spawn(move || {
-                let mut sent = 0;
-                let mut buffer = [0u8; 8192];
-                while let Ok(n) = std::io::Read::read(&mut from_client, &mut buffer) {
-                    let n = n.min(limit - sent);
-                    if n == 0 || std::io::Write::write_all(&mut to_server, &buffer[..n]).is_err() {
-                        break;
-                    }
-                    sent += n;
-                }
-                let _ = to_server.shutdown(std::net::Shutdown::Both);
-                let _ = from_client.shutdown(std::net::Shutdown::Both);
-            });
-        }
-    });
-    address
-}
-
 #[test]
 fn a_push_over_a_breaking_network_reconnects_and_resumes() {
     let device = device(5.0);
     let v1 = bundle("v1", &site_key());
     // Each of the first two connections dies after 1.5 chunks of bundle bytes.
-    let relay = breaking_relay(device.address.clone(), CHUNK_BYTES * 3 / 2, 2);
+    let relay = breaking_relay(device.address.clone(), Cut::FromClient, CHUNK_BYTES * 3 / 2, 2);
     let mut offsets = Vec::new();
     let pushed = push(&relay, &v1, device.credentials(), TIMEOUT, |offset, _| offsets.push(offset)).unwrap();
     assert_eq!(pushed.connections, 3);

@@ -16,7 +16,10 @@ use common::*;
 
 #[path = "../../device/src/test_bundles.rs"]
 mod test_bundles;
+#[path = "../../device/src/test_relay.rs"]
+mod test_relay;
 use test_bundles::{bundle, models, site_key};
+use test_relay::{Cut, breaking_relay};
 
 struct Idle;
 
@@ -84,37 +87,6 @@ fn log_events(dir: &Path, n: u32) {
     }
 }
 
-/// A loopback relay to `target` that cuts each connection once `bytes` bytes came back from
-/// the device: a pull broken mid-transfer.
-fn cutting_relay(target: String, bytes: usize) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let server = std::net::TcpStream::connect(&target).unwrap();
-            let limit = bytes;
-            let (mut from_client, mut to_server) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-            let (mut from_server, mut to_client) = (server, client);
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut from_client, &mut to_server);
-            });
-            std::thread::spawn(move || {
-                let (mut sent, mut buffer) = (0, [0u8; 8192]);
-                while let Ok(n) = std::io::Read::read(&mut from_server, &mut buffer) {
-                    let n = n.min(limit - sent);
-                    if n == 0 || std::io::Write::write_all(&mut to_client, &buffer[..n]).is_err() {
-                        break;
-                    }
-                    sent += n;
-                }
-                let _ = to_client.shutdown(std::net::Shutdown::Both);
-                let _ = from_server.shutdown(std::net::Shutdown::Both);
-            });
-        }
-    });
-    address
-}
-
 #[test]
 fn events_are_pulled_once_and_a_cut_pull_resumes_to_the_same_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -133,7 +105,7 @@ fn events_are_pulled_once_and_a_cut_pull_resumes_to_the_same_file() {
     assert!(out.contains("room-a") && out.contains("  3000     3000      3000"), "{out}");
     // Cut mid-transfer (the connection breaks inside the second page), then run again.
     let cut = d.join("cut");
-    let relay = cutting_relay(a.clone(), 300 << 10);
+    let relay = breaking_relay(a.clone(), Cut::FromServer, 300 << 10, usize::MAX);
     // Through the relay it is the same device, with the same key.
     ok(&mer_at(&known, &["devices", "enroll", &relay, "--key", s(&key)]));
     let failed = mer_at(&known, &["events", "pull", "--from", &relay, "--out", s(&cut), "--key", s(&key)]);

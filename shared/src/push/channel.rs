@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use snow::{Builder, HandshakeState, TransportState};
 
 use super::PROTOCOL;
-use super::frame::{FrameError, encode, read_frame};
+use super::frame::{FrameError, encode, read_frame, read_full};
 use crate::atomic_file::AtomicFile;
 use crate::error::{Error, Result};
 
@@ -194,7 +194,7 @@ impl<R: Read> Read for Decrypting<'_, R> {
 /// One length-prefixed message, `None` when the stream ends cleanly before it.
 fn read_record(reader: &mut impl Read, limit: usize) -> io::Result<Option<Vec<u8>>> {
     let mut header = [0u8; 2];
-    match read_exact_or_end(reader, &mut header)? {
+    match read_full(reader, &mut header)? {
         0 => return Ok(None),
         2 => {}
         _ => return Err(io::Error::new(ErrorKind::UnexpectedEof, "the connection ended inside a message")),
@@ -204,23 +204,10 @@ fn read_record(reader: &mut impl Read, limit: usize) -> io::Result<Option<Vec<u8
         return Err(io::Error::new(ErrorKind::InvalidData, format!("a {length}-byte handshake message; at most {limit} are expected")));
     }
     let mut record = vec![0u8; length];
-    if read_exact_or_end(reader, &mut record)? < length {
+    if read_full(reader, &mut record)? < length {
         return Err(io::Error::new(ErrorKind::UnexpectedEof, "the connection ended inside a message"));
     }
     Ok(Some(record))
-}
-
-fn read_exact_or_end(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        match reader.read(&mut buffer[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 fn write_record(writer: &mut impl Write, message: &[u8]) -> io::Result<()> {

@@ -97,14 +97,14 @@ pub fn read_frame<T: DeserializeOwned>(reader: &mut impl Read, limit: usize) -> 
 }
 
 /// Fills `buffer` unless the stream ends first; returns the bytes read.
-fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> Result<usize, FrameError> {
+pub(crate) fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < buffer.len() {
         match reader.read(&mut buffer[filled..]) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
     Ok(filled)
