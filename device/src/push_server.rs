@@ -532,7 +532,6 @@ impl Session<'_> {
         let Some(dir) = &self.shared.event_log else {
             return Err(Error::Push("this device serves no event log".into()));
         };
-        self.record_pull(dir, since);
         if self.events.is_none() {
             let (events, damage) = read_events(dir)?;
             if !damage.is_empty() {
@@ -541,6 +540,14 @@ impl Session<'_> {
             self.events = Some(events);
         }
         let all = self.events.as_deref().unwrap_or_default();
+        let last = all.iter().map(|e| e.seq).max().unwrap_or(0).max(read_pulled(dir).map_or(0, |p| p.through));
+        if since > last {
+            return Err(Error::Push(format!(
+                "this device's event log ends at sequence number {last}; {since} never existed (a log from another device, or \
+                 a wrong --since?)"
+            )));
+        }
+        self.record_pull(dir, since);
         let start = all.partition_point(|e| e.seq <= since);
         let mut bytes = 0;
         let page: Vec<Event> = all[start..]

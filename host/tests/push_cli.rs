@@ -144,6 +144,13 @@ fn events_are_pulled_once_and_a_cut_pull_resumes_to_the_same_file() {
     // The device knows how far it was pulled.
     let pulled = mer_device::event_log::read_pulled(&log).unwrap();
     assert_eq!(pulled.through, 3005);
+    // A sequence number that never existed: refused with a reason, nothing written or recorded.
+    let odd = d.join("odd");
+    let out = mer_at(&known, &["events", "pull", "--from", &a, "--out", s(&odd), "--since", "99999", "--key", s(&key)]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success() && stdout.contains("ends at sequence number 3005") && stdout.contains("99999 never existed"), "{stdout}");
+    assert!(files(&odd).is_empty());
+    assert_eq!(mer_device::event_log::read_pulled(&log).unwrap().through, 3005);
 }
 
 /// `mer` with this test's list of enrolled devices.

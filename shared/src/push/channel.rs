@@ -363,6 +363,20 @@ mod tests {
         assert_eq!(device_side.join().unwrap(), expected);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
+
+        /// Any first bytes at all: a refusal, never a panic, and nothing but a handshake answer
+        /// (for bytes that happen to be a well-formed first message) goes back.
+        #[test]
+        fn arbitrary_first_messages_never_panic_the_device(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80)) {
+            let key = DeviceKey::from_secret([7; 32]);
+            let mut answer = Vec::new();
+            let opened = accept(&mut bytes.as_slice(), &mut answer, &key);
+            proptest::prop_assert!(opened.is_err() || answer.len() > 2);
+        }
+    }
+
     #[test]
     fn an_old_plain_hello_is_not_a_handshake() {
         let key = DeviceKey::generate().unwrap();
