@@ -59,19 +59,11 @@ pub struct Event {
     pub seq: u64,
 }
 
-/// An event as records were written before the device, session and sequence fields existed.
+/// An event as records were written before the device, session and sequence fields existed:
+/// the first format and the flag after it (postcard puts a nested struct's fields in line).
 #[derive(Deserialize)]
 struct EventV2 {
-    wall_time_ms: i64,
-    onset_s: f64,
-    apex_s: f64,
-    offset_s: f64,
-    source: EventSource,
-    label: String,
-    classes: Vec<String>,
-    probabilities: Vec<f32>,
-    model_version: String,
-    latency: LatencyBreakdown,
+    v1: EventV1,
     foreign_inputs: bool,
 }
 
@@ -101,35 +93,22 @@ impl Event {
     /// or sequence number.
     pub fn from_record(payload: &[u8]) -> Result<Event, postcard::Error> {
         postcard::from_bytes::<Event>(payload).or_else(|e| {
-            let v2 = postcard::from_bytes::<EventV2>(payload).or_else(|_| {
-                let v1: EventV1 = postcard::from_bytes(payload)?;
-                Ok::<_, postcard::Error>(EventV2 {
-                    wall_time_ms: v1.wall_time_ms,
-                    onset_s: v1.onset_s,
-                    apex_s: v1.apex_s,
-                    offset_s: v1.offset_s,
-                    source: v1.source,
-                    label: v1.label,
-                    classes: v1.classes,
-                    probabilities: v1.probabilities,
-                    model_version: v1.model_version,
-                    latency: v1.latency,
-                    foreign_inputs: false,
-                })
-            });
-            let old = v2.map_err(|_| e)?;
+            let old = postcard::from_bytes::<EventV2>(payload)
+                .or_else(|_| postcard::from_bytes::<EventV1>(payload).map(|v1| EventV2 { v1, foreign_inputs: false }))
+                .map_err(|_| e)?;
+            let EventV2 { v1, foreign_inputs } = old;
             Ok(Event {
-                wall_time_ms: old.wall_time_ms,
-                onset_s: old.onset_s,
-                apex_s: old.apex_s,
-                offset_s: old.offset_s,
-                source: old.source,
-                label: old.label,
-                classes: old.classes,
-                probabilities: old.probabilities,
-                model_version: old.model_version,
-                latency: old.latency,
-                foreign_inputs: old.foreign_inputs,
+                wall_time_ms: v1.wall_time_ms,
+                onset_s: v1.onset_s,
+                apex_s: v1.apex_s,
+                offset_s: v1.offset_s,
+                source: v1.source,
+                label: v1.label,
+                classes: v1.classes,
+                probabilities: v1.probabilities,
+                model_version: v1.model_version,
+                latency: v1.latency,
+                foreign_inputs,
                 device: String::new(),
                 session: String::new(),
                 seq: 0,
