@@ -211,15 +211,13 @@ fn main() -> Result<()> {
                 if json {
                     println!("{}", serde_json::to_string(e)?);
                 } else {
-                    let p = e.classes.iter().position(|c| *c == e.label).and_then(|i| e.probabilities.get(i)).copied().unwrap_or(f32::NAN);
                     println!(
-                        "{}  onset {:.3} s  apex {:.3} s  offset {:.3} s  {:<12} p {:.2}  {:?}  model {}  {:.0} ms{}",
+                        "{}  onset {:.3} s  apex {:.3} s  offset {:.3} s  {:<19}  {:?}  model {}  {:.0} ms{}",
                         utc(e.wall_time_ms),
                         e.onset_s,
                         e.apex_s,
                         e.offset_s,
-                        e.label,
-                        p,
+                        e.describe_label(),
                         e.source,
                         e.model_version,
                         e.latency.total_ms,
@@ -299,14 +297,12 @@ fn host_name() -> String {
 }
 
 fn print_event(e: &Event) {
-    let p = e.classes.iter().position(|c| *c == e.label).and_then(|i| e.probabilities.get(i)).copied().unwrap_or(f32::NAN);
     println!(
-        "{:>8.3} s  onset {:.3}  offset {:.3}  {:<11} p {:.2}  {:?}  (spot {:.0} + flows {:.0} + inference {:.0} ms; {:.0} ms after the offset frame){}",
+        "{:>8.3} s  onset {:.3}  offset {:.3}  {:<18}  {:?}  (spot {:.0} + flows {:.0} + inference {:.0} ms; {:.0} ms after the offset frame){}",
         e.apex_s,
         e.onset_s,
         e.offset_s,
-        e.label,
-        p,
+        e.describe_label(),
         e.source,
         e.latency.spotting_ms,
         e.latency.preprocess_ms,
@@ -509,12 +505,11 @@ fn demo(seconds: f32, fps: f32, seed: u64, model: &Path, public_key: &Path, out:
     let mut found = Vec::new();
     // Spotted true expressions whose emotion is one of the model's classes, and how many of
     // those were labelled right.
-    let (mut classifiable, mut right) = (0usize, 0usize);
-    println!("   apex     spotted interval      label        p     truth");
+    let (mut classifiable, mut right, mut uncertain) = (0usize, 0usize, 0usize);
+    println!("   apex     spotted interval      label                        truth");
     let (stats, report, secs) = drive(&mut source, pipeline, rx_events, &mut Peripherals::default(), |e| {
         let interval = (frame_of(e.onset_s), frame_of(e.offset_s));
         found.push(interval);
-        let p = e.classes.iter().position(|c| *c == e.label).and_then(|i| e.probabilities.get(i)).copied().unwrap_or(f32::NAN);
         let matched = scene.events.iter().map(|t| (t, iou(interval, (t.onset, t.offset)))).max_by(|a, b| a.1.total_cmp(&b.1));
         if let Some((t, overlap)) = matched
             && overlap >= 0.5
@@ -522,6 +517,7 @@ fn demo(seconds: f32, fps: f32, seed: u64, model: &Path, public_key: &Path, out:
         {
             classifiable += 1;
             right += usize::from(e.label == t.emotion.name());
+            uncertain += usize::from(e.label == mer_shared::manifest::UNCERTAIN);
         }
         let truth = match matched {
             Some((t, overlap)) if overlap > 0.0 => format!(
@@ -534,7 +530,7 @@ fn demo(seconds: f32, fps: f32, seed: u64, model: &Path, public_key: &Path, out:
             ),
             _ => "none: a false alarm".into(),
         };
-        println!("{:>7.3} s  frames {:>5}–{:<5}  {:<11} {:.2}  {truth}", e.apex_s, interval.0, interval.1, e.label, p);
+        println!("{:>7.3} s  frames {:>5}–{:<5}  {:<27}  {truth}", e.apex_s, interval.0, interval.1, e.describe_label());
     })?;
     let s = score(&found, &truth);
     println!(
@@ -548,8 +544,9 @@ fn demo(seconds: f32, fps: f32, seed: u64, model: &Path, public_key: &Path, out:
     );
     if classifiable > 0 {
         println!(
-            "labels: {right} of {classifiable} spotted expressions of the model's classes labelled right ({:.0} %)",
-            100.0 * right as f64 / classifiable as f64
+            "labels: {right} of {classifiable} spotted expressions of the model's classes labelled right ({:.0} %){}",
+            100.0 * right as f64 / classifiable as f64,
+            if uncertain > 0 { format!(", {uncertain} called uncertain (below the model's threshold)") } else { String::new() }
         );
     } else {
         println!("labels: no spotted expression of the model's classes to score");

@@ -497,14 +497,13 @@ fn classify_jobs(
             continue;
         }
         let probabilities = result.probabilities.into_iter().next().unwrap_or_default();
-        let best = probabilities.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
         let event = Event {
             wall_time_ms: job.offset.wall_ms,
             onset_s: job.onset.timestamp,
             apex_s: job.apex.timestamp,
             offset_s: job.offset.timestamp,
             source: job.source,
-            label: result.classes.get(best).cloned().unwrap_or_default(),
+            label: result.labels.into_iter().next().unwrap_or_default(),
             classes: result.classes,
             probabilities,
             model_version: classifier.manifest().version.clone(),

@@ -185,6 +185,50 @@ fn run_logs_the_events_it_prints_and_refuses_bad_configuration() {
     assert_eq!(ok(&merd(&["events", "--log", s(&dir.path().join("events")), "--json"])).lines().count(), 2 * printed);
 }
 
+/// A model whose manifest calibrates (temperature 2) and abstains below p 0.99: `merd classify`
+/// prints the scaled probabilities, and `merd run` logs its windows as `uncertain` with the
+/// probabilities kept, which `merd events` shows beside the class they favour.
+#[test]
+fn a_calibrated_model_labels_unlikely_windows_uncertain() {
+    use mer_shared::manifest::{Calibration, UNCERTAIN};
+    let dir = tempfile::tempdir().unwrap();
+    let calibration = Calibration { temperature: 2.0, uncertain_below: 0.99, ece_before: 0.2, ece_after: 0.05, fitted_on: "test".into() };
+    let model = dir.path().join("calibrated.merb");
+    let site = test_bundles::site_key();
+    std::fs::write(&model, test_bundles::bundle_with("calibrated-1", &site, |m| m.calibration = Some(calibration.clone()))).unwrap();
+
+    let plain = Classifier::load(&models().join("skd-tstsan-synthetic.merb"), Trust::IntegrityOnly).unwrap();
+    let shape = plain.manifest().input_shape();
+    let input = Probe::input(5, 2, shape);
+    let npy = dir.path().join("two.npy");
+    std::fs::write(&npy, mer_shared::npy::encode(&[2, shape[0], shape[1], shape[2]], &input)).unwrap();
+    let printed: Classification = serde_json::from_str(&ok(&merd(&["classify", "--model", s(&model), "--input", s(&npy)]))).unwrap();
+    let unscaled = plain.classify(&input, 2).unwrap();
+    assert_eq!(printed.logits, unscaled.logits, "the temperature leaves the logits alone");
+    for (row, logits) in printed.probabilities.iter().zip(&unscaled.logits) {
+        let halved: Vec<f32> = logits.iter().map(|l| l / 2.0).collect();
+        assert_eq!(*row, mer_shared::classifier::softmax(&halved));
+    }
+    assert_eq!(printed.labels, [UNCERTAIN, UNCERTAIN]);
+    assert!(unscaled.labels.iter().all(|l| l != UNCERTAIN), "{:?}", unscaled.labels);
+
+    let config = write_config(dir.path(), &model, "");
+    let stdout = ok(&merd(&["run", "--config", s(&config)]));
+    let spotted: Vec<&str> = stdout.lines().filter(|l| l.contains("Spotted")).collect();
+    assert!(!spotted.is_empty() && spotted.iter().all(|l| l.contains("uncertain (")), "{stdout}");
+    let json = ok(&merd(&["events", "--log", s(&dir.path().join("events")), "--json"]));
+    let events: Vec<Event> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.len(), spotted.len());
+    for e in &events {
+        assert_eq!(e.label, UNCERTAIN);
+        assert_eq!(e.probabilities.len(), e.classes.len());
+        assert!((e.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-5 && e.most_probable().1 < 0.99, "{e:?}");
+    }
+    let table = ok(&merd(&["events", "--log", s(&dir.path().join("events"))]));
+    let (class, p) = events[0].most_probable();
+    assert!(table.lines().next().unwrap().contains(&format!("uncertain ({class} p {p:.2})")), "{table}");
+}
+
 /// What a directory holds, by name.
 fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();

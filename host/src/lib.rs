@@ -1,8 +1,10 @@
 //! `mer-host`: the workstation side of mer. The `mer` binary is a thin command-line layer over
 //! these modules.
 
+pub mod calibration;
 pub mod dataset;
 pub mod demo;
+pub mod evaluate;
 pub mod events_pull;
 pub mod export;
 pub mod fleet;

@@ -6,16 +6,21 @@ use std::path::{Path, PathBuf};
 mod common;
 use common::*;
 
-/// 3 subjects × 4 samples; each class has its own pattern so a model can learn something.
+/// 3 subjects × 4 samples, one per source dataset; each class has its own pattern so a model
+/// can learn something.
 fn composite(dir: &Path) -> PathBuf {
+    composite_of(dir, &[("casme2", "sub01"), ("samm", "006"), ("smic", "s03")])
+}
+
+/// 4 samples for each (source, subject).
+fn composite_of(dir: &Path, subjects: &[(&str, &str)]) -> PathBuf {
     let root = dir.join("composite");
     std::fs::create_dir_all(root.join("STSNet_whole_norm_u_v_os")).unwrap();
     let mut csv = String::from("dataset,sub,filename_o,label,apex,imagename,sub_filename\n");
-    for (s, sub) in ["sub01", "006", "s03"].iter().enumerate() {
+    for (s, (source, sub)) in subjects.iter().enumerate() {
         for i in 0..4 {
             let label = (s + i) % 3;
             let clip = format!("EP0{i}_0{s}");
-            let source = ["casme2", "samm", "smic"][s];
             csv.push_str(&format!("{source},{sub},{clip},{label},,{sub}_{clip}.jpg,\n"));
             let image = image::RgbImage::from_fn(28, 28, |x, y| {
                 let wave = ((x as usize * (label + 1) + y as usize + i) % 28) as u8 * 9;
@@ -138,4 +143,104 @@ fn mismatched_architectures_and_options_are_refused() {
     assert!(err(&train(&data, &run, "htnet", &["--magnet", "magnet.pth"])).contains("--init and --magnet"));
     let e = err(&mer(&["train", "--arch", "htnet", "--dataset", "composite", "--data", s(dir.path()), "--out", s(&run)]));
     assert!(e.contains("combined_3_class2_for_optical_flow.csv"), "{e}");
+}
+
+/// The cross-dataset protocol as a user runs it: LOSO on two sources (calibration cross-fitted
+/// over its folds), one model on all their samples exported with that calibration, and
+/// `mer evaluate` on the third source through tract; bad requests are refused by name.
+#[test]
+fn cross_dataset_evaluation_with_calibration() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = composite_of(d, &[("casme2", "sub01"), ("casme2", "sub02"), ("samm", "006"), ("samm", "007"), ("smic", "s01")]);
+    let recipe = ["--iters", "4", "--sources", "casme2,samm"];
+    let loso = d.join("loso");
+    let out = ok(&train(&data, &loso, "am3f-flownet", &recipe));
+    assert!(out.contains("calibration: ECE") && out.contains("uncertain"), "{out}");
+    let r = results(&loso);
+    assert_eq!(r["samples"], 16, "only the chosen sources: {r}");
+    let c = &r["calibration"];
+    assert_eq!(c["fold_temperatures"].as_object().unwrap().len(), 4, "{c}");
+    assert!(c["temperature"].as_f64().unwrap() > 0.0 && c["ece_before"].as_f64().unwrap() >= 0.0, "{c}");
+    assert!(loso.join("reliability.png").is_file());
+
+    let all = d.join("all");
+    ok(&train(&data, &all, "am3f-flownet", &[&recipe[..], &["--all-samples"]].concat()));
+    let onnx = d.join("cross.onnx");
+    let checkpoint = all.join("model.safetensors");
+    let export = |extra: &[&str]| {
+        let mut args = vec!["export", s(&checkpoint), "-o", s(&onnx), "--model-version", "cross-test"];
+        args.extend_from_slice(extra);
+        mer(&args)
+    };
+    let e = err(&export(&["--uncertain-below", "0.9"]));
+    assert!(e.contains("--evaluation"), "an --all-samples run has no evaluation of its own: {e}");
+    let e = err(&export(&["--evaluation", s(&loso), "--uncertain-below", "1.5"]));
+    assert!(e.contains("0 to 1"), "{e}");
+    let printed = ok(&export(&["--evaluation", s(&loso), "--uncertain-below", "0.9"]));
+    assert!(printed.contains("calibration: temperature") && printed.contains("below p 0.90"), "{printed}");
+    let manifest =
+        mer_shared::classifier::Classifier::load(&onnx, mer_shared::classifier::Trust::IntegrityOnly).unwrap().manifest().clone();
+    let calibration = manifest.calibration.unwrap();
+    assert!((f64::from(calibration.temperature) - c["temperature"].as_f64().unwrap()).abs() < 1e-6);
+    assert_eq!(calibration.uncertain_below, 0.9);
+    assert!(calibration.fitted_on.contains("all 4 folds of loso"), "{}", calibration.fitted_on);
+
+    let evaluation = d.join("on-smic");
+    let evaluate = |extra: &[&str]| {
+        let mut args = vec!["evaluate", s(&onnx), "--dataset", "composite", "--data", s(&data)];
+        args.extend_from_slice(extra);
+        mer(&args)
+    };
+    let printed = ok(&evaluate(&["--sources", "smic", "--out", s(&evaluation)]));
+    assert!(printed.contains("cross-test on 4 samples of smic: UF1") && printed.contains("below p 0.90"), "{printed}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(evaluation.join("evaluation.json")).unwrap()).unwrap();
+    assert_eq!(v["samples"], 4);
+    assert_eq!(v["sources"], serde_json::json!(["smic"]));
+    let predictions = v["predictions"].as_array().unwrap();
+    assert!(predictions.iter().all(|p| p["id"].as_str().unwrap().starts_with("smic/")));
+    // The threshold counts what the device would call uncertain: calibrated best below 0.9.
+    let below = predictions
+        .iter()
+        .filter(|p| p["probabilities"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).fold(0.0, f64::max) < 0.9)
+        .count();
+    assert_eq!(v["abstention"]["uncertain"], below);
+    let correct = predictions.iter().filter(|p| p["truth"] == p["predicted"]).count() as f64;
+    assert!((v["accuracy"].as_f64().unwrap() - correct / 4.0).abs() < 1e-12);
+    assert!(evaluation.join("confusion.png").is_file() && evaluation.join("reliability.png").is_file());
+    // All three sources, scored apart.
+    let printed = ok(&evaluate(&[]));
+    assert!(printed.contains("20 samples of casme2, samm, smic") && printed.contains("  samm: 8 samples"), "{printed}");
+
+    let e = err(&evaluate(&["--sources", "casme3"]));
+    assert!(e.contains("casme3") && e.contains("casme2, samm, smic"), "{e}");
+    // Data of another layout: a prepared SKD-TSTSAN cache.
+    let raw = d.join("raw");
+    ok(&mer(&["synth", "casme2", "--out", s(&raw), "--subjects", "1", "--per-subject", "2", "--seed", "2"]));
+    let cache = d.join("cache");
+    ok(&mer(&["prepare", "--dataset", "casme2", "--root", s(&raw), "--crop", "none", "--out", s(&cache)]));
+    let e = err(&mer(&["evaluate", s(&onnx), "--data", s(&cache)]));
+    assert!(e.contains("flow-strain28") && e.contains("skd-tstsan inputs"), "{e}");
+    // The model's own layout, but another class set.
+    let flows = d.join("flows");
+    ok(&mer(&[
+        "prepare",
+        "--dataset",
+        "casme2",
+        "--root",
+        s(&raw),
+        "--crop",
+        "none",
+        "--input",
+        "flow-strain28",
+        "--classes",
+        "casme2-5",
+        "--out",
+        s(&flows),
+    ]));
+    let e = err(&mer(&["evaluate", s(&onnx), "--data", s(&flows)]));
+    assert!(e.contains("negative, positive, surprise") && e.contains("casme2-5") && e.contains("composite-3"), "{e}");
+    // A prepared cache is one dataset: there are no sources to pick.
+    let e = err(&mer(&["evaluate", s(&onnx), "--data", s(&flows), "--sources", "smic"]));
+    assert!(e.contains("--sources picks source datasets of composite data"), "{e}");
 }

@@ -30,8 +30,13 @@ fn data() -> TrainData {
     let subjects = (0..n).map(|i| format!("s{}", i / 4 + 1)).collect();
     let ids = (0..n).map(|i| format!("sample{i:02}")).collect();
     let classes = ["negative", "positive", "surprise"].map(String::from).to_vec();
-    let source =
-        DataSource { path: "memory".into(), digest: "test".into(), taxonomy: "casme2-3".into(), inputs: InputProvenance::MerShared };
+    let source = DataSource {
+        path: "memory".into(),
+        digest: "test".into(),
+        taxonomy: "casme2-3".into(),
+        inputs: InputProvenance::MerShared,
+        sources: vec![],
+    };
     TrainData::new(SampleArrays { shape: [38, 48, 48], values, labels, subjects, ids, classes, source }).unwrap()
 }
 

@@ -10,7 +10,7 @@ use crate::bundle::keys::PublicKey;
 use crate::bundle::{Bundle, MAGIC};
 use crate::error::{Error, Result, check_finite};
 use crate::inference::OnnxModel;
-use crate::manifest::{LogitAgreement, Manifest};
+use crate::manifest::{Calibration, LogitAgreement, Manifest};
 
 /// Whose signature a bundle must carry.
 #[derive(Debug, Clone, Copy)]
@@ -31,12 +31,17 @@ pub enum Origin {
     Onnx,
 }
 
-/// Logits and class probabilities for a batch, in the JSON shape `mer infer` and `merd classify` print.
+/// Logits, calibrated class probabilities and labels for a batch, in the JSON shape `mer infer`
+/// and `merd classify` print.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Classification {
     pub classes: Vec<String>,
     pub logits: Vec<Vec<f32>>,
+    /// softmax(logits / the manifest's temperature; 1 when it has none).
     pub probabilities: Vec<Vec<f32>>,
+    /// Per sample: the most probable class, or `uncertain` below the manifest's threshold.
+    #[serde(default)]
+    pub labels: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -133,8 +138,10 @@ impl Classifier {
     pub fn classify(&self, input: &[f32], batch: usize) -> Result<Classification> {
         check_finite("model input", input)?;
         let logits = self.model.run(input, batch)?;
-        let probabilities = logits.iter().map(|row| softmax(row)).collect();
-        Ok(Classification { classes: self.manifest.classes.clone(), logits, probabilities })
+        let calibration = self.manifest.calibration.as_ref();
+        let probabilities: Vec<Vec<f32>> = logits.iter().map(|row| Calibration::probabilities(calibration, row)).collect();
+        let labels = probabilities.iter().map(|p| Calibration::label(calibration, &self.manifest.classes, p)).collect();
+        Ok(Classification { classes: self.manifest.classes.clone(), logits, probabilities, labels })
     }
 }
 

@@ -83,6 +83,20 @@ struct EventV1 {
 }
 
 impl Event {
+    /// The most probable class and its probability (what `label` names, unless it says
+    /// `uncertain`).
+    pub fn most_probable(&self) -> (&str, f32) {
+        let best = crate::manifest::argmax(&self.probabilities);
+        (self.classes.get(best).map_or("", String::as_str), self.probabilities.get(best).copied().unwrap_or(f32::NAN))
+    }
+
+    /// The label for people: `negative p 0.82`, or `uncertain (negative p 0.41)` when the
+    /// model's threshold called it uncertain.
+    pub fn describe_label(&self) -> String {
+        let (class, p) = self.most_probable();
+        if self.label == crate::manifest::UNCERTAIN { format!("uncertain ({class} p {p:.2})") } else { format!("{} p {p:.2}", self.label) }
+    }
+
     /// The bytes of the event log's record (postcard).
     pub fn to_record(&self) -> Result<Vec<u8>, postcard::Error> {
         postcard::to_stdvec(self)
@@ -151,5 +165,29 @@ mod tests {
         assert_eq!(v2.pop(), Some(1), "the flag is the second format's last byte");
         assert_eq!(Event::from_record(&v2).unwrap(), Event { foreign_inputs: false, ..unstamped });
         assert!(Event::from_record(&v2[..v2.len() - 3]).is_err());
+    }
+
+    #[test]
+    fn labels_read_for_people_with_their_probability() {
+        let mut event = Event {
+            wall_time_ms: 0,
+            onset_s: 0.0,
+            apex_s: 0.1,
+            offset_s: 0.2,
+            source: EventSource::Triggered,
+            label: "others".into(),
+            classes: vec!["surprise".into(), "others".into()],
+            probabilities: vec![0.3, 0.7],
+            model_version: "m".into(),
+            latency: LatencyBreakdown::default(),
+            foreign_inputs: false,
+            device: String::new(),
+            session: String::new(),
+            seq: 1,
+        };
+        assert_eq!(event.most_probable(), ("others", 0.7));
+        assert_eq!(event.describe_label(), "others p 0.70");
+        event.label = crate::manifest::UNCERTAIN.into();
+        assert_eq!(event.describe_label(), "uncertain (others p 0.70)");
     }
 }

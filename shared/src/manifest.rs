@@ -42,6 +42,48 @@ pub struct Manifest {
     pub inputs: InputProvenance,
     pub training: TrainingSummary,
     pub probe: Probe,
+    /// How to turn logits into probabilities people can read as such, and when to say
+    /// `uncertain` instead of a class. Absent: plain softmax, every event labelled.
+    #[serde(default)]
+    pub calibration: Option<Calibration>,
+}
+
+/// The label a window gets when its most probable class is less probable than the model's
+/// `uncertain_below`.
+pub const UNCERTAIN: &str = "uncertain";
+
+/// Temperature scaling and abstention, fitted by `mer train` on held-out predictions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Probabilities are softmax(logits / temperature).
+    pub temperature: f32,
+    /// A window whose highest calibrated probability is below this is labelled [`UNCERTAIN`]
+    /// (its probabilities are kept); 0 labels every window.
+    pub uncertain_below: f32,
+    /// Expected calibration error (15 bins) of the run's held-out predictions before and after
+    /// the temperature, and what the temperature was fitted on, for people.
+    pub ece_before: f64,
+    pub ece_after: f64,
+    pub fitted_on: String,
+}
+
+impl Calibration {
+    /// Calibrated class probabilities of one row of logits.
+    pub fn probabilities(calibration: Option<&Calibration>, logits: &[f32]) -> Vec<f32> {
+        let t = calibration.map_or(1.0, |c| c.temperature);
+        let scaled: Vec<f32> = logits.iter().map(|l| l / t).collect();
+        crate::classifier::softmax(&scaled)
+    }
+
+    /// The class to report for `probabilities`, or [`UNCERTAIN`] when the best is too unlikely.
+    pub fn label(calibration: Option<&Calibration>, classes: &[String], probabilities: &[f32]) -> String {
+        let best = argmax(probabilities);
+        let p = probabilities.get(best).copied().unwrap_or(0.0);
+        match calibration {
+            Some(c) if p < c.uncertain_below => UNCERTAIN.to_string(),
+            _ => classes.get(best).cloned().unwrap_or_default(),
+        }
+    }
 }
 
 /// Where a model's training inputs came from, so a device knows whether its own preprocessing
@@ -221,6 +263,14 @@ impl Manifest {
         if p.logits.iter().flatten().any(|v| !v.is_finite()) {
             return bad("the probe's expected logits are not finite".into());
         }
+        if let Some(c) = &self.calibration {
+            if !(c.temperature.is_finite() && c.temperature > 0.0) {
+                return bad(format!("calibration temperature {}; it must be a positive number", c.temperature));
+            }
+            if !(0.0..=1.0).contains(&c.uncertain_below) {
+                return bad(format!("uncertain_below {}; it is a probability, 0 to 1", c.uncertain_below));
+            }
+        }
         Ok(())
     }
 }
@@ -293,7 +343,47 @@ mod tests {
                 weights: WeightsOrigin::MerTrain,
             },
             probe: Probe::new(7, 2, shape, vec![vec![0.1, -0.2, 0.3]; 2]),
+            calibration: None,
         }
+    }
+
+    fn calibration(temperature: f32, uncertain_below: f32) -> Calibration {
+        Calibration { temperature, uncertain_below, ece_before: 0.2, ece_after: 0.05, fitted_on: "test".into() }
+    }
+
+    #[test]
+    fn calibration_scales_logits_and_abstains_below_its_threshold() {
+        let classes: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let logits = [2.0, 1.0, 0.0];
+        let plain = Calibration::probabilities(None, &logits);
+        assert_eq!(plain, crate::classifier::softmax(&logits));
+        // A temperature above 1 flattens, keeps the order and the sum.
+        let c = calibration(2.0, 0.5);
+        let soft = Calibration::probabilities(Some(&c), &logits);
+        assert_eq!(soft, crate::classifier::softmax(&[1.0, 0.5, 0.0]));
+        assert!(soft[0] < plain[0] && soft[0] > soft[1] && (soft.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        // 0.665 plain, 0.506 at T = 2: above 0.5 both times, below 0.6 once scaled.
+        assert_eq!(Calibration::label(Some(&c), &classes, &soft), "a");
+        assert_eq!(Calibration::label(Some(&calibration(2.0, 0.6)), &classes, &soft), UNCERTAIN);
+        assert_eq!(Calibration::label(None, &classes, &[0.34, 0.33, 0.33]), "a");
+        assert_eq!(Calibration::label(Some(&calibration(1.0, 0.0)), &classes, &[0.2, 0.5, 0.3]), "b");
+    }
+
+    #[test]
+    fn calibration_round_trips_and_bad_values_are_refused() {
+        let mut m = manifest();
+        m.calibration = Some(calibration(1.7, 0.5));
+        assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);
+        m.calibration = Some(calibration(0.0, 0.5));
+        assert!(m.validate().unwrap_err().to_string().contains("temperature 0"));
+        m.calibration = Some(calibration(f32::NAN, 0.5));
+        assert!(m.validate().is_err());
+        m.calibration = Some(calibration(1.0, 1.5));
+        assert!(m.validate().unwrap_err().to_string().contains("uncertain_below 1.5"));
+        // Manifests from before calibration read as uncalibrated.
+        let mut value: serde_json::Value = serde_json::from_str(&manifest().to_json()).unwrap();
+        value.as_object_mut().unwrap().remove("calibration");
+        assert_eq!(Manifest::from_json(&value.to_string()).unwrap().calibration, None);
     }
 
     #[test]

@@ -182,6 +182,7 @@ fn prepare_classify_clip_and_the_live_pipeline_compute_one_input() {
             probe_seed: 7,
             classes: None,
             input: None,
+            uncertain_below: None,
         })
         .unwrap();
         assert_eq!(exported.manifest.inputs, InputProvenance::MerShared);

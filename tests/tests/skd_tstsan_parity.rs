@@ -83,6 +83,7 @@ fn exports_and_classifies_like_pytorch(python: &Path, dir: &Path, ckpt: &Path, x
         probe_seed: 3,
         classes: Some(Taxonomy::Casme2Five),
         input: None,
+        uncertain_below: None,
     };
     let exported = export_to_file(&options).unwrap();
     assert_eq!(exported.checks.len(), 2, "probe and batch of one, no prepared data");

@@ -108,6 +108,7 @@ pub fn load(root: &Path) -> Result<SampleArrays> {
             digest,
             taxonomy: Taxonomy::CompositeThree.name().to_string(),
             inputs: InputProvenance::StstnetPng,
+            sources: Vec::new(),
         },
     })
 }

@@ -14,6 +14,9 @@ pub struct DataSource {
     /// Where the inputs came from (runs recorded before this field say `unknown`).
     #[serde(default)]
     pub inputs: InputProvenance,
+    /// Composite data: the source datasets kept (`mer train --sources`); empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
 }
 
 /// N samples of one shape, sample after sample in `values`, with one label, subject and id each.

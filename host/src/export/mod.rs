@@ -13,12 +13,13 @@ use mer_shared::inference::OnnxModel;
 use mer_shared::input::InputLayout;
 use mer_shared::labels::Taxonomy;
 use mer_shared::manifest::{
-    Evaluation, InputProvenance, LogitAgreement, MANIFEST_FORMAT, Manifest, ONNX_METADATA_KEY, PREPROCESSING_VERSION, Probe,
+    Calibration, Evaluation, InputProvenance, LogitAgreement, MANIFEST_FORMAT, Manifest, ONNX_METADATA_KEY, PREPROCESSING_VERSION, Probe,
     TrainingSummary, WeightsOrigin,
 };
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor, nn};
 
+use crate::calibration::DEFAULT_UNCERTAIN_BELOW;
 use crate::model::ops::onnx::{self, Dim, OnnxGraph};
 use crate::model::skd_tstsan::{SKD_TSTSAN, SkdSettings};
 use crate::model::{Arch, ArchSettings, Network};
@@ -52,6 +53,9 @@ pub struct ExportOptions {
     /// The input layout of weights trained elsewhere (default: SKD-TSTSAN's). Inside a run it
     /// must be the run's.
     pub input: Option<InputLayout>,
+    /// Calibrated probability below which a device labels a window `uncertain` (default
+    /// [`DEFAULT_UNCERTAIN_BELOW`] when the evaluating run has a calibration).
+    pub uncertain_below: Option<f64>,
 }
 
 /// One parity comparison made before writing.
@@ -87,14 +91,64 @@ fn find_run(checkpoint: &Path) -> Result<Option<(PathBuf, RunInfo, String)>> {
     Ok(None)
 }
 
-fn evaluation(run: &Path) -> Result<Option<Evaluation>> {
+/// The results of an evaluated run (None when it has no `results.json`).
+fn run_results(run: &Path) -> Result<Option<RunResults>> {
     let path = run.join("results.json");
     if !path.is_file() {
         return Ok(None);
     }
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let r: RunResults = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    Ok(Some(Evaluation { protocol: r.protocol.to_string(), uf1: r.uf1, uar: r.uar, accuracy: r.accuracy, note: r.protocol_note }))
+    Ok(Some(serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?))
+}
+
+/// What the manifest says of the evaluating run: its figures, and its calibration. A fold's
+/// checkpoint takes the temperature fitted without its subject; any other model the one fitted
+/// on every fold's held-out predictions.
+fn describe_evaluation(
+    results: Option<&RunResults>,
+    evaluated_by: &Path,
+    scope: &str,
+    uncertain_below: Option<f64>,
+) -> Result<(Option<Evaluation>, Option<Calibration>)> {
+    let Some(r) = results else {
+        if uncertain_below.is_some() {
+            bail!("--uncertain-below needs a calibrated evaluation: pass --evaluation RUN, a LOSO run of the same recipe");
+        }
+        return Ok((None, None));
+    };
+    let evaluation =
+        Evaluation { protocol: r.protocol.to_string(), uf1: r.uf1, uar: r.uar, accuracy: r.accuracy, note: r.protocol_note.clone() };
+    let Some(c) = &r.calibration else {
+        if uncertain_below.is_some() {
+            bail!(
+                "--uncertain-below: {} has no calibration (fewer than two folds, or reported by an older mer: `mer report {}` adds it)",
+                evaluated_by.display(),
+                evaluated_by.display()
+            );
+        }
+        return Ok((Some(evaluation), None));
+    };
+    let threshold = uncertain_below.unwrap_or(DEFAULT_UNCERTAIN_BELOW);
+    if !(0.0..=1.0).contains(&threshold) {
+        bail!("--uncertain-below {threshold}: it is a probability, 0 to 1 (0 labels every window)");
+    }
+    let run_name = evaluated_by.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let run_name = run_name.unwrap_or_else(|| evaluated_by.display().to_string());
+    let own_fold = scope.strip_prefix("LOSO fold ").and_then(|subject| c.fold_temperatures.get(subject).map(|t| (subject, *t)));
+    let (temperature, fitted_on) = match own_fold {
+        Some((subject, t)) => (t, format!("the held-out predictions of the other folds of {run_name} (not {subject})")),
+        None => {
+            (c.temperature, format!("the held-out predictions of all {} folds of {run_name} ({})", c.fold_temperatures.len(), r.protocol))
+        }
+    };
+    let calibration = Calibration {
+        temperature: temperature as f32,
+        uncertain_below: threshold as f32,
+        ece_before: c.ece_before,
+        ece_after: c.ece_after,
+        fitted_on,
+    };
+    Ok((Some(evaluation), Some(calibration)))
 }
 
 pub fn tch_logits(model: &dyn Network, input: &[f32], batch: usize, shape: [usize; 3]) -> Vec<Vec<f32>> {
@@ -163,10 +217,16 @@ impl ExportData {
             InputProvenance::StstnetPng => (DataKind::Composite, "composite data"),
             _ => (DataKind::Prepared, "prepared data (its input spec comes from there)"),
         };
-        let data = TrainData::load_for(arch, kind, data_dir)
+        let mut data = TrainData::load_for(arch, kind, data_dir)
             .with_context(|| format!("the export needs the run's {what} for parity checks; pass --data DIR if it moved"))?;
+        if !info.data.sources.is_empty() {
+            data = data.of_sources(&info.data.sources)?;
+        }
         let (spec, dataset) = match kind {
-            DataKind::Composite => (arch.input_layout().spec(), "composite (MEGC 2019 flow images)".to_string()),
+            DataKind::Composite if info.data.sources.is_empty() => (arch.input_layout().spec(), "composite (MEGC 2019 flow images)".into()),
+            DataKind::Composite => {
+                (arch.input_layout().spec(), format!("composite (MEGC 2019 flow images), sources {}", info.data.sources.join(", ")))
+            }
             DataKind::Prepared => {
                 let key = read_key(data_dir)?;
                 // HTNet may have read flow images and tiled its mosaic from them: the same
@@ -231,7 +291,7 @@ impl ExportData {
 }
 
 /// The fields in which two input specs differ, as `field: a ≠ b`.
-fn spec_differences(a: &InputSpec, b: &InputSpec) -> String {
+pub(crate) fn spec_differences(a: &InputSpec, b: &InputSpec) -> String {
     let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) = (serde_json::to_value(a), serde_json::to_value(b)) else {
         return format!("{a:?} ≠ {b:?}");
     };
@@ -274,6 +334,7 @@ struct Source {
     classes: Vec<String>,
     data: ExportData,
     training: TrainingSummary,
+    calibration: Option<Calibration>,
 }
 
 impl Source {
@@ -304,10 +365,12 @@ impl Source {
         }
         let data_dir = opts.data.clone().unwrap_or_else(|| PathBuf::from(&info.data.path));
         let data = ExportData::load(arch, info, &data_dir)?;
-        let evaluation = match &opts.evaluation {
-            Some(dir) => Some(evaluation(dir)?.with_context(|| format!("{} has no results.json", dir.display()))?),
-            None => evaluation(run)?,
-        };
+        let evaluated_by = opts.evaluation.as_deref().unwrap_or(run);
+        let results = run_results(evaluated_by)?;
+        if opts.evaluation.is_some() && results.is_none() {
+            bail!("{} has no results.json", evaluated_by.display());
+        }
+        let (evaluation, calibration) = describe_evaluation(results.as_ref(), evaluated_by, &scope, opts.uncertain_below)?;
         let run_name = run.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
         let training = TrainingSummary {
             run: run_name.unwrap_or_else(|| run.display().to_string()),
@@ -327,6 +390,7 @@ impl Source {
             classes: info.classes.clone(),
             data,
             training,
+            calibration,
         })
     }
 
@@ -365,10 +429,12 @@ impl Source {
         }
         let bytes = std::fs::read(&opts.checkpoint).with_context(|| format!("reading {}", opts.checkpoint.display()))?;
         let data = ExportData::imported(arch, layout, taxonomy, opts.data.as_deref())?;
-        let evaluation = match &opts.evaluation {
-            Some(dir) => Some(evaluation(dir)?.with_context(|| format!("{} has no results.json", dir.display()))?),
+        let results = match &opts.evaluation {
+            Some(dir) => Some(run_results(dir)?.with_context(|| format!("{} has no results.json", dir.display()))?),
             None => None,
         };
+        let evaluated_by = opts.evaluation.as_deref().unwrap_or(Path::new("."));
+        let (evaluation, calibration) = describe_evaluation(results.as_ref(), evaluated_by, "imported", opts.uncertain_below)?;
         let training = TrainingSummary {
             run: "imported".into(),
             checkpoint: file_name(&opts.checkpoint),
@@ -387,6 +453,7 @@ impl Source {
             classes: classes.iter().map(|c| c.to_string()).collect(),
             data,
             training,
+            calibration,
         })
     }
 }
@@ -418,7 +485,7 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
             (Source::imported(opts, taxonomy, &weights)?, weights)
         }
     };
-    let Source { arch, settings, architecture_options, classes, data, training } = source;
+    let Source { arch, settings, architecture_options, classes, data, training, calibration } = source;
     let arch_name = arch.name().to_string();
 
     let mut vs = nn::VarStore::new(Device::Cpu);
@@ -457,6 +524,7 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
         inputs: data.inputs,
         training,
         probe,
+        calibration,
     };
     manifest.validate()?;
     let onnx = inference_graph(&*model, shape, manifest.classes.len(), vec![(ONNX_METADATA_KEY.to_string(), manifest.to_json())]);

@@ -118,6 +118,7 @@ mod tests {
             probe_seed: 7,
             classes: None,
             input: None,
+            uncertain_below: None,
         };
         // The export refuses to return a graph that disagrees with the tch model.
         let exported = export(&opts).unwrap();

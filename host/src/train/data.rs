@@ -71,6 +71,47 @@ impl TrainData {
         counts
     }
 
+    /// The source dataset of each composite sample (ids `<source>/<subject>_<clip>`); None for
+    /// other data, which come from the one dataset they were prepared from.
+    pub fn sample_sources(&self) -> Option<Vec<&str>> {
+        if self.source.taxonomy != mer_shared::labels::Taxonomy::CompositeThree.name() {
+            return None;
+        }
+        Some(self.ids.iter().map(|id| id.split_once('/').map_or("", |(source, _)| source)).collect())
+    }
+
+    /// Only the samples of the source datasets `sources` (composite data: casme2, samm, smic).
+    /// The digest records the choice, so runs on different selections are never merged.
+    pub fn of_sources(self, sources: &[String]) -> Result<TrainData> {
+        let Some(of) = self.sample_sources() else {
+            bail!(
+                "--sources picks source datasets of composite data; {} holds prepared {} samples of one dataset",
+                self.source.path,
+                self.source.taxonomy
+            );
+        };
+        let mut present: Vec<&str> = of.clone();
+        present.sort();
+        present.dedup();
+        if let Some(missing) = sources.iter().find(|s| !present.contains(&s.as_str())) {
+            bail!("--sources {missing}: {} has no samples of it; its sources are {}", self.source.path, present.join(", "));
+        }
+        let keep: Vec<usize> = (0..self.len()).filter(|&i| sources.iter().any(|s| s == of[i])).collect();
+        let pick = |v: &[String]| keep.iter().map(|&i| v[i].clone()).collect::<Vec<_>>();
+        let index = Tensor::from_slice(&keep.iter().map(|&i| i as i64).collect::<Vec<_>>());
+        let mut chosen = sources.to_vec();
+        chosen.sort();
+        chosen.dedup();
+        Ok(TrainData {
+            x: self.x.index_select(0, &index),
+            labels: keep.iter().map(|&i| self.labels[i]).collect(),
+            subjects: pick(&self.subjects),
+            ids: pick(&self.ids),
+            classes: self.classes.clone(),
+            source: DataSource { digest: format!("{}+sources={}", self.source.digest, chosen.join(",")), sources: chosen, ..self.source },
+        })
+    }
+
     /// Inputs and labels of `indices`, on `device`.
     pub fn batch(&self, indices: &[usize], device: Device) -> (Tensor, Tensor) {
         let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
@@ -144,6 +185,7 @@ impl TrainData {
             digest: set.key.digest(),
             taxonomy: taxonomy.name().to_string(),
             inputs: InputProvenance::MerShared,
+            sources: Vec::new(),
         };
         TrainData::new(SampleArrays {
             shape: set.shape,

@@ -13,6 +13,7 @@ use super::checkpoint::write_json_atomic;
 use super::config::{Protocol, Shard, TrainConfig};
 use super::fold::{FoldResult, read_epoch_log, score};
 use super::record::{RunInfo, fold_dir};
+use crate::calibration::{RunCalibration, Scored, reliability_png};
 use crate::dataset::samples::DataSource;
 use crate::metrics::{Confusion, Scores};
 use crate::plots::{Series, confusion_png, curves_png};
@@ -65,9 +66,13 @@ pub struct RunResults {
     /// them beside the full set's.
     #[serde(default)]
     pub by_source: BTreeMap<String, Scores>,
+    /// Temperature scaling cross-fitted over the folds, with the expected calibration error
+    /// before and after (absent with fewer than two folds, or in runs reported before it was).
+    #[serde(default)]
+    pub calibration: Option<RunCalibration>,
 }
 
-fn per_class(confusion: &Confusion, classes: &[String]) -> Vec<ClassScore> {
+pub fn per_class(confusion: &Confusion, classes: &[String]) -> Vec<ClassScore> {
     let k = classes.len();
     (0..k)
         .map(|c| {
@@ -164,7 +169,15 @@ pub fn summarise(runs: &[PathBuf], out: &Path) -> Result<RunResults> {
             }
         }
     }
+    let held_out: BTreeMap<String, Vec<Scored>> = folds
+        .iter()
+        .map(|(subject, (f, _))| {
+            (subject.clone(), f.predictions.iter().map(|p| Scored { probabilities: &p.probabilities, truth: p.truth }).collect())
+        })
+        .collect();
+    let calibration = RunCalibration::cross_fitted(&held_out);
     let results = RunResults {
+        calibration,
         protocol: info.config.protocol,
         protocol_note: info.config.protocol.note().to_string(),
         arch: info.config.arch.name().to_string(),
@@ -210,6 +223,11 @@ fn draw(out: &Path, results: &RunResults) -> Result<()> {
         if results.complete { String::new() } else { format!(" ({} folds missing)", results.missing.len()) }
     );
     confusion_png(&out.join("confusion.png"), &title, &results.classes, &results.confusion)?;
+    if let Some(c) = &results.calibration {
+        let title = format!("{} — reliability of the held-out predictions, ECE {:.3} → {:.3}", results.arch, c.ece_before, c.ece_after);
+        let after = format!("temperature {:.2}, fitted on the other folds", c.temperature);
+        reliability_png(&out.join("reliability.png"), &title, &[("softmax as trained", &c.bins_before), (&after, &c.bins_after)])?;
+    }
     let mut loss = Vec::new();
     let mut chosen = Vec::new();
     for fold in &results.folds {
@@ -249,6 +267,10 @@ impl RunResults {
         );
         for (source, s) in &self.by_source {
             line.push_str(&format!("\n  {source}: {} samples, UF1 {:.4}, UAR {:.4}, accuracy {:.4}", s.samples, s.uf1, s.uar, s.accuracy));
+        }
+        match &self.calibration {
+            Some(c) => line.push_str(&format!("\n  {}", c.summary())),
+            None => line.push_str("\n  calibration: needs the held-out predictions of at least two folds"),
         }
         line
     }

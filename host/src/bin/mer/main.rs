@@ -68,6 +68,9 @@ enum Command {
     Events(fleet::EventsCommand),
     /// Classify the samples of a float32 .npy file (N, C, H, W) with a model or bundle; prints JSON.
     Infer(models::InferArgs),
+    /// Score an exported model on data it was not trained on (another dataset, other people):
+    /// UF1, UAR, accuracy per source, confusion matrix and calibration, through tract.
+    Evaluate(models::EvaluateArgs),
     /// Latency of an exported model in tract, onnxruntime and tch at the same thread count.
     BenchInfer(models::BenchInferArgs),
     /// Write a trained checkpoint as an ONNX model with its manifest, after checking that tract
@@ -97,6 +100,7 @@ fn main() -> Result<()> {
         Command::Devices(args) => fleet::devices(args),
         Command::Events(command) => fleet::events(command),
         Command::Infer(args) => models::infer(args),
+        Command::Evaluate(args) => models::evaluate(args),
         Command::BenchInfer(args) => models::bench_infer(args),
         Command::Export(args) => models::export(args),
     }

@@ -1,11 +1,13 @@
-//! `mer export`, `mer keys`, `mer bundle`, `mer infer` and `mer bench-infer`: trained weights
+//! `mer export`, `mer keys`, `mer bundle`, `mer infer`, `mer evaluate` and `mer bench-infer`: trained weights
 //! made into a signed model the device runs, and that model run on the host.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use mer_host::evaluate::EvaluateOptions;
 use mer_host::export::{ExportOptions, export_to_file};
+use mer_host::train::data::DataKind;
 use mer_shared::atomic_file::check_target;
 use mer_shared::bundle::{Bundle, SecretKey, read_public_key, read_secret_key, write_public_key, write_secret_key};
 use mer_shared::classifier::{Classifier, Origin, Trust, classify_file};
@@ -44,11 +46,25 @@ pub struct ExportArgs {
     /// Seed of the probe input stored with its expected logits.
     #[arg(long, default_value_t = 20_261_128)]
     probe_seed: u64,
+    /// A device labels a window `uncertain` when its highest calibrated probability is below
+    /// this (0 never does). Needs a calibrated evaluating run; default 0.5 when there is one.
+    #[arg(long)]
+    uncertain_below: Option<f64>,
 }
 
 pub fn export(args: ExportArgs) -> Result<()> {
-    let ExportArgs { checkpoint, out, classes, input, data, evaluation, model_version, probe_seed } = args;
-    let opts = ExportOptions { checkpoint, out: out.clone(), data, evaluation, version: model_version, probe_seed, classes, input };
+    let ExportArgs { checkpoint, out, classes, input, data, evaluation, model_version, probe_seed, uncertain_below } = args;
+    let opts = ExportOptions {
+        checkpoint,
+        out: out.clone(),
+        data,
+        evaluation,
+        version: model_version,
+        probe_seed,
+        classes,
+        input,
+        uncertain_below,
+    };
     let exported = export_to_file(&opts)?;
     let m = &exported.manifest;
     println!(
@@ -59,6 +75,13 @@ pub fn export(args: ExportArgs) -> Result<()> {
         m.classes.join(", "),
         m.input_shape()
     );
+    match &m.calibration {
+        Some(c) => println!(
+            "calibration: temperature {:.3} (fitted on {}), ECE {:.3} → {:.3}; windows below p {:.2} are labelled uncertain",
+            c.temperature, c.fitted_on, c.ece_before, c.ece_after, c.uncertain_below
+        ),
+        None => println!("no calibration: plain softmax, every window labelled (export from an evaluated run, or pass --evaluation RUN)"),
+    }
     for check in &exported.checks {
         println!(
             "parity tch vs tract, {}: max |diff| {:.2e}, arg-max {}",
@@ -190,6 +213,42 @@ pub fn infer(InferArgs { model, input, public_keys, threads }: InferArgs) -> Res
         tracing::warn!("bundle signed by key {signer}; pass --pub KEY.pub to require a trusted signer");
     }
     println!("{}", serde_json::to_string(&result)?);
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct EvaluateArgs {
+    /// An ONNX model from `mer export` or a signed bundle.
+    model: PathBuf,
+    /// The data: a preparation cache (`mer prepare`) or, with --dataset composite, a composite
+    /// directory; read as `mer train` reads it.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value = "prepared")]
+    dataset: DataKind,
+    /// Composite data: only the samples of these source datasets (e.g. samm,smic).
+    #[arg(long, value_delimiter = ',')]
+    sources: Vec<String>,
+    /// Where evaluation.json, confusion.png and reliability.png go (default: print only).
+    #[arg(short, long)]
+    out: Option<PathBuf>,
+    /// Public keys a bundle must be signed by (without one, only its integrity is checked).
+    #[arg(long = "pub")]
+    public_keys: Vec<PathBuf>,
+    #[arg(long, default_value_t = 1, value_parser = count(256))]
+    threads: usize,
+}
+
+pub fn evaluate(EvaluateArgs { model, data, dataset, sources, out, public_keys, threads }: EvaluateArgs) -> Result<()> {
+    let opts = EvaluateOptions { model, kind: dataset, data, sources, public_keys, threads };
+    let progress = mer_host::progress::bar(0, "classifying");
+    let results = mer_host::evaluate::evaluate(&opts, &progress)?;
+    progress.finish_and_clear();
+    println!("{}", results.headline());
+    if let Some(out) = out {
+        results.write(&out)?;
+        println!("wrote {}", out.join("evaluation.json").display());
+    }
     Ok(())
 }
 

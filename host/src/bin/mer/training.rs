@@ -26,6 +26,10 @@ pub struct TrainArgs {
     dataset: DataKind,
     #[arg(long)]
     data: PathBuf,
+    /// Composite data: train on the samples of these source datasets only (e.g. casme2), to
+    /// test on the others with `mer evaluate --sources samm,smic`.
+    #[arg(long, value_delimiter = ',')]
+    sources: Vec<String>,
     /// Run directory: results, plots and per-fold checkpoints; the same command again resumes.
     #[arg(long)]
     out: PathBuf,
@@ -142,7 +146,10 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let device = resolve_device(args.device)?;
     let config = args.config()?;
     config.validate()?;
-    let data = TrainData::load_for(config.arch, args.dataset, &args.data)?;
+    let mut data = TrainData::load_for(config.arch, args.dataset, &args.data)?;
+    if !args.sources.is_empty() {
+        data = data.of_sources(&args.sources)?;
+    }
     if args.all_samples {
         if args.fold.is_some() {
             bail!("--all-samples trains one model; it has no folds to shard");
