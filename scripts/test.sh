@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: set-up if needed, native tests (including the OpenCV reference tests),
-# the aarch64 device build, the release build for old JetPacks with its glibc check and a demo
+# the Slurm job array on a local single-node Slurm, the aarch64 device build, the release build for old JetPacks with its glibc check and a demo
 # run under qemu, and the shared/device unit tests under qemu-aarch64.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,6 +17,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "native tests (all crates)"
 cargo test --workspace --locked
+
+step "LOSO as a job array on a local single-node Slurm: requeue mid-fold, merge equals one run"
+cargo build --locked -p mer-host
+bash scripts/cluster/test-local-slurm.sh
 
 step "device build for Jetson (aarch64-unknown-linux-gnu)"
 cargo build --locked -p mer-device --target aarch64-unknown-linux-gnu

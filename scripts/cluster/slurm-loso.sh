@@ -13,6 +13,7 @@
 #   ITERS     optional  --iters for every fold
 #   PROTOCOL  optional  honest | paper
 #   SEED      optional  --seed
+#   CHECKPOINT_EVERY optional --checkpoint-every (iterations between resumable checkpoints)
 #   ARCH      optional  --arch (default skd-tstsan)
 #   DEVICE    optional  --device (default cuda, so a node without a working GPU fails loudly
 #                       instead of training on its CPU)
@@ -40,6 +41,9 @@
 #SBATCH --mem=32G
 #SBATCH --time=12:00:00
 #SBATCH --output=%x-%A_%a.out
+# A requeued task (node failure, preemption, scontrol requeue) resumes from its checkpoints and
+# appends to the same log, so both attempts can be read.
+#SBATCH --open-mode=append
 set -euo pipefail
 
 die() { printf 'slurm-loso: %s\n' "$*" >&2; exit 2; }
@@ -84,6 +88,10 @@ if [ -n "${PROTOCOL:-}" ]; then
   args+=(--protocol "$PROTOCOL")
 fi
 [ -z "${SEED:-}" ] || args+=(--seed "$SEED")
+if [ -n "${CHECKPOINT_EVERY:-}" ]; then
+  is_uint "$CHECKPOINT_EVERY" && [ "$CHECKPOINT_EVERY" -ge 1 ] || die "CHECKPOINT_EVERY=$CHECKPOINT_EVERY is not a positive integer"
+  args+=(--checkpoint-every "$CHECKPOINT_EVERY")
+fi
 
 mkdir -p "$RUN/shards"
 # All tasks of one run must agree on N, or shards would overlap and leave subjects out. The first

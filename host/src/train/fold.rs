@@ -16,6 +16,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn};
+use tracing::info;
 
 use super::checkpoint::{self, Snapshot, write_json_atomic};
 use super::config::{Protocol, TrainConfig};
@@ -168,6 +169,7 @@ impl Fold<'_> {
                 .with_context(|| format!("parsing {}", progress_path.display()))?;
             checkpoint::load_training_state(&state_path, &mut vs, &mut opt)?;
             truncate_lines(&log_path, state.epochs_done)?;
+            info!("fold {}: resuming from its checkpoint at iteration {} (epoch {})", self.subject, state.iteration, state.epochs_done);
             progress.inc(state.iteration as u64);
         } else if log_path.exists() {
             fs::remove_file(&log_path)?;
