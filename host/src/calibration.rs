@@ -228,7 +228,7 @@ impl RunCalibration {
 /// The reliability diagram: accuracy against confidence per bin, before and after, beside the
 /// diagonal a calibrated model follows.
 pub fn reliability_png(path: &Path, title: &str, curves: &[(&str, &[Bin])]) -> Result<()> {
-    let mut series = vec![Series { name: "calibrated (diagonal)".into(), points: vec![(0.0, 0.0), (1.0, 1.0)] }];
+    let mut series = vec![Series { name: "perfectly calibrated".into(), points: vec![(0.0, 0.0), (1.0, 1.0)] }];
     for (name, bins) in curves {
         series.push(Series {
             name: (*name).to_string(),

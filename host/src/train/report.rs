@@ -225,7 +225,7 @@ fn draw(out: &Path, results: &RunResults) -> Result<()> {
     confusion_png(&out.join("confusion.png"), &title, &results.classes, &results.confusion)?;
     if let Some(c) = &results.calibration {
         let title = format!("{} — reliability of the held-out predictions, ECE {:.3} → {:.3}", results.arch, c.ece_before, c.ece_after);
-        let after = format!("temperature {:.2}, fitted on the other folds", c.temperature);
+        let after = format!("temperature {:.2} (other folds)", c.temperature);
         reliability_png(&out.join("reliability.png"), &title, &[("softmax as trained", &c.bins_before), (&after, &c.bins_after)])?;
     }
     let mut loss = Vec::new();

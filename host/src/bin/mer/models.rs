@@ -240,6 +240,7 @@ pub struct EvaluateArgs {
 }
 
 pub fn evaluate(EvaluateArgs { model, data, dataset, sources, out, public_keys, threads }: EvaluateArgs) -> Result<()> {
+    end_quietly_when_stdout_closes();
     let opts = EvaluateOptions { model, kind: dataset, data, sources, public_keys, threads };
     let progress = mer_host::progress::bar(0, "classifying");
     let results = mer_host::evaluate::evaluate(&opts, &progress)?;

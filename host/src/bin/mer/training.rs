@@ -176,6 +176,7 @@ pub struct ReportArgs {
 }
 
 pub fn report(ReportArgs { runs, out }: ReportArgs) -> Result<()> {
+    mer_shared::stdout::end_quietly_when_stdout_closes();
     let out = match out {
         Some(o) => o,
         None if runs.len() == 1 => runs[0].clone(),
