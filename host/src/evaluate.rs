@@ -64,11 +64,29 @@ pub struct EvaluationResults {
     pub abstention: Option<Abstention>,
     pub bins_softmax: Vec<Bin>,
     pub bins: Vec<Bin>,
+    /// The data are (some of) the model's own training samples: the figures say how well it fits
+    /// them, not how it does on data it never saw.
+    pub training_samples: bool,
     /// Where the data's inputs were made differently from the model's training inputs, field by
     /// field (empty when they were made alike).
     pub input_differences: String,
     /// The model's probabilities (calibrated) for every sample.
     pub predictions: Vec<Prediction>,
+}
+
+/// Whether `data` holds samples the model was trained on: the same prepared data (digest before
+/// any source selection), unless the two selections of composite sources are disjoint.
+fn shares_training_samples(manifest: &Manifest, data: &DataSource) -> bool {
+    let split = |digest: &str| -> (String, Vec<String>) {
+        match digest.split_once("+sources=") {
+            Some((base, sources)) => (base.to_string(), sources.split(',').map(str::to_string).collect()),
+            None => (digest.to_string(), Vec::new()),
+        }
+    };
+    let (trained, trained_sources) = split(&manifest.training.data_digest);
+    let (evaluated, _) = split(&data.digest);
+    trained == evaluated
+        && (trained_sources.is_empty() || data.sources.is_empty() || trained_sources.iter().any(|s| data.sources.contains(s)))
 }
 
 /// The class names of the model and the data, which must be the same list.
@@ -195,6 +213,7 @@ pub fn evaluate(opts: &EvaluateOptions, progress: &indicatif::ProgressBar) -> Re
         abstention: manifest.calibration.as_ref().map(|c| Abstention::measure(&reported, f64::from(c.uncertain_below))),
         bins_softmax: reliability(&plain),
         bins: reliability(&reported),
+        training_samples: shares_training_samples(&manifest, &data.source),
         input_differences,
         predictions,
     })
@@ -232,6 +251,11 @@ impl EvaluationResults {
                 a.accuracy_when_labelled
             )),
             _ => line.push_str(&format!("\n  calibration: ECE {:.3} (the model has no temperature or threshold)", self.ece)),
+        }
+        if self.training_samples {
+            line.push_str(
+                "\n  note: these are the model's own training samples: the figures say how well it fits them, not how it generalises",
+            );
         }
         if !self.input_differences.is_empty() {
             line.push_str(&format!(

@@ -209,8 +209,10 @@ fn cross_dataset_evaluation_with_calibration() {
     assert!((v["accuracy"].as_f64().unwrap() - correct / 4.0).abs() < 1e-12);
     assert!(evaluation.join("confusion.png").is_file() && evaluation.join("reliability.png").is_file());
     // All three sources, scored apart.
+    assert!(!printed.contains("own training samples"), "smic was not trained on: {printed}");
     let printed = ok(&evaluate(&[]));
     assert!(printed.contains("20 samples of casme2, samm, smic") && printed.contains("  samm: 8 samples"), "{printed}");
+    assert!(printed.contains("own training samples"), "casme2 and samm were trained on: {printed}");
 
     let e = err(&evaluate(&["--sources", "casme3"]));
     assert!(e.contains("casme3") && e.contains("casme2, samm, smic"), "{e}");

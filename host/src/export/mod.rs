@@ -101,6 +101,14 @@ fn run_results(run: &Path) -> Result<Option<RunResults>> {
     Ok(Some(serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?))
 }
 
+fn no_results(run: &Path) -> String {
+    if run.join("run.json").is_file() {
+        format!("{} has no results.json: `mer report {}` computes it from the fold records", run.display(), run.display())
+    } else {
+        format!("{} is not a training run (no run.json, no results.json)", run.display())
+    }
+}
+
 /// What the manifest says of the evaluating run: its figures, and its calibration. A fold's
 /// checkpoint takes the temperature fitted without its subject; any other model the one fitted
 /// on every fold's held-out predictions.
@@ -368,7 +376,7 @@ impl Source {
         let evaluated_by = opts.evaluation.as_deref().unwrap_or(run);
         let results = run_results(evaluated_by)?;
         if opts.evaluation.is_some() && results.is_none() {
-            bail!("{} has no results.json", evaluated_by.display());
+            bail!("{}", no_results(evaluated_by));
         }
         let (evaluation, calibration) = describe_evaluation(results.as_ref(), evaluated_by, &scope, opts.uncertain_below)?;
         let run_name = run.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
@@ -430,7 +438,7 @@ impl Source {
         let bytes = std::fs::read(&opts.checkpoint).with_context(|| format!("reading {}", opts.checkpoint.display()))?;
         let data = ExportData::imported(arch, layout, taxonomy, opts.data.as_deref())?;
         let results = match &opts.evaluation {
-            Some(dir) => Some(run_results(dir)?.with_context(|| format!("{} has no results.json", dir.display()))?),
+            Some(dir) => Some(run_results(dir)?.with_context(|| no_results(dir))?),
             None => None,
         };
         let evaluated_by = opts.evaluation.as_deref().unwrap_or(Path::new("."));
