@@ -48,7 +48,9 @@ fn results(run: &Path) -> serde_json::Value {
 fn every_flow_architecture_trains_on_the_composite_layout() {
     let dir = tempfile::tempdir().unwrap();
     let data = composite(dir.path());
-    for (arch, extra) in [("am3f-flownet", vec!["--iters", "6"]), ("skd-tstsan-flow", vec!["--iters", "6", "--protocol", "paper"])] {
+    for (arch, extra) in
+        [("am3f-flownet", vec!["--iters", "6", "--augment", "flip"]), ("skd-tstsan-flow", vec!["--iters", "6", "--protocol", "paper"])]
+    {
         let run = dir.path().join(arch);
         let out = ok(&train(&data, &run, arch, &extra));
         assert!(out.contains(&format!("{arch} ")) && out.contains("UF1"), "{out}");
@@ -62,6 +64,7 @@ fn every_flow_architecture_trains_on_the_composite_layout() {
         let run_info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
         assert_eq!(run_info["config"]["arch"], arch);
         assert_eq!(run_info["data"]["taxonomy"], "composite-3");
+        assert_eq!(run_info["config"]["augment"], if arch == "am3f-flownet" { "flip" } else { "none" });
     }
     // HTNet (139.6 M parameters) for one step of one fold: the mosaic input trains end to end.
     let run = dir.path().join("htnet");
@@ -141,6 +144,8 @@ fn mismatched_architectures_and_options_are_refused() {
     assert!(err(&train(&data, &run, "skd-tstsan-flow", &["--ablate", "eca"])).contains("no ECA"));
     assert!(err(&train(&data, &run, "am3f-flownet", &["--ablate", "mag"])).contains("has none of them"));
     assert!(err(&train(&data, &run, "htnet", &["--magnet", "magnet.pth"])).contains("--init and --magnet"));
+    let e = err(&train(&data, &run, "htnet", &["--augment", "flip"]));
+    assert!(e.contains("--augment flip") && e.contains("htnet-mosaic28"), "{e}");
     let e = err(&mer(&["train", "--arch", "htnet", "--dataset", "composite", "--data", s(dir.path()), "--out", s(&run)]));
     assert!(e.contains("combined_3_class2_for_optical_flow.csv"), "{e}");
 }

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
+use super::augment::Augment;
 use super::losses::LossConfig;
 use super::optimizer::AdamConfig;
 use crate::model::skd_tstsan::{Ablation, SKD_TSTSAN, SkdSettings};
@@ -100,6 +101,8 @@ pub struct TrainConfig {
     pub val_subjects: usize,
     /// Iterations between resumable checkpoints (taken at the end of an epoch).
     pub checkpoint_every: usize,
+    /// Training-time augmentation (records from before it existed: none).
+    pub augment: Augment,
     /// The architecture's own settings.
     #[serde(flatten)]
     pub settings: ArchSettings,
@@ -118,6 +121,8 @@ struct TrainConfigRecord {
     loss: LossConfig,
     val_subjects: usize,
     checkpoint_every: usize,
+    #[serde(default)]
+    augment: Augment,
     amp: Option<f64>,
     ablation: Option<Ablation>,
     init: Option<PathBuf>,
@@ -145,6 +150,7 @@ impl From<TrainConfigRecord> for TrainConfig {
             loss: r.loss,
             val_subjects: r.val_subjects,
             checkpoint_every: r.checkpoint_every,
+            augment: r.augment,
             settings,
         }
     }
@@ -170,6 +176,7 @@ impl TrainConfig {
             loss: LossConfig::default(),
             val_subjects: 0,
             checkpoint_every: 1000,
+            augment: Augment::None,
             settings: arch.default_settings(),
         }
     }
@@ -190,6 +197,9 @@ impl TrainConfig {
         arch.validate(&self.settings)?;
         if self.iters == 0 || self.batch == 0 {
             bail!("--iters and --batch must be at least 1");
+        }
+        if let Some(why) = self.augment.refusal(arch) {
+            bail!("{why}");
         }
         if self.protocol == Protocol::Paper && self.val_subjects > 0 {
             bail!("--val-subjects belongs to the honest protocol; the paper protocol selects on the test subject");

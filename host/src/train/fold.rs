@@ -195,12 +195,14 @@ impl Fold<'_> {
             tch::manual_seed(es);
             let mut order = train_idx.clone();
             order.shuffle(&mut ChaCha8Rng::seed_from_u64(es as u64));
+            let mut augmentation = super::augment::epoch_rng(es);
             let (mut sums, mut batches, mut correct) = (LossTerms::default(), 0usize, 0usize);
             for chunk in order.chunks(config.batch) {
                 if state.iteration >= config.iters {
                     break;
                 }
                 let (x, y) = self.data.batch(chunk, self.device);
+                let x = config.augment.apply(&x, &mut augmentation);
                 let (loss, terms, logits) =
                     model.training_loss(&x, &y, &Targets { weights: &weight_tensor, counts: &train_counts }, &config.loss);
                 if !terms.total.is_finite() {

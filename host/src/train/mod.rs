@@ -1,5 +1,6 @@
 //! Training and leave-one-subject-out evaluation.
 
+pub mod augment;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;

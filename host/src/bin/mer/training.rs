@@ -8,6 +8,7 @@ use mer_host::import::official::import_skd_tstsan;
 use mer_host::model::skd_tstsan::{Ablation, MagnetMode, SKD_TSTSAN, SkdSettings};
 use mer_host::model::{Arch, ArchSettings};
 use mer_host::torch_info;
+use mer_host::train::augment::Augment;
 use mer_host::train::config::{Protocol, Shard, TrainConfig};
 use mer_host::train::data::{DataKind, TrainData};
 use mer_host::train::losses::LossConfig;
@@ -92,6 +93,10 @@ pub struct TrainArgs {
     magnet: Option<PathBuf>,
     #[arg(long, default_value = "transfer")]
     magnet_mode: MagnetMode,
+    /// Training-time augmentation: flip mirrors flow images left-right with the horizontal flow
+    /// negated (flow-strain28 architectures).
+    #[arg(long, default_value = "none")]
+    augment: Augment,
     /// Iterations between resumable checkpoints.
     #[arg(long, default_value_t = 1000)]
     checkpoint_every: usize,
@@ -137,6 +142,7 @@ impl TrainArgs {
             loss: LossConfig { alpha: self.alpha, beta: self.beta, temperature: self.temperature, tau: self.tau, ..LossConfig::default() },
             val_subjects: self.val_subjects,
             checkpoint_every: self.checkpoint_every,
+            augment: self.augment,
             settings,
         })
     }
