@@ -18,7 +18,7 @@ use crate::model::Arch;
 use crate::plots::confusion_png;
 use crate::train::data::{DataKind, TrainData};
 use crate::train::fold::Prediction;
-use crate::train::report::{ClassScore, per_class};
+use crate::train::report::{ClassScore, per_class, scores_by_source};
 
 /// Samples per inference call.
 const BATCH: usize = 16;
@@ -181,12 +181,7 @@ pub fn evaluate(opts: &EvaluateOptions, progress: &indicatif::ProgressBar) -> Re
     let k = data.num_classes();
     let confusion = Confusion::from_pairs(k, predictions.iter().map(|p| (p.truth, p.predicted)));
     let scores = confusion.scores();
-    let mut by_source: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
-    if let Some(sources) = data.sample_sources() {
-        for (p, source) in predictions.iter().zip(sources) {
-            by_source.entry(source.to_string()).or_default().push((p.truth, p.predicted));
-        }
-    }
+    let by_source = if data.sample_sources().is_some() { scores_by_source(&predictions, k) } else { BTreeMap::new() };
     let reported: Vec<Scored> = predictions.iter().map(|p| Scored { probabilities: &p.probabilities, truth: p.truth }).collect();
     let plain: Vec<Scored> = softmax_rows.iter().zip(&predictions).map(|(p, q)| Scored { probabilities: p, truth: q.truth }).collect();
     let mut sources: Vec<String> = by_source.keys().cloned().collect();
@@ -206,7 +201,7 @@ pub fn evaluate(opts: &EvaluateOptions, progress: &indicatif::ProgressBar) -> Re
         samples: scores.samples,
         per_class: per_class(&confusion, &data.classes),
         confusion: confusion.counts,
-        by_source: by_source.into_iter().map(|(s, pairs)| (s, Confusion::from_pairs(k, pairs).scores())).collect(),
+        by_source,
         ece_softmax: ece(&plain),
         ece: ece(&reported),
         calibration: manifest.calibration.clone(),

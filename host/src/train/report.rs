@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::write_json_atomic;
 use super::config::{Protocol, Shard, TrainConfig};
-use super::fold::{FoldResult, read_epoch_log, score};
+use super::fold::{FoldResult, Prediction, read_epoch_log, score};
 use super::record::{RunInfo, fold_dir};
 use crate::calibration::{RunCalibration, Scored, reliability_png};
 use crate::dataset::samples::DataSource;
@@ -91,6 +91,17 @@ pub fn per_class(confusion: &Confusion, classes: &[String]) -> Vec<ClassScore> {
         .collect()
 }
 
+/// Pooled scores per source dataset of composite predictions, whose ids are `<source>/<sub>_<clip>`.
+pub fn scores_by_source<'a>(predictions: impl IntoIterator<Item = &'a Prediction>, classes: usize) -> BTreeMap<String, Scores> {
+    let mut pairs: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
+    for p in predictions {
+        if let Some((source, _)) = p.id.split_once('/') {
+            pairs.entry(source.to_string()).or_default().push((p.truth, p.predicted));
+        }
+    }
+    pairs.into_iter().map(|(source, pairs)| (source, Confusion::from_pairs(classes, pairs).scores())).collect()
+}
+
 fn read_fold(path: &Path) -> Result<FoldResult> {
     let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
@@ -160,15 +171,11 @@ pub fn summarise(runs: &[PathBuf], out: &Path) -> Result<RunResults> {
         score(&last, k)
     });
     let missing: Vec<String> = info.subjects.iter().filter(|s| !folds.contains_key(*s)).cloned().collect();
-    let mut by_source: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
-    if info.data.taxonomy == mer_shared::labels::Taxonomy::CompositeThree.name() {
-        // Composite sample ids are `<source>/<sub>_<clip>`.
-        for p in folds.values().flat_map(|(f, _)| &f.predictions) {
-            if let Some((source, _)) = p.id.split_once('/') {
-                by_source.entry(source.to_string()).or_default().push((p.truth, p.predicted));
-            }
-        }
-    }
+    let by_source = if info.data.taxonomy == mer_shared::labels::Taxonomy::CompositeThree.name() {
+        scores_by_source(folds.values().flat_map(|(f, _)| &f.predictions), k)
+    } else {
+        BTreeMap::new()
+    };
     let held_out: BTreeMap<String, Vec<Scored>> = folds
         .iter()
         .map(|(subject, (f, _))| {
@@ -206,7 +213,7 @@ pub fn summarise(runs: &[PathBuf], out: &Path) -> Result<RunResults> {
         shards,
         config: info.config.clone(),
         data: info.data.clone(),
-        by_source: by_source.into_iter().map(|(source, pairs)| (source, Confusion::from_pairs(k, pairs).scores())).collect(),
+        by_source,
     };
     write_json_atomic(&out.join("results.json"), &results)?;
     draw(out, &results)?;
