@@ -74,9 +74,13 @@ pub struct EvaluationResults {
     pub predictions: Vec<Prediction>,
 }
 
-/// Whether `data` holds samples the model was trained on: the same prepared data (digest before
-/// any source selection), unless the two selections of composite sources are disjoint.
+/// Whether composite `data` holds samples the model was trained on: the same images (their
+/// digest is of the pixels) unless the two selections of sources are disjoint. A prepared
+/// cache's digest names its preparation parameters, not its samples, so there it cannot tell.
 fn shares_training_samples(manifest: &Manifest, data: &DataSource) -> bool {
+    if data.inputs != mer_shared::manifest::InputProvenance::StstnetPng {
+        return false;
+    }
     let split = |digest: &str| -> (String, Vec<String>) {
         match digest.split_once("+sources=") {
             Some((base, sources)) => (base.to_string(), sources.split(',').map(str::to_string).collect()),

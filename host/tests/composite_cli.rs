@@ -250,4 +250,46 @@ fn cross_dataset_evaluation_with_calibration() {
     // A prepared cache is one dataset: there are no sources to pick.
     let e = err(&mer(&["evaluate", s(&onnx), "--data", s(&flows), "--sources", "smic"]));
     assert!(e.contains("--sources picks source datasets of composite data"), "{e}");
+    // Raw frames: a model trained on one prepared cache, scored on another's samples.
+    let frames_run = d.join("frames-run");
+    ok(&mer(&[
+        "train",
+        "--arch",
+        "am3f-flownet",
+        "--data",
+        s(&flows),
+        "--out",
+        s(&frames_run),
+        "--device",
+        "cpu",
+        "--iters",
+        "2",
+        "--batch",
+        "4",
+        "--all-samples",
+    ]));
+    let frames_onnx = d.join("frames.onnx");
+    let printed = ok(&mer(&["export", s(&frames_run.join("model.safetensors")), "-o", s(&frames_onnx)]));
+    assert!(printed.contains("no calibration"), "{printed}");
+    let raw2 = d.join("raw2");
+    ok(&mer(&["synth", "casme2", "--out", s(&raw2), "--subjects", "1", "--per-subject", "3", "--seed", "9"]));
+    let other = d.join("other");
+    ok(&mer(&[
+        "prepare",
+        "--dataset",
+        "casme2",
+        "--root",
+        s(&raw2),
+        "--crop",
+        "none",
+        "--input",
+        "flow-strain28",
+        "--classes",
+        "casme2-5",
+        "--out",
+        s(&other),
+    ]));
+    let printed = ok(&mer(&["evaluate", s(&frames_onnx), "--data", s(&other)]));
+    assert!(printed.contains("samples of casme2: UF1") && printed.contains("no temperature"), "{printed}");
+    assert!(!printed.contains("note:"), "same preprocessing, other samples: {printed}");
 }
