@@ -76,6 +76,10 @@ enum Command {
         /// `fixed`: crop the scene's known face box.
         #[arg(long, value_enum, default_value_t = DemoFace::Detect)]
         face: DemoFace,
+        /// Run a model trained on inputs this device cannot reproduce (e.g. the composite-image
+        /// models in models/), marking every event.
+        #[arg(long)]
+        allow_foreign_inputs: bool,
     },
     /// Read a recorded clip (a directory of numbered frames) as the live source would deliver it.
     Replay {
@@ -174,7 +178,9 @@ fn main() -> Result<()> {
         Command::Trigger { socket } => {
             println!("{}", request(&socket, "trigger").with_context(|| "is merd running with this control.socket?")?)
         }
-        Command::Demo { seconds, fps, seed, model, public_key, out, face } => demo(seconds, fps, seed, &model, &public_key, &out, face)?,
+        Command::Demo { seconds, fps, seed, model, public_key, out, face, allow_foreign_inputs } => {
+            demo(seconds, fps, seed, &model, &public_key, &out, face, allow_foreign_inputs)?
+        }
         Command::Replay { frames, fps } => {
             let mut src = ReplaySource::open(&frames, fps)?;
             let start = Instant::now();
@@ -464,12 +470,23 @@ fn clear_demo_log(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn demo(seconds: f32, fps: f32, seed: u64, model: &Path, public_key: &Path, out: &Path, face: DemoFace) -> Result<()> {
+#[allow(clippy::too_many_arguments)] // one per command-line option
+fn demo(
+    seconds: f32,
+    fps: f32,
+    seed: u64,
+    model: &Path,
+    public_key: &Path,
+    out: &Path,
+    face: DemoFace,
+    allow_foreign_inputs: bool,
+) -> Result<()> {
     if !model.exists() {
         bail!("no model at {} (run from the repository root, or pass --model)", model.display());
     }
     let classifier = load_classifier(model, &trusted_keys(&[public_key.to_path_buf()])?, 1)?;
-    accept_inputs(classifier.manifest(), false)?;
+    accept_inputs(classifier.manifest(), allow_foreign_inputs)?;
+    let manifest = classifier.manifest().clone();
     // Everything is checked before the previous demo's log is cleared.
     let mut source = SyntheticSource::new(&InterviewOptions { seconds, fps, width: 640, height: 480, seed })?;
     Spotter::new(SpotterConfig::for_fps(fps))?;
@@ -511,19 +528,24 @@ fn demo(seconds: f32, fps: f32, seed: u64, model: &Path, public_key: &Path, out:
         let interval = (frame_of(e.onset_s), frame_of(e.offset_s));
         found.push(interval);
         let matched = scene.events.iter().map(|t| (t, iou(interval, (t.onset, t.offset)))).max_by(|a, b| a.1.total_cmp(&b.1));
-        if let Some((t, overlap)) = matched
+        let expected = matched.and_then(|(t, _)| class_of_emotion(&manifest, t.emotion.name()));
+        if let Some((_, overlap)) = matched
             && overlap >= 0.5
-            && e.classes.iter().any(|c| c == t.emotion.name())
+            && let Some(class) = &expected
         {
             classifiable += 1;
-            right += usize::from(e.label == t.emotion.name());
+            right += usize::from(e.label == *class);
             uncertain += usize::from(e.label == mer_shared::manifest::UNCERTAIN);
         }
         let truth = match matched {
             Some((t, overlap)) if overlap > 0.0 => format!(
                 "{}{} (frames {}–{}, IoU {overlap:.2}{})",
                 t.emotion.name(),
-                if e.classes.iter().any(|c| c == t.emotion.name()) { "" } else { ", not a class of this model" },
+                match &expected {
+                    Some(class) if class != t.emotion.name() => format!(", the model's {class}"),
+                    Some(_) => String::new(),
+                    None => ", not a class of this model".into(),
+                },
                 t.onset,
                 t.offset,
                 if overlap >= 0.5 { "" } else { ", too little overlap" }
@@ -554,6 +576,22 @@ fn demo(seconds: f32, fps: f32, seed: u64, model: &Path, public_key: &Path, out:
     summary(&stats, &report, secs);
     println!("events logged in {}; read them with: merd events --log {}", out.join("events").display(), out.join("events").display());
     Ok(())
+}
+
+/// The model's class for a true emotion of the synthetic scene, if it has one, by its own
+/// taxonomy; a composite model's classes group emotions as the MEGC 2019 composite set did its
+/// CASME II and SAMM parts.
+fn class_of_emotion(manifest: &Manifest, emotion: &str) -> Option<String> {
+    use mer_shared::labels::{LabelMapping, Taxonomy};
+    let taxonomy: Taxonomy = manifest.taxonomy.parse().ok()?;
+    let groupings = if taxonomy == Taxonomy::CompositeThree { vec![Taxonomy::Casme2Three, Taxonomy::SammThree] } else { vec![taxonomy] };
+    groupings
+        .into_iter()
+        .find_map(|t| match t.map(emotion) {
+            Ok(LabelMapping::Class(i)) => t.classes().get(i).map(|c| c.to_string()),
+            _ => None,
+        })
+        .filter(|class| manifest.classes.contains(class))
 }
 
 /// RFC 3339 UTC time of a Unix time in milliseconds.
