@@ -19,7 +19,8 @@ step "native tests (all crates)"
 cargo test --workspace --locked
 
 step "LOSO as a job array on a local single-node Slurm: requeue mid-fold, merge equals one run"
-cargo build --locked -p mer-host
+# target/debug/mer is the binary the native tests just built (a `cargo build -p mer-host` here
+# would resolve other features and rebuild half the workspace).
 bash scripts/cluster/test-local-slurm.sh
 
 step "device build for Jetson (aarch64-unknown-linux-gnu)"
