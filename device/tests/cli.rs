@@ -369,6 +369,28 @@ fn demo_prints_events_beside_the_ground_truth() {
     assert_eq!(segments(), before, "nothing removed after a refused argument");
     ok(&demo(&["--seconds", "3", "--seed", "2"]));
     assert_eq!(std::fs::read_to_string(&foreign).unwrap(), "mine");
+
+    // The real-data model reads composite flow images the device cannot make: refused, unless
+    // allowed; its three classes group the scene's emotions as the composite set does.
+    let composite = m.join("skd-tstsan-flow-casme2.merb");
+    let e = err(&merd(&["demo", "--out", s(&out), "--model", s(&composite), "--pub", s(&key), "--seconds", "3"]));
+    assert!(e.contains("ststnet-png") && e.contains("allow_foreign_inputs"), "{e}");
+    let stdout = ok(&merd(&[
+        "demo",
+        "--out",
+        s(&out),
+        "--model",
+        s(&composite),
+        "--pub",
+        s(&key),
+        "--seconds",
+        "10",
+        "--seed",
+        "2",
+        "--allow-foreign-inputs",
+    ]));
+    assert!(stdout.contains("disgust, the model's negative"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("labels: ") && l.contains("of 2 spotted")), "{stdout}");
 }
 
 #[test]
