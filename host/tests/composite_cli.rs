@@ -150,6 +150,25 @@ fn mismatched_architectures_and_options_are_refused() {
     assert!(e.contains("combined_3_class2_for_optical_flow.csv"), "{e}");
 }
 
+/// Synthetic CASME II frames in `raw` prepared as flow images (casme2-5 classes) into `out`.
+fn prepare_flows(raw: &Path, out: &Path) {
+    ok(&mer(&[
+        "prepare",
+        "--dataset",
+        "casme2",
+        "--root",
+        s(raw),
+        "--crop",
+        "none",
+        "--input",
+        "flow-strain28",
+        "--classes",
+        "casme2-5",
+        "--out",
+        s(out),
+    ]));
+}
+
 /// The cross-dataset protocol as a user runs it: LOSO on two sources (calibration cross-fitted
 /// over its folds), one model on all their samples exported with that calibration, and
 /// `mer evaluate` on the third source through tract; bad requests are refused by name.
@@ -230,21 +249,7 @@ fn cross_dataset_evaluation_with_calibration() {
     assert!(e.contains("flow-strain28") && e.contains("skd-tstsan inputs"), "{e}");
     // The model's own layout, but another class set.
     let flows = d.join("flows");
-    ok(&mer(&[
-        "prepare",
-        "--dataset",
-        "casme2",
-        "--root",
-        s(&raw),
-        "--crop",
-        "none",
-        "--input",
-        "flow-strain28",
-        "--classes",
-        "casme2-5",
-        "--out",
-        s(&flows),
-    ]));
+    prepare_flows(&raw, &flows);
     let e = err(&mer(&["evaluate", s(&onnx), "--data", s(&flows)]));
     assert!(e.contains("negative, positive, surprise") && e.contains("casme2-5") && e.contains("composite-3"), "{e}");
     // A prepared cache is one dataset: there are no sources to pick.
@@ -274,21 +279,7 @@ fn cross_dataset_evaluation_with_calibration() {
     let raw2 = d.join("raw2");
     ok(&mer(&["synth", "casme2", "--out", s(&raw2), "--subjects", "1", "--per-subject", "3", "--seed", "9"]));
     let other = d.join("other");
-    ok(&mer(&[
-        "prepare",
-        "--dataset",
-        "casme2",
-        "--root",
-        s(&raw2),
-        "--crop",
-        "none",
-        "--input",
-        "flow-strain28",
-        "--classes",
-        "casme2-5",
-        "--out",
-        s(&other),
-    ]));
+    prepare_flows(&raw2, &other);
     let printed = ok(&mer(&["evaluate", s(&frames_onnx), "--data", s(&other)]));
     assert!(printed.contains("samples of casme2: UF1") && printed.contains("no temperature"), "{printed}");
     assert!(!printed.contains("note:"), "same preprocessing, other samples: {printed}");
