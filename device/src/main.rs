@@ -164,6 +164,7 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    return_large_blocks_when_freed();
     mer_shared::logging::init();
     match Cli::parse().command {
         Command::Run { config } => run(&config)?,
@@ -246,6 +247,18 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// Keeps glibc's malloc from raising its mmap threshold as large blocks are freed. With the
+/// raised threshold, the weight copies tract makes while optimising a model come from the heap,
+/// and the blocks they replace stay resident after being freed: HTNet's load peaked at 1.1–1.2 GB
+/// instead of 0.54 GB (docs/BENCHMARKS.md). 128 KiB is glibc's own starting value.
+fn return_large_blocks_when_freed() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; it is called before any other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// The model store's active model; on the first start, the configured model becomes the first
 /// active one.
 fn open_store(config: &DaemonConfig, push: &PushSettings, keys: Vec<PublicKey>) -> Result<(Classifier, ModelStore)> {
@@ -256,9 +269,8 @@ fn open_store(config: &DaemonConfig, push: &PushSettings, keys: Vec<PublicKey>) 
         Some(verified) => verified,
         None => {
             let path = &config.model.path;
-            let bytes = std::fs::read(path).with_context(|| format!("cannot read the configured model {}", path.display()))?;
             info!("model store {} is empty: starting it with {}", push.store.display(), path.display());
-            store.adopt(&bytes).with_context(|| format!("the configured model {} cannot start the store", path.display()))?
+            store.adopt(path).with_context(|| format!("the configured model {} cannot start the store", path.display()))?
         }
     };
     let m = verified.classifier.manifest();

@@ -22,13 +22,12 @@ use std::path::{Path, PathBuf};
 use tracing::warn;
 
 use mer_shared::atomic_file::{self, AtomicFile, is_temporary, sync_dir};
-use mer_shared::bundle::{Bundle, PublicKey};
+use mer_shared::bundle::{BundleFile, BundleHead, PublicKey};
 use mer_shared::classifier::{Classifier, Trust};
 use mer_shared::manifest::{Manifest, PREPROCESSING_VERSION};
 use mer_shared::push::{Digest, ModelInfo, digest_hex, parse_digest};
 use mer_shared::{Error, Result};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 const STATE: &str = "state.json";
 
@@ -158,11 +157,13 @@ impl ModelStore {
         let hex = digest_hex(sha256);
         let kept = self.bundle_path(&hex);
         let path = if kept.exists() { kept } else { self.staging_path(&hex) };
-        let bytes = fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::Push(format!("the device holds no bundle {hex}; push it first")),
-            _ => Error::io(&path, e),
-        })?;
-        verify_bytes(&bytes, sha256, &self.trusted, self.threads, self.allow_foreign_inputs)
+        if !path.exists() {
+            return Err(Error::Push(format!("the device holds no bundle {hex}; push it first")));
+        }
+        let file = BundleFile::open(&path)?;
+        check_digest(&file.sha256(), sha256)?;
+        let classifier = Classifier::from_bundle_file(&file, Trust::Keys(&self.trusted))?.with_threads(self.threads);
+        accept(classifier, hex, file.head(), self.allow_foreign_inputs)
     }
 
     /// The active model, falling back to earlier ones if it no longer verifies. `None` when the
@@ -275,21 +276,23 @@ impl ModelStore {
         Ok((digest, &self.state))
     }
 
-    /// Takes in a bundle from outside the store (the configured model of a first start).
-    pub fn adopt(&mut self, bytes: &[u8]) -> Result<Verified> {
-        let sha256: Digest = Sha256::digest(bytes).into();
-        let verified = verify_bytes(bytes, &sha256, &self.trusted, self.threads, self.allow_foreign_inputs)?;
-        atomic_file::write(self.bundle_path(&digest_hex(&sha256)), bytes)?;
+    /// Takes in a bundle from outside the store (the configured model of a first start): checked
+    /// where it is, then copied in and made active.
+    pub fn adopt(&mut self, path: &Path) -> Result<Verified> {
+        let file = BundleFile::open(path)?;
+        let sha256 = file.sha256();
+        let classifier = Classifier::from_bundle_file(&file, Trust::Keys(&self.trusted))?.with_threads(self.threads);
+        let verified = accept(classifier, digest_hex(&sha256), file.head(), self.allow_foreign_inputs)?;
+        atomic_file::copy(path, self.bundle_path(&digest_hex(&sha256)))?;
         self.activate(&sha256)?;
         Ok(verified)
     }
 
-    /// What the store holds, for status reports.
+    /// What the store holds, for status reports; the model itself is not read.
     pub fn describe(&self, sha256: &str) -> Option<ModelInfo> {
-        let bytes = fs::read(self.bundle_path(sha256)).ok()?;
-        let bundle = Bundle::from_bytes(&bytes).ok()?;
-        let manifest = Manifest::from_json(bundle.manifest()).ok()?;
-        Some(model_info(sha256.to_string(), &manifest, &bundle, bytes.len() as u64))
+        let head = BundleHead::read(&self.bundle_path(sha256)).ok()?;
+        let manifest = Manifest::from_json(head.manifest()).ok()?;
+        Some(model_info(sha256.to_string(), &manifest, &head))
     }
 
     fn write_state(&mut self, state: State) -> Result<()> {
@@ -333,22 +336,24 @@ impl ModelStore {
     }
 }
 
-/// Everything a device checks before a model may run: the digest the sender announced, the
-/// signature against the trusted keys, the manifest (inside and outside the ONNX file), that
-/// the device's preprocessing can make the model's input, and the probe logits in tract.
-pub fn verify_bytes(bytes: &[u8], sha256: &Digest, trusted: &[PublicKey], threads: usize, allow_foreign_inputs: bool) -> Result<Verified> {
-    let got: Digest = Sha256::digest(bytes).into();
-    if got != *sha256 {
+/// Whether the bundle's bytes are the ones announced (by the sender, or by the file's name in
+/// the store).
+fn check_digest(got: &Digest, announced: &Digest) -> Result<()> {
+    if got != announced {
         return Err(Error::Push(format!(
             "the bundle's bytes have SHA-256 {}, not the {} announced (damaged in transit or on disk)",
-            digest_hex(&got),
-            digest_hex(sha256)
+            digest_hex(got),
+            digest_hex(announced)
         )));
     }
-    let classifier = Classifier::from_bundle(bytes, Trust::Keys(trusted))?.with_threads(threads);
+    Ok(())
+}
+
+/// A model whose signature, manifest and probe have been checked, if the device's
+/// preprocessing can make its input.
+fn accept(classifier: Classifier, sha256: String, head: &BundleHead, allow_foreign_inputs: bool) -> Result<Verified> {
     check_compatible(classifier.manifest(), allow_foreign_inputs).map_err(|e| Error::Push(e.to_string()))?;
-    let bundle = Bundle::from_bytes(bytes)?;
-    let info = model_info(digest_hex(sha256), classifier.manifest(), &bundle, bytes.len() as u64);
+    let info = model_info(sha256, classifier.manifest(), head);
     Ok(Verified { classifier, info })
 }
 
@@ -373,13 +378,13 @@ pub fn check_compatible(manifest: &Manifest, allow_foreign_inputs: bool) -> Resu
     }
 }
 
-fn model_info(sha256: String, manifest: &Manifest, bundle: &Bundle, bytes: u64) -> ModelInfo {
+fn model_info(sha256: String, manifest: &Manifest, head: &BundleHead) -> ModelInfo {
     ModelInfo {
         sha256,
         version: manifest.version.clone(),
         architecture: manifest.architecture.clone(),
         classes: manifest.classes.clone(),
-        signer: bundle.signer_key_id(),
-        bytes,
+        signer: head.signer_key_id(),
+        bytes: head.len(),
     }
 }

@@ -31,6 +31,13 @@ use crate::test_relay::{Cut, breaking_relay};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
+/// [`ModelStore::adopt`] of a bundle given as bytes, from a file outside the store.
+fn adopt(store: &mut ModelStore, bytes: &[u8]) -> Result<crate::model_store::Verified> {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), bytes).unwrap();
+    store.adopt(file.path())
+}
+
 #[derive(Default)]
 struct RecordingSwitch {
     versions: Mutex<Vec<String>>,
@@ -86,7 +93,7 @@ fn device_with(change: impl FnOnce(&mut PushSettings)) -> TestDevice {
     change(&mut settings);
     let trusted = vec![site_key().public()];
     let mut store = ModelStore::open(&settings.store, trusted.clone(), settings.keep, 1).unwrap();
-    store.adopt(&bundle("v0", &site_key())).unwrap();
+    adopt(&mut store, &bundle("v0", &site_key())).unwrap();
     let switch = Arc::new(RecordingSwitch::default());
     let server = PushServer::start(&settings, store, trusted, switch.clone()).unwrap();
     let stop_logging = Arc::new(AtomicBool::new(false));
@@ -558,7 +565,7 @@ fn an_activation_cut_short_at_any_step_leaves_a_complete_model() {
         let dir = tempfile::tempdir().unwrap();
         let open = || ModelStore::open(dir.path(), vec![key.public()], 2, 1).unwrap();
         let mut store = open();
-        store.adopt(&bundle("v0", &key)).unwrap();
+        adopt(&mut store, &bundle("v0", &key)).unwrap();
         let staged = store.staging_path(&mer_shared::push::digest_hex(&sha(&v1)));
         std::fs::write(&staged, &v1).unwrap();
         store.verify(&sha(&v1)).unwrap();
@@ -593,9 +600,9 @@ fn a_store_that_cannot_verify_its_active_model_falls_back() {
     let key = site_key();
     let dir = tempfile::tempdir().unwrap();
     let mut store = ModelStore::open(dir.path(), vec![key.public()], 2, 1).unwrap();
-    store.adopt(&bundle("v0", &key)).unwrap();
+    adopt(&mut store, &bundle("v0", &key)).unwrap();
     let v1 = bundle("v1", &key);
-    let active = store.adopt(&v1).unwrap();
+    let active = adopt(&mut store, &v1).unwrap();
     drop(store);
     // The active bundle damaged on disk (a bad sector, an operator's edit).
     let path = dir.path().join(format!("{}.merb", active.info.sha256));
@@ -615,18 +622,18 @@ fn models_with_foreign_inputs_are_refused_unless_allowed() {
     let key = site_key();
     let dir = tempfile::tempdir().unwrap();
     let mut store = ModelStore::open(dir.path(), vec![key.public()], 2, 1).unwrap();
-    store.adopt(&bundle("v0", &key)).unwrap();
+    adopt(&mut store, &bundle("v0", &key)).unwrap();
     for (version, inputs) in [("png", InputProvenance::StstnetPng), ("old", InputProvenance::Unknown)] {
         let foreign = bundle_with(version, &key, |m| m.inputs = inputs);
-        let err = store.adopt(&foreign).err().unwrap().to_string();
+        let err = adopt(&mut store, &foreign).err().unwrap().to_string();
         assert!(err.contains("allow_foreign_inputs = true") && err.contains(version), "{err}");
         assert_eq!(store.load_active().unwrap().unwrap().info.version, "v0");
     }
     let mut lenient = ModelStore::open(dir.path(), vec![key.public()], 2, 1).unwrap().allowing_foreign_inputs(true);
     let foreign = bundle_with("png", &key, |m| m.inputs = InputProvenance::StstnetPng);
-    assert_eq!(lenient.adopt(&foreign).unwrap().info.version, "png");
+    assert_eq!(adopt(&mut lenient, &foreign).unwrap().info.version, "png");
     let older = bundle_with("v-old", &key, |m| m.preprocessing_version = 1);
-    assert!(lenient.adopt(&older).err().unwrap().to_string().contains("preprocessing version 1"));
+    assert!(adopt(&mut lenient, &older).err().unwrap().to_string().contains("preprocessing version 1"));
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::keys::PublicKey;
-use crate::bundle::{Bundle, MAGIC};
+use crate::bundle::{Bundle, BundleFile, FileSection, MAGIC, find_trusted};
 use crate::error::{Error, Result, check_finite};
 use crate::inference::OnnxModel;
 use crate::manifest::{Calibration, LogitAgreement, Manifest};
@@ -19,6 +19,26 @@ pub enum Trust<'a> {
     Keys(&'a [PublicKey]),
     /// Any key: the contents match the signature, but the signer is not vouched for.
     IntegrityOnly,
+}
+
+impl Trust<'_> {
+    /// Where a bundle came from, given who its integrity check says signed it; an error when
+    /// that signer is not among the trusted keys.
+    fn origin(self, signer: Result<PublicKey>) -> Result<Origin> {
+        let signer = signer?;
+        Ok(match self {
+            Trust::Keys(keys) => Origin::Bundle { signer: find_trusted(signer, keys)?.key_id(), trusted: true },
+            Trust::IntegrityOnly => Origin::Bundle { signer: signer.key_id(), trusted: false },
+        })
+    }
+}
+
+/// Whether the file starts as a bundle does (a shorter file does not).
+fn starts_with_magic(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut start = Vec::with_capacity(MAGIC.len());
+    std::fs::File::open(path).and_then(|f| f.take(MAGIC.len() as u64).read_to_end(&mut start)).map_err(|e| Error::io(path, e))?;
+    Ok(start == MAGIC)
 }
 
 /// Where the loaded model came from.
@@ -58,38 +78,37 @@ impl Classifier {
         if bytes.starts_with(MAGIC) { Classifier::from_bundle(bytes, trust) } else { Classifier::from_onnx(bytes) }
     }
 
-    /// Reads a bundle or ONNX file; the file's bytes are let go once decoded, before the graph
-    /// is built, so a large model is not held once more than needed.
+    /// Reads a bundle or ONNX file. The file is streamed, never held in memory: a bundle's
+    /// signature is checked in a first pass over it, and the model is decoded from it in a
+    /// second (see [`BundleFile`]), so a large model is held once, decoded.
     pub fn load(path: &Path, trust: Trust) -> Result<Classifier> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let loaded = if bytes.starts_with(MAGIC) {
-            Classifier::verified_bundle(&bytes, trust).and_then(|(manifest, origin, proto)| {
-                drop(bytes);
-                Classifier::with_model(manifest, OnnxModel::from_proto(proto)?, origin)
-            })
+        let loaded = if starts_with_magic(path)? {
+            BundleFile::open(path).and_then(|file| Classifier::from_bundle_file(&file, trust))
         } else {
-            OnnxModel::decode(&bytes).and_then(|proto| {
-                drop(bytes);
+            let mut file = FileSection::whole(path)?;
+            OnnxModel::decode(&mut file).and_then(|proto| {
+                file.finish()?;
                 Classifier::from_model(OnnxModel::from_proto(proto)?)
             })
         };
         loaded.map_err(|e| Error::Model(format!("{}: {e}", path.display())))
     }
 
-    pub fn from_bundle(bytes: &[u8], trust: Trust) -> Result<Classifier> {
-        let (manifest, origin, proto) = Classifier::verified_bundle(bytes, trust)?;
+    /// A bundle file opened with [`BundleFile::open`]: signature, manifest, then the model.
+    pub fn from_bundle_file(file: &BundleFile, trust: Trust) -> Result<Classifier> {
+        let origin = trust.origin(file.verify_integrity())?;
+        let manifest = Manifest::from_json(file.head().manifest())?;
+        let proto = file.decode_onnx(|section| OnnxModel::decode(section))?;
         Classifier::with_model(manifest, OnnxModel::from_proto(proto)?, origin)
     }
 
-    /// The bundle's manifest, who signed it and its decoded ONNX model, after the signature check.
-    fn verified_bundle(bytes: &[u8], trust: Trust) -> Result<(Manifest, Origin, tract_onnx::pb::ModelProto)> {
+    /// A bundle in memory; its model is decoded from the bytes in place.
+    pub fn from_bundle(bytes: &[u8], trust: Trust) -> Result<Classifier> {
         let bundle = Bundle::from_bytes(bytes)?;
-        let origin = match trust {
-            Trust::Keys(keys) => Origin::Bundle { signer: bundle.verify(keys)?.key_id(), trusted: true },
-            Trust::IntegrityOnly => Origin::Bundle { signer: bundle.verify_integrity()?.key_id(), trusted: false },
-        };
+        let origin = trust.origin(bundle.verify_integrity())?;
         let manifest = Manifest::from_json(bundle.manifest())?;
-        Ok((manifest, origin, OnnxModel::decode(bundle.onnx())?))
+        let proto = OnnxModel::decode(bundle.onnx())?;
+        Classifier::with_model(manifest, OnnxModel::from_proto(proto)?, origin)
     }
 
     /// Checks the bundle's manifest against the one inside its model, then the probe.
@@ -198,6 +217,31 @@ mod tests {
         let p = softmax(&[1000.0, 1001.0, 999.0]);
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!(p[1] > p[0] && p[0] > p[2]);
+    }
+
+    #[test]
+    fn a_file_loads_as_its_bytes_do() {
+        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+        let key = crate::bundle::read_public_key(&models.join("demo-key.pub")).unwrap();
+        let path = models.join("skd-tstsan-synthetic.merb");
+        let bytes = std::fs::read(&path).unwrap();
+        let (from_file, from_bytes) =
+            (Classifier::load(&path, Trust::Keys(&[key])).unwrap(), Classifier::from_bytes(&bytes, Trust::Keys(&[key])).unwrap());
+        assert_eq!(from_file.manifest(), from_bytes.manifest());
+        assert_eq!(from_file.origin(), &Origin::Bundle { signer: key.key_id(), trusted: true });
+        let input = from_file.manifest().probe.regenerate(from_file.model.input_shape()).unwrap();
+        assert_eq!(from_file.classify(&input, 4).unwrap(), from_bytes.classify(&input, 4).unwrap());
+
+        // A bare ONNX file, streamed the same way.
+        let dir = tempfile::tempdir().unwrap();
+        let onnx = dir.path().join("m.onnx");
+        std::fs::write(&onnx, Bundle::from_bytes(&bytes).unwrap().onnx()).unwrap();
+        let bare = Classifier::load(&onnx, Trust::IntegrityOnly).unwrap();
+        assert_eq!(bare.origin(), &Origin::Onnx);
+        assert_eq!(bare.classify(&input, 4).unwrap(), from_file.classify(&input, 4).unwrap());
+        let other = crate::bundle::SecretKey::from_seed(&[9; 32]).public();
+        let e = Classifier::load(&path, Trust::Keys(&[other])).unwrap_err().to_string();
+        assert!(e.contains("skd-tstsan-synthetic.merb") && e.contains("not among the trusted keys"), "{e}");
     }
 
     #[test]

@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use prost::Message;
 use tract_linalg::multithread::{Executor, multithread_tract_scope};
-use tract_onnx::pb::ModelProto;
+use tract_onnx::pb::{ModelProto, TensorProto};
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::konst::Const;
 
 use crate::error::{Error, Result};
 use crate::manifest::{LogitAgreement, Manifest, ONNX_METADATA_KEY};
@@ -45,9 +46,11 @@ impl OnnxModel {
     }
 
     /// The decoded file, which owns copies of its weights: the bytes it came from may go.
-    pub fn decode(bytes: &[u8]) -> Result<ModelProto> {
+    /// `bytes` may be a slice or a file read as it is decoded ([`crate::bundle::FileSection`]).
+    pub fn decode(bytes: impl prost::bytes::Buf) -> Result<ModelProto> {
+        let len = bytes.remaining();
         ModelProto::decode(bytes)
-            .map_err(|e| model_error(&format!("not a readable ONNX file ({} bytes; truncated or another format?)", bytes.len()), e))
+            .map_err(|e| model_error(&format!("not a readable ONNX file ({len} bytes; truncated or another format?)"), e))
     }
 
     /// [`OnnxModel::from_bytes`] from the decoded file.
@@ -67,10 +70,10 @@ impl OnnxModel {
         let input_shape = sample_shape(&graph.input[0])?;
         let metadata = proto.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
         let [c, h, w] = input_shape;
-        let model = tract_onnx::onnx().model_for_proto_model(&proto).map_err(|e| model_error("tract cannot load the ONNX graph", e))?;
-        // tract holds its own copy of every weight now: the decoded file's goes before the graph
-        // is optimised, or a large model (HTNet: 470 MB) is held three times over at the peak.
+        let (proto, weights) = set_weights_aside(proto);
+        let mut model = tract_onnx::onnx().model_for_proto_model(&proto).map_err(|e| model_error("tract cannot load the ONNX graph", e))?;
         drop(proto);
+        put_weights_in(&mut model, weights)?;
         let plan = model
             .with_input_fact(0, f32::fact([1, c, h, w]).into())
             .and_then(|m| m.into_optimized())
@@ -203,6 +206,63 @@ impl OnnxModel {
     }
 }
 
+/// Initializers of at least this many bytes are put into tract's graph after it is built.
+const SET_ASIDE_BYTES: usize = 64 * 1024;
+/// The first value of the stand-in for a set-aside weight (the second is its index): tract
+/// merges equal constants, so every stand-in must differ from the others and from real ones.
+const STAND_IN_MARK: i64 = 0x6d65_725f_7769_6768;
+
+/// Takes the large weights out of the decoded file, leaving small distinct stand-ins. tract
+/// converts every initializer while it reads the graph, so without this each weight would be
+/// held twice at once — in the decoded file and in tract — which for HTNet (470 MB) is most of
+/// the peak memory of loading a model.
+fn set_weights_aside(mut proto: ModelProto) -> (ModelProto, Vec<TensorProto>) {
+    let mut aside = Vec::new();
+    if let Some(graph) = proto.graph.as_mut() {
+        for init in graph.initializer.iter_mut().filter(|t| t.raw_data.len() >= SET_ASIDE_BYTES) {
+            let stand_in = TensorProto {
+                name: init.name.clone(),
+                data_type: tract_onnx::pb::tensor_proto::DataType::Int64 as i32,
+                dims: vec![2],
+                int64_data: vec![STAND_IN_MARK, aside.len() as i64],
+                ..Default::default()
+            };
+            aside.push(std::mem::replace(init, stand_in));
+        }
+    }
+    (proto, aside)
+}
+
+/// Replaces each stand-in constant of [`set_weights_aside`] by its weight, converting one at a
+/// time and letting each decoded copy go as soon as tract holds its own.
+fn put_weights_in(model: &mut InferenceModel, weights: Vec<TensorProto>) -> Result<()> {
+    let mut slots: Vec<Option<usize>> = vec![None; weights.len()];
+    for node in model.nodes() {
+        let Some(value) = node.op_as::<Const>().map(|c| c.val()) else { continue };
+        if value.datum_type() == i64::datum_type() && value.shape() == [2] {
+            let v = value.to_plain_array_view::<i64>().map_err(|e| model_error("reading a constant", e))?;
+            if v[0] == STAND_IN_MARK {
+                let slot = slots.get_mut(v[1] as usize).ok_or_else(|| Error::Model(format!("constant {} is not a weight", node.name)))?;
+                if slot.replace(node.id).is_some() {
+                    return Err(Error::Model(format!("weight {} appears twice in tract's graph", v[1])));
+                }
+            }
+        }
+    }
+    for (weight, slot) in weights.into_iter().zip(slots) {
+        let id = slot.ok_or_else(|| Error::Model(format!("the weight {} has no place in tract's graph", weight.name)))?;
+        let tensor = tract_onnx::tensor::load_tensor(&tract_onnx::data_resolver::FopenDataResolver, &weight, None)
+            .map_err(|e| model_error(&format!("cannot read the weight {}", weight.name), e))?;
+        drop(weight);
+        let tensor = tensor.into_arc_tensor();
+        let fact = TypedFact::try_from(tensor.clone()).map_err(|e| model_error("typing a weight", e))?;
+        let node = model.node_mut(id);
+        node.op = Const::new(tensor).map_err(|e| model_error("placing a weight", e))?.into();
+        node.outputs[0].fact = fact.into();
+    }
+    Ok(())
+}
+
 /// Time of one kind of node in [`OnnxModel::profile`].
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct OpTime {
@@ -230,5 +290,46 @@ fn sample_shape(input: &tract_onnx::pb::ValueInfoProto) -> Result<[usize; 3]> {
     match dims.as_deref() {
         Some([_, Some(c), Some(h), Some(w)]) => Ok([*c as usize, *h as usize, *w as usize]),
         _ => Err(Error::Model(format!("the ONNX input {:?} is not declared as (N, C, H, W) with fixed C, H and W: {dims:?}", input.name))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::Bundle;
+
+    fn default_model() -> ModelProto {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/skd-tstsan-synthetic.merb");
+        let bytes = std::fs::read(&path).unwrap();
+        OnnxModel::decode(Bundle::from_bytes(&bytes).unwrap().onnx()).unwrap()
+    }
+
+    #[test]
+    fn weights_put_in_afterwards_compute_exactly_what_tract_alone_does() {
+        let proto = default_model();
+        let (_, aside) = set_weights_aside(proto.clone());
+        assert!(aside.len() >= 10, "{} weights set aside", aside.len());
+        let ours = OnnxModel::from_proto(proto.clone()).unwrap();
+
+        let [c, h, w] = ours.input_shape();
+        let plain = tract_onnx::onnx()
+            .model_for_proto_model(&proto)
+            .and_then(|m| m.with_input_fact(0, f32::fact([1, c, h, w]).into()))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .unwrap();
+        let input: Vec<f32> = (0..c * h * w).map(|i| ((i * 37 % 101) as f32) / 101.0).collect();
+        let expected = plain.run(tvec!(Tensor::from_shape(&[1, c, h, w], &input).unwrap().into())).unwrap();
+        let expected: Vec<f32> = expected[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect();
+        assert_eq!(ours.run(&input, 1).unwrap(), vec![expected]);
+    }
+
+    #[test]
+    fn a_stand_in_left_without_its_weight_is_an_error() {
+        let (proto, mut aside) = set_weights_aside(default_model());
+        let mut model = tract_onnx::onnx().model_for_proto_model(&proto).unwrap();
+        aside.push(TensorProto { name: "extra".into(), ..Default::default() });
+        let e = put_weights_in(&mut model, aside).unwrap_err().to_string();
+        assert!(e.contains("the weight extra has no place"), "{e}");
     }
 }

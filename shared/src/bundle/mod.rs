@@ -4,15 +4,20 @@
 //! manifest (JSON text, opaque here), the ONNX bytes, the signer's public key and an ed25519
 //! signature over `"mer bundle v1\n" || sha256(manifest) || sha256(onnx)`. Reading a bundle
 //! ([`Bundle::from_bytes`]) checks only its structure; [`Bundle::verify`] decides whether its
-//! contents may be used, so nothing from a bundle should be acted on before that.
+//! contents may be used, so nothing from a bundle should be acted on before that. A bundle on
+//! disk can be checked without holding it in memory ([`BundleFile`]).
 
+mod file;
 pub mod keys;
+
+use std::borrow::Cow;
 
 use ed25519_dalek::{Signature, Signer};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+pub use file::{BundleFile, BundleHead, FileSection};
 pub use keys::{PublicKey, SecretKey, key_id, read_public_key, read_secret_key, write_public_key, write_secret_key};
 
 /// The first bytes of every bundle file.
@@ -22,23 +27,33 @@ pub const FORMAT: u32 = 1;
 /// Starts the signed message, so a bundle signature can never be replayed as another kind.
 const DOMAIN: &[u8] = b"mer bundle v1\n";
 
-/// A model bundle; field order is the file layout.
+/// A model bundle; field order is the file layout. One read from bytes borrows its model from
+/// them (a model can be hundreds of megabytes).
 #[derive(Clone, PartialEq, Eq, Serialize)]
-pub struct Bundle {
+pub struct Bundle<'a> {
     format: u32,
     manifest: String,
-    onnx: Vec<u8>,
+    onnx: Cow<'a, [u8]>,
     signer: [u8; 32],
     signature: Vec<u8>,
 }
 
-impl Bundle {
+impl Bundle<'static> {
     /// Signs `manifest` and `onnx` with `key`.
-    pub fn sign(manifest: String, onnx: Vec<u8>, key: &SecretKey) -> Bundle {
-        let signature = key.signing_key().sign(&signed_message(&manifest, &onnx));
-        Bundle { format: FORMAT, manifest, onnx, signer: key.public().to_bytes(), signature: signature.to_bytes().to_vec() }
+    pub fn sign(manifest: String, onnx: Vec<u8>, key: &SecretKey) -> Bundle<'static> {
+        let message = signed_message(&Sha256::digest(manifest.as_bytes()).into(), &Sha256::digest(&onnx).into());
+        let signature = key.signing_key().sign(&message);
+        Bundle {
+            format: FORMAT,
+            manifest,
+            onnx: Cow::Owned(onnx),
+            signer: key.public().to_bytes(),
+            signature: signature.to_bytes().to_vec(),
+        }
     }
+}
 
+impl<'a> Bundle<'a> {
     /// The file bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let body = postcard::to_stdvec(self).expect("postcard encodes strings, byte vectors and arrays");
@@ -50,76 +65,25 @@ impl Bundle {
 
     /// Reads the file bytes, checking structure only (see [`Bundle::verify`]). Lengths in the
     /// file are checked against the bytes present before anything is allocated.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Bundle> {
-        let Some(body) = bytes.strip_prefix(MAGIC.as_slice()) else {
-            let start = &bytes[..bytes.len().min(MAGIC.len())];
-            return Err(Error::Bundle(format!(
-                "not a mer bundle (expected MERB at the start, found \"{}\"; {} bytes)",
-                start.escape_ascii(),
-                bytes.len()
-            )));
-        };
-        let mut reader = Reader { total: bytes.len(), rest: body };
-        let format: u32 = reader.field("the format number", false)?;
-        if format != FORMAT {
-            return Err(Error::Bundle(format!(
-                "bundle format {format} is not supported; this program reads format {FORMAT} (update it to read newer bundles)"
-            )));
-        }
-        let manifest: String = reader.field("the manifest", true)?;
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<Bundle<'a>> {
+        let mut reader = Reader::after_magic(bytes, bytes.len())?;
+        let (format, manifest) = reader.format_and_manifest()?;
         let onnx: &[u8] = reader.field("the ONNX model", true)?;
-        let signer: [u8; 32] = reader.field("the signer key", false)?;
-        let signature: &[u8] = reader.field("the signature", true)?;
-        if !reader.rest.is_empty() {
-            return Err(Error::Bundle(format!(
-                "{} unexpected bytes after the end of the bundle (it ends at byte {} of {}); the file is damaged or something was appended to it",
-                reader.rest.len(),
-                reader.offset(),
-                bytes.len()
-            )));
-        }
-        if signature.len() != 64 {
-            return Err(Error::Bundle(format!(
-                "the signature is {} bytes, an ed25519 signature is 64 (the bundle is damaged)",
-                signature.len()
-            )));
-        }
-        Ok(Bundle { format, manifest, onnx: onnx.to_vec(), signer, signature: signature.to_vec() })
+        let (signer, signature) = reader.seal()?;
+        Ok(Bundle { format, manifest, onnx: Cow::Borrowed(onnx), signer, signature })
     }
 
     /// Checks that the embedded signer signed exactly these contents (integrity) and that the
     /// signer is one of `trusted` (authenticity). Returns the trusted key that matched.
     pub fn verify<'k>(&self, trusted: &'k [PublicKey]) -> Result<&'k PublicKey> {
-        let signer = self.verify_integrity()?;
-        trusted.iter().find(|k| **k == signer).ok_or_else(|| {
-            let ids = if trusted.is_empty() {
-                "(none given)".to_string()
-            } else {
-                trusted.iter().map(PublicKey::key_id).collect::<Vec<_>>().join(", ")
-            };
-            Error::Bundle(format!(
-                "signed by key {}, which is not among the trusted keys {ids}; add its public key to the trusted keys only if you trust whoever holds it",
-                signer.key_id()
-            ))
-        })
+        find_trusted(self.verify_integrity()?, trusted)
     }
 
     /// Checks the signature against the embedded signer key only: for tools that inspect a
     /// bundle without trusted keys. It proves the contents are as signed, not who signed them.
     pub fn verify_integrity(&self) -> Result<PublicKey> {
-        let damaged = |what: String| Error::Bundle(format!("{what} (the bundle was altered or damaged)"));
-        let signer = PublicKey::from_bytes(&self.signer)
-            .map_err(|_| damaged(format!("the signer key {} is not a usable ed25519 public key", self.signer_key_id())))?;
-        let signature: [u8; 64] = self
-            .signature
-            .as_slice()
-            .try_into()
-            .map_err(|_| damaged(format!("the signature is {} bytes, not 64", self.signature.len())))?;
-        signer
-            .verifying_key()
-            .verify_strict(&signed_message(&self.manifest, &self.onnx), &Signature::from_bytes(&signature))
-            .map_err(|_| damaged("signature does not match the contents".into()))?;
-        Ok(signer)
+        let message = signed_message(&Sha256::digest(self.manifest.as_bytes()).into(), &Sha256::digest(&self.onnx).into());
+        check_seal(&self.signer, &self.signature, &message)
     }
 
     pub fn format(&self) -> u32 {
@@ -133,9 +97,9 @@ impl Bundle {
     pub fn onnx(&self) -> &[u8] {
         &self.onnx
     }
-    /// Manifest and ONNX bytes, without copying.
+    /// Manifest and ONNX bytes (copied if borrowed).
     pub fn into_parts(self) -> (String, Vec<u8>) {
-        (self.manifest, self.onnx)
+        (self.manifest, self.onnx.into_owned())
     }
     /// The key id of the embedded signer key, whether or not it is valid.
     pub fn signer_key_id(&self) -> String {
@@ -151,7 +115,7 @@ impl Bundle {
     }
 }
 
-impl std::fmt::Debug for Bundle {
+impl std::fmt::Debug for Bundle<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bundle")
             .field("format", &self.format)
@@ -163,24 +127,126 @@ impl std::fmt::Debug for Bundle {
     }
 }
 
-/// What the signature covers: the domain, then both digests, so the signature binds the
-/// manifest to this one model.
-fn signed_message(manifest: &str, onnx: &[u8]) -> Vec<u8> {
-    let mut message = DOMAIN.to_vec();
-    message.extend_from_slice(&Sha256::digest(manifest.as_bytes()));
-    message.extend_from_slice(&Sha256::digest(onnx));
-    message
+/// What the signature covers: the domain, then both digests (of the manifest, then of the
+/// ONNX model), so the signature binds the manifest to this one model.
+fn signed_message(manifest_sha256: &[u8; 32], onnx_sha256: &[u8; 32]) -> Vec<u8> {
+    [DOMAIN, manifest_sha256, onnx_sha256].concat()
 }
 
-/// Decodes a bundle field by field, so errors can say which field and where.
+/// Whether `signer` signed `message` with `signature`: the signer key as embedded in the bundle.
+fn check_seal(signer: &[u8; 32], signature: &[u8], message: &[u8]) -> Result<PublicKey> {
+    let damaged = |what: String| Error::Bundle(format!("{what} (the bundle was altered or damaged)"));
+    let key = PublicKey::from_bytes(signer)
+        .map_err(|_| damaged(format!("the signer key {} is not a usable ed25519 public key", key_id(signer))))?;
+    let signature: [u8; 64] = signature.try_into().map_err(|_| damaged(format!("the signature is {} bytes, not 64", signature.len())))?;
+    key.verifying_key()
+        .verify_strict(message, &Signature::from_bytes(&signature))
+        .map_err(|_| damaged("signature does not match the contents".into()))?;
+    Ok(key)
+}
+
+/// The trusted key equal to `signer`, or an error naming both sides.
+pub(crate) fn find_trusted(signer: PublicKey, trusted: &[PublicKey]) -> Result<&PublicKey> {
+    trusted.iter().find(|k| **k == signer).ok_or_else(|| {
+        let ids = if trusted.is_empty() {
+            "(none given)".to_string()
+        } else {
+            trusted.iter().map(PublicKey::key_id).collect::<Vec<_>>().join(", ")
+        };
+        Error::Bundle(format!(
+            "signed by key {}, which is not among the trusted keys {ids}; add its public key to the trusted keys only if you trust whoever holds it",
+            signer.key_id()
+        ))
+    })
+}
+
+/// Decodes a bundle field by field, so errors can say which field and where. `rest` may be a
+/// piece of the file that starts at byte `at` of `total` (a file read in parts).
 struct Reader<'a> {
     total: usize,
+    at: usize,
     rest: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
+    /// A reader of the fields after the magic bytes at the start of `head`, the first bytes of
+    /// a file of `total` bytes.
+    fn after_magic(head: &'a [u8], total: usize) -> Result<Reader<'a>> {
+        let Some(body) = head.strip_prefix(MAGIC.as_slice()) else {
+            let start = &head[..head.len().min(MAGIC.len())];
+            return Err(Error::Bundle(format!(
+                "not a mer bundle (expected MERB at the start, found \"{}\"; {total} bytes)",
+                start.escape_ascii()
+            )));
+        };
+        Ok(Reader { total, at: MAGIC.len(), rest: body })
+    }
+
     fn offset(&self) -> usize {
-        self.total - self.rest.len()
+        self.at
+    }
+
+    fn format_and_manifest(&mut self) -> Result<(u32, String)> {
+        let format: u32 = self.field("the format number", false)?;
+        if format != FORMAT {
+            return Err(Error::Bundle(format!(
+                "bundle format {format} is not supported; this program reads format {FORMAT} (update it to read newer bundles)"
+            )));
+        }
+        Ok((format, self.field("the manifest", true)?))
+    }
+
+    /// The signer key and signature, which must end the file.
+    fn seal(&mut self) -> Result<([u8; 32], Vec<u8>)> {
+        let signer: [u8; 32] = self.field("the signer key", false)?;
+        let signature: &[u8] = self.field("the signature", true)?;
+        if self.at != self.total {
+            return Err(Error::Bundle(format!(
+                "{} unexpected bytes after the end of the bundle (it ends at byte {} of {}); the file is damaged or something was appended to it",
+                self.total - self.at,
+                self.at,
+                self.total
+            )));
+        }
+        if signature.len() != 64 {
+            return Err(Error::Bundle(format!(
+                "the signature is {} bytes, an ed25519 signature is 64 (the bundle is damaged)",
+                signature.len()
+            )));
+        }
+        Ok((signer, signature.to_vec()))
+    }
+
+    /// Bytes of the file after the point where `rest` (a tail of `self.rest`) starts.
+    fn remaining_after(&self, rest: &[u8]) -> usize {
+        self.total - (self.at + self.rest.len() - rest.len())
+    }
+
+    /// A length-prefixed field that the file holds in full, without reading it: where it starts
+    /// and how long it is. The reader then stands at its end.
+    fn skip_prefixed(&mut self, what: &str) -> Result<(usize, usize)> {
+        let at = self.offset();
+        let (len, rest) = match postcard::take_from_bytes::<u64>(self.rest) {
+            Ok(read) => read,
+            Err(postcard::Error::DeserializeUnexpectedEnd) => {
+                return Err(Error::Bundle(format!(
+                    "truncated: the bundle ends inside {what}, which starts at byte {at} of {} (an incomplete copy?)",
+                    self.total
+                )));
+            }
+            Err(e) => return Err(Error::Bundle(format!("malformed bundle: cannot read {what} at byte {at} of {}: {e}", self.total))),
+        };
+        let remaining = self.remaining_after(rest);
+        if len > remaining as u64 {
+            return Err(Error::Bundle(format!(
+                "truncated: the bundle ends inside {what}, which starts at byte {at} of {}: it announces {len} bytes, {remaining} remain (an incomplete copy?)",
+                self.total
+            )));
+        }
+        let start = self.total - remaining;
+        self.at = start + len as usize;
+        self.rest = &[];
+        Ok((start, len as usize))
     }
 
     /// The next field; `prefixed` for fields that start with their length.
@@ -188,13 +254,14 @@ impl<'a> Reader<'a> {
         let at = self.offset();
         match postcard::take_from_bytes::<T>(self.rest) {
             Ok((value, rest)) => {
+                self.at += self.rest.len() - rest.len();
                 self.rest = rest;
                 Ok(value)
             }
             Err(postcard::Error::DeserializeUnexpectedEnd) => {
                 // The length a truncated field announced, read the way postcard writes it.
                 let announced = match postcard::take_from_bytes::<u64>(self.rest) {
-                    Ok((n, rest)) if prefixed => format!(": it announces {n} bytes, {} remain", rest.len()),
+                    Ok((n, rest)) if prefixed => format!(": it announces {n} bytes, {} remain", self.remaining_after(rest)),
                     _ => String::new(),
                 };
                 Err(Error::Bundle(format!(
@@ -218,7 +285,7 @@ mod tests {
         SecretKey::from_seed(&[n; 32])
     }
 
-    fn small() -> Bundle {
+    fn small() -> Bundle<'static> {
         let manifest = r#"{"name":"tiny","classes":["a","b"]}"#.to_string();
         let onnx = (0..300u32).map(|i| (i * 31 % 251) as u8).collect();
         Bundle::sign(manifest, onnx, &key(1))
@@ -251,7 +318,8 @@ mod tests {
 
         // Empty parts are still signed parts.
         let empty = Bundle::sign(String::new(), Vec::new(), &key(3));
-        let read = Bundle::from_bytes(&empty.to_bytes()).unwrap();
+        let empty_bytes = empty.to_bytes();
+        let read = Bundle::from_bytes(&empty_bytes).unwrap();
         assert_eq!(read.verify(&[key(3).public()]).unwrap(), &key(3).public());
     }
 
@@ -356,7 +424,8 @@ mod tests {
         // Putting a trusted key in place of the real signer breaks the signature.
         let mut forged = bundle.clone();
         forged.signer = others[0].to_bytes();
-        let forged = Bundle::from_bytes(&forged.to_bytes()).unwrap();
+        let forged_bytes = forged.to_bytes();
+        let forged = Bundle::from_bytes(&forged_bytes).unwrap();
         let e = message(forged.verify(&others));
         assert_eq!(e, "signature does not match the contents (the bundle was altered or damaged)");
         // So does re-signing the same contents' digest with another key's claim.
