@@ -293,8 +293,7 @@ fn trusted_keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>> {
 }
 
 fn load_classifier(path: &Path, keys: &[PublicKey], threads: usize) -> Result<Classifier> {
-    let trust = if keys.is_empty() { Trust::IntegrityOnly } else { Trust::Keys(keys) };
-    let classifier = Classifier::load(path, trust)?.with_threads(threads);
+    let classifier = Classifier::load(path, Trust::of(keys))?.with_threads(threads);
     let m = classifier.manifest();
     info!("model {} ({}): classes {}", m.version, path.display(), m.classes.join(", "));
     Ok(classifier)

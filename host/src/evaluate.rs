@@ -148,8 +148,7 @@ fn input_differences(manifest: &Manifest, arch: Arch, kind: DataKind, dir: &Path
 /// Scores `opts.model` on `opts.data`; `progress` is told of every sample classified.
 pub fn evaluate(opts: &EvaluateOptions, progress: &indicatif::ProgressBar) -> Result<EvaluationResults> {
     let keys = opts.public_keys.iter().map(|p| mer_shared::bundle::read_public_key(p)).collect::<mer_shared::error::Result<Vec<_>>>()?;
-    let trust = if keys.is_empty() { Trust::IntegrityOnly } else { Trust::Keys(&keys) };
-    let classifier = Classifier::load(&opts.model, trust)?.with_threads(opts.threads);
+    let classifier = Classifier::load(&opts.model, Trust::of(&keys))?.with_threads(opts.threads);
     let manifest = classifier.manifest().clone();
     let arch: Arch =
         manifest.architecture.parse().with_context(|| format!("{} names an architecture this mer lacks", opts.model.display()))?;
@@ -161,14 +160,12 @@ pub fn evaluate(opts: &EvaluateOptions, progress: &indicatif::ProgressBar) -> Re
     check_classes(&manifest, &opts.model, &data, &opts.data)?;
 
     progress.set_length(data.len() as u64);
-    let per: usize = data.x.size()[1..].iter().product::<i64>() as usize;
     let mut predictions = Vec::with_capacity(data.len());
     let mut softmax_rows = Vec::with_capacity(data.len());
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(BATCH) {
         let (x, _) = data.batch(chunk, tch::Device::Cpu);
         let values = Vec::<f32>::try_from(x.flatten(0, -1))?;
-        debug_assert_eq!(values.len(), per * chunk.len());
         let result = classifier.classify(&values, chunk.len())?;
         for ((&i, logits), probabilities) in chunk.iter().zip(&result.logits).zip(result.probabilities) {
             softmax_rows.push(softmax(logits));

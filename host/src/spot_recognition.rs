@@ -54,8 +54,7 @@ impl Recogniser {
     pub fn load(path: &Path, keys: &[PathBuf]) -> Result<Recogniser> {
         let keys =
             keys.iter().map(|k| read_public_key(k).with_context(|| format!("public key {}", k.display()))).collect::<Result<Vec<_>>>()?;
-        let trust = if keys.is_empty() { Trust::IntegrityOnly } else { Trust::Keys(&keys) };
-        let classifier = Classifier::load(path, trust)?;
+        let classifier = Classifier::load(path, Trust::of(&keys))?;
         let taxonomy: Taxonomy = classifier.manifest().taxonomy.parse().map_err(|e| anyhow!("{}: {e}", path.display()))?;
         Ok(Recogniser { path: path.to_path_buf(), classifier, taxonomy })
     }

@@ -21,7 +21,12 @@ pub enum Trust<'a> {
     IntegrityOnly,
 }
 
-impl Trust<'_> {
+impl<'a> Trust<'a> {
+    /// The given keys; with none given, integrity only (what `--pub`-style options mean).
+    pub fn of(keys: &'a [PublicKey]) -> Trust<'a> {
+        if keys.is_empty() { Trust::IntegrityOnly } else { Trust::Keys(keys) }
+    }
+
     /// Where a bundle came from, given who its integrity check says signed it; an error when
     /// that signer is not among the trusted keys.
     fn origin(self, signer: Result<PublicKey>) -> Result<Origin> {
@@ -189,8 +194,7 @@ impl Classifier {
 /// `.npy` file.
 pub fn classify_file(model: &Path, input: &Path, public_keys: &[PathBuf], threads: usize) -> Result<(Classification, Origin)> {
     let keys = public_keys.iter().map(|p| crate::bundle::read_public_key(p)).collect::<Result<Vec<_>>>()?;
-    let trust = if keys.is_empty() { Trust::IntegrityOnly } else { Trust::Keys(&keys) };
-    let classifier = Classifier::load(model, trust)?.with_threads(threads);
+    let classifier = Classifier::load(model, Trust::of(&keys))?.with_threads(threads);
     let bytes = std::fs::read(input).map_err(|e| Error::io(input, e))?;
     let result = classifier.classify_npy(&bytes, &input.display().to_string())?;
     Ok((result, classifier.origin().clone()))
