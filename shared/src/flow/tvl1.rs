@@ -4,8 +4,9 @@
 //!
 //! The iteration is the same as OpenCV's; the speed comes from fusing its eight image passes
 //! per inner iteration into two (thresholding + divergence + primal update, then forward
-//! gradient + dual update), branch-free inner loops the compiler vectorises, and optional
-//! row-band parallelism. Warping samples bicubically at exact sub-pixel positions (OpenCV
+//! gradient + dual update), rows computed in runs of eight pixels that the compiler turns into
+//! vector instructions (the same arithmetic per pixel, so the same bits as pixel by pixel), and
+//! optional row-band parallelism. Warping samples bicubically at exact sub-pixel positions (OpenCV
 //! rounds them to 1/32 px).
 
 use rayon::prelude::*;
@@ -325,53 +326,159 @@ struct PrimalRow<'r> {
     p22_prev: &'r [f32],
 }
 
+/// Lanes processed together: the rows are cut into runs of this many pixels whose arithmetic
+/// the compiler turns into vector instructions, and the squared update is summed per lane
+/// (pixel x into lane x mod 8) so that the total does not depend on how a row is cut.
+const LANES: usize = 8;
+
+/// One pixel's inputs to the primal update: the dual variables there, to its left and above
+/// (zero outside the image), and the linearised data term.
+struct PrimalIn {
+    p11: f32,
+    p11_left: f32,
+    p12: f32,
+    p12_up: f32,
+    p21: f32,
+    p21_left: f32,
+    p22: f32,
+    p22_up: f32,
+    ix: f32,
+    iy: f32,
+    g: f32,
+    rho_c: f32,
+}
+
+/// The primal update of one pixel from (a, b) = (u1, u2): the new u1, u2 and the squared change.
+#[inline(always)]
+fn primal_pixel(i: PrimalIn, a: f32, b: f32, l_t: f32, theta: f32) -> (f32, f32, f32) {
+    // Divergence (backward differences).
+    let div1 = i.p11 - i.p11_left + i.p12 - i.p12_up;
+    let div2 = i.p21 - i.p21_left + i.p22 - i.p22_up;
+    // Point-wise thresholding of the linearised data term.
+    let rho = i.rho_c + i.ix * a + i.iy * b;
+    let lg = l_t * i.g;
+    let safe_g = if i.g > f32::EPSILON { i.g } else { 1.0 };
+    let inside = if i.g > f32::EPSILON { -rho / safe_g } else { 0.0 };
+    let fi = if rho < -lg {
+        l_t
+    } else if rho > lg {
+        -l_t
+    } else {
+        inside
+    };
+    let na = a + fi * i.ix + theta * div1;
+    let nb = b + fi * i.iy + theta * div2;
+    (na, nb, (na - a) * (na - a) + (nb - b) * (nb - b))
+}
+
+/// `LANES` values of `s` from `start`.
+#[inline(always)]
+fn lanes(s: &[f32], start: usize) -> [f32; LANES] {
+    s[start..start + LANES].try_into().expect("LANES values")
+}
+
+/// `LANES` values of `s` from `start - 1`, with zero before the first.
+#[inline(always)]
+fn lanes_left(s: &[f32], start: usize) -> [f32; LANES] {
+    if start > 0 {
+        lanes(s, start - 1)
+    } else {
+        let mut v = [0.0; LANES];
+        v[1..].copy_from_slice(&s[..LANES - 1]);
+        v
+    }
+}
+
+/// The primal update of one row; returns its Σ|Δu|². Runs of `LANES` pixels are computed lane by
+/// lane on arrays, which the compiler vectorises; the rest of the row pixel by pixel, with the
+/// same arithmetic.
 #[inline(always)]
 fn primal_row(r: PrimalRow, u1: &mut [f32], u2: &mut [f32], l_t: f32, theta: f32) -> f32 {
     let n = u1.len();
-    let (iwx, iwy, grad, rho_c) = (&r.iwx[..n], &r.iwy[..n], &r.grad[..n], &r.rho_c[..n]);
-    let (p11, p12, p12p) = (&r.p11[..n], &r.p12[..n], &r.p12_prev[..n]);
-    let (p21, p22, p22p) = (&r.p21[..n], &r.p22[..n], &r.p22_prev[..n]);
-    let u2 = &mut u2[..n];
-    let mut err = [0f32; 8];
-    for x in 0..n {
-        // Divergence (backward differences; the first column and row see zero outside).
-        let left1 = if x > 0 { p11[x - 1] } else { 0.0 };
-        let left2 = if x > 0 { p21[x - 1] } else { 0.0 };
-        let div1 = p11[x] - left1 + p12[x] - p12p[x];
-        let div2 = p21[x] - left2 + p22[x] - p22p[x];
-        // Point-wise thresholding of the linearised data term.
-        let (ix, iy, g) = (iwx[x], iwy[x], grad[x]);
-        let (a, b) = (u1[x], u2[x]);
-        let rho = rho_c[x] + ix * a + iy * b;
-        let lg = l_t * g;
-        let safe_g = if g > f32::EPSILON { g } else { 1.0 };
-        let inside = if g > f32::EPSILON { -rho / safe_g } else { 0.0 };
-        let fi = if rho < -lg {
-            l_t
-        } else if rho > lg {
-            -l_t
-        } else {
-            inside
-        };
-        let na = a + fi * ix + theta * div1;
-        let nb = b + fi * iy + theta * div2;
-        u1[x] = na;
-        u2[x] = nb;
-        err[x & 7] += (na - a) * (na - a) + (nb - b) * (nb - b);
+    let mut err = [0f32; LANES];
+    let runs = n / LANES * LANES;
+    for start in (0..runs).step_by(LANES) {
+        let (p11, p11_left, p12, p12_up) = (lanes(r.p11, start), lanes_left(r.p11, start), lanes(r.p12, start), lanes(r.p12_prev, start));
+        let (p21, p21_left, p22, p22_up) = (lanes(r.p21, start), lanes_left(r.p21, start), lanes(r.p22, start), lanes(r.p22_prev, start));
+        let (ix, iy, g, rho_c) = (lanes(r.iwx, start), lanes(r.iwy, start), lanes(r.grad, start), lanes(r.rho_c, start));
+        let (a, b) = (lanes(u1, start), lanes(u2, start));
+        let (mut na, mut nb) = ([0f32; LANES], [0f32; LANES]);
+        for k in 0..LANES {
+            let input = PrimalIn {
+                p11: p11[k],
+                p11_left: p11_left[k],
+                p12: p12[k],
+                p12_up: p12_up[k],
+                p21: p21[k],
+                p21_left: p21_left[k],
+                p22: p22[k],
+                p22_up: p22_up[k],
+                ix: ix[k],
+                iy: iy[k],
+                g: g[k],
+                rho_c: rho_c[k],
+            };
+            let d;
+            (na[k], nb[k], d) = primal_pixel(input, a[k], b[k], l_t, theta);
+            err[k] += d;
+        }
+        u1[start..start + LANES].copy_from_slice(&na);
+        u2[start..start + LANES].copy_from_slice(&nb);
+    }
+    for x in runs..n {
+        let d;
+        (u1[x], u2[x], d) = primal_pixel(primal_in(&r, x), u1[x], u2[x], l_t, theta);
+        err[x % LANES] += d;
     }
     err.iter().sum()
 }
 
+/// [`PrimalIn`] of pixel x of a row.
+#[inline(always)]
+fn primal_in(r: &PrimalRow, x: usize) -> PrimalIn {
+    let left = |p: &[f32]| if x > 0 { p[x - 1] } else { 0.0 };
+    PrimalIn {
+        p11: r.p11[x],
+        p11_left: left(r.p11),
+        p12: r.p12[x],
+        p12_up: r.p12_prev[x],
+        p21: r.p21[x],
+        p21_left: left(r.p21),
+        p22: r.p22[x],
+        p22_up: r.p22_prev[x],
+        ix: r.iwx[x],
+        iy: r.iwy[x],
+        g: r.grad[x],
+        rho_c: r.rho_c[x],
+    }
+}
+
+/// The projected dual update of one pixel from the forward differences (ux, uy) of u there.
+#[inline(always)]
+fn dual_pixel(px: f32, py: f32, ux: f32, uy: f32, taut: f32) -> (f32, f32) {
+    let ng = 1.0 + taut * (ux * ux + uy * uy).sqrt();
+    ((px + taut * ux) / ng, (py + taut * uy) / ng)
+}
+
+/// The dual update of one row of one flow component; runs of `LANES` as in [`primal_row`].
 #[inline(always)]
 fn dual_row(u: &[f32], u_next: &[f32], px: &mut [f32], py: &mut [f32], taut: f32) {
     let n = px.len();
-    let (u, u_next, py) = (&u[..n], &u_next[..n], &mut py[..n]);
-    for x in 0..n {
+    // The last pixel's horizontal difference is zero: runs stop before it.
+    let runs = n.saturating_sub(1) / LANES * LANES;
+    for start in (0..runs).step_by(LANES) {
+        let (here, right, below) = (lanes(u, start), lanes(u, start + 1), lanes(u_next, start));
+        let (p, q) = (lanes(px, start), lanes(py, start));
+        let (mut np, mut nq) = ([0f32; LANES], [0f32; LANES]);
+        for k in 0..LANES {
+            (np[k], nq[k]) = dual_pixel(p[k], q[k], right[k] - here[k], below[k] - here[k], taut);
+        }
+        px[start..start + LANES].copy_from_slice(&np);
+        py[start..start + LANES].copy_from_slice(&nq);
+    }
+    for x in runs..n {
         let ux = if x + 1 < n { u[x + 1] - u[x] } else { 0.0 };
-        let uy = u_next[x] - u[x];
-        let ng = 1.0 + taut * (ux * ux + uy * uy).sqrt();
-        px[x] = (px[x] + taut * ux) / ng;
-        py[x] = (py[x] + taut * uy) / ng;
+        (px[x], py[x]) = dual_pixel(px[x], py[x], ux, u_next[x] - u[x], taut);
     }
 }
 
@@ -484,6 +591,56 @@ mod tests {
         assert!(err.contains("second frame") && err.contains("index 3"), "{err}");
         let p = Tvl1Params { scale_step: 1.5, ..Default::default() };
         assert!(tvl1_flow(&a, &a, &p, 1).is_err());
+    }
+
+    /// Rows computed in vector runs equal the same rows computed pixel by pixel, bit for bit.
+    #[test]
+    fn rows_in_runs_equal_rows_pixel_by_pixel() {
+        let mut state = 7u64;
+        let mut random = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 4.0
+                })
+                .collect()
+        };
+        for n in [1, 7, 8, 9, 16, 37, 128] {
+            let v: Vec<Vec<f32>> = (0..12).map(|_| random(n)).collect();
+            // Some pixels without gradient, and thresholds on both sides.
+            let grad: Vec<f32> = v[2].iter().enumerate().map(|(x, g)| if x % 5 == 0 { 0.0 } else { g.abs() * 30.0 }).collect();
+            let row = || PrimalRow {
+                iwx: &v[0],
+                iwy: &v[1],
+                grad: &grad,
+                rho_c: &v[3],
+                p11: &v[4],
+                p12: &v[5],
+                p12_prev: &v[6],
+                p21: &v[7],
+                p22: &v[8],
+                p22_prev: &v[9],
+            };
+            let (mut u1, mut u2) = (v[10].clone(), v[11].clone());
+            let err = primal_row(row(), &mut u1, &mut u2, 0.045, 0.3);
+            let (mut e1, mut e2, mut lanes) = (v[10].clone(), v[11].clone(), [0f32; LANES]);
+            for x in 0..n {
+                let d;
+                (e1[x], e2[x], d) = primal_pixel(primal_in(&row(), x), e1[x], e2[x], 0.045, 0.3);
+                lanes[x % LANES] += d;
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!((bits(&u1), bits(&u2)), (bits(&e1), bits(&e2)), "width {n}");
+            assert_eq!(err.to_bits(), lanes.iter().sum::<f32>().to_bits(), "width {n}");
+
+            let (mut px, mut py) = (v[4].clone(), v[5].clone());
+            dual_row(&v[10], &v[11], &mut px, &mut py, 0.83);
+            for x in 0..n {
+                let ux = if x + 1 < n { v[10][x + 1] - v[10][x] } else { 0.0 };
+                let (a, b) = dual_pixel(v[4][x], v[5][x], ux, v[11][x] - v[10][x], 0.83);
+                assert_eq!((px[x].to_bits(), py[x].to_bits()), (a.to_bits(), b.to_bits()), "width {n}, pixel {x}");
+            }
+        }
     }
 
     #[test]
