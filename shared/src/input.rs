@@ -363,11 +363,28 @@ pub fn input_from_faces(
     }
     let onset_apex = tvl1_flow(onset, apex, &spec.tvl1, threads)?;
     if !spec.layout.uses_offset() {
-        return flow_image(spec, &onset_apex);
+        return input_from_flows(spec, onset, apex, &onset_apex, None);
     }
     let offset = offset.ok_or_else(|| Error::InvalidArgument(format!("the {:?} layout needs the offset frame", spec.layout)))?;
     let apex_offset = tvl1_flow(apex, offset, &spec.tvl1, threads)?;
-    assemble(spec, onset, apex, &[&onset_apex, &apex_offset])
+    input_from_flows(spec, onset, apex, &onset_apex, Some(&apex_offset))
+}
+
+/// The last step of [`input_from_faces`]: the layout from the face crops and their flows
+/// (onset→apex, and apex→offset for the layouts that use the offset frame).
+pub fn input_from_flows(
+    spec: &InputSpec,
+    onset: &GrayImage,
+    apex: &GrayImage,
+    onset_apex: &Flow,
+    apex_offset: Option<&Flow>,
+) -> Result<InputTensor> {
+    if !spec.layout.uses_offset() {
+        return flow_image(spec, onset_apex);
+    }
+    let apex_offset =
+        apex_offset.ok_or_else(|| Error::InvalidArgument(format!("the {:?} layout needs the apex→offset flow", spec.layout)))?;
+    assemble(spec, onset, apex, &[onset_apex, apex_offset])
 }
 
 /// The flow-image layouts from the onset→apex flow on the face crop: u, v and the optical
