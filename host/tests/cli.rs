@@ -135,7 +135,8 @@ fn outputs_that_cannot_be_written_are_refused_before_anything_is() {
 
     // mer bundle -o a folder: refused, no 6.5 MB .partial left.
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let bundle = mer_shared::bundle::Bundle::from_bytes(&std::fs::read(models.join("skd-tstsan-synthetic.merb")).unwrap()).unwrap();
+    let bytes = std::fs::read(models.join("skd-tstsan-synthetic.merb")).unwrap();
+    let bundle = mer_shared::bundle::Bundle::from_bytes(&bytes).unwrap();
     let onnx = d.join("model.onnx");
     std::fs::write(&onnx, bundle.onnx()).unwrap();
     let after = listing(d);

@@ -39,7 +39,9 @@ fn device(dir: &Path, name: &str) -> String {
 fn device_with_log(dir: &Path, name: &str, log: Option<&Path>) -> String {
     let trusted = vec![site_key().public()];
     let mut store = ModelStore::open(&dir.join(name), trusted.clone(), 3, 1).unwrap();
-    store.adopt(&bundle("v0", &site_key())).unwrap();
+    let first = dir.join(format!("{name}-v0.merb"));
+    std::fs::write(&first, bundle("v0", &site_key())).unwrap();
+    store.adopt(&first).unwrap();
     let settings = PushSettings {
         listen: "127.0.0.1:0".into(),
         store: dir.join(name),
