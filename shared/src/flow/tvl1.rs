@@ -7,7 +7,7 @@
 //! gradient + dual update), rows computed in runs of eight pixels that the compiler turns into
 //! vector instructions (the same arithmetic per pixel, so the same bits as pixel by pixel), and
 //! optional row-band parallelism. Warping samples bicubically at exact sub-pixel positions (OpenCV
-//! rounds them to 1/32 px).
+//! rounds them to 1/32 px), I1 and its two derivatives at once from one interleaved array.
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -141,9 +141,8 @@ struct Level<'a> {
     w: usize,
     h: usize,
     i0: &'a [f32],
-    i1: &'a [f32],
-    i1x: Vec<f32>,
-    i1y: Vec<f32>,
+    /// I1 and its two derivatives, side by side per pixel (with a zero), as warping samples them.
+    i1_taps: Vec<[f32; 4]>,
     /// Warped I1 derivatives, |∇I1|² and the constant part of the linearised residual.
     iwx: Vec<f32>,
     iwy: Vec<f32>,
@@ -165,13 +164,12 @@ impl<'a> Level<'a> {
         let (w, h) = (i0.width(), i0.height());
         let n = w * h;
         let (i1x, i1y) = centered_gradient(i1.data(), w, h);
+        let i1_taps = i1.data().iter().zip(&i1x).zip(&i1y).map(|((&v, &dx), &dy)| [v, dx, dy, 0.0]).collect();
         Level {
             w,
             h,
             i0: i0.data(),
-            i1: i1.data(),
-            i1x,
-            i1y,
+            i1_taps,
             iwx: vec![0.0; n],
             iwy: vec![0.0; n],
             grad: vec![0.0; n],
@@ -220,7 +218,7 @@ impl<'a> Level<'a> {
             for x in 0..w {
                 let i = y * w + x;
                 let (fx, fy) = (x as f32 + u1[i], y as f32 + u2[i]);
-                let [a, b, c] = sample_cubic3([self.i1, &self.i1x, &self.i1y], w, h, fx, fy);
+                let [a, b, c, _] = sample_cubic(&self.i1_taps, w, h, fx, fy);
                 self.iwx[i] = b;
                 self.iwy[i] = c;
                 self.grad[i] = b * b + c * c;
@@ -507,37 +505,35 @@ fn cubic_weights(t: f32) -> [f32; 4] {
     [w0, w1, w2, 1.0 - w0 - w1 - w2]
 }
 
-/// Bicubic samples of three same-size images at (fx, fy); taps outside the image count as 0.
+/// Bicubic samples at (fx, fy) of the images interleaved in `taps` (four values per pixel, each
+/// sampled with the same weights and in the same order as alone); taps outside count as 0.
 #[inline(always)]
-fn sample_cubic3(imgs: [&[f32]; 3], w: usize, h: usize, fx: f32, fy: f32) -> [f32; 3] {
+fn sample_cubic(taps: &[[f32; 4]], w: usize, h: usize, fx: f32, fy: f32) -> [f32; 4] {
     let (x0, y0) = (fx.floor(), fy.floor());
     let (sx, sy) = (x0 as i64 - 1, y0 as i64 - 1);
     if sx >= w as i64 || sx + 4 <= 0 || sy >= h as i64 || sy + 4 <= 0 || !fx.is_finite() || !fy.is_finite() {
-        return [0.0; 3];
+        return [0.0; 4];
     }
     let (wx, wy) = (cubic_weights(fx - x0), cubic_weights(fy - y0));
-    let mut out = [0f32; 3];
     let interior = sx >= 0 && sy >= 0 && sx + 4 <= w as i64 && sy + 4 <= h as i64;
-    for (k, img) in imgs.iter().enumerate() {
-        let mut acc = 0.0;
-        for (j, wyj) in wy.iter().enumerate() {
-            let yy = sy + j as i64;
-            if !interior && (yy < 0 || yy >= h as i64) {
-                continue;
-            }
-            let row = &img[yy as usize * w..(yy as usize + 1) * w];
-            let mut racc = 0.0;
-            for (i, wxi) in wx.iter().enumerate() {
-                let xx = sx + i as i64;
-                if interior || (xx >= 0 && xx < w as i64) {
-                    racc += row[xx as usize] * wxi;
-                }
-            }
-            acc += racc * wyj;
+    let mut acc = [0f32; 4];
+    for (j, wyj) in wy.iter().enumerate() {
+        let yy = sy + j as i64;
+        if !interior && (yy < 0 || yy >= h as i64) {
+            continue;
         }
-        out[k] = acc;
+        let row = &taps[yy as usize * w..(yy as usize + 1) * w];
+        let mut racc = [0f32; 4];
+        for (i, wxi) in wx.iter().enumerate() {
+            let xx = sx + i as i64;
+            if interior || (xx >= 0 && xx < w as i64) {
+                let t = row[xx as usize];
+                racc = std::array::from_fn(|k| racc[k] + t[k] * wxi);
+            }
+        }
+        acc = std::array::from_fn(|k| acc[k] + racc[k] * wyj);
     }
-    out
+    acc
 }
 
 #[cfg(test)]
@@ -639,6 +635,42 @@ mod tests {
                 let ux = if x + 1 < n { v[10][x + 1] - v[10][x] } else { 0.0 };
                 let (a, b) = dual_pixel(v[4][x], v[5][x], ux, v[11][x] - v[10][x], 0.83);
                 assert_eq!((px[x].to_bits(), py[x].to_bits()), (a.to_bits(), b.to_bits()), "width {n}, pixel {x}");
+            }
+        }
+    }
+
+    /// Interleaved sampling gives each image exactly what sampling it alone does, inside, on the
+    /// border and outside.
+    #[test]
+    fn interleaved_samples_equal_samples_of_each_image() {
+        let (w, h) = (9, 7);
+        let img = |k: usize| -> Vec<f32> { (0..w * h).map(|i| ((i * (k + 3) * 7919) % 101) as f32 / 10.0 - 5.0).collect() };
+        let imgs = [img(0), img(1), img(2), img(3)];
+        let taps: Vec<[f32; 4]> = (0..w * h).map(|i| std::array::from_fn(|k| imgs[k][i])).collect();
+        let alone = |img: &[f32], fx: f32, fy: f32| -> f32 {
+            let (x0, y0) = (fx.floor(), fy.floor());
+            let (wx, wy) = (cubic_weights(fx - x0), cubic_weights(fy - y0));
+            let mut acc = 0.0;
+            for (j, wyj) in wy.iter().enumerate() {
+                let yy = y0 as i64 - 1 + j as i64;
+                if !(0..h as i64).contains(&yy) {
+                    continue;
+                }
+                let mut racc = 0.0;
+                for (i, wxi) in wx.iter().enumerate() {
+                    let xx = x0 as i64 - 1 + i as i64;
+                    if (0..w as i64).contains(&xx) {
+                        racc += img[yy as usize * w + xx as usize] * wxi;
+                    }
+                }
+                acc += racc * wyj;
+            }
+            acc
+        };
+        for (fx, fy) in [(4.3, 3.6), (0.2, 0.9), (8.7, 6.2), (-1.5, 3.0), (3.0, -2.5), (10.9, 2.0), (-7.0, -7.0)] {
+            let got = sample_cubic(&taps, w, h, fx, fy);
+            for k in 0..4 {
+                assert_eq!(got[k].to_bits(), alone(&imgs[k], fx, fy).to_bits(), "image {k} at ({fx}, {fy})");
             }
         }
     }
