@@ -17,6 +17,8 @@ use tract_onnx::tract_core::ops::konst::Const;
 use crate::error::{Error, Result};
 use crate::manifest::{LogitAgreement, Manifest, ONNX_METADATA_KEY};
 
+mod row_runs;
+
 pub struct OnnxModel {
     /// Optimised for one sample of `input_shape`.
     plan: Arc<TypedRunnableModel>,
@@ -76,8 +78,14 @@ impl OnnxModel {
         put_weights_in(&mut model, weights)?;
         let plan = model
             .with_input_fact(0, f32::fact([1, c, h, w]).into())
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
+            .and_then(|m| m.into_typed())
+            .and_then(|m| m.into_decluttered())
+            .and_then(|m| {
+                let convolutions = row_runs::convolutions(&m);
+                let mut optimized = m.into_optimized()?;
+                row_runs::pack_in_runs(&mut optimized, &convolutions)?;
+                optimized.into_runnable()
+            })
             .map_err(|e| model_error("tract cannot load the ONNX graph", e))?;
         Ok(OnnxModel { plan, input_shape, metadata, threads: 1, executor: Executor::SingleThread })
     }
@@ -304,24 +312,126 @@ mod tests {
         OnnxModel::decode(Bundle::from_bytes(&bytes).unwrap().onnx()).unwrap()
     }
 
+    /// What tract alone computes for `proto` on `input` (one sample).
+    fn tract_alone(proto: &ModelProto, input: &[f32]) -> Vec<f32> {
+        let [c, h, w] = sample_shape(&proto.graph.as_ref().unwrap().input[0]).unwrap();
+        let plain = tract_onnx::onnx()
+            .model_for_proto_model(proto)
+            .and_then(|m| m.with_input_fact(0, f32::fact([1, c, h, w]).into()))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .unwrap();
+        let out = plain.run(tvec!(Tensor::from_shape(&[1, c, h, w], input).unwrap().into())).unwrap();
+        out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
+    }
+
+    /// How many of the model's convolutions gather their patches in runs.
+    fn convolutions_in_runs(model: &OnnxModel) -> usize {
+        model.plan.model().nodes().iter().filter(|n| n.op().name() == "RowRunsIm2col").count()
+    }
+
+    /// A model of one convolution (bias included) of a (1, c, h, w) input with `out` channels,
+    /// a k × k kernel, and the stride and zero padding given.
+    fn one_convolution(c: usize, h: usize, w: usize, out: usize, k: usize, stride: usize, pad: usize) -> ModelProto {
+        use tract_onnx::pb::attribute_proto::AttributeType;
+        use tract_onnx::pb::tensor_shape_proto::{Dimension, dimension};
+        use tract_onnx::pb::{
+            AttributeProto, GraphProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto, type_proto,
+        };
+        let float = tract_onnx::pb::tensor_proto::DataType::Float as i32;
+        let value = |name: &str, dims: &[usize]| ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: float,
+                    shape: Some(TensorShapeProto {
+                        dim: dims
+                            .iter()
+                            .map(|d| Dimension { value: Some(dimension::Value::DimValue(*d as i64)), ..Default::default() })
+                            .collect(),
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let ints = |name: &str, v: Vec<usize>| AttributeProto {
+            name: name.into(),
+            r#type: AttributeType::Ints as i32,
+            ints: v.into_iter().map(|x| x as i64).collect(),
+            ..Default::default()
+        };
+        let tensor = |name: &str, dims: &[usize], seed: usize| TensorProto {
+            name: name.into(),
+            dims: dims.iter().map(|d| *d as i64).collect(),
+            data_type: float,
+            float_data: (0..dims.iter().product::<usize>()).map(|i| (((i + seed) * 7919 % 211) as f32 - 105.0) / 211.0).collect(),
+            ..Default::default()
+        };
+        let conv = NodeProto {
+            op_type: "Conv".into(),
+            input: vec!["x".into(), "w".into(), "b".into()],
+            output: vec!["y".into()],
+            attribute: vec![ints("kernel_shape", vec![k, k]), ints("strides", vec![stride, stride]), ints("pads", vec![pad; 4])],
+            ..Default::default()
+        };
+        let (oh, ow) = ((h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1);
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+            graph: Some(GraphProto {
+                node: vec![conv],
+                initializer: vec![tensor("w", &[out, c, k, k], 1), tensor("b", &[out], 2)],
+                input: vec![value("x", &[1, c, h, w])],
+                output: vec![value("y", &[1, out, oh, ow])],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn convolutions_gathered_in_runs_compute_exactly_what_tract_alone_does() {
+        // Rows whose points split across panels (20, 46 wide) or fill them (24, 48), a partial
+        // last panel, zero padding (tract pads first), stride two (no runs: every value apart),
+        // kernels of 3, 5 and 7, and small maps of many channels (tract's panels of 5 and 8).
+        for (c, h, w, out, k, stride, pad) in [
+            (3, 20, 20, 8, 3, 1, 1),
+            (32, 26, 26, 32, 3, 1, 0),
+            (16, 50, 50, 32, 3, 2, 0),
+            (4, 30, 30, 16, 7, 1, 0),
+            (8, 50, 52, 64, 5, 1, 1),
+            (2, 48, 48, 16, 3, 1, 0),
+            (64, 12, 12, 64, 3, 1, 0),
+            (128, 7, 7, 128, 3, 1, 0),
+        ] {
+            let proto = one_convolution(c, h, w, out, k, stride, pad);
+            let ours = OnnxModel::from_proto(proto.clone()).unwrap();
+            assert_eq!(convolutions_in_runs(&ours), 1, "{c}×{h}×{w}, {k}×{k} stride {stride}");
+            let input: Vec<f32> = (0..c * h * w).map(|i| ((i * 37 % 101) as f32) / 101.0 - 0.5).collect();
+            let (got, expected) = (ours.run(&input, 1).unwrap().remove(0), tract_alone(&proto, &input));
+            let first_difference = got.iter().zip(&expected).position(|(a, b)| a.to_bits() != b.to_bits());
+            assert!(
+                got.len() == expected.len() && first_difference.is_none(),
+                "{c}×{h}×{w}, {k}×{k} stride {stride}: {} values against {}, first difference at {first_difference:?}",
+                got.len(),
+                expected.len()
+            );
+        }
+    }
+
     #[test]
     fn weights_put_in_afterwards_compute_exactly_what_tract_alone_does() {
         let proto = default_model();
         let (_, aside) = set_weights_aside(proto.clone());
         assert!(aside.len() >= 10, "{} weights set aside", aside.len());
         let ours = OnnxModel::from_proto(proto.clone()).unwrap();
+        // Most of its convolutions (all those on rows narrower than tract's direct ones) too.
+        assert!(convolutions_in_runs(&ours) >= 100, "{} convolutions in runs", convolutions_in_runs(&ours));
 
         let [c, h, w] = ours.input_shape();
-        let plain = tract_onnx::onnx()
-            .model_for_proto_model(&proto)
-            .and_then(|m| m.with_input_fact(0, f32::fact([1, c, h, w]).into()))
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .unwrap();
         let input: Vec<f32> = (0..c * h * w).map(|i| ((i * 37 % 101) as f32) / 101.0).collect();
-        let expected = plain.run(tvec!(Tensor::from_shape(&[1, c, h, w], &input).unwrap().into())).unwrap();
-        let expected: Vec<f32> = expected[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect();
-        assert_eq!(ours.run(&input, 1).unwrap(), vec![expected]);
+        assert_eq!(ours.run(&input, 1).unwrap(), vec![tract_alone(&proto, &input)]);
     }
 
     #[test]
