@@ -89,15 +89,12 @@ fn pair_medians<const L: usize>(columns: &[f32], pw: usize, j0: usize, out: &mut
         let b: [[f32; L]; K] = std::array::from_fn(|r| std::array::from_fn(|l| col(r, (2 * (j0 + l) + fifth).min(pw - 1))));
         // Selects, not f32::min/max: vector min/max instructions without NaN fix-ups, and the
         // same result on every platform (min/max leave the sign of a zero tie open).
-        let m: [f32; L] = std::array::from_fn(|l| {
-            let mut m = v[12][l];
-            for i in 1..=K {
-                let (a, c) = (v[12 - i][l], b[i - 1][l]);
-                let high = if a < c { c } else { a };
-                m = if high < m { high } else { m };
-            }
-            m
-        });
+        let mut m = v[12];
+        for i in 1..=K {
+            let (a, c) = (v[12 - i], b[i - 1]);
+            let high: [f32; L] = std::array::from_fn(|l| if a[l] < c[l] { c[l] } else { a[l] });
+            m = std::array::from_fn(|l| if high[l] < m[l] { high[l] } else { m[l] });
+        }
         for (l, value) in m.into_iter().enumerate() {
             if let Some(pixel) = out.get_mut(2 * (j0 + l) + parity) {
                 *pixel = value;
