@@ -17,6 +17,7 @@ use tract_onnx::tract_core::ops::konst::Const;
 use crate::error::{Error, Result};
 use crate::manifest::{LogitAgreement, Manifest, ONNX_METADATA_KEY};
 
+mod reflect_pad;
 mod row_runs;
 
 pub struct OnnxModel {
@@ -83,6 +84,7 @@ impl OnnxModel {
             .and_then(|m| {
                 let convolutions = row_runs::convolutions(&m);
                 let mut optimized = m.into_optimized()?;
+                reflect_pad::pad_in_one_pass(&mut optimized)?;
                 row_runs::pack_in_runs(&mut optimized, &convolutions)?;
                 optimized.into_runnable()
             })
@@ -330,9 +332,13 @@ mod tests {
         model.plan.model().nodes().iter().filter(|n| n.op().name() == "RowRunsIm2col").count()
     }
 
-    /// A model of one convolution (bias included) of a (1, c, h, w) input with `out` channels,
-    /// a k × k kernel, and the stride and zero padding given.
-    fn one_convolution(c: usize, h: usize, w: usize, out: usize, k: usize, stride: usize, pad: usize) -> ModelProto {
+    /// (c, h, w, out, k, stride, pad): a convolution of a (1, c, h, w) input to `out` channels
+    /// with a k × k kernel, the stride and zero padding given.
+    type Geometry = (usize, usize, usize, usize, usize, usize, usize);
+
+    /// A model of one convolution (bias included), its input first padded by `reflect` on each
+    /// side by reflection as exported models do it (single-row slices, concatenations).
+    fn one_convolution((c, h, w, out, k, stride, pad): Geometry, reflect: usize) -> ModelProto {
         use tract_onnx::pb::attribute_proto::AttributeType;
         use tract_onnx::pb::tensor_shape_proto::{Dimension, dimension};
         use tract_onnx::pb::{
@@ -368,20 +374,60 @@ mod tests {
             float_data: (0..dims.iter().product::<usize>()).map(|i| (((i + seed) * 7919 % 211) as f32 - 105.0) / 211.0).collect(),
             ..Default::default()
         };
-        let conv = NodeProto {
+        let mut initializer = vec![tensor("w", &[out, c, k, k], 1), tensor("b", &[out], 2)];
+        let mut node = Vec::new();
+        let mut x = "x".to_string();
+        for axis in [3, 2] {
+            if reflect == 0 {
+                break;
+            }
+            // Elements reflect, …, 1 before; -2, …, -(reflect + 1) after (the exporter's indices).
+            let before = (1..=reflect as i64).rev();
+            let after = (2..=reflect as i64 + 1).map(|i| -i);
+            let mut parts = Vec::new();
+            for (n, start) in before.chain(after).enumerate() {
+                let name = format!("{x}.{axis}.{n}");
+                for (what, v) in [("starts", start), ("ends", start + 1), ("axes", axis)] {
+                    let int64 = tract_onnx::pb::tensor_proto::DataType::Int64 as i32;
+                    initializer.push(TensorProto {
+                        name: format!("{name}.{what}"),
+                        dims: vec![1],
+                        data_type: int64,
+                        int64_data: vec![v],
+                        ..Default::default()
+                    });
+                }
+                let inputs = ["", ".starts", ".ends", ".axes"].map(|s| if s.is_empty() { x.clone() } else { format!("{name}{s}") });
+                node.push(NodeProto { op_type: "Slice".into(), input: inputs.into(), output: vec![name.clone()], ..Default::default() });
+                parts.push(name);
+            }
+            parts.insert(reflect, x.clone());
+            let padded = format!("{x}.padded{axis}");
+            let axis_attr = AttributeProto { name: "axis".into(), r#type: AttributeType::Int as i32, i: axis, ..Default::default() };
+            node.push(NodeProto {
+                op_type: "Concat".into(),
+                input: parts,
+                output: vec![padded.clone()],
+                attribute: vec![axis_attr],
+                ..Default::default()
+            });
+            x = padded;
+        }
+        node.push(NodeProto {
             op_type: "Conv".into(),
-            input: vec!["x".into(), "w".into(), "b".into()],
+            input: vec![x, "w".into(), "b".into()],
             output: vec!["y".into()],
             attribute: vec![ints("kernel_shape", vec![k, k]), ints("strides", vec![stride, stride]), ints("pads", vec![pad; 4])],
             ..Default::default()
-        };
-        let (oh, ow) = ((h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1);
+        });
+        let (ph, pw) = (h + 2 * pad + 2 * reflect, w + 2 * pad + 2 * reflect);
+        let (oh, ow) = ((ph - k) / stride + 1, (pw - k) / stride + 1);
         ModelProto {
             ir_version: 8,
             opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
             graph: Some(GraphProto {
-                node: vec![conv],
-                initializer: vec![tensor("w", &[out, c, k, k], 1), tensor("b", &[out], 2)],
+                node,
+                initializer,
                 input: vec![value("x", &[1, c, h, w])],
                 output: vec![value("y", &[1, out, oh, ow])],
                 ..Default::default()
@@ -405,7 +451,7 @@ mod tests {
             (64, 12, 12, 64, 3, 1, 0),
             (128, 7, 7, 128, 3, 1, 0),
         ] {
-            let proto = one_convolution(c, h, w, out, k, stride, pad);
+            let proto = one_convolution((c, h, w, out, k, stride, pad), 0);
             let ours = OnnxModel::from_proto(proto.clone()).unwrap();
             assert_eq!(convolutions_in_runs(&ours), 1, "{c}×{h}×{w}, {k}×{k} stride {stride}");
             let input: Vec<f32> = (0..c * h * w).map(|i| ((i * 37 % 101) as f32) / 101.0 - 0.5).collect();
@@ -421,6 +467,19 @@ mod tests {
     }
 
     #[test]
+    fn reflection_padding_in_one_pass_computes_exactly_what_tract_alone_does() {
+        for (c, h, w, reflect) in [(32, 24, 24, 1), (16, 48, 48, 3), (2, 9, 7, 2), (1, 5, 6, 4)] {
+            let proto = one_convolution((c, h, w, 8, 3, 1, 0), reflect);
+            let ours = OnnxModel::from_proto(proto.clone()).unwrap();
+            let in_one_pass = ours.plan.model().nodes().iter().filter(|n| n.op().name() == "ReflectPad2d").count();
+            assert_eq!(in_one_pass, 1, "{c}×{h}×{w} padded by {reflect}");
+            let input: Vec<f32> = (0..c * h * w).map(|i| ((i * 37 % 101) as f32) / 101.0 - 0.5).collect();
+            let (got, expected) = (ours.run(&input, 1).unwrap().remove(0), tract_alone(&proto, &input));
+            assert!(got.iter().map(|v| v.to_bits()).eq(expected.iter().map(|v| v.to_bits())), "{c}×{h}×{w} padded by {reflect}");
+        }
+    }
+
+    #[test]
     fn weights_put_in_afterwards_compute_exactly_what_tract_alone_does() {
         let proto = default_model();
         let (_, aside) = set_weights_aside(proto.clone());
@@ -428,6 +487,8 @@ mod tests {
         let ours = OnnxModel::from_proto(proto.clone()).unwrap();
         // Most of its convolutions (all those on rows narrower than tract's direct ones) too.
         assert!(convolutions_in_runs(&ours) >= 100, "{} convolutions in runs", convolutions_in_runs(&ours));
+        let in_one_pass = ours.plan.model().nodes().iter().filter(|n| n.op().name() == "ReflectPad2d").count();
+        assert!(in_one_pass >= 90, "{in_one_pass} reflection paddings in one pass");
 
         let [c, h, w] = ours.input_shape();
         let input: Vec<f32> = (0..c * h * w).map(|i| ((i * 37 % 101) as f32) / 101.0).collect();
