@@ -102,9 +102,9 @@ impl RunsParams {
             unsafe {
                 let first = input.offset(self.n_byte_offsets[i * r]);
                 match r {
-                    8 => self.copy_runs::<8>(first, panel),
-                    12 => self.copy_runs::<12>(first, panel),
-                    16 => self.copy_runs::<16>(first, panel),
+                    8 => copy_runs::<8>(&self.k_byte_offsets, first, panel),
+                    12 => copy_runs::<12>(&self.k_byte_offsets, first, panel),
+                    16 => copy_runs::<16>(&self.k_byte_offsets, first, panel),
                     _ => {
                         for (k, off) in self.k_byte_offsets.iter().enumerate() {
                             std::ptr::copy_nonoverlapping(first.offset(*off) as *const f32, panel.add(k * r), r);
@@ -127,16 +127,20 @@ impl RunsParams {
             }
         }
     }
+}
 
-    /// Each tap's run of `R` values from `first` (the panel's first point) into the panel.
-    #[inline(always)]
-    unsafe fn copy_runs<const R: usize>(&self, first: *const u8, panel: *mut f32) {
-        for (k, off) in self.k_byte_offsets.iter().enumerate() {
-            // SAFETY: the caller's contract; unaligned, as neither side is aligned to R values.
-            unsafe {
-                let run = (first.offset(*off) as *const [f32; R]).read_unaligned();
-                (panel.add(k * R) as *mut [f32; R]).write_unaligned(run);
-            }
+/// Each tap's run of `R` values from `first` (the panel's first point) into the panel; compiled
+/// for the host's vector instructions, which move a run in fewer, wider copies.
+///
+/// # Safety
+/// A run of `R` values starts at `first` plus each offset, and the panel holds one per offset.
+#[multiversion::multiversion(targets = "simd")]
+unsafe fn copy_runs<const R: usize>(k_byte_offsets: &[isize], first: *const u8, panel: *mut f32) {
+    for (k, off) in k_byte_offsets.iter().enumerate() {
+        // SAFETY: the caller's contract; unaligned, as neither side is aligned to R values.
+        unsafe {
+            let run = (first.offset(*off) as *const [f32; R]).read_unaligned();
+            (panel.add(k * R) as *mut [f32; R]).write_unaligned(run);
         }
     }
 }
