@@ -6,6 +6,7 @@
 
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::array::{Slice, TypedConcat};
+use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
 /// Replaces each reflection padding of the last two axes written as slices and concatenations
 /// by one [`ReflectPad2d`]; returns how many it replaced.
@@ -94,9 +95,7 @@ impl Op for ReflectPad2d {
         "ReflectPad2d".into()
     }
 
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
+    op_as_typed_op!();
 }
 
 impl EvalOp for ReflectPad2d {
@@ -122,19 +121,11 @@ impl EvalOp for ReflectPad2d {
         Ok(tvec!(padded.into_tensor().into_tvalue()))
     }
 
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(self.eval(&EvalContext::out_of_plan(), inputs)?))
-    }
+    op_out_of_plan!();
 }
 
 impl TypedOp for ReflectPad2d {
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
+    as_op!();
 
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let shape = inputs[0].shape.as_concrete().context("reflection padding needs a fixed shape")?;

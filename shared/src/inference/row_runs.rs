@@ -17,6 +17,7 @@ use tract_linalg::pack::{PackedFormat, PackingWriter};
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, PaddingSpec};
 use tract_onnx::tract_core::ops::matmul::pack::DynPackedExoticFact;
+use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
 /// The name tract gives the patch-gathering node it wires for a convolution named `conv`.
 fn lazy_im2col_name(conv: &str) -> String {
@@ -220,9 +221,7 @@ impl Op for RowRunsIm2col {
         "RowRunsIm2col".into()
     }
 
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
+    op_as_typed_op!();
 }
 
 impl EvalOp for RowRunsIm2col {
@@ -233,19 +232,11 @@ impl EvalOp for RowRunsIm2col {
         Ok(tvec!(PackedMatrixStorage::new_batched(&[1, 1], tvec!(value)).into_tensor(f32::datum_type()).into_tvalue()))
     }
 
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(self.eval(&EvalContext::out_of_plan(), inputs)?))
-    }
+    op_out_of_plan!();
 }
 
 impl TypedOp for RowRunsIm2col {
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
+    as_op!();
 
     fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let fact = DynPackedExoticFact {
