@@ -5,6 +5,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod ensemble;
 pub mod fold;
 /// The losses live with the models they train.
 pub use crate::model::losses;

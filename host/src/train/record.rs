@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::config::{Shard, TrainConfig};
+use super::ensemble::Member;
 use crate::dataset::samples::DataSource;
 
 /// What a run directory was made from (`RUN/run.json`).
@@ -22,6 +23,10 @@ pub struct RunInfo {
     pub samples: usize,
     /// The shards whose folds this directory holds (empty = all folds of one unsharded run).
     pub shards: Vec<Shard>,
+    /// An ensemble's member runs (`mer ensemble`); empty for a trained run, whose `config` is
+    /// then the whole story. In an ensemble `config` is the first member's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ensemble: Vec<Member>,
 }
 
 impl RunInfo {
@@ -39,6 +44,9 @@ impl RunInfo {
         }
         if self.data.digest != other.data.digest {
             return Some(format!("the data differ (preparation digest {} vs {})", self.data.digest, other.data.digest));
+        }
+        if self.ensemble != other.ensemble {
+            return Some("the ensembles' members differ".into());
         }
         if self.classes != other.classes || self.subjects != other.subjects || self.samples != other.samples {
             return Some("the class lists, subjects or sample counts differ".into());

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::write_json_atomic;
 use super::config::{Protocol, Shard, TrainConfig};
+use super::ensemble::Member;
 use super::fold::{FoldResult, Prediction, read_epoch_log, score};
 use super::record::{RunInfo, fold_dir};
 use crate::calibration::{RunCalibration, Scored, reliability_png};
@@ -70,6 +71,9 @@ pub struct RunResults {
     /// before and after (absent with fewer than two folds, or in runs reported before it was).
     #[serde(default)]
     pub calibration: Option<RunCalibration>,
+    /// An ensemble's member runs (empty for a trained run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ensemble: Vec<Member>,
 }
 
 pub fn per_class(confusion: &Confusion, classes: &[String]) -> Vec<ClassScore> {
@@ -107,21 +111,12 @@ fn read_fold(path: &Path) -> Result<FoldResult> {
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// Merges the folds found in `runs` into `out` and writes `results.json`, `confusion.png`,
-/// `loss.png` and (when epochs were scored) `selection.png`.
-pub fn summarise(runs: &[PathBuf], out: &Path) -> Result<RunResults> {
-    let Some(first) = runs.first() else { bail!("no run directories given") };
-    let info = RunInfo::read(first)?;
-    let mut shards = Vec::new();
+/// The finished folds of `runs` (shards of the experiment `info`) by subject, each with the run
+/// it was found in; a subject found twice is an error.
+pub fn read_folds(runs: &[PathBuf], info: &RunInfo) -> Result<BTreeMap<String, (FoldResult, PathBuf)>> {
     let mut folds: BTreeMap<String, (FoldResult, PathBuf)> = BTreeMap::new();
     for run in runs {
-        let other = RunInfo::read(run)?;
-        if let Some(why) = info.mismatch(&other) {
-            bail!("{} and {} are not parts of one experiment: {why}", first.display(), run.display());
-        }
-        shards.extend(other.shards.iter().copied());
-        let dir = run.join("folds");
-        let entries = match fs::read_dir(&dir) {
+        let entries = match fs::read_dir(run.join("folds")) {
             Ok(e) => e,
             Err(_) => continue,
         };
@@ -140,6 +135,23 @@ pub fn summarise(runs: &[PathBuf], out: &Path) -> Result<RunResults> {
             folds.insert(fold.subject.clone(), (fold, run.clone()));
         }
     }
+    Ok(folds)
+}
+
+/// Merges the folds found in `runs` into `out` and writes `results.json`, `confusion.png`,
+/// `loss.png` and (when epochs were scored) `selection.png`.
+pub fn summarise(runs: &[PathBuf], out: &Path) -> Result<RunResults> {
+    let Some(first) = runs.first() else { bail!("no run directories given") };
+    let info = RunInfo::read(first)?;
+    let mut shards = Vec::new();
+    for run in runs {
+        let other = RunInfo::read(run)?;
+        if let Some(why) = info.mismatch(&other) {
+            bail!("{} and {} are not parts of one experiment: {why}", first.display(), run.display());
+        }
+        shards.extend(other.shards.iter().copied());
+    }
+    let folds = read_folds(runs, &info)?;
     shards.sort_by_key(|s| (s.count, s.index));
     shards.dedup();
 
@@ -187,7 +199,7 @@ pub fn summarise(runs: &[PathBuf], out: &Path) -> Result<RunResults> {
         calibration,
         protocol: info.config.protocol,
         protocol_note: info.config.protocol.note().to_string(),
-        arch: info.config.arch.name().to_string(),
+        arch: arch_name(&info),
         classes: info.classes.clone(),
         uf1: scores.uf1,
         uar: scores.uar,
@@ -214,10 +226,24 @@ pub fn summarise(runs: &[PathBuf], out: &Path) -> Result<RunResults> {
         config: info.config.clone(),
         data: info.data.clone(),
         by_source,
+        ensemble: info.ensemble.clone(),
     };
     write_json_atomic(&out.join("results.json"), &results)?;
     draw(out, &results)?;
     Ok(results)
+}
+
+/// The run's architecture; an ensemble's members', e.g. `ensemble of skd-tstsan-flow ×3`.
+fn arch_name(info: &RunInfo) -> String {
+    if info.ensemble.is_empty() {
+        return info.config.arch.name().to_string();
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for m in &info.ensemble {
+        *counts.entry(m.arch.as_str()).or_default() += 1;
+    }
+    let parts: Vec<String> = counts.iter().map(|(arch, n)| if *n == 1 { arch.to_string() } else { format!("{arch} ×{n}") }).collect();
+    format!("ensemble of {}", parts.join(" + "))
 }
 
 fn draw(out: &Path, results: &RunResults) -> Result<()> {
@@ -272,6 +298,9 @@ impl RunResults {
             self.uar,
             self.accuracy
         );
+        for m in &self.ensemble {
+            line.push_str(&format!("\n  member: {} (seed {}), {}", m.arch, m.seed, m.run));
+        }
         for (source, s) in &self.by_source {
             line.push_str(&format!("\n  {source}: {} samples, UF1 {:.4}, UAR {:.4}, accuracy {:.4}", s.samples, s.uf1, s.uar, s.accuracy));
         }

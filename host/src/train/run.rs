@@ -64,6 +64,7 @@ pub fn train_loso(data: &TrainData, config: &TrainConfig, shard: Option<Shard>, 
         subjects: subjects.clone(),
         samples: data.len(),
         shards: shard.into_iter().collect(),
+        ensemble: Vec::new(),
     };
     prepare_run_dir(out, &info)?;
     announce_initialisation(config, data.num_classes())?;
@@ -114,6 +115,7 @@ pub fn train_all(data: &TrainData, config: &TrainConfig, out: &Path, device: Dev
         subjects: data.subjects(),
         samples: data.len(),
         shards: Vec::new(),
+        ensemble: Vec::new(),
     };
     prepare_run_dir(out, &info)?;
     announce_initialisation(config, data.num_classes())?;

@@ -42,6 +42,9 @@ enum Command {
     Train(training::TrainArgs),
     /// Merge the fold results of run directories (e.g. `--fold i/n` shards) into one report.
     Report(training::ReportArgs),
+    /// Score the ensemble of complete honest LOSO runs: each subject's held-out probabilities
+    /// averaged over the runs (e.g. the same recipe with several seeds).
+    Ensemble(training::EnsembleArgs),
     /// Convert a state dict saved by the official PyTorch code into a checkpoint for --init or
     /// for `mer export --classes`.
     ImportPytorch(training::ImportArgs),
@@ -90,6 +93,7 @@ fn main() -> Result<()> {
         Command::SpotEval(args) => data::spot_eval(args),
         Command::Train(args) => training::train(args),
         Command::Report(args) => training::report(args),
+        Command::Ensemble(args) => training::ensemble(args),
         Command::ImportPytorch(args) => training::import_pytorch(args),
         Command::BenchTrain(args) => training::bench_train(args),
         Command::Info => training::info(),

@@ -196,6 +196,25 @@ pub fn report(ReportArgs { runs, out }: ReportArgs) -> Result<()> {
 }
 
 #[derive(clap::Args)]
+pub struct EnsembleArgs {
+    /// Complete honest LOSO runs on the same data (`mer report` merges a run's shards first).
+    #[arg(required = true, num_args = 2..)]
+    runs: Vec<PathBuf>,
+    /// The ensemble's run directory (its folds hold the averaged predictions).
+    #[arg(short, long)]
+    out: PathBuf,
+}
+
+pub fn ensemble(EnsembleArgs { runs, out }: EnsembleArgs) -> Result<()> {
+    mer_shared::stdout::end_quietly_when_stdout_closes();
+    let results = mer_host::train::ensemble::combine(&runs, &out)?;
+    println!("{}", results.headline());
+    println!("{}", results.protocol_note);
+    println!("wrote {}", out.join("results.json").display());
+    Ok(())
+}
+
+#[derive(clap::Args)]
 pub struct ImportArgs {
     /// The architecture of the state dict (the official code's: skd-tstsan).
     #[arg(long, default_value = "skd-tstsan")]
