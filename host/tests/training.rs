@@ -10,6 +10,7 @@ use mer_host::model::ArchSettings;
 use mer_host::model::skd_tstsan::SkdSettings;
 use mer_host::train::config::{Protocol, Shard, TrainConfig};
 use mer_host::train::data::TrainData;
+use mer_host::train::ensemble::combine;
 use mer_host::train::report::{RunResults, summarise};
 use mer_host::train::run::{train_all, train_loso};
 use tch::Device;
@@ -86,6 +87,62 @@ fn shards_merge_into_the_single_run_results() {
     train_loso(&data, &TrainConfig { seed: 7, ..cfg.clone() }, Some(Shard { index: 2, count: 2 }), &other, Device::Cpu).unwrap();
     let err = summarise(&[dir.path().join("s1"), other], &dir.path().join("bad2")).unwrap_err().to_string();
     assert!(err.contains("configurations differ"), "{err}");
+}
+
+/// `RUN/folds/SUBJECT/fold.json`'s predictions as (id, truth, probabilities).
+fn held_out(run: &Path, subject: &str) -> Vec<(String, u64, Vec<f64>)> {
+    let text = std::fs::read_to_string(run.join("folds").join(subject).join("fold.json")).unwrap();
+    let fold: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let rows = fold["predictions"].as_array().unwrap();
+    rows.iter()
+        .map(|p| {
+            let probabilities = p["probabilities"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            (p["id"].as_str().unwrap().to_string(), p["truth"].as_u64().unwrap(), probabilities)
+        })
+        .collect()
+}
+
+#[test]
+fn ensembles_average_the_members_held_out_probabilities() {
+    let _serial = serial();
+    let data = data();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(Protocol::Honest);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    train_loso(&data, &cfg, None, &a, Device::Cpu).unwrap();
+    train_loso(&data, &TrainConfig { seed: 7, ..cfg.clone() }, None, &b, Device::Cpu).unwrap();
+    let out = dir.path().join("ensemble");
+    let ensemble = combine(&[a.clone(), b.clone()], &out).unwrap();
+    assert_eq!(ensemble.arch, "ensemble of skd-tstsan ×2");
+    assert_eq!(ensemble.ensemble.iter().map(|m| m.seed).collect::<Vec<_>>(), vec![1337, 7]);
+    assert!(ensemble.complete && ensemble.samples == 12);
+    for subject in ["s1", "s2", "s3"] {
+        let (pa, pb) = (held_out(&a, subject), held_out(&b, subject));
+        let pe = held_out(&out, subject);
+        assert_eq!(pe.len(), 4);
+        for ((x, y), e) in pa.iter().zip(&pb).zip(&pe) {
+            assert_eq!((&x.0, x.1), (&e.0, e.1));
+            for k in 0..3 {
+                assert!((e.2[k] - (x.2[k] + y.2[k]) / 2.0).abs() < 1e-6, "{subject} {}: {:?} {:?} {:?}", e.0, x.2, y.2, e.2);
+            }
+        }
+    }
+    // The ensemble is a run directory: a report of it recomputes the same results.
+    assert_eq!(summarise(&[out.clone()], &out).unwrap(), ensemble);
+
+    // One run, a paper-protocol run, an unfinished run, an ensemble as a member: refused.
+    let err = combine(&[a.clone()], &dir.path().join("x")).unwrap_err().to_string();
+    assert!(err.contains("at least two runs"), "{err}");
+    let paper = dir.path().join("paper");
+    train_loso(&data, &config(Protocol::Paper), Some(Shard { index: 1, count: 3 }), &paper, Device::Cpu).unwrap();
+    let err = combine(&[a.clone(), paper], &dir.path().join("x")).unwrap_err().to_string();
+    assert!(err.contains("paper protocol") && err.contains("honestly"), "{err}");
+    let part = dir.path().join("part");
+    train_loso(&data, &cfg, Some(Shard { index: 1, count: 3 }), &part, Device::Cpu).unwrap();
+    let err = combine(&[a.clone(), part], &dir.path().join("x")).unwrap_err().to_string();
+    assert!(err.contains("not complete") && err.contains("s2, s3"), "{err}");
+    let err = combine(&[a, out], &dir.path().join("x")).unwrap_err().to_string();
+    assert!(err.contains("itself an ensemble"), "{err}");
 }
 
 #[test]
