@@ -128,10 +128,10 @@ fn ensembles_average_the_members_held_out_probabilities() {
         }
     }
     // The ensemble is a run directory: a report of it recomputes the same results.
-    assert_eq!(summarise(&[out.clone()], &out).unwrap(), ensemble);
+    assert_eq!(summarise(std::slice::from_ref(&out), &out).unwrap(), ensemble);
 
     // One run, a paper-protocol run, an unfinished run, an ensemble as a member: refused.
-    let err = combine(&[a.clone()], &dir.path().join("x")).unwrap_err().to_string();
+    let err = combine(std::slice::from_ref(&a), &dir.path().join("x")).unwrap_err().to_string();
     assert!(err.contains("at least two runs"), "{err}");
     let paper = dir.path().join("paper");
     train_loso(&data, &config(Protocol::Paper), Some(Shard { index: 1, count: 3 }), &paper, Device::Cpu).unwrap();
