@@ -284,3 +284,75 @@ fn cross_dataset_evaluation_with_calibration() {
     assert!(printed.contains("samples of casme2: UF1") && printed.contains("no temperature"), "{printed}");
     assert!(!printed.contains("note:"), "same preprocessing, other samples: {printed}");
 }
+
+/// One recipe trained with two seeds: `mer ensemble` scores the pair in LOSO, and `mer export
+/// --ensemble` ships the pair's all-samples models as one graph whose softmax is the mean of
+/// the members' — what the LOSO scored.
+#[test]
+fn an_ensemble_of_seeds_is_scored_and_exported_as_one_model() {
+    use mer_shared::inference::OnnxModel;
+    use mer_shared::manifest::Probe;
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = composite(d);
+    let recipe = ["--iters", "4", "--augment", "flip"];
+    let (loso1, loso2) = (d.join("loso-seed1"), d.join("loso-seed2"));
+    ok(&train(&data, &loso1, "skd-tstsan-flow", &[&recipe[..], &["--seed", "1"]].concat()));
+    ok(&train(&data, &loso2, "skd-tstsan-flow", &[&recipe[..], &["--seed", "2"]].concat()));
+    let scored = d.join("ensemble");
+    let printed = ok(&mer(&["ensemble", s(&loso1), s(&loso2), "-o", s(&scored)]));
+    assert!(printed.contains("ensemble of skd-tstsan-flow ×2 honest LOSO over 12 samples"), "{printed}");
+    assert!(printed.contains("member: skd-tstsan-flow (seed 2)") && printed.contains("calibration: ECE"), "{printed}");
+
+    let (all1, all2) = (d.join("all-seed1"), d.join("all-seed2"));
+    ok(&train(&data, &all1, "skd-tstsan-flow", &[&recipe[..], &["--seed", "1", "--all-samples"]].concat()));
+    ok(&train(&data, &all2, "skd-tstsan-flow", &[&recipe[..], &["--seed", "2", "--all-samples"]].concat()));
+    let (first, second) = (all1.join("model.safetensors"), all2.join("model.safetensors"));
+    let onnx = d.join("pair.onnx");
+    let printed =
+        ok(&mer(&["export", s(&first), "--ensemble", s(&second), "--evaluation", s(&scored), "-o", s(&onnx), "--model-version", "pair"]));
+    assert_eq!(printed.matches("arg-max identical").count(), 3, "{printed}");
+    let bytes = std::fs::read(&onnx).unwrap();
+    let pair = OnnxModel::from_bytes(&bytes).unwrap();
+    let manifest = pair.manifest().unwrap().unwrap();
+    assert_eq!(manifest.architecture, "skd-tstsan-flow");
+    assert!(manifest.architecture_options.starts_with("ensemble of 2 skd-tstsan-flow models"), "{}", manifest.architecture_options);
+    let seeds: Vec<u64> = manifest.training.ensemble.iter().map(|m| m.config["seed"].as_u64().unwrap()).collect();
+    assert_eq!(seeds, [1, 2]);
+    assert!(manifest.calibration.as_ref().unwrap().fitted_on.contains("ensemble"), "{:?}", manifest.calibration);
+    assert_eq!(manifest.training.evaluation.as_ref().unwrap().protocol, "honest");
+
+    // Each member alone, exported and run by tract: the pair's softmax is their mean.
+    let single = |checkpoint: &Path, name: &str| {
+        let path = d.join(name);
+        ok(&mer(&["export", s(checkpoint), "-o", s(&path)]));
+        OnnxModel::from_bytes(&std::fs::read(&path).unwrap()).unwrap()
+    };
+    let (one, two) = (single(&first, "one.onnx"), single(&second, "two.onnx"));
+    let input = Probe::input(99, 3, [3, 28, 28]);
+    let softmax = |l: &[f32]| {
+        let sum: f32 = l.iter().map(|v| v.exp()).sum();
+        l.iter().map(|v| v.exp() / sum).collect::<Vec<f32>>()
+    };
+    let (p1, p2, pe) = (one.run(&input, 3).unwrap(), two.run(&input, 3).unwrap(), pair.run(&input, 3).unwrap());
+    for ((a, b), e) in p1.iter().zip(&p2).zip(&pe) {
+        let (a, b, e) = (softmax(a), softmax(b), softmax(e));
+        for k in 0..3 {
+            assert!((e[k] - (a[k] + b[k]) / 2.0).abs() < 1e-5, "{a:?} {b:?} {e:?}");
+        }
+    }
+    // It evaluates like any model of its architecture.
+    let printed = ok(&mer(&["evaluate", s(&onnx), "--dataset", "composite", "--data", s(&data)]));
+    assert!(printed.contains("pair on 12 samples"), "{printed}");
+
+    // An evaluation of another number of models, a member of another architecture: refused.
+    let e = err(&mer(&["export", s(&first), "--ensemble", s(&second), "--evaluation", s(&loso1), "-o", s(&onnx)]));
+    assert!(e.contains("a single model") && e.contains("an ensemble of 2"), "{e}");
+    let e = err(&mer(&["export", s(&first), "--evaluation", s(&scored), "-o", s(&onnx)]));
+    assert!(e.contains("an ensemble of 2") && e.contains("a single model"), "{e}");
+    let am3f = d.join("am3f");
+    ok(&train(&data, &am3f, "am3f-flownet", &["--iters", "2", "--all-samples"]));
+    let e = err(&mer(&["export", s(&first), "--ensemble", s(&am3f.join("model.safetensors")), "-o", s(&onnx)]));
+    assert!(e.contains("am3f-flownet") && e.contains("share one architecture"), "{e}");
+}

@@ -161,6 +161,18 @@ pub struct TrainingSummary {
     /// Who trained the weights; manifests from before this was recorded were all `mer train`'s.
     #[serde(default)]
     pub weights: WeightsOrigin,
+    /// An ensemble's members, each a run's checkpoint (empty for a single model, whose run and
+    /// configuration are the fields above; in an ensemble those are its first member's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ensemble: Vec<EnsembleMember>,
+}
+
+/// One member of an exported ensemble: its output is the log of the members' mean softmax.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnsembleMember {
+    pub run: String,
+    pub checkpoint: String,
+    pub config: serde_json::Value,
 }
 
 /// Who made a model's weights.
@@ -341,6 +353,7 @@ mod tests {
                 config: serde_json::json!({"iters": 1}),
                 evaluation: None,
                 weights: WeightsOrigin::MerTrain,
+                ensemble: vec![],
             },
             probe: Probe::new(7, 2, shape, vec![vec![0.1, -0.2, 0.3]; 2]),
             calibration: None,

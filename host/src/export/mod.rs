@@ -13,16 +13,17 @@ use mer_shared::inference::OnnxModel;
 use mer_shared::input::InputLayout;
 use mer_shared::labels::Taxonomy;
 use mer_shared::manifest::{
-    Calibration, Evaluation, InputProvenance, LogitAgreement, MANIFEST_FORMAT, Manifest, ONNX_METADATA_KEY, PREPROCESSING_VERSION, Probe,
-    TrainingSummary, WeightsOrigin,
+    Calibration, EnsembleMember, Evaluation, InputProvenance, LogitAgreement, MANIFEST_FORMAT, Manifest, ONNX_METADATA_KEY,
+    PREPROCESSING_VERSION, Probe, TrainingSummary, WeightsOrigin,
 };
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::calibration::DEFAULT_UNCERTAIN_BELOW;
+use crate::model::ensemble::Ensemble;
 use crate::model::ops::onnx::{self, Dim, OnnxGraph};
 use crate::model::skd_tstsan::{SKD_TSTSAN, SkdSettings};
-use crate::model::{Arch, ArchSettings, Network};
+use crate::model::{Arch, ArchSettings, Logits, Network};
 use crate::prepare::cache::read_key;
 use crate::train::data::{DataKind, TrainData};
 use crate::train::record::RunInfo;
@@ -39,6 +40,10 @@ const PROBE_BATCH: usize = 4;
 #[derive(Debug, Clone)]
 pub struct ExportOptions {
     pub checkpoint: PathBuf,
+    /// Further checkpoints exported with `checkpoint` as one ensemble (the log of their mean
+    /// softmax): all-samples models of one architecture, classes and data, e.g. one recipe
+    /// trained with several seeds.
+    pub ensemble: Vec<PathBuf>,
     pub out: PathBuf,
     /// Prepared data to take the input spec and real samples from (default: the run's).
     pub data: Option<PathBuf>,
@@ -159,7 +164,7 @@ fn describe_evaluation(
     Ok((Some(evaluation), Some(calibration)))
 }
 
-pub fn tch_logits(model: &dyn Network, input: &[f32], batch: usize, shape: [usize; 3]) -> Vec<Vec<f32>> {
+pub fn tch_logits(model: &dyn Logits, input: &[f32], batch: usize, shape: [usize; 3]) -> Vec<Vec<f32>> {
     let [c, h, w] = shape.map(|d| d as i64);
     let x = Tensor::from_slice(input).view([batch as i64, c, h, w]);
     let logits = tch::no_grad(|| model.logits_t(&x, false)).to_kind(Kind::Float);
@@ -313,7 +318,7 @@ pub(crate) fn spec_differences(a: &InputSpec, b: &InputSpec) -> String {
 
 /// The ONNX file of `model`'s inference graph: input [`INPUT_NAME`] (N, C, H, W) with a
 /// symbolic batch, output [`OUTPUT_NAME`] (N, classes).
-pub fn inference_graph(model: &dyn Network, shape: [usize; 3], classes: usize, metadata: Vec<(String, String)>) -> Vec<u8> {
+pub fn inference_graph(model: &dyn Logits, shape: [usize; 3], classes: usize, metadata: Vec<(String, String)>) -> Vec<u8> {
     graph_bytes(|g, input| model.logits_graph(g, input), shape, classes, metadata)
 }
 
@@ -373,11 +378,30 @@ impl Source {
         }
         let data_dir = opts.data.clone().unwrap_or_else(|| PathBuf::from(&info.data.path));
         let data = ExportData::load(arch, info, &data_dir)?;
-        let evaluated_by = opts.evaluation.as_deref().unwrap_or(run);
-        let results = run_results(evaluated_by)?;
-        if opts.evaluation.is_some() && results.is_none() {
-            bail!("{}", no_results(evaluated_by));
+        // An ensemble is described only by the `mer ensemble` run it is named with, never by
+        // the run of its first member alone.
+        let evaluated_by = match &opts.evaluation {
+            Some(dir) => Some(dir.as_path()),
+            None if opts.ensemble.is_empty() => Some(run),
+            None => None,
+        };
+        let results = match evaluated_by {
+            Some(dir) => run_results(dir)?,
+            None => None,
+        };
+        if let Some(dir) = &opts.evaluation {
+            let Some(r) = &results else { bail!("{}", no_results(dir)) };
+            let models = opts.ensemble.len() + 1;
+            if r.ensemble.len().max(1) != models {
+                bail!(
+                    "--evaluation {}: it scores {}, and this export is {}; describe a model by the LOSO of its own recipe                      (an ensemble by `mer ensemble` over as many runs)",
+                    dir.display(),
+                    if r.ensemble.is_empty() { "a single model".to_string() } else { format!("an ensemble of {}", r.ensemble.len()) },
+                    if models == 1 { "a single model".to_string() } else { format!("an ensemble of {models}") }
+                );
+            }
         }
+        let evaluated_by = evaluated_by.unwrap_or(run);
         let (evaluation, calibration) = describe_evaluation(results.as_ref(), evaluated_by, &scope, opts.uncertain_below)?;
         let run_name = run.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
         let training = TrainingSummary {
@@ -390,6 +414,7 @@ impl Source {
             config: serde_json::to_value(&info.config)?,
             evaluation,
             weights: WeightsOrigin::MerTrain,
+            ensemble: vec![],
         };
         Ok(Source {
             arch,
@@ -453,6 +478,7 @@ impl Source {
             config: serde_json::Value::Null,
             evaluation,
             weights: WeightsOrigin::Imported { checkpoint: file_name(&opts.checkpoint), sha256: hex::encode(Sha256::digest(&bytes)) },
+            ensemble: vec![],
         };
         Ok(Source {
             arch,
@@ -493,11 +519,11 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
             (Source::imported(opts, taxonomy, &weights)?, weights)
         }
     };
-    let Source { arch, settings, architecture_options, classes, data, training, calibration } = source;
+    let Source { arch, settings, mut architecture_options, classes, data, mut training, calibration } = source;
     let arch_name = arch.name().to_string();
 
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = arch.build(&vs.root(), classes.len() as i64, &settings);
+    let first = arch.build(&vs.root(), classes.len() as i64, &settings);
     let loaded = copy_into(&mut vs, &weights, |_| true, &opts.checkpoint);
     if matches!(training.weights, WeightsOrigin::Imported { .. }) {
         loaded.with_context(|| {
@@ -510,16 +536,37 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
     } else {
         loaded?;
     }
+    let model: Box<dyn Logits> = if opts.ensemble.is_empty() {
+        Box::new(first)
+    } else {
+        let mut members = vec![first];
+        training.ensemble.push(EnsembleMember {
+            run: training.run.clone(),
+            checkpoint: training.checkpoint.clone(),
+            config: training.config.clone(),
+        });
+        for checkpoint in &opts.ensemble {
+            let (member, record) = ensemble_member(checkpoint, arch, &classes, &data.digest, &training.scope)?;
+            members.push(member);
+            training.ensemble.push(record);
+        }
+        let runs: Vec<&str> = training.ensemble.iter().map(|m| m.run.as_str()).collect();
+        architecture_options =
+            format!("ensemble of {} {arch_name} models (log of their mean softmax); first member: {architecture_options}", members.len());
+        training.run = runs.join(" + ");
+        Box::new(Ensemble::new(members))
+    };
+    let model = &*model;
 
     let shape = data.shape;
-    let bare = inference_graph(&*model, shape, classes.len(), vec![]);
+    let bare = inference_graph(model, shape, classes.len(), vec![]);
     let version = opts.version.clone().unwrap_or_else(|| {
         let digest = Sha256::digest(&bare);
         format!("{arch_name}-{}", hex::encode(&digest[..6]))
     });
 
     let probe_input = Probe::input(opts.probe_seed, PROBE_BATCH, shape);
-    let probe = Probe::new(opts.probe_seed, PROBE_BATCH, shape, tch_logits(&*model, &probe_input, PROBE_BATCH, shape));
+    let probe = Probe::new(opts.probe_seed, PROBE_BATCH, shape, tch_logits(model, &probe_input, PROBE_BATCH, shape));
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         architecture: arch_name,
@@ -535,14 +582,54 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
         calibration,
     };
     manifest.validate()?;
-    let onnx = inference_graph(&*model, shape, manifest.classes.len(), vec![(ONNX_METADATA_KEY.to_string(), manifest.to_json())]);
-    let checks = check_parity(&*model, &onnx, &manifest, &data)?;
+    let onnx = inference_graph(model, shape, manifest.classes.len(), vec![(ONNX_METADATA_KEY.to_string(), manifest.to_json())]);
+    let checks = check_parity(model, &onnx, &manifest, &data)?;
     Ok(Exported { manifest, onnx, checks })
+}
+
+/// A further member of an exported ensemble: a checkpoint of a training run of `arch` with the
+/// first member's classes, data and scope.
+fn ensemble_member(
+    checkpoint: &Path,
+    arch: Arch,
+    classes: &[String],
+    data_digest: &str,
+    scope: &str,
+) -> Result<(Box<dyn Network>, EnsembleMember)> {
+    let Some((run, info, member_scope)) = find_run(checkpoint)? else {
+        bail!("{}: an ensemble's members are checkpoints of `mer train` runs (no run.json beside it)", checkpoint.display());
+    };
+    let differs = |what: String| anyhow::anyhow!("{} cannot join the ensemble: {what}", checkpoint.display());
+    if info.config.arch != arch {
+        return Err(differs(format!(
+            "its run trained {}, the first member {arch}; an ensemble's members share one architecture",
+            info.config.arch
+        )));
+    }
+    if info.classes != classes {
+        return Err(differs(format!("its classes are {}, the first member's {}", info.classes.join(", "), classes.join(", "))));
+    }
+    if info.data.digest != data_digest {
+        return Err(differs(format!("it was trained on other data (digest {}, the first member {data_digest})", info.data.digest)));
+    }
+    if member_scope != scope {
+        return Err(differs(format!("it is a model of {member_scope}, the first member of {scope}")));
+    }
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let network = arch.build(&vs.root(), classes.len() as i64, &info.config.settings);
+    copy_into(&mut vs, &read_tensors(checkpoint)?, |_| true, checkpoint)?;
+    let run_name = run.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let record = EnsembleMember {
+        run: run_name.unwrap_or_else(|| run.display().to_string()),
+        checkpoint: file_name(checkpoint),
+        config: serde_json::to_value(&info.config)?,
+    };
+    Ok((network, record))
 }
 
 /// tch against tract: the probe (batch 4), one random sample alone (another batch size) and
 /// real prepared samples. Any disagreement beyond the tolerance is an error.
-fn check_parity(model: &dyn Network, onnx: &[u8], manifest: &Manifest, data: &ExportData) -> Result<Vec<ParityCheck>> {
+fn check_parity(model: &dyn Logits, onnx: &[u8], manifest: &Manifest, data: &ExportData) -> Result<Vec<ParityCheck>> {
     let tract = OnnxModel::from_bytes(onnx).context("tract cannot load the exported graph")?;
     let shape = data.shape;
     let mut checks = vec![ParityCheck {

@@ -6,6 +6,7 @@
 //! command line find an architecture only through it.
 
 pub mod am3f_flownet;
+pub mod ensemble;
 pub mod htnet;
 pub mod layers;
 pub mod losses;
@@ -165,12 +166,17 @@ pub enum ArchSettings {
     None {},
 }
 
-/// A built network of any architecture, as the trainer and the exporter use it.
-pub trait Network: fmt::Debug {
+/// What inference asks of a trained model: its logits, eagerly and as ONNX nodes. Every
+/// [`Network`] has them, and so does an [`ensemble::Ensemble`] of networks.
+pub trait Logits: fmt::Debug {
     /// Main-classifier logits, eagerly.
     fn logits_t(&self, xs: &Tensor, train: bool) -> Tensor;
     /// The same forward as nodes of `g` (eval mode); returns the logits' name.
     fn logits_graph(&self, g: &mut OnnxGraph, input: &str) -> String;
+}
+
+/// A built network of any architecture, as the trainer and the exporter use it.
+pub trait Network: Logits {
     /// The architecture's training loss of a batch: the loss, its terms for the log, and the
     /// main logits.
     fn training_loss(&self, x: &Tensor, y: &Tensor, targets: &Targets, loss: &LossConfig) -> (Tensor, LossTerms, Tensor);
@@ -187,7 +193,7 @@ pub trait Forward: fmt::Debug {
     }
 }
 
-impl<F: Forward> Network for F {
+impl<F: Forward> Logits for F {
     fn logits_t(&self, xs: &Tensor, train: bool) -> Tensor {
         self.logits(&mut Eager::new(train), xs)
     }
@@ -195,14 +201,16 @@ impl<F: Forward> Network for F {
     fn logits_graph(&self, g: &mut OnnxGraph, input: &str) -> String {
         self.logits(g, &input.to_string())
     }
+}
 
+impl<F: Forward> Network for F {
     fn training_loss(&self, x: &Tensor, y: &Tensor, targets: &Targets, loss: &LossConfig) -> (Tensor, LossTerms, Tensor) {
         self.loss(x, y, targets, loss)
     }
 }
 
 /// A boxed network is a network, so the registry's `build` result goes wherever one is asked for.
-impl Network for Box<dyn Network> {
+impl Logits for Box<dyn Network> {
     fn logits_t(&self, xs: &Tensor, train: bool) -> Tensor {
         (**self).logits_t(xs, train)
     }
@@ -210,7 +218,9 @@ impl Network for Box<dyn Network> {
     fn logits_graph(&self, g: &mut OnnxGraph, input: &str) -> String {
         (**self).logits_graph(g, input)
     }
+}
 
+impl Network for Box<dyn Network> {
     fn training_loss(&self, x: &Tensor, y: &Tensor, targets: &Targets, loss: &LossConfig) -> (Tensor, LossTerms, Tensor) {
         (**self).training_loss(x, y, targets, loss)
     }

@@ -111,6 +111,7 @@ mod tests {
         let checkpoint = train_all(&data, &config, &run, Device::Cpu).unwrap();
         let opts = ExportOptions {
             checkpoint,
+            ensemble: vec![],
             out: dir.path().join("tiny.onnx"),
             data: None,
             evaluation: None,

@@ -23,6 +23,11 @@ pub struct ExportArgs {
     /// A model.safetensors written by `mer train` (RUN/model.safetensors or RUN/folds/S/model.safetensors),
     /// or weights trained elsewhere (e.g. by `mer import-pytorch`) with --classes.
     checkpoint: PathBuf,
+    /// Further checkpoints to export with the first as one ensemble (the log of their mean
+    /// softmax): all-samples models of one architecture, classes and data, e.g. a recipe
+    /// trained with several seeds. Describe it with --evaluation, a `mer ensemble` of the recipe.
+    #[arg(long, num_args = 1..)]
+    ensemble: Vec<PathBuf>,
     #[arg(short, long)]
     out: PathBuf,
     /// Label taxonomy of weights trained elsewhere (e.g. casme2-5): its classes, in order, name
@@ -53,9 +58,10 @@ pub struct ExportArgs {
 }
 
 pub fn export(args: ExportArgs) -> Result<()> {
-    let ExportArgs { checkpoint, out, classes, input, data, evaluation, model_version, probe_seed, uncertain_below } = args;
+    let ExportArgs { checkpoint, ensemble, out, classes, input, data, evaluation, model_version, probe_seed, uncertain_below } = args;
     let opts = ExportOptions {
         checkpoint,
+        ensemble,
         out: out.clone(),
         data,
         evaluation,
