@@ -21,10 +21,6 @@ impl Ensemble {
         assert!(!members.is_empty(), "an ensemble has members");
         Ensemble { members }
     }
-
-    pub fn len(&self) -> usize {
-        self.members.len()
-    }
 }
 
 impl Logits for Ensemble {
