@@ -16,7 +16,8 @@ use tch::{Device, nn};
 
 use super::tch_logits;
 use crate::flow_bench::reference_python;
-use crate::model::{Arch, Network};
+use crate::model::ensemble::Ensemble;
+use crate::model::{Arch, ArchSettings, Logits};
 use crate::train::config::TrainConfig;
 
 #[derive(Debug, Clone, Serialize)]
@@ -50,19 +51,28 @@ fn latency(runtime: &str, batch: usize, threads: usize, median_ms: f64) -> Laten
     Latency { runtime: runtime.into(), batch, threads, median_ms, per_sample_ms: median_ms / batch as f64 }
 }
 
-/// The tch model the manifest describes (random weights: latency does not depend on them).
-/// Imported weights have no training configuration: they are the official configuration.
-fn tch_model(manifest: &Manifest, vs: &nn::VarStore) -> Result<Box<dyn Network>> {
+/// The tch model the manifest describes (random weights: latency does not depend on them), an
+/// ensemble with all its members. Imported weights have no training configuration: they are
+/// the official configuration.
+fn tch_model(manifest: &Manifest, vs: &nn::VarStore) -> Result<Box<dyn Logits>> {
     let arch: Arch = manifest.architecture.parse()?;
+    let classes = manifest.classes.len() as i64;
+    let settings_of = |config: &serde_json::Value| -> Result<ArchSettings> {
+        let config: TrainConfig =
+            serde_json::from_value(config.clone()).context("the manifest's training configuration cannot be read")?;
+        Ok(config.settings)
+    };
+    if !manifest.training.ensemble.is_empty() {
+        let members = manifest.training.ensemble.iter().enumerate().map(|(i, m)| {
+            Ok(arch.build(&(vs.root() / format!("member{i}")), classes, &settings_of(&m.config)?))
+        });
+        return Ok(Box::new(Ensemble::new(members.collect::<Result<_>>()?)));
+    }
     let settings = match manifest.training.weights {
         WeightsOrigin::Imported { .. } => arch.default_settings(),
-        WeightsOrigin::MerTrain => {
-            let config: TrainConfig =
-                serde_json::from_value(manifest.training.config.clone()).context("the manifest's training configuration cannot be read")?;
-            config.settings
-        }
+        WeightsOrigin::MerTrain => settings_of(&manifest.training.config)?,
     };
-    Ok(arch.build(&vs.root(), manifest.classes.len() as i64, &settings))
+    Ok(Box::new(arch.build(&vs.root(), classes, &settings)))
 }
 
 /// The ONNX bytes of a .onnx file or of a bundle; onnxruntime reads a file, so a bundle's ONNX
