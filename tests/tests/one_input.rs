@@ -175,6 +175,7 @@ fn prepare_classify_clip_and_the_live_pipeline_compute_one_input() {
         let onnx = dir.path().join(format!("{arch}.onnx"));
         let exported = export_to_file(&ExportOptions {
             checkpoint,
+            ensemble: vec![],
             out: onnx.clone(),
             data: None,
             evaluation: None,

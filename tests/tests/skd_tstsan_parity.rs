@@ -76,6 +76,7 @@ fn exports_and_classifies_like_pytorch(python: &Path, dir: &Path, ckpt: &Path, x
     let onnx = dir.join("official.onnx");
     let options = ExportOptions {
         checkpoint: ckpt.to_path_buf(),
+        ensemble: vec![],
         out: onnx.clone(),
         data: None,
         evaluation: None,

@@ -58,14 +58,16 @@ fn tch_model(manifest: &Manifest, vs: &nn::VarStore) -> Result<Box<dyn Logits>> 
     let arch: Arch = manifest.architecture.parse()?;
     let classes = manifest.classes.len() as i64;
     let settings_of = |config: &serde_json::Value| -> Result<ArchSettings> {
-        let config: TrainConfig =
-            serde_json::from_value(config.clone()).context("the manifest's training configuration cannot be read")?;
+        let config: TrainConfig = serde_json::from_value(config.clone()).context("the manifest's training configuration cannot be read")?;
         Ok(config.settings)
     };
     if !manifest.training.ensemble.is_empty() {
-        let members = manifest.training.ensemble.iter().enumerate().map(|(i, m)| {
-            Ok(arch.build(&(vs.root() / format!("member{i}")), classes, &settings_of(&m.config)?))
-        });
+        let members = manifest
+            .training
+            .ensemble
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Ok(arch.build(&(vs.root() / format!("member{i}")), classes, &settings_of(&m.config)?)));
         return Ok(Box::new(Ensemble::new(members.collect::<Result<_>>()?)));
     }
     let settings = match manifest.training.weights {
