@@ -114,7 +114,7 @@ fn ensembles_average_the_members_held_out_probabilities() {
     let out = dir.path().join("ensemble");
     let ensemble = combine(&[a.clone(), b.clone()], &out).unwrap();
     assert_eq!(ensemble.arch, "ensemble of skd-tstsan ×2");
-    assert_eq!(ensemble.ensemble.iter().map(|m| m.seed).collect::<Vec<_>>(), vec![1337, 7]);
+    assert_eq!(ensemble.ensemble.iter().map(|m| m.config.seed).collect::<Vec<_>>(), vec![1337, 7]);
     assert!(ensemble.complete && ensemble.samples == 12);
     for subject in ["s1", "s2", "s3"] {
         let (pa, pb) = (held_out(&a, subject), held_out(&b, subject));

@@ -145,8 +145,7 @@ fn describe_evaluation(
     if !(0.0..=1.0).contains(&threshold) {
         bail!("--uncertain-below {threshold}: it is a probability, 0 to 1 (0 labels every window)");
     }
-    let run_name = evaluated_by.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-    let run_name = run_name.unwrap_or_else(|| evaluated_by.display().to_string());
+    let run_name = run_name(evaluated_by);
     let own_fold = scope.strip_prefix("LOSO fold ").and_then(|subject| c.fold_temperatures.get(subject).map(|t| (subject, *t)));
     let (temperature, fitted_on) = match own_fold {
         Some((subject, t)) => (t, format!("the held-out predictions of the other folds of {run_name} (not {subject})")),
@@ -394,7 +393,8 @@ impl Source {
             let models = opts.ensemble.len() + 1;
             if r.ensemble.len().max(1) != models {
                 bail!(
-                    "--evaluation {}: it scores {}, and this export is {}; describe a model by the LOSO of its own recipe                      (an ensemble by `mer ensemble` over as many runs)",
+                    "--evaluation {}: it scores {}, and this export is {}; describe a model by the LOSO of its own recipe \
+                     (an ensemble by `mer ensemble` over as many runs)",
                     dir.display(),
                     if r.ensemble.is_empty() { "a single model".to_string() } else { format!("an ensemble of {}", r.ensemble.len()) },
                     if models == 1 { "a single model".to_string() } else { format!("an ensemble of {models}") }
@@ -403,9 +403,8 @@ impl Source {
         }
         let evaluated_by = evaluated_by.unwrap_or(run);
         let (evaluation, calibration) = describe_evaluation(results.as_ref(), evaluated_by, &scope, opts.uncertain_below)?;
-        let run_name = run.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
         let training = TrainingSummary {
-            run: run_name.unwrap_or_else(|| run.display().to_string()),
+            run: run_name(run),
             checkpoint: file_name(&opts.checkpoint),
             dataset: data.dataset.clone(),
             data_digest: data.digest.clone(),
@@ -494,6 +493,12 @@ impl Source {
 
 /// The main classifier's weight in SKD-TSTSAN's state dict: its rows are the classes.
 const CLASSIFIER_WEIGHT: &str = "fc2.weight";
+
+/// A run directory's own name (as the manifest records it), or the path as given.
+fn run_name(run: &Path) -> String {
+    let name = run.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    name.unwrap_or_else(|| run.display().to_string())
+}
 
 fn file_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
@@ -618,12 +623,7 @@ fn ensemble_member(
     let mut vs = nn::VarStore::new(Device::Cpu);
     let network = arch.build(&vs.root(), classes.len() as i64, &info.config.settings);
     copy_into(&mut vs, &read_tensors(checkpoint)?, |_| true, checkpoint)?;
-    let run_name = run.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-    let record = EnsembleMember {
-        run: run_name.unwrap_or_else(|| run.display().to_string()),
-        checkpoint: file_name(checkpoint),
-        config: serde_json::to_value(&info.config)?,
-    };
+    let record = EnsembleMember { run: run_name(&run), checkpoint: file_name(checkpoint), config: serde_json::to_value(&info.config)? };
     Ok((network, record))
 }
 

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::write_json_atomic;
-use super::config::Protocol;
+use super::config::{Protocol, TrainConfig};
 use super::fold::{FoldResult, Prediction};
 use super::record::{RunInfo, fold_dir};
 use super::report::{RunResults, read_folds, summarise};
@@ -22,10 +22,8 @@ use super::report::{RunResults, read_folds, summarise};
 pub struct Member {
     /// The member's run directory, as given.
     pub run: String,
-    pub arch: String,
-    pub seed: u64,
-    /// The member's training configuration, verbatim.
-    pub config: serde_json::Value,
+    /// The member's training configuration.
+    pub config: TrainConfig,
 }
 
 /// Scores the ensemble of the complete honest LOSO runs `runs` into the run directory `out`.
@@ -70,12 +68,7 @@ pub fn combine(runs: &[PathBuf], out: &Path) -> Result<RunResults> {
                 missing.join(", ")
             );
         }
-        members.push(Member {
-            run: run.display().to_string(),
-            arch: info.config.arch.name().to_string(),
-            seed: info.config.seed,
-            config: serde_json::to_value(&info.config)?,
-        });
+        members.push(Member { run: run.display().to_string(), config: info.config.clone() });
         folds_of_members.push(folds.into_iter().map(|(subject, (fold, _))| (subject, fold)).collect::<BTreeMap<_, _>>());
     }
 

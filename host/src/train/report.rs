@@ -240,7 +240,7 @@ fn arch_name(info: &RunInfo) -> String {
     }
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for m in &info.ensemble {
-        *counts.entry(m.arch.as_str()).or_default() += 1;
+        *counts.entry(m.config.arch.name()).or_default() += 1;
     }
     let parts: Vec<String> = counts.iter().map(|(arch, n)| if *n == 1 { arch.to_string() } else { format!("{arch} ×{n}") }).collect();
     format!("ensemble of {}", parts.join(" + "))
@@ -299,7 +299,7 @@ impl RunResults {
             self.accuracy
         );
         for m in &self.ensemble {
-            line.push_str(&format!("\n  member: {} (seed {}), {}", m.arch, m.seed, m.run));
+            line.push_str(&format!("\n  member: {} (seed {}), {}", m.config.arch, m.config.seed, m.run));
         }
         for (source, s) in &self.by_source {
             line.push_str(&format!("\n  {source}: {} samples, UF1 {:.4}, UAR {:.4}, accuracy {:.4}", s.samples, s.uf1, s.uar, s.accuracy));
