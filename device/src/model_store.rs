@@ -382,7 +382,7 @@ fn model_info(sha256: String, manifest: &Manifest, head: &BundleHead) -> ModelIn
     ModelInfo {
         sha256,
         version: manifest.version.clone(),
-        architecture: manifest.architecture.clone(),
+        architecture: manifest.model_name(),
         classes: manifest.classes.clone(),
         signer: head.signer_key_id(),
         bytes: head.len(),

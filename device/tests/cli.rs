@@ -372,7 +372,7 @@ fn demo_prints_events_beside_the_ground_truth() {
 
     // The real-data model reads composite flow images the device cannot make: refused, unless
     // allowed; its three classes group the scene's emotions as the composite set does.
-    let composite = m.join("skd-tstsan-flow-casme2.merb");
+    let composite = m.join("flow-ensemble-casme2.merb");
     let e = err(&merd(&["demo", "--out", s(&out), "--model", s(&composite), "--pub", s(&key), "--seconds", "3"]));
     assert!(e.contains("ststnet-png") && e.contains("allow_foreign_inputs"), "{e}");
     let stdout = ok(&merd(&[

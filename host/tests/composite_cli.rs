@@ -346,13 +346,39 @@ fn an_ensemble_of_seeds_is_scored_and_exported_as_one_model() {
     let printed = ok(&mer(&["evaluate", s(&onnx), "--dataset", "composite", "--data", s(&data)]));
     assert!(printed.contains("pair on 12 samples"), "{printed}");
 
-    // An evaluation of another number of models, a member of another architecture: refused.
+    // An evaluation of another number of models: refused.
     let e = err(&mer(&["export", s(&first), "--ensemble", s(&second), "--evaluation", s(&loso1), "-o", s(&onnx)]));
     assert!(e.contains("a single model") && e.contains("an ensemble of 2"), "{e}");
     let e = err(&mer(&["export", s(&first), "--evaluation", s(&scored), "-o", s(&onnx)]));
     assert!(e.contains("an ensemble of 2") && e.contains("a single model"), "{e}");
+
+    // Another architecture of the same input joins; tch and tract agree on the mixed graph, and
+    // the latency bench builds each member as its own architecture.
     let am3f = d.join("am3f");
     ok(&train(&data, &am3f, "am3f-flownet", &["--iters", "2", "--all-samples"]));
-    let e = err(&mer(&["export", s(&first), "--ensemble", s(&am3f.join("model.safetensors")), "-o", s(&onnx)]));
-    assert!(e.contains("am3f-flownet") && e.contains("share one architecture"), "{e}");
+    let mixed = d.join("mixed.onnx");
+    let printed = ok(&mer(&["export", s(&first), "--ensemble", s(&am3f.join("model.safetensors")), "-o", s(&mixed)]));
+    assert_eq!(printed.matches("arg-max identical").count(), 3, "{printed}");
+    let manifest = OnnxModel::from_bytes(&std::fs::read(&mixed).unwrap()).unwrap().manifest().unwrap().unwrap();
+    assert_eq!(manifest.architecture, "skd-tstsan-flow");
+    assert!(
+        manifest.architecture_options.starts_with("ensemble of 2 models: 1 skd-tstsan-flow + 1 am3f-flownet"),
+        "{}",
+        manifest.architecture_options
+    );
+    let archs: Vec<&str> = manifest.training.ensemble.iter().map(|m| m.config["arch"].as_str().unwrap()).collect();
+    assert_eq!(archs, ["skd-tstsan-flow", "am3f-flownet"]);
+    let bench = ok(&mer(&["bench-infer", s(&mixed), "--batches", "1", "--iters", "2", "--warmup", "1"]));
+    assert!(bench.contains("tch"), "{bench}");
+
+    // A member that reads another input (here a run record saying HTNet, whose input is the
+    // landmark mosaic): refused, naming both architectures and inputs.
+    let htnet = d.join("htnet");
+    std::fs::create_dir_all(&htnet).unwrap();
+    let mut info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(all2.join("run.json")).unwrap()).unwrap();
+    info["config"]["arch"] = "htnet".into();
+    std::fs::write(htnet.join("run.json"), info.to_string()).unwrap();
+    std::fs::copy(&second, htnet.join("model.safetensors")).unwrap();
+    let e = err(&mer(&["export", s(&first), "--ensemble", s(&htnet.join("model.safetensors")), "-o", s(&onnx)]));
+    assert!(e.contains("htnet") && e.contains("htnet-mosaic28") && e.contains("skd-tstsan-flow") && e.contains("flow-strain28"), "{e}");
 }

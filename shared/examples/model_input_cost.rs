@@ -49,7 +49,7 @@ fn main() {
     );
     for (layout, model) in [
         (InputLayout::SkdTstsan38, Some("skd-tstsan-synthetic.merb")),
-        (InputLayout::FlowStrain28, Some("skd-tstsan-flow-casme2.merb")),
+        (InputLayout::FlowStrain28, Some("flow-ensemble-casme2.merb")),
         (InputLayout::HtnetMosaic28, None),
     ] {
         let spec = layout.spec();

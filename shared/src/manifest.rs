@@ -175,6 +175,23 @@ pub struct EnsembleMember {
     pub config: serde_json::Value,
 }
 
+/// An ensemble's members by architecture, in order of first appearance: "3 skd-tstsan-flow
+/// models", or "4 models: 3 skd-tstsan-flow + 1 am3f-flownet" when they mix architectures.
+pub fn describe_members(members: &[EnsembleMember]) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for member in members {
+        let arch = member.config.get("arch").and_then(|a| a.as_str()).unwrap_or("unknown architecture");
+        match counts.iter_mut().find(|(a, _)| *a == arch) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((arch, 1)),
+        }
+    }
+    match counts.as_slice() {
+        [(arch, n)] => format!("{n} {arch} models"),
+        _ => format!("{} models: {}", members.len(), counts.iter().map(|(arch, n)| format!("{n} {arch}")).collect::<Vec<_>>().join(" + ")),
+    }
+}
+
 /// Who made a model's weights.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "origin")]
@@ -237,6 +254,16 @@ impl Probe {
 }
 
 impl Manifest {
+    /// What runs: the architecture, or for an ensemble "ensemble of 4 models: 3 skd-tstsan-flow
+    /// + 1 am3f-flownet".
+    pub fn model_name(&self) -> String {
+        if self.training.ensemble.is_empty() {
+            self.architecture.clone()
+        } else {
+            format!("ensemble of {}", describe_members(&self.training.ensemble))
+        }
+    }
+
     /// (channels, height, width) of one sample.
     pub fn input_shape(&self) -> [usize; 3] {
         [self.input.channels, self.input.height, self.input.width]
@@ -380,6 +407,22 @@ mod tests {
         assert_eq!(Calibration::label(Some(&calibration(2.0, 0.6)), &classes, &soft), UNCERTAIN);
         assert_eq!(Calibration::label(None, &classes, &[0.34, 0.33, 0.33]), "a");
         assert_eq!(Calibration::label(Some(&calibration(1.0, 0.0)), &classes, &[0.2, 0.5, 0.3]), "b");
+    }
+
+    #[test]
+    fn an_ensemble_is_named_by_its_members_architectures() {
+        let mut m = manifest();
+        assert_eq!(m.model_name(), "skd-tstsan");
+        let member = |arch: &str| EnsembleMember {
+            run: "run".into(),
+            checkpoint: "model.safetensors".into(),
+            config: serde_json::json!({ "arch": arch }),
+        };
+        m.training.ensemble = vec![member("skd-tstsan-flow"), member("skd-tstsan-flow")];
+        assert_eq!(m.model_name(), "ensemble of 2 skd-tstsan-flow models");
+        m.training.ensemble.insert(1, member("am3f-flownet"));
+        m.training.ensemble.push(member("skd-tstsan-flow"));
+        assert_eq!(m.model_name(), "ensemble of 4 models: 3 skd-tstsan-flow + 1 am3f-flownet");
     }
 
     #[test]

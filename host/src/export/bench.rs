@@ -17,7 +17,7 @@ use tch::{Device, nn};
 use super::tch_logits;
 use crate::flow_bench::reference_python;
 use crate::model::ensemble::Ensemble;
-use crate::model::{Arch, ArchSettings, Logits};
+use crate::model::{Arch, Logits};
 use crate::train::config::TrainConfig;
 
 #[derive(Debug, Clone, Serialize)]
@@ -57,22 +57,19 @@ fn latency(runtime: &str, batch: usize, threads: usize, median_ms: f64) -> Laten
 fn tch_model(manifest: &Manifest, vs: &nn::VarStore) -> Result<Box<dyn Logits>> {
     let arch: Arch = manifest.architecture.parse()?;
     let classes = manifest.classes.len() as i64;
-    let settings_of = |config: &serde_json::Value| -> Result<ArchSettings> {
-        let config: TrainConfig = serde_json::from_value(config.clone()).context("the manifest's training configuration cannot be read")?;
-        Ok(config.settings)
+    let config_of = |config: &serde_json::Value| -> Result<TrainConfig> {
+        serde_json::from_value(config.clone()).context("the manifest's training configuration cannot be read")
     };
     if !manifest.training.ensemble.is_empty() {
-        let members = manifest
-            .training
-            .ensemble
-            .iter()
-            .enumerate()
-            .map(|(i, m)| Ok(arch.build(&(vs.root() / format!("member{i}")), classes, &settings_of(&m.config)?)));
+        let members = manifest.training.ensemble.iter().enumerate().map(|(i, m)| {
+            let config = config_of(&m.config)?;
+            Ok(config.arch.build(&(vs.root() / format!("member{i}")), classes, &config.settings))
+        });
         return Ok(Box::new(Ensemble::new(members.collect::<Result<_>>()?)));
     }
     let settings = match manifest.training.weights {
         WeightsOrigin::Imported { .. } => arch.default_settings(),
-        WeightsOrigin::MerTrain => settings_of(&manifest.training.config)?,
+        WeightsOrigin::MerTrain => config_of(&manifest.training.config)?.settings,
     };
     Ok(Box::new(arch.build(&vs.root(), classes, &settings)))
 }

@@ -14,7 +14,7 @@ use mer_shared::input::InputLayout;
 use mer_shared::labels::Taxonomy;
 use mer_shared::manifest::{
     Calibration, EnsembleMember, Evaluation, InputProvenance, LogitAgreement, MANIFEST_FORMAT, Manifest, ONNX_METADATA_KEY,
-    PREPROCESSING_VERSION, Probe, TrainingSummary, WeightsOrigin,
+    PREPROCESSING_VERSION, Probe, TrainingSummary, WeightsOrigin, describe_members,
 };
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor, nn};
@@ -556,8 +556,10 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
             training.ensemble.push(record);
         }
         let runs: Vec<&str> = training.ensemble.iter().map(|m| m.run.as_str()).collect();
-        architecture_options =
-            format!("ensemble of {} {arch_name} models (log of their mean softmax); first member: {architecture_options}", members.len());
+        architecture_options = format!(
+            "ensemble of {} (log of their mean softmax); first member: {architecture_options}",
+            describe_members(&training.ensemble)
+        );
         training.run = runs.join(" + ");
         Box::new(Ensemble::new(members))
     };
@@ -592,8 +594,8 @@ pub fn export(opts: &ExportOptions) -> Result<Exported> {
     Ok(Exported { manifest, onnx, checks })
 }
 
-/// A further member of an exported ensemble: a checkpoint of a training run of `arch` with the
-/// first member's classes, data and scope.
+/// A further member of an exported ensemble: a checkpoint of a training run whose architecture
+/// reads the input of the first member's `arch`, with the first member's classes, data and scope.
 fn ensemble_member(
     checkpoint: &Path,
     arch: Arch,
@@ -605,10 +607,13 @@ fn ensemble_member(
         bail!("{}: an ensemble's members are checkpoints of `mer train` runs (no run.json beside it)", checkpoint.display());
     };
     let differs = |what: String| anyhow::anyhow!("{} cannot join the ensemble: {what}", checkpoint.display());
-    if info.config.arch != arch {
+    let member_arch = info.config.arch;
+    if member_arch.input_layout() != arch.input_layout() {
         return Err(differs(format!(
-            "its run trained {}, the first member {arch}; an ensemble's members share one architecture",
-            info.config.arch
+            "its run trained {member_arch}, which reads {} inputs, the first member {arch}, which reads {}; an ensemble's \
+             members read one input",
+            member_arch.input_layout().name(),
+            arch.input_layout().name()
         )));
     }
     if info.classes != classes {
@@ -621,7 +626,7 @@ fn ensemble_member(
         return Err(differs(format!("it is a model of {member_scope}, the first member of {scope}")));
     }
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let network = arch.build(&vs.root(), classes.len() as i64, &info.config.settings);
+    let network = member_arch.build(&vs.root(), classes.len() as i64, &info.config.settings);
     copy_into(&mut vs, &read_tensors(checkpoint)?, |_| true, checkpoint)?;
     let record = EnsembleMember { run: run_name(&run), checkpoint: file_name(checkpoint), config: serde_json::to_value(&info.config)? };
     Ok((network, record))

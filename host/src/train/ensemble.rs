@@ -137,5 +137,6 @@ fn mean_fold(folds: &[&FoldResult], runs: &[PathBuf]) -> Result<FoldResult> {
         predictions,
         last_predictions: None,
         seconds: folds.iter().map(|f| f.seconds).sum(),
+        device: String::new(),
     })
 }

@@ -51,6 +51,9 @@ pub struct FoldResult {
     /// Paper protocol: the last epoch's predictions, which the official code also scores.
     pub last_predictions: Option<Vec<Prediction>>,
     pub seconds: f64,
+    /// Where the fold trained ("cpu", "cuda:0"); absent from records made before it was kept.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub device: String,
 }
 
 /// One line of `folds/<subject>/epochs.jsonl`.
@@ -306,6 +309,7 @@ impl Fold<'_> {
             predictions,
             last_predictions,
             seconds: seconds_before + started.elapsed().as_secs_f64(),
+            device: device_name(self.device),
         };
         write_json_atomic(&self.result_path(), &result)?;
         for stale in [state_path, progress_path, best_weights] {
@@ -386,4 +390,13 @@ pub fn counts_by_subject(data: &TrainData) -> BTreeMap<String, Vec<usize>> {
         out.insert(s.clone(), data.class_counts(&data.indices(|x| x == s)));
     }
     out
+}
+
+/// A device as fold records name it.
+fn device_name(device: Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
 }

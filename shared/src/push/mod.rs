@@ -180,6 +180,7 @@ pub struct ModelInfo {
     /// Hex SHA-256 of the bundle file.
     pub sha256: String,
     pub version: String,
+    /// What runs: the architecture, or an ensemble's members (`Manifest::model_name`).
     pub architecture: String,
     pub classes: Vec<String>,
     /// Key id of the key that signed the bundle.

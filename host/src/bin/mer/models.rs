@@ -75,7 +75,7 @@ pub fn export(args: ExportArgs) -> Result<()> {
     let m = &exported.manifest;
     println!(
         "{} version {}: {} classes ({}), input {:?}",
-        m.architecture,
+        m.model_name(),
         m.version,
         m.classes.len(),
         m.classes.join(", "),
@@ -175,7 +175,7 @@ fn sign(model: PathBuf, key: PathBuf, out: PathBuf) -> Result<()> {
     let bundle = Bundle::sign(classifier.manifest().to_json(), onnx, &secret);
     mer_shared::atomic_file::write(&out, &bundle.to_bytes())?;
     let m = classifier.manifest();
-    println!("signed {} version {} with key {}", m.architecture, m.version, secret.public().key_id());
+    println!("signed {} version {} with key {}", m.model_name(), m.version, secret.public().key_id());
     println!("wrote {}", out.display());
     Ok(())
 }
@@ -193,7 +193,7 @@ fn verify(bundle: PathBuf, public_keys: &[PathBuf], manifest: bool) -> Result<()
     } else {
         bail!("{} is not a bundle (no MERB header); sign it with `mer bundle`", bundle.display());
     }
-    println!("model: {} version {}, classes {}", m.architecture, m.version, m.classes.join(", "));
+    println!("model: {} version {}, classes {}", m.model_name(), m.version, m.classes.join(", "));
     println!("input: {:?} {:?}, preprocessing version {}", m.input.layout, m.input_shape(), m.preprocessing_version);
     println!("probe: max |logit difference| {:.2e} in tract", classifier.probe_agreement().max_abs_diff);
     println!("OK");
