@@ -302,7 +302,7 @@ fn an_ensemble_of_seeds_is_scored_and_exported_as_one_model() {
     ok(&train(&data, &loso2, "skd-tstsan-flow", &[&recipe[..], &["--seed", "2"]].concat()));
     let scored = d.join("ensemble");
     let printed = ok(&mer(&["ensemble", s(&loso1), s(&loso2), "-o", s(&scored)]));
-    assert!(printed.contains("ensemble of skd-tstsan-flow ×2 honest LOSO over 12 samples"), "{printed}");
+    assert!(printed.contains("ensemble of 2 skd-tstsan-flow models honest LOSO over 12 samples"), "{printed}");
     assert!(printed.contains("member: skd-tstsan-flow (seed 2)") && printed.contains("calibration: ECE"), "{printed}");
 
     let (all1, all2) = (d.join("all-seed1"), d.join("all-seed2"));

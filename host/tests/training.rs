@@ -113,7 +113,7 @@ fn ensembles_average_the_members_held_out_probabilities() {
     train_loso(&data, &TrainConfig { seed: 7, ..cfg.clone() }, None, &b, Device::Cpu).unwrap();
     let out = dir.path().join("ensemble");
     let ensemble = combine(&[a.clone(), b.clone()], &out).unwrap();
-    assert_eq!(ensemble.arch, "ensemble of skd-tstsan ×2");
+    assert_eq!(ensemble.arch, "ensemble of 2 skd-tstsan models");
     assert_eq!(ensemble.ensemble.iter().map(|m| m.config.seed).collect::<Vec<_>>(), vec![1337, 7]);
     assert!(ensemble.complete && ensemble.samples == 12);
     for subject in ["s1", "s2", "s3"] {

@@ -178,17 +178,25 @@ pub struct EnsembleMember {
 /// An ensemble's members by architecture, in order of first appearance: "3 skd-tstsan-flow
 /// models", or "4 models: 3 skd-tstsan-flow + 1 am3f-flownet" when they mix architectures.
 pub fn describe_members(members: &[EnsembleMember]) -> String {
+    describe_architectures(
+        members.iter().map(|member| member.config.get("arch").and_then(|a| a.as_str()).unwrap_or("unknown architecture")),
+    )
+}
+
+/// Models counted by architecture, in order of first appearance (the wording of
+/// [`describe_members`]); also names an ensemble's LOSO run in `mer ensemble`'s report.
+pub fn describe_architectures<'a>(archs: impl IntoIterator<Item = &'a str>) -> String {
     let mut counts: Vec<(&str, usize)> = Vec::new();
-    for member in members {
-        let arch = member.config.get("arch").and_then(|a| a.as_str()).unwrap_or("unknown architecture");
+    for arch in archs {
         match counts.iter_mut().find(|(a, _)| *a == arch) {
             Some((_, n)) => *n += 1,
             None => counts.push((arch, 1)),
         }
     }
+    let total: usize = counts.iter().map(|(_, n)| n).sum();
     match counts.as_slice() {
         [(arch, n)] => format!("{n} {arch} models"),
-        _ => format!("{} models: {}", members.len(), counts.iter().map(|(arch, n)| format!("{n} {arch}")).collect::<Vec<_>>().join(" + ")),
+        _ => format!("{total} models: {}", counts.iter().map(|(arch, n)| format!("{n} {arch}")).collect::<Vec<_>>().join(" + ")),
     }
 }
 

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use mer_shared::manifest::describe_architectures;
+
 use super::checkpoint::write_json_atomic;
 use super::config::{Protocol, Shard, TrainConfig};
 use super::ensemble::Member;
@@ -233,17 +235,13 @@ pub fn summarise(runs: &[PathBuf], out: &Path) -> Result<RunResults> {
     Ok(results)
 }
 
-/// The run's architecture; an ensemble's members', e.g. `ensemble of skd-tstsan-flow ×3`.
+/// The run's architecture; an ensemble's members', e.g. `ensemble of 3 skd-tstsan-flow models`
+/// (worded as the manifest of its exported model names it).
 fn arch_name(info: &RunInfo) -> String {
     if info.ensemble.is_empty() {
         return info.config.arch.name().to_string();
     }
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for m in &info.ensemble {
-        *counts.entry(m.config.arch.name()).or_default() += 1;
-    }
-    let parts: Vec<String> = counts.iter().map(|(arch, n)| if *n == 1 { arch.to_string() } else { format!("{arch} ×{n}") }).collect();
-    format!("ensemble of {}", parts.join(" + "))
+    format!("ensemble of {}", describe_architectures(info.ensemble.iter().map(|m| m.config.arch.name())))
 }
 
 fn draw(out: &Path, results: &RunResults) -> Result<()> {
